@@ -1,0 +1,126 @@
+/* Bounded growable buffer (see sbx/buf.h). */
+#include "sbx/buf.h"
+
+#include "sbx/alloc.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+void sbx_buf_init(struct sbx_buf *b, size_t max_bytes)
+{
+	b->data = NULL;
+	b->len = 0;
+	b->cap = 0;
+	b->max = max_bytes;
+}
+
+void sbx_buf_release(struct sbx_buf *b)
+{
+	sbx_free(b->data);
+	b->data = NULL;
+	b->len = 0;
+	b->cap = 0;
+}
+
+void sbx_buf_reset(struct sbx_buf *b)
+{
+	b->len = 0;
+	if (b->data)
+		b->data[0] = '\0';
+}
+
+/* Makes room for 'extra' more bytes plus the NUL. */
+static int reserve(struct sbx_buf *b, size_t extra)
+{
+	size_t need, cap;
+	char *p;
+
+	if (extra > b->max || b->len > b->max - extra)
+		return -E2BIG;
+	need = b->len + extra;
+	if (b->data && need <= b->cap)
+		return 0;
+	cap = b->cap ? b->cap : 64;
+	while (cap < need)
+		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+	if (cap > b->max)
+		cap = b->max > need ? b->max : need;
+	p = sbx_realloc(b->data, cap + 1);
+	if (!p)
+		return -ENOMEM;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+int sbx_buf_append(struct sbx_buf *b, const void *data, size_t n)
+{
+	int rc = reserve(b, n);
+
+	if (rc)
+		return rc;
+	if (n)
+		memcpy(b->data + b->len, data, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+	return 0;
+}
+
+int sbx_buf_append_str(struct sbx_buf *b, const char *s)
+{
+	return sbx_buf_append(b, s, strlen(s));
+}
+
+int sbx_buf_vprintf(struct sbx_buf *b, const char *fmt, va_list ap)
+{
+	va_list copy;
+	int n, rc;
+
+	va_copy(copy, ap);
+	n = vsnprintf(NULL, 0, fmt, copy);
+	va_end(copy);
+	if (n < 0)
+		return -EINVAL;
+	rc = reserve(b, (size_t)n);
+	if (rc)
+		return rc;
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	b->len += (size_t)n;
+	return 0;
+}
+
+int sbx_buf_printf(struct sbx_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = sbx_buf_vprintf(b, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+void sbx_buf_consume(struct sbx_buf *b, size_t n)
+{
+	if (n >= b->len) {
+		sbx_buf_reset(b);
+		return;
+	}
+	memmove(b->data, b->data + n, b->len - n);
+	b->len -= n;
+	b->data[b->len] = '\0';
+}
+
+char *sbx_buf_steal(struct sbx_buf *b)
+{
+	char *p = b->data;
+
+	if (!p)
+		return sbx_strdup("");
+	b->data = NULL;
+	b->len = 0;
+	b->cap = 0;
+	return p;
+}

@@ -1,0 +1,44 @@
+/* A growable byte buffer with a hard maximum.
+ *
+ * Anything fed by the network (headers, bodies, watch events) lands in a
+ * struct sbx_buf whose 'max' bounds it: an append that would pass the limit
+ * fails with -E2BIG and leaves the buffer unchanged, so the caller can answer
+ * "too big" instead of growing without end. The data is always kept
+ * NUL-terminated for convenience (the NUL is not counted in len).
+ */
+#ifndef SBX_BUF_H
+#define SBX_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+struct sbx_buf {
+	char *data;	/* NULL until the first append */
+	size_t len;	/* bytes in use */
+	size_t cap;	/* bytes allocated, excluding the NUL slot */
+	size_t max;	/* hard limit on len */
+};
+
+/* Sets up an empty buffer that may hold at most max_bytes. */
+void sbx_buf_init(struct sbx_buf *b, size_t max_bytes);
+/* Frees what the buffer holds and leaves it empty and reusable. */
+void sbx_buf_release(struct sbx_buf *b);
+/* Empties the buffer and keeps its memory. */
+void sbx_buf_reset(struct sbx_buf *b);
+
+/* 0, -E2BIG past the maximum, or -ENOMEM. */
+int sbx_buf_append(struct sbx_buf *b, const void *data, size_t n);
+int sbx_buf_append_str(struct sbx_buf *b, const char *s);
+int sbx_buf_printf(struct sbx_buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+int sbx_buf_vprintf(struct sbx_buf *b, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+/* Drops the first n bytes (n <= len), moving the rest to the front. */
+void sbx_buf_consume(struct sbx_buf *b, size_t n);
+
+/* Hands the data to the caller (who frees it with sbx_free) and leaves the
+ * buffer empty. Returns "" copies for an untouched buffer; NULL on -ENOMEM. */
+char *sbx_buf_steal(struct sbx_buf *b);
+
+#endif

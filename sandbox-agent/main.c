@@ -1,0 +1,32 @@
+/* sbx-agent: serves the AIO Sandbox /v1 API inside a sandbox.
+ *
+ * main() only parses the configuration, wires the modules and runs the loop.
+ * This build has the configuration surface only; the /v1 API server arrives with its own
+ * issue, and until then the program says so and exits 1.
+ */
+#include "sbx/config.h"
+#include "sbx/log.h"
+#include "sbx/version.h"
+
+#include <stdio.h>
+
+int main(int argc, char **argv)
+{
+	struct sbx_config cfg = {
+		.program = "sbx-agent",
+		.summary = "serves the AIO Sandbox /v1 API inside a sandbox.",
+		.env_prefix = "SBX_AGENT_",
+	};
+	int rc = sbx_config_load(&cfg, argc, argv);
+
+	if (rc)
+		return rc > 0 ? 0 : 2;
+	if (cfg.argi < argc) {
+		fprintf(stderr, "sbx-agent: unexpected argument '%s' (see --help)\n", argv[cfg.argi]);
+		sbx_config_release(&cfg);
+		return 2;
+	}
+	sbx_log_error("the /v1 API server is not part of this build yet", SBX_LS("version", SBX_VERSION));
+	sbx_config_release(&cfg);
+	return 1;
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs everything the build and the tests need, idempotently:
+#   1. Debian packages (compilers' libraries from DESIGN section 7, test peers);
+#   2. a Python venv with the pinned packages of tests/requirements.txt;
+#   3. the Kubernetes control plane for tests (scripts/k8s-toolchain.sh).
+# Everything is cached outside the repository under $SBX_CACHE (default
+# ~/.cache/sbx); a second run checks stamps and downloads nothing.
+#
+#   scripts/setup.sh [--no-k8s]      prints 'export ...' lines for the caller
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache=${SBX_CACHE:-$HOME/.cache/sbx}
+mkdir -p "$cache"
+
+# Libraries (section 7 of the design), their tools, and the peers tests talk to.
+apt_pkgs=(
+	build-essential cmake ninja-build pkg-config clang clang-format
+	libuv1-dev libhttp-parser-dev libnghttp2-dev libwslay-dev libssl-dev
+	libjansson-dev libjwt-dev libyaml-dev libcurl4-openssl-dev libc-ares-dev
+	libnftables-dev libcmocka-dev
+	openssl curl iproute2 procps
+)
+
+log() { echo "setup: $*" >&2; }
+
+install_apt() {
+	local missing=() p
+	for p in "${apt_pkgs[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	[[ ${#missing[@]} -eq 0 ]] && return
+	log "installing Debian packages: ${missing[*]}"
+	local sudo=()
+	[[ $(id -u) -eq 0 ]] || sudo=(sudo -n)
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		"${missing[@]}" >/dev/null
+}
+
+install_venv() {
+	local req="$here/tests/requirements.txt" key venv
+	key=$(cat "$req" <(python3 --version) | sha256sum | cut -c1-12)
+	venv="$cache/venv-$key"
+	if [[ ! -f $venv/.complete ]]; then
+		log "creating Python venv $venv"
+		rm -rf "$venv"
+		python3 -m venv "$venv"
+		"$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+		touch "$venv/.complete"
+	fi
+	echo "export SBX_VENV=$venv"
+}
+
+install_apt
+install_venv
+if [[ ${1:-} != --no-k8s ]]; then
+	echo "export SBX_K8S_BIN=$("$here/scripts/k8s-toolchain.sh")"
+fi
