@@ -1,0 +1,412 @@
+/* Informer (see sbx/informer.h). Owns its cache (a map of key -> json_t
+ * reference), its watch and a retry timer for failed lists. */
+#include "sbx/informer.h"
+
+#include "sbx/alloc.h"
+#include "sbx/json.h"
+#include "sbx/kube.h"
+#include "sbx/kube_watch.h"
+#include "sbx/log.h"
+#include "sbx/map.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+#define KEY_MAX 512
+
+struct sbx_informer {
+	struct sbx_kube *k;
+	struct sbx_informer_opts opts;
+	char *path, *label_selector, *field_selector;
+	struct sbx_informer_handlers h;
+	void *arg;
+	struct sbx_map cache;
+	struct sbx_map next;	/* the list being gathered, page by page */
+	struct sbx_watch *watch;
+	struct sbx_kube_req *list_req;	/* the page request in flight */
+	uv_timer_t retry;
+	char item_kind[128];	/* list items carry no kind/apiVersion; restore them */
+	char item_api_version[128];
+	char list_rv[64];
+	unsigned failures;
+	bool synced;
+	bool listing;
+	unsigned long lists;
+};
+
+static void list_page(struct sbx_informer *inf, const char *cont);
+
+int sbx_informer_key(const json_t *obj, char *out, size_t size)
+{
+	const char *ns = sbx_json_str(obj, "metadata.namespace");
+	const char *name = sbx_json_str(obj, "metadata.name");
+	int n;
+
+	if (!name || !*name)
+		return -EINVAL;
+	n = ns && *ns ? snprintf(out, size, "%s/%s", ns, name) : snprintf(out, size, "%s", name);
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+static const char *rv_of(const json_t *obj)
+{
+	const char *rv = sbx_json_str(obj, "metadata.resourceVersion");
+
+	return rv ? rv : "";
+}
+
+/* ---- applying changes --------------------------------------------------- */
+
+static void apply_upsert(struct sbx_informer *inf, json_t *obj)
+{
+	char key[KEY_MAX];
+	void *old = NULL;
+	int rc;
+
+	if (sbx_informer_key(obj, key, sizeof(key)))
+		return;
+	json_incref(obj);
+	rc = sbx_map_put(&inf->cache, key, obj, &old);
+	if (rc) {
+		/* Losing an object silently would break every controller above us. */
+		sbx_log_error("informer cache full; object not cached", SBX_LS("path", inf->path),
+			      SBX_LS("key", key), SBX_LI("max_objects", (long long)inf->opts.max_objects),
+			      SBX_LERR(rc));
+		json_decref(obj);
+		return;
+	}
+	if (old && inf->h.on_update)
+		inf->h.on_update(old, obj, inf->arg);
+	else if (!old && inf->h.on_add)
+		inf->h.on_add(obj, inf->arg);
+	json_decref(old);
+}
+
+static void apply_delete(struct sbx_informer *inf, json_t *obj)
+{
+	char key[KEY_MAX];
+	json_t *old;
+
+	if (sbx_informer_key(obj, key, sizeof(key)))
+		return;
+	old = sbx_map_remove(&inf->cache, key);
+	/* Report the final state the server sent, which is newer than ours. */
+	if (inf->h.on_delete)
+		inf->h.on_delete(obj, inf->arg);
+	json_decref(old);
+}
+
+static void on_watch_event(enum sbx_watch_type t, json_t *obj, void *arg)
+{
+	struct sbx_informer *inf = arg;
+
+	if (t == SBX_WATCH_DELETED)
+		apply_delete(inf, obj);
+	else
+		apply_upsert(inf, obj);
+}
+
+static void on_watch_gone(void *arg)
+{
+	struct sbx_informer *inf = arg;
+
+	list_page(inf, NULL);
+}
+
+/* ---- relist ------------------------------------------------------------- */
+
+struct diff {
+	struct sbx_informer *inf;
+	json_t **gone;		/* cached objects missing from the new list */
+	size_t n_gone;
+};
+
+static void collect_gone(const char *key, void *value, void *arg)
+{
+	struct diff *d = arg;
+
+	if (!sbx_map_get(&d->inf->next, key))
+		d->gone[d->n_gone++] = value;
+}
+
+static void collect_all(const char *key, void *value, void *arg)
+{
+	json_t ***out = arg;
+
+	(void)key;
+	*(*out)++ = value;
+}
+
+/* Makes the gathered list the cache and reports the differences. */
+static void finish_list(struct sbx_informer *inf)
+{
+	struct diff d = { .inf = inf };
+	json_t **fresh, **p;
+	size_t n_fresh = inf->next.count;
+
+	d.gone = sbx_calloc(inf->cache.count + 1, sizeof(*d.gone));
+	fresh = sbx_calloc(n_fresh + 1, sizeof(*fresh));
+	if (!d.gone || !fresh) {
+		sbx_free(d.gone);
+		sbx_free(fresh);
+		sbx_log_error("informer out of memory applying a list", SBX_LS("path", inf->path));
+		return;
+	}
+	sbx_map_foreach(&inf->cache, collect_gone, &d);
+	p = fresh;
+	sbx_map_foreach(&inf->next, collect_all, &p);
+	sbx_map_release(&inf->next);
+	sbx_map_init(&inf->next, inf->opts.max_objects);
+	for (size_t i = 0; i < d.n_gone; i++) {
+		json_t *obj = json_incref(d.gone[i]);
+
+		apply_delete(inf, obj);
+		json_decref(obj);
+	}
+	for (size_t i = 0; i < n_fresh; i++) {
+		char key[KEY_MAX];
+		json_t *old = NULL;
+
+		if (!sbx_informer_key(fresh[i], key, sizeof(key)))
+			old = sbx_map_get(&inf->cache, key);
+		/* Unchanged objects are not reported again. */
+		if (!old || strcmp(rv_of(old), rv_of(fresh[i])) != 0)
+			apply_upsert(inf, fresh[i]);
+		json_decref(fresh[i]);
+	}
+	sbx_free(d.gone);
+	sbx_free(fresh);
+	inf->lists++;
+	inf->synced = true;
+	inf->listing = false;
+	inf->failures = 0;
+	sbx_log_debug("informer synced", SBX_LS("path", inf->path),
+		      SBX_LI("objects", (long long)inf->cache.count), SBX_LS("resourceVersion", inf->list_rv));
+	if (inf->h.on_synced)
+		inf->h.on_synced(inf->arg);
+	sbx_watch_start(inf->watch, inf->list_rv);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+	list_page(t->data, NULL);
+}
+
+static void drop_next(const char *key, void *value, void *arg)
+{
+	(void)key;
+	(void)arg;
+	json_decref(value);
+}
+
+static void list_failed(struct sbx_informer *inf, const struct sbx_kube_response *r)
+{
+	uint64_t delay = 500;
+
+	for (unsigned i = 0; i < inf->failures && delay < inf->opts.backoff_max_ms; i++)
+		delay *= 2;
+	if (delay > inf->opts.backoff_max_ms)
+		delay = inf->opts.backoff_max_ms;
+	inf->failures++;
+	sbx_map_foreach(&inf->next, drop_next, NULL);
+	sbx_map_release(&inf->next);
+	sbx_map_init(&inf->next, inf->opts.max_objects);
+	sbx_log_warn("list failed; retrying", SBX_LS("path", inf->path), SBX_LI("status", r->status),
+		     SBX_LS("reason", sbx_kube_status_message(r)), SBX_LI("retry_ms", (long long)delay));
+	uv_timer_start(&inf->retry, on_retry, delay, 0);
+}
+
+static void set_item_type(struct sbx_informer *inf, const json_t *list)
+{
+	const char *kind = sbx_json_str(list, "kind");
+	const char *av = sbx_json_str(list, "apiVersion");
+	size_t n;
+
+	if (kind && (n = strlen(kind)) > 4 && strcmp(kind + n - 4, "List") == 0)
+		snprintf(inf->item_kind, sizeof(inf->item_kind), "%.*s", (int)(n - 4), kind);
+	if (av)
+		snprintf(inf->item_api_version, sizeof(inf->item_api_version), "%s", av);
+}
+
+static void on_list(const struct sbx_kube_response *r, void *arg)
+{
+	struct sbx_informer *inf = arg;
+	const char *rv, *cont;
+	json_t *items, *it;
+	char key[KEY_MAX];
+	size_t i;
+
+	inf->list_req = NULL;
+	items = r->body ? json_object_get(r->body, "items") : NULL;
+	if (r->rc || r->status != 200 || !json_is_array(items)) {
+		list_failed(inf, r);
+		return;
+	}
+	set_item_type(inf, r->body);
+	json_array_foreach(items, i, it) {
+		if (inf->item_kind[0] && !json_object_get(it, "kind"))
+			json_object_set_new(it, "kind", json_string(inf->item_kind));
+		if (inf->item_api_version[0] && !json_object_get(it, "apiVersion"))
+			json_object_set_new(it, "apiVersion", json_string(inf->item_api_version));
+		if (sbx_informer_key(it, key, sizeof(key)))
+			continue;
+		if (sbx_map_put(&inf->next, key, json_incref(it), NULL)) {
+			json_decref(it);
+			sbx_log_error("informer cache full; object not cached", SBX_LS("path", inf->path),
+				      SBX_LS("key", key));
+		}
+	}
+	rv = sbx_json_str(r->body, "metadata.resourceVersion");
+	cont = sbx_json_str(r->body, "metadata.continue");
+	snprintf(inf->list_rv, sizeof(inf->list_rv), "%s", rv ? rv : "");
+	if (cont && *cont)
+		list_page(inf, cont);
+	else
+		finish_list(inf);
+}
+
+static void list_page(struct sbx_informer *inf, const char *cont)
+{
+	char path[8192];
+	char *c = NULL, *ls = NULL, *fs = NULL;
+	int n, rc;
+
+	if (!cont)
+		sbx_watch_stop(inf->watch);
+	inf->listing = true;
+	if (cont)
+		c = curl_easy_escape(NULL, cont, 0);
+	if (inf->label_selector)
+		ls = curl_easy_escape(NULL, inf->label_selector, 0);
+	if (inf->field_selector)
+		fs = curl_easy_escape(NULL, inf->field_selector, 0);
+	n = snprintf(path, sizeof(path), "%s?limit=%u%s%s%s%s%s%s", inf->path, inf->opts.page_size,
+		     c ? "&continue=" : "", c ? c : "", ls ? "&labelSelector=" : "", ls ? ls : "",
+		     fs ? "&fieldSelector=" : "", fs ? fs : "");
+	curl_free(c);
+	curl_free(ls);
+	curl_free(fs);
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		sbx_log_error("list path too long", SBX_LS("path", inf->path));
+		return;
+	}
+	rc = sbx_kube_request(inf->k, "GET", path, NULL, NULL, 0, on_list, inf, &inf->list_req);
+	if (rc) {
+		struct sbx_kube_response r = { .rc = rc, .error = sbx_strerror(rc) };
+
+		list_failed(inf, &r);
+	}
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+int sbx_informer_new(struct sbx_kube *k, const struct sbx_informer_opts *opts,
+		     const struct sbx_informer_handlers *h, void *arg, struct sbx_informer **out)
+{
+	struct sbx_informer *inf = sbx_calloc(1, sizeof(*inf));
+	struct sbx_watch_handlers wh = { .on_event = on_watch_event, .on_gone = on_watch_gone };
+	struct sbx_watch_opts wo = { 0 };
+	int rc = -ENOMEM;
+
+	if (!inf)
+		return -ENOMEM;
+	inf->k = k;
+	inf->opts = *opts;
+	if (!inf->opts.page_size)
+		inf->opts.page_size = 500;
+	if (!inf->opts.max_objects)
+		inf->opts.max_objects = 100000;
+	if (!inf->opts.backoff_max_ms)
+		inf->opts.backoff_max_ms = 30000;
+	inf->h = *h;
+	inf->arg = arg;
+	sbx_map_init(&inf->cache, inf->opts.max_objects);
+	sbx_map_init(&inf->next, inf->opts.max_objects);
+	if (!(inf->path = sbx_strdup(opts->path)) ||
+	    (opts->label_selector && !(inf->label_selector = sbx_strdup(opts->label_selector))) ||
+	    (opts->field_selector && !(inf->field_selector = sbx_strdup(opts->field_selector))))
+		goto out_free;
+	wo.path = inf->path;
+	wo.label_selector = inf->label_selector;
+	wo.field_selector = inf->field_selector;
+	wo.timeout_s = opts->watch_timeout_s;
+	wo.backoff_max_ms = inf->opts.backoff_max_ms;
+	if ((rc = sbx_watch_new(k, &wo, &wh, inf, &inf->watch)))
+		goto out_free;
+	uv_timer_init(sbx_kube_loop(k), &inf->retry);
+	inf->retry.data = inf;
+	*out = inf;
+	return 0;
+out_free:
+	sbx_free(inf->path);
+	sbx_free(inf->label_selector);
+	sbx_free(inf->field_selector);
+	sbx_free(inf);
+	return rc;
+}
+
+int sbx_informer_start(struct sbx_informer *inf)
+{
+	list_page(inf, NULL);
+	return 0;
+}
+
+static void on_informer_closed(uv_handle_t *h)
+{
+	struct sbx_informer *inf = h->data;
+
+	sbx_map_foreach(&inf->cache, drop_next, NULL);
+	sbx_map_release(&inf->cache);
+	sbx_map_foreach(&inf->next, drop_next, NULL);
+	sbx_map_release(&inf->next);
+	sbx_free(inf->path);
+	sbx_free(inf->label_selector);
+	sbx_free(inf->field_selector);
+	sbx_free(inf);
+}
+
+void sbx_informer_free(struct sbx_informer *inf)
+{
+	if (!inf)
+		return;
+	sbx_watch_free(inf->watch);
+	inf->watch = NULL;
+	uv_timer_stop(&inf->retry);
+	sbx_kube_cancel(inf->list_req);
+	inf->list_req = NULL;
+	uv_close((uv_handle_t *)&inf->retry, on_informer_closed);
+}
+
+json_t *sbx_informer_get(const struct sbx_informer *inf, const char *ns, const char *name)
+{
+	char key[KEY_MAX];
+	int n = ns && *ns ? snprintf(key, sizeof(key), "%s/%s", ns, name)
+			  : snprintf(key, sizeof(key), "%s", name);
+
+	if (n < 0 || (size_t)n >= sizeof(key))
+		return NULL;
+	return sbx_map_get(&inf->cache, key);
+}
+
+size_t sbx_informer_count(const struct sbx_informer *inf)
+{
+	return inf->cache.count;
+}
+
+bool sbx_informer_synced(const struct sbx_informer *inf)
+{
+	return inf->synced;
+}
+
+unsigned long sbx_informer_lists(const struct sbx_informer *inf)
+{
+	return inf->lists;
+}
+
+const char *sbx_informer_resource_version(const struct sbx_informer *inf)
+{
+	return sbx_watch_resource_version(inf->watch);
+}
