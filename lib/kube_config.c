@@ -329,7 +329,7 @@ int sbx_kube_config_load_incluster(struct sbx_kube_config *c, const char *sa_dir
 
 	memset(c, 0, sizeof(*c));
 	if (!sa_dir)
-		sa_dir = SA_DIR;
+		sa_dir = getenv("SBX_KUBE_SA_DIR") ? getenv("SBX_KUBE_SA_DIR") : SA_DIR;
 	if (!host || !*host || !port || !*port)
 		return fail(err, err_size, -ENOENT,
 			    "not in a cluster: KUBERNETES_SERVICE_HOST/PORT are not set");

@@ -35,7 +35,7 @@ int sbx_kube_config_load_file(struct sbx_kube_config *c, const char *path, const
 			      char *err, size_t err_size);
 
 /* Loads the in-cluster configuration from the service-account folder (NULL:
- * /var/run/secrets/kubernetes.io/serviceaccount) and the
+ * $SBX_KUBE_SA_DIR, else /var/run/secrets/kubernetes.io/serviceaccount) and the
  * KUBERNETES_SERVICE_HOST/PORT variables. -ENOENT when not in a cluster. */
 int sbx_kube_config_load_incluster(struct sbx_kube_config *c, const char *sa_dir, char *err,
 				   size_t err_size);

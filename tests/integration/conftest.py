@@ -1,0 +1,103 @@
+"""Shared fixtures: where the built binaries are, and a real control plane."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from k8s_control_plane import ControlPlane
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("SBX_BUILD_DIR", REPO / "build"))
+
+
+def binary(rel: str) -> Path:
+    path = BUILD / rel
+    if not path.exists():
+        pytest.fail(f"{path} is not built (run 'make build' or set SBX_BUILD_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory):
+    cp = ControlPlane(tmp_path_factory.mktemp("k8s"))
+    cp.start()
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture
+def namespace(control_plane, request):
+    """A fresh namespace per test, so tests never see each other's objects."""
+    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + \
+        "-" + os.urandom(3).hex()
+    control_plane.kubectl("create", "namespace", name)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+class Lines:
+    """A background process whose stdout is JSON lines, read as they come."""
+
+    def __init__(self, argv: list[str], env: dict | None = None):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        self.q: queue.Queue = queue.Queue()
+        self.seen: list[dict] = []
+        self.stderr = ""
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.q.put(json.loads(line))
+        self.q.put(None)
+
+    def next(self, timeout: float = 20) -> dict:
+        try:
+            item = self.q.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no line within {timeout}s; seen so far: {self.seen}")
+        if item is None:
+            raise AssertionError(f"process ended early: {self.close()}")
+        self.seen.append(item)
+        return item
+
+    def until(self, pred, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"condition not met in {timeout}s; seen: {self.seen}")
+            item = self.next(left)
+            if pred(item):
+                return item
+
+    def close(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            _, self.stderr = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, self.stderr = self.proc.communicate()
+        return self.stderr
+
+
+@pytest.fixture
+def lines():
+    started: list[Lines] = []
+
+    def start(argv, env=None) -> Lines:
+        p = Lines([str(a) for a in argv], env)
+        started.append(p)
+        return p
+    yield start
+    for p in started:
+        p.close()
