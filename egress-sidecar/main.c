@@ -22,11 +22,13 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? 0 : 2;
 	if (cfg.argi < argc) {
-		fprintf(stderr, "sbx-egress: unexpected argument '%s' (see --help)\n", argv[cfg.argi]);
+		fprintf(stderr, "sbx-egress: unexpected argument '%s' (see --help)\n",
+			argv[cfg.argi]);
 		sbx_config_release(&cfg);
 		return 2;
 	}
-	sbx_log_error("policy enforcement is not part of this build yet", SBX_LS("version", SBX_VERSION));
+	sbx_log_error("policy enforcement is not part of this build yet",
+		      SBX_LS("version", SBX_VERSION));
 	sbx_config_release(&cfg);
 	return 1;
 }

@@ -14,7 +14,8 @@ int main(int argc, char **argv)
 {
 	struct sbx_config cfg = {
 		.program = "sbx-ingress",
-		.summary = "routes /sandboxes/<id>/port/<port>/... to sandbox pods over HTTP/1.1 and HTTP/2.",
+		.summary =
+			"routes /sandboxes/<id>/port/<port>/... to sandbox pods over HTTP/1.1 and HTTP/2.",
 		.env_prefix = "SBX_INGRESS_",
 	};
 	int rc = sbx_config_load(&cfg, argc, argv);
@@ -22,7 +23,8 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? 0 : 2;
 	if (cfg.argi < argc) {
-		fprintf(stderr, "sbx-ingress: unexpected argument '%s' (see --help)\n", argv[cfg.argi]);
+		fprintf(stderr, "sbx-ingress: unexpected argument '%s' (see --help)\n",
+			argv[cfg.argi]);
 		sbx_config_release(&cfg);
 		return 2;
 	}

@@ -23,13 +23,9 @@ enum source { SRC_FILE, SRC_ENV, SRC_FLAG };
 struct origin {
 	enum source src;
 	const char *file;
-	size_t line, column;	/* 0-based from libyaml; printed 1-based */
+	size_t line, column; /* 0-based from libyaml; printed 1-based */
 	const char *env;
 };
-
-/* Options every program has; their destinations live here. */
-static char *opt_log_level = "info";
-static char *opt_log_format = "text";
 
 static void fail(const struct sbx_config *c, const struct origin *o, const struct sbx_opt *opt,
 		 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -197,7 +193,7 @@ struct yaml_ctx {
 	struct sbx_config *c;
 	yaml_parser_t parser;
 	struct origin o;
-	bool seen[256];		/* duplicate keys, by option index */
+	bool seen[256]; /* duplicate keys, by option index */
 };
 
 static int yaml_next(struct yaml_ctx *y, yaml_event_t *ev)
@@ -279,7 +275,8 @@ static int yaml_mapping(struct yaml_ctx *y)
 		}
 		opt = find_opt(y->c, (const char *)ev.data.scalar.value, ev.data.scalar.length);
 		if (!opt) {
-			fprintf(stderr, "%s: %s:%zu:%zu: unknown key '%s' (see --help for the keys)\n",
+			fprintf(stderr,
+				"%s: %s:%zu:%zu: unknown key '%s' (see --help for the keys)\n",
 				y->c->program, y->o.file, y->o.line + 1, y->o.column + 1,
 				(const char *)ev.data.scalar.value);
 			yaml_event_delete(&ev);
@@ -330,7 +327,8 @@ static int yaml_document(struct yaml_ctx *y)
 			/* fall through */
 		default:
 			yaml_event_delete(&ev);
-			fprintf(stderr, "%s: %s:%zu:%zu: expected a mapping of option names to values\n",
+			fprintf(stderr,
+				"%s: %s:%zu:%zu: expected a mapping of option names to values\n",
 				y->c->program, y->o.file, y->o.line + 1, y->o.column + 1);
 			return -EINVAL;
 		}
@@ -471,15 +469,16 @@ static int load_flags(struct sbx_config *c, int argc, char **argv)
 		}
 		if (!split_flag(argv[i], &name, &len, &value)) {
 			if (argv[i][0] == '-' && argv[i][1] != '\0') {
-				fprintf(stderr, "%s: unknown flag '%s' (see --help)\n", c->program, argv[i]);
+				fprintf(stderr, "%s: unknown flag '%s' (see --help)\n", c->program,
+					argv[i]);
 				return -EINVAL;
 			}
 			break;
 		}
 		opt = find_opt(c, name, len);
 		if (!opt) {
-			fprintf(stderr, "%s: unknown flag '--%.*s' (see --help)\n", c->program, (int)len,
-				name);
+			fprintf(stderr, "%s: unknown flag '--%.*s' (see --help)\n", c->program,
+				(int)len, name);
 			return -EINVAL;
 		}
 		if (!value && opt->type == SBX_OPT_BOOL) {
@@ -533,7 +532,8 @@ static int prescan(struct sbx_config *c, int argc, char **argv, const char **fil
 	return 0;
 }
 
-static int apply_logging(struct sbx_config *c)
+static int apply_logging(struct sbx_config *c, const char *opt_log_level,
+			 const char *opt_log_format)
 {
 	enum sbx_log_level level;
 	enum sbx_log_format format;
@@ -554,6 +554,9 @@ static int apply_logging(struct sbx_config *c)
 
 int sbx_config_load(struct sbx_config *c, int argc, char **argv)
 {
+	/* The logging options live only for the load: the strings they point to
+	 * are the config's and go with sbx_config_release. */
+	char *opt_log_level = "info", *opt_log_format = "text";
 	struct sbx_opt *all;
 	const char *file = NULL;
 	size_t n = c->n_opts;
@@ -568,14 +571,20 @@ int sbx_config_load(struct sbx_config *c, int argc, char **argv)
 	if (n)
 		memcpy(all, user, n * sizeof(*all));
 	c->config_file = NULL;
-	all[n++] = (struct sbx_opt){ .name = "config", .type = SBX_OPT_STRING,
-				     .dest = &c->config_file, .metavar = "FILE",
+	all[n++] = (struct sbx_opt){ .name = "config",
+				     .type = SBX_OPT_STRING,
+				     .dest = &c->config_file,
+				     .metavar = "FILE",
 				     .help = "read options from this YAML file" };
-	all[n++] = (struct sbx_opt){ .name = "log-level", .type = SBX_OPT_STRING,
-				     .dest = &opt_log_level, .metavar = "LEVEL",
+	all[n++] = (struct sbx_opt){ .name = "log-level",
+				     .type = SBX_OPT_STRING,
+				     .dest = &opt_log_level,
+				     .metavar = "LEVEL",
 				     .help = "debug, info, warn, error or off" };
-	all[n++] = (struct sbx_opt){ .name = "log-format", .type = SBX_OPT_STRING,
-				     .dest = &opt_log_format, .metavar = "FORMAT",
+	all[n++] = (struct sbx_opt){ .name = "log-format",
+				     .type = SBX_OPT_STRING,
+				     .dest = &opt_log_format,
+				     .metavar = "FORMAT",
 				     .help = "text or json (one JSON object per line)" };
 	c->opts = all;
 	c->n_opts = n;
@@ -593,7 +602,7 @@ int sbx_config_load(struct sbx_config *c, int argc, char **argv)
 		goto out_restore;
 	if ((rc = load_env(c)) || (rc = load_flags(c, argc, argv)))
 		goto out_restore;
-	rc = apply_logging(c);
+	rc = apply_logging(c, opt_log_level, opt_log_format);
 out_restore:
 	c->opts = user;
 	c->n_opts -= 3;

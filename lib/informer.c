@@ -24,11 +24,11 @@ struct sbx_informer {
 	struct sbx_informer_handlers h;
 	void *arg;
 	struct sbx_map cache;
-	struct sbx_map next;	/* the list being gathered, page by page */
+	struct sbx_map next; /* the list being gathered, page by page */
 	struct sbx_watch *watch;
-	struct sbx_kube_req *list_req;	/* the page request in flight */
+	struct sbx_kube_req *list_req; /* the page request in flight */
 	uv_timer_t retry;
-	char item_kind[128];	/* list items carry no kind/apiVersion; restore them */
+	char item_kind[128]; /* list items carry no kind/apiVersion; restore them */
 	char item_api_version[128];
 	char list_rv[64];
 	unsigned failures;
@@ -73,7 +73,8 @@ static void apply_upsert(struct sbx_informer *inf, json_t *obj)
 	if (rc) {
 		/* Losing an object silently would break every controller above us. */
 		sbx_log_error("informer cache full; object not cached", SBX_LS("path", inf->path),
-			      SBX_LS("key", key), SBX_LI("max_objects", (long long)inf->opts.max_objects),
+			      SBX_LS("key", key),
+			      SBX_LI("max_objects", (long long)inf->opts.max_objects),
 			      SBX_LERR(rc));
 		json_decref(obj);
 		return;
@@ -120,7 +121,7 @@ static void on_watch_gone(void *arg)
 
 struct diff {
 	struct sbx_informer *inf;
-	json_t **gone;		/* cached objects missing from the new list */
+	json_t **gone; /* cached objects missing from the new list */
 	size_t n_gone;
 };
 
@@ -184,7 +185,8 @@ static void finish_list(struct sbx_informer *inf)
 	inf->listing = false;
 	inf->failures = 0;
 	sbx_log_debug("informer synced", SBX_LS("path", inf->path),
-		      SBX_LI("objects", (long long)inf->cache.count), SBX_LS("resourceVersion", inf->list_rv));
+		      SBX_LI("objects", (long long)inf->cache.count),
+		      SBX_LS("resourceVersion", inf->list_rv));
 	if (inf->h.on_synced)
 		inf->h.on_synced(inf->arg);
 	sbx_watch_start(inf->watch, inf->list_rv);
@@ -214,8 +216,9 @@ static void list_failed(struct sbx_informer *inf, const struct sbx_kube_response
 	sbx_map_foreach(&inf->next, drop_next, NULL);
 	sbx_map_release(&inf->next);
 	sbx_map_init(&inf->next, inf->opts.max_objects);
-	sbx_log_warn("list failed; retrying", SBX_LS("path", inf->path), SBX_LI("status", r->status),
-		     SBX_LS("reason", sbx_kube_status_message(r)), SBX_LI("retry_ms", (long long)delay));
+	sbx_log_warn("list failed; retrying", SBX_LS("path", inf->path),
+		     SBX_LI("status", r->status), SBX_LS("reason", sbx_kube_status_message(r)),
+		     SBX_LI("retry_ms", (long long)delay));
 	uv_timer_start(&inf->retry, on_retry, delay, 0);
 }
 
@@ -246,7 +249,8 @@ static void on_list(const struct sbx_kube_response *r, void *arg)
 		return;
 	}
 	set_item_type(inf, r->body);
-	json_array_foreach(items, i, it) {
+	json_array_foreach(items, i, it)
+	{
 		if (inf->item_kind[0] && !json_object_get(it, "kind"))
 			json_object_set_new(it, "kind", json_string(inf->item_kind));
 		if (inf->item_api_version[0] && !json_object_get(it, "apiVersion"))
@@ -255,8 +259,8 @@ static void on_list(const struct sbx_kube_response *r, void *arg)
 			continue;
 		if (sbx_map_put(&inf->next, key, json_incref(it), NULL)) {
 			json_decref(it);
-			sbx_log_error("informer cache full; object not cached", SBX_LS("path", inf->path),
-				      SBX_LS("key", key));
+			sbx_log_error("informer cache full; object not cached",
+				      SBX_LS("path", inf->path), SBX_LS("key", key));
 		}
 	}
 	rv = sbx_json_str(r->body, "metadata.resourceVersion");

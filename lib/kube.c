@@ -28,7 +28,7 @@
 
 struct sbx_kube_req {
 	struct sbx_kube *k;
-	struct sbx_kube_req *next, *prev;	/* k->pending or k->active */
+	struct sbx_kube_req *next, *prev; /* k->pending or k->active */
 	CURL *easy;
 	struct curl_slist *headers;
 	struct curl_slist *connect_to;
@@ -36,29 +36,29 @@ struct sbx_kube_req {
 	sbx_kube_data_cb data;
 	void *arg;
 	struct sbx_buf body;
-	long status;		/* known once the first body byte arrives */
-	int abort_rc;		/* why on_write stopped the transfer */
+	long status;  /* known once the first body byte arrives */
+	int abort_rc; /* why on_write stopped the transfer */
 	bool cancelled;
-	bool active;		/* added to the multi handle */
+	bool active; /* added to the multi handle */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
 struct sbx_kube {
 	uv_loop_t *loop;
 	CURLM *multi;
-	uv_timer_t timer;	/* curl's own timeouts */
-	uv_timer_t kick;	/* deferred add/cancel */
+	uv_timer_t timer; /* curl's own timeouts */
+	uv_timer_t kick;  /* deferred add/cancel */
 	int open_handles;
 	bool freeing;
 	struct sbx_kube_opts opts;
-	char *server;		/* URL prefix */
-	char *connect_to;	/* tls-server-name redirect, see set_tls */
+	char *server;	  /* URL prefix */
+	char *connect_to; /* tls-server-name redirect, see set_tls */
 	struct curl_blob ca, cert, key;
 	char *token;
 	char *token_file;
 	uint64_t token_read_ms;
 	bool insecure;
-	struct sbx_kube_req *pending;	/* waiting for the kick */
+	struct sbx_kube_req *pending; /* waiting for the kick */
 	struct sbx_kube_req *active;
 	int http_version;
 	long connects;
@@ -151,8 +151,9 @@ static void finish(struct sbx_kube *k, struct sbx_kube_req *r, CURLcode code)
 		k->http_version = version >= CURL_HTTP_VERSION_2_0 ? 2 : 1;
 	resp.rc = r->abort_rc ? r->abort_rc : curl_to_errno(code);
 	if (resp.rc)
-		resp.error = r->errbuf[0] ? r->errbuf : r->abort_rc ? sbx_strerror(r->abort_rc)
-								    : curl_easy_strerror(code);
+		resp.error = r->errbuf[0]  ? r->errbuf
+			     : r->abort_rc ? sbx_strerror(r->abort_rc)
+					   : curl_easy_strerror(code);
 	resp.raw = r->body.data ? r->body.data : "";
 	resp.raw_len = r->body.len;
 	if (r->body.len)
@@ -370,7 +371,8 @@ static int set_server(struct sbx_kube *k, const struct sbx_kube_config *cfg)
 	    !(k->connect_to = sbx_buf_steal(&b)))
 		return -ENOMEM;
 	sbx_buf_init(&b, 4096);
-	if (sbx_buf_printf(&b, "https://%s:%.*s%s", cfg->tls_server_name, (int)port_len, port, end) ||
+	if (sbx_buf_printf(&b, "https://%s:%.*s%s", cfg->tls_server_name, (int)port_len, port,
+			   end) ||
 	    !(k->server = sbx_buf_steal(&b)))
 		return -ENOMEM;
 	return 0;
@@ -513,8 +515,8 @@ static int add_header(struct sbx_kube_req *r, const char *h)
 }
 
 static int setup_easy(struct sbx_kube *k, struct sbx_kube_req *r, const char *method,
-		      const char *path, const char *content_type, const char *body,
-		      size_t body_len, long timeout_ms)
+		      const char *path, const char *content_type, const char *body, size_t body_len,
+		      long timeout_ms)
 {
 	struct sbx_buf url, auth;
 	CURL *e;
@@ -674,8 +676,8 @@ int sbx_kube_replace(struct sbx_kube *k, const char *path, const json_t *obj, sb
 	return send_json(k, "PUT", path, NULL, obj, cb, arg);
 }
 
-int sbx_kube_merge_patch(struct sbx_kube *k, const char *path, const json_t *patch,
-			 sbx_kube_cb cb, void *arg)
+int sbx_kube_merge_patch(struct sbx_kube *k, const char *path, const json_t *patch, sbx_kube_cb cb,
+			 void *arg)
 {
 	return send_json(k, "PATCH", path, "application/merge-patch+json", patch, cb, arg);
 }
@@ -698,8 +700,8 @@ int sbx_kube_apply(struct sbx_kube *k, const char *path, const json_t *obj,
 	return rc;
 }
 
-int sbx_kube_delete(struct sbx_kube *k, const char *path, const char *propagation,
-		    sbx_kube_cb cb, void *arg)
+int sbx_kube_delete(struct sbx_kube *k, const char *path, const char *propagation, sbx_kube_cb cb,
+		    void *arg)
 {
 	json_t *opts;
 	int rc;
@@ -715,8 +717,8 @@ int sbx_kube_delete(struct sbx_kube *k, const char *path, const char *propagatio
 	return rc;
 }
 
-int sbx_kube_update_status(struct sbx_kube *k, const char *path, const json_t *obj,
-			   sbx_kube_cb cb, void *arg)
+int sbx_kube_update_status(struct sbx_kube *k, const char *path, const json_t *obj, sbx_kube_cb cb,
+			   void *arg)
 {
 	char full[4096];
 	int n = snprintf(full, sizeof(full), "%s/status", path);

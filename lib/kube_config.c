@@ -19,7 +19,7 @@
 
 #define KUBECONFIG_MAX_BYTES (4u << 20)
 #define CREDENTIAL_MAX_BYTES (1u << 20)
-#define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
+#define SA_DIR		     "/var/run/secrets/kubernetes.io/serviceaccount"
 
 static int fail(char *err, size_t err_size, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -121,7 +121,8 @@ static json_t *named(json_t *root, const char *list, const char *name)
 	json_t *arr = json_object_get(root, list), *it;
 	size_t i;
 
-	json_array_foreach(arr, i, it) {
+	json_array_foreach(arr, i, it)
+	{
 		const char *n = json_string_value(json_object_get(it, "name"));
 
 		if (n && strcmp(n, name) == 0)
@@ -166,8 +167,9 @@ static int credential(struct loader *l, json_t *section, const char *where, cons
 	if (data) {
 		rc = base64_decode(data, out, out_len);
 		if (rc == -EINVAL)
-			return fail(l->err, l->err_size, rc, "kubeconfig %s: %s.%s: not valid base64",
-				    l->path, where, data_key);
+			return fail(l->err, l->err_size, rc,
+				    "kubeconfig %s: %s.%s: not valid base64", l->path, where,
+				    data_key);
 		return rc;
 	}
 	if (!file)
@@ -181,8 +183,7 @@ static int credential(struct loader *l, json_t *section, const char *where, cons
 	return 0;
 }
 
-static int load_cluster(struct loader *l, struct sbx_kube_config *c, json_t *root,
-			const char *name)
+static int load_cluster(struct loader *l, struct sbx_kube_config *c, json_t *root, const char *name)
 {
 	json_t *entry = named(root, "clusters", name), *cl;
 	const char *server;
@@ -207,7 +208,8 @@ static int load_cluster(struct loader *l, struct sbx_kube_config *c, json_t *roo
 		c->server[--n] = '\0';
 	c->insecure = json_is_true(json_object_get(cl, "insecure-skip-tls-verify"));
 	if (json_string_value(json_object_get(cl, "tls-server-name")) &&
-	    !(c->tls_server_name = sbx_strdup(json_string_value(json_object_get(cl, "tls-server-name")))))
+	    !(c->tls_server_name =
+		      sbx_strdup(json_string_value(json_object_get(cl, "tls-server-name")))))
 		return -ENOMEM;
 	if ((rc = credential(l, cl, where, "certificate-authority", &c->ca_pem, &c->ca_len)))
 		return rc;
@@ -223,8 +225,8 @@ static int load_user(struct loader *l, struct sbx_kube_config *c, json_t *root, 
 	int rc;
 
 	if (!entry)
-		return fail(l->err, l->err_size, -ENOENT, "kubeconfig %s: no user named '%s'", l->path,
-			    name);
+		return fail(l->err, l->err_size, -ENOENT, "kubeconfig %s: no user named '%s'",
+			    l->path, name);
 	snprintf(where, sizeof(where), "users[name=%s].user", name);
 	u = json_object_get(entry, "user");
 	if ((rc = credential(l, u, where, "client-certificate", &c->cert_pem, &c->cert_len)) ||
@@ -244,16 +246,18 @@ static int load_user(struct loader *l, struct sbx_kube_config *c, json_t *root, 
 		if (!(c->token_file = sbx_strdup(path)))
 			return -ENOMEM;
 		if ((rc = sbx_read_file(path, CREDENTIAL_MAX_BYTES, &c->token, &len)))
-			return fail(l->err, l->err_size, rc, "kubeconfig %s: %s.tokenFile: cannot read %s: %s",
-				    l->path, where, path, sbx_strerror(rc));
+			return fail(l->err, l->err_size, rc,
+				    "kubeconfig %s: %s.tokenFile: cannot read %s: %s", l->path,
+				    where, path, sbx_strerror(rc));
 		while (len > 0 && isspace((unsigned char)c->token[len - 1]))
 			c->token[--len] = '\0';
 	}
 	if (json_object_get(u, "exec") || json_object_get(u, "auth-provider"))
-		return fail(l->err, l->err_size, -ENOTSUP,
-			    "kubeconfig %s: %s: exec and auth-provider credentials are not supported; "
-			    "use a token, a client certificate or a service account",
-			    l->path, where);
+		return fail(
+			l->err, l->err_size, -ENOTSUP,
+			"kubeconfig %s: %s: exec and auth-provider credentials are not supported; "
+			"use a token, a client certificate or a service account",
+			l->path, where);
 	return 0;
 }
 
@@ -265,13 +269,14 @@ static int load_root(struct loader *l, struct sbx_kube_config *c, json_t *root, 
 	int rc;
 
 	if (!json_is_object(root))
-		return fail(l->err, l->err_size, -EINVAL, "kubeconfig %s: expected a mapping at the top",
-			    l->path);
+		return fail(l->err, l->err_size, -EINVAL,
+			    "kubeconfig %s: expected a mapping at the top", l->path);
 	if (!context)
 		context = json_string_value(json_object_get(root, "current-context"));
 	if (!context || !*context)
 		return fail(l->err, l->err_size, -EINVAL,
-			    "kubeconfig %s: no context given and current-context is not set", l->path);
+			    "kubeconfig %s: no context given and current-context is not set",
+			    l->path);
 	entry = named(root, "contexts", context);
 	if (!entry)
 		return fail(l->err, l->err_size, -ENOENT, "kubeconfig %s: no context named '%s'",
@@ -289,7 +294,8 @@ static int load_root(struct loader *l, struct sbx_kube_config *c, json_t *root, 
 	if (user && (rc = load_user(l, c, root, user)))
 		return rc;
 	snprintf(src, sizeof(src), "%s (context %s)", l->path, context);
-	if (!(c->namespace = sbx_strdup(ns && *ns ? ns : "default")) || !(c->source = sbx_strdup(src)))
+	if (!(c->namespace = sbx_strdup(ns && *ns ? ns : "default")) ||
+	    !(c->source = sbx_strdup(src)))
 		return -ENOMEM;
 	return 0;
 }

@@ -112,8 +112,8 @@ struct sbx_watch {
 	uv_timer_t retry;
 	char rv[64];
 	bool running;
-	bool gone;		/* the current stream reported 410 */
-	bool got_event;		/* the current stream delivered something */
+	bool gone;	/* the current stream reported 410 */
+	bool got_event; /* the current stream delivered something */
 	unsigned failures;
 	unsigned long streams;
 };
@@ -159,7 +159,8 @@ static int on_split_event(const char *type, json_t *obj, void *arg)
 		return -EPROTO;
 	}
 	if (parse_type(type, &t)) {
-		sbx_log_warn("unknown watch event type", SBX_LS("path", w->path), SBX_LS("type", type));
+		sbx_log_warn("unknown watch event type", SBX_LS("path", w->path),
+			     SBX_LS("type", type));
 		return 0;
 	}
 	w->got_event = true;
@@ -228,7 +229,8 @@ static void on_stream_done(const struct sbx_kube_response *r, void *arg)
 		delay = next_delay(w);
 		w->failures++;
 		sbx_log_warn("watch interrupted; reconnecting", SBX_LS("path", w->path),
-			     SBX_LI("status", r->status), SBX_LS("reason", sbx_kube_status_message(r)),
+			     SBX_LI("status", r->status),
+			     SBX_LS("reason", sbx_kube_status_message(r)),
 			     SBX_LI("retry_ms", (long long)delay));
 	}
 	uv_timer_start(&w->retry, on_retry, delay, 0);
@@ -249,8 +251,9 @@ static void open_stream(struct sbx_watch *w)
 		fs = curl_easy_escape(NULL, w->field_selector, 0);
 	n = snprintf(path, sizeof(path),
 		     "%s?watch=1&allowWatchBookmarks=true&timeoutSeconds=%u%s%s%s%s%s%s", w->path,
-		     timeout, w->rv[0] ? "&resourceVersion=" : "", w->rv, ls ? "&labelSelector=" : "",
-		     ls ? ls : "", fs ? "&fieldSelector=" : "", fs ? fs : "");
+		     timeout, w->rv[0] ? "&resourceVersion=" : "", w->rv,
+		     ls ? "&labelSelector=" : "", ls ? ls : "", fs ? "&fieldSelector=" : "",
+		     fs ? fs : "");
 	curl_free(ls);
 	curl_free(fs);
 	w->gone = false;
@@ -261,10 +264,11 @@ static void open_stream(struct sbx_watch *w)
 		return;
 	}
 	if (w->streams++)
-		sbx_log_debug("watch reconnect", SBX_LS("path", w->path), SBX_LS("resourceVersion", w->rv));
+		sbx_log_debug("watch reconnect", SBX_LS("path", w->path),
+			      SBX_LS("resourceVersion", w->rv));
 	/* The client-side limit is a backstop for a silently dead connection. */
-	rc = sbx_kube_stream(w->k, path, (long)(timeout + 30) * 1000, on_stream_data, on_stream_done,
-			     w, &w->req);
+	rc = sbx_kube_stream(w->k, path, (long)(timeout + 30) * 1000, on_stream_data,
+			     on_stream_done, w, &w->req);
 	if (rc) {
 		sbx_log_warn("cannot open watch; retrying", SBX_LS("path", w->path), SBX_LERR(rc));
 		uv_timer_start(&w->retry, on_retry, next_delay(w), 0);

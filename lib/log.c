@@ -69,15 +69,17 @@ const char *sbx_strerror(int rc)
 	return strerror(rc < 0 ? -rc : rc);
 }
 
+/* 2026-11-22T05:48:01.123Z; out must hold 25 bytes. */
 static void format_time(char *out, size_t size)
 {
 	struct timeval tv;
 	struct tm tm;
+	size_t n;
 
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
-	snprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)tv.tv_usec / 1000);
+	n = strftime(out, size, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, size - n, ".%03uZ", (unsigned)(tv.tv_usec / 1000) % 1000u);
 }
 
 /* Text values are quoted when they would otherwise be ambiguous to read. */
@@ -103,8 +105,8 @@ static void text_value(struct sbx_buf *b, const char *s)
 	sbx_buf_append_str(b, "\"");
 }
 
-static void emit_text(struct sbx_buf *b, const char *ts, enum sbx_log_level level,
-		      const char *msg, const struct sbx_log_field *f)
+static void emit_text(struct sbx_buf *b, const char *ts, enum sbx_log_level level, const char *msg,
+		      const struct sbx_log_field *f)
 {
 	char upper[8];
 	size_t i;
@@ -151,8 +153,8 @@ static json_t *field_json(const struct sbx_log_field *f)
 	return json_null();
 }
 
-static void emit_json(struct sbx_buf *b, const char *ts, enum sbx_log_level level,
-		      const char *msg, const struct sbx_log_field *f)
+static void emit_json(struct sbx_buf *b, const char *ts, enum sbx_log_level level, const char *msg,
+		      const struct sbx_log_field *f)
 {
 	json_t *o = json_object();
 	char *s;

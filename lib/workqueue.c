@@ -13,13 +13,13 @@
 
 struct item {
 	struct sbx_workqueue *q;
-	struct item *next;	/* ready list */
-	bool queued;		/* on the ready list, or to be put there after processing */
+	struct item *next; /* ready list */
+	bool queued;	   /* on the ready list, or to be put there after processing */
 	bool processing;
-	bool waiting;		/* timer armed */
-	bool closing;		/* timer handle being closed */
+	bool waiting; /* timer armed */
+	bool closing; /* timer handle being closed */
 	unsigned failures;
-	uint64_t due_ms;	/* when the armed timer fires */
+	uint64_t due_ms; /* when the armed timer fires */
 	uv_timer_t timer;
 	char key[];
 };
@@ -30,12 +30,12 @@ struct sbx_workqueue {
 	sbx_workqueue_process_fn process;
 	void *arg;
 	struct sbx_map items;
-	struct item *head, *tail;	/* ready list, FIFO */
+	struct item *head, *tail; /* ready list, FIFO */
 	size_t ready;
 	unsigned in_flight;
 	bool dispatching;
 	bool shut_down;
-	unsigned closing;		/* item timers not yet closed */
+	unsigned closing; /* item timers not yet closed */
 	struct sbx_token_bucket bucket;
 };
 

@@ -14,7 +14,8 @@ int main(int argc, char **argv)
 {
 	struct sbx_config cfg = {
 		.program = "sbx-operator",
-		.summary = "reconciles Sandbox objects into a Pod, a Service and a NetworkPolicy each.",
+		.summary =
+			"reconciles Sandbox objects into a Pod, a Service and a NetworkPolicy each.",
 		.env_prefix = "SBX_OPERATOR_",
 	};
 	int rc = sbx_config_load(&cfg, argc, argv);
@@ -22,11 +23,13 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? 0 : 2;
 	if (cfg.argi < argc) {
-		fprintf(stderr, "sbx-operator: unexpected argument '%s' (see --help)\n", argv[cfg.argi]);
+		fprintf(stderr, "sbx-operator: unexpected argument '%s' (see --help)\n",
+			argv[cfg.argi]);
 		sbx_config_release(&cfg);
 		return 2;
 	}
-	sbx_log_error("the reconciler is not part of this build yet", SBX_LS("version", SBX_VERSION));
+	sbx_log_error("the reconciler is not part of this build yet",
+		      SBX_LS("version", SBX_VERSION));
 	sbx_config_release(&cfg);
 	return 1;
 }

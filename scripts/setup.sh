@@ -15,7 +15,7 @@ mkdir -p "$cache"
 
 # Libraries (section 7 of the design), their tools, and the peers tests talk to.
 apt_pkgs=(
-	build-essential cmake ninja-build pkg-config clang clang-format
+	build-essential cmake ninja-build pkg-config clang clang-format libclang-rt-14-dev
 	libuv1-dev libhttp-parser-dev libnghttp2-dev libwslay-dev libssl-dev
 	libjansson-dev libjwt-dev libyaml-dev libcurl4-openssl-dev libc-ares-dev
 	libnftables-dev libcmocka-dev

@@ -18,6 +18,15 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("SBX_BUILD_DIR", REPO / "build"))
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def assert_no_sanitizer_report(stderr: str) -> None:
+    """Under the ASan+UBSan build, any report fails the test that caused it."""
+    for mark in SANITIZER_MARKS:
+        assert mark not in stderr, stderr
+
+
 def binary(rel: str) -> Path:
     path = BUILD / rel
     if not path.exists():
@@ -101,3 +110,6 @@ def lines():
     yield start
     for p in started:
         p.close()
+        assert_no_sanitizer_report(p.stderr)
+        # SIGTERM is a graceful stop: everything released, exit status 0.
+        assert p.proc.returncode == 0, (p.proc.returncode, p.stderr[-2000:])

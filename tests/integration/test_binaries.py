@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, binary
+from conftest import REPO, assert_no_sanitizer_report, binary
 
 PROGRAMS = {
     "sbx-operator": "operator/sbx-operator",
@@ -25,8 +25,10 @@ def project_version() -> str:
 
 
 def run(prog, *args, env=None):
-    return subprocess.run([str(binary(PROGRAMS[prog])), *args], capture_output=True, text=True,
-                          timeout=20, env=env)
+    r = subprocess.run([str(binary(PROGRAMS[prog])), *args], capture_output=True, text=True,
+                       timeout=20, env=env)
+    assert_no_sanitizer_report(r.stderr)
+    return r
 
 
 @pytest.mark.parametrize("prog", PROGRAMS)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import binary
+from conftest import assert_no_sanitizer_report, binary
 
 
 def kubetool(cp, *args, kubeconfig=None, env=None, check_status=True):
@@ -17,6 +17,7 @@ def kubetool(cp, *args, kubeconfig=None, env=None, check_status=True):
             *args]
     r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=60,
                        env=env)
+    assert_no_sanitizer_report(r.stderr)
     out = json.loads(r.stdout) if r.stdout.strip() else None
     if check_status:
         assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
@@ -177,6 +178,24 @@ def test_informer_survives_apiserver_restart(control_plane, namespace, lines, tm
     kubetool(cp, "merge-patch", cm_path(ns, "keep"), '{"data":{"v":"3"}}')
     e = inf.until(lambda e: e["event"] == "update" and e["name"] == "keep")
     assert e["data"]["v"] == "3" and e["count"] == 3
+
+
+def test_informer_pages_share_one_http2_connection(control_plane, namespace, lines):
+    """A paged list (5 pages) and the watch after it ride one HTTP/2 connection."""
+    cp, ns = control_plane, namespace
+    for i in range(9):
+        kubetool(cp, "create", cm_path(ns), json.dumps({"metadata": {"name": f"p{i}"}}))
+    inf = lines([binary("tests/tools/sbx-kubetool"), f"--kubeconfig={cp.kubeconfig}",
+                 "--page-size=2", "informer", cm_path(ns)])
+    synced = inf.until(lambda e: e["event"] == "synced")
+    assert synced["count"] == 9
+    assert sorted(e["name"] for e in inf.seen if e["event"] == "add") == \
+        [f"p{i}" for i in range(9)]
+    assert synced["http_version"] == 2
+    assert synced["connects"] == 1
+    kubetool(cp, "delete", cm_path(ns, "p0"))
+    gone = inf.until(lambda e: e["event"] == "delete")
+    assert gone["name"] == "p0" and gone["count"] == 8
 
 
 def _token_kubeconfig(cp, path, token_line):

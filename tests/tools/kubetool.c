@@ -32,6 +32,7 @@ static char *propagation;
 static char *resource_version;
 static long watch_timeout_s = 300;
 static long backoff_max_ms = 2000;
+static long page_size = 500;
 
 struct tool {
 	uv_loop_t *loop;
@@ -59,11 +60,12 @@ static void on_response(const struct sbx_kube_response *r, void *arg)
 	struct tool *t = arg;
 
 	if (r->rc) {
-		print_line(json_pack("{s:s, s:i}", "error", sbx_kube_status_message(r), "rc", r->rc));
+		print_line(
+			json_pack("{s:s, s:i}", "error", sbx_kube_status_message(r), "rc", r->rc));
 		t->exit_code = 3;
 	} else {
-		print_line(json_pack("{s:i, s:i, s:I, s:O?}", "status", (int)r->status, "http_version",
-				     sbx_kube_http_version(t->kube), "connects",
+		print_line(json_pack("{s:i, s:i, s:I, s:O?}", "status", (int)r->status,
+				     "http_version", sbx_kube_http_version(t->kube), "connects",
 				     (json_int_t)sbx_kube_connects(t->kube), "body", r->body));
 		t->exit_code = r->status / 100 == 2 ? 0 : 1;
 	}
@@ -101,12 +103,14 @@ static void on_watch_gone(void *arg)
 
 static void informer_line(struct tool *t, const char *event, json_t *obj)
 {
-	print_line(json_pack("{s:s, s:s?, s:s?, s:O?, s:I, s:I}", "event", event, "name",
+	print_line(json_pack("{s:s, s:s?, s:s?, s:O?, s:I, s:I, s:I, s:i}", "event", event, "name",
 			     obj ? sbx_json_str(obj, "metadata.name") : NULL, "rv",
 			     obj ? sbx_json_str(obj, "metadata.resourceVersion") : NULL, "data",
 			     obj ? json_object_get(obj, "data") : NULL, "lists",
 			     (json_int_t)sbx_informer_lists(t->informer), "count",
-			     (json_int_t)sbx_informer_count(t->informer)));
+			     (json_int_t)sbx_informer_count(t->informer), "connects",
+			     (json_int_t)sbx_kube_connects(t->kube), "http_version",
+			     sbx_kube_http_version(t->kube)));
 }
 
 static void on_inf_add(json_t *obj, void *arg)
@@ -198,7 +202,8 @@ static int run_stream(struct tool *t, const char *verb, const char *path)
 	int rc;
 
 	if (!strcmp(verb, "watch")) {
-		struct sbx_watch_opts o = { .path = path, .timeout_s = (unsigned)watch_timeout_s,
+		struct sbx_watch_opts o = { .path = path,
+					    .timeout_s = (unsigned)watch_timeout_s,
 					    .backoff_max_ms = (uint64_t)backoff_max_ms };
 		struct sbx_watch_handlers h = { on_watch_event, on_watch_gone };
 
@@ -206,9 +211,11 @@ static int run_stream(struct tool *t, const char *verb, const char *path)
 			return rc;
 		return sbx_watch_start(t->watch, resource_version);
 	}
-	struct sbx_informer_opts o = { .path = path, .watch_timeout_s = (unsigned)watch_timeout_s,
+	struct sbx_informer_opts o = { .path = path,
+				       .watch_timeout_s = (unsigned)watch_timeout_s,
 				       .backoff_max_ms = (unsigned long)backoff_max_ms };
-	struct sbx_informer_handlers h = { on_inf_add, on_inf_update, on_inf_delete, on_inf_synced };
+	struct sbx_informer_handlers h = { on_inf_add, on_inf_update, on_inf_delete,
+					   on_inf_synced };
 
 	if ((rc = sbx_informer_new(t->kube, &o, &h, t, &t->informer)))
 		return rc;
@@ -218,29 +225,67 @@ static int run_stream(struct tool *t, const char *verb, const char *path)
 int main(int argc, char **argv)
 {
 	const struct sbx_opt opts[] = {
-		{ .name = "kubeconfig", .type = SBX_OPT_STRING, .dest = &kubeconfig, .metavar = "FILE",
-		  .help = "kubeconfig file (else $KUBECONFIG, in-cluster, ~/.kube/config)", .env = "" },
-		{ .name = "context", .type = SBX_OPT_STRING, .dest = &context, .metavar = "NAME",
+		{ .name = "kubeconfig",
+		  .type = SBX_OPT_STRING,
+		  .dest = &kubeconfig,
+		  .metavar = "FILE",
+		  .help = "kubeconfig file (else $KUBECONFIG, in-cluster, ~/.kube/config)",
+		  .env = "" },
+		{ .name = "context",
+		  .type = SBX_OPT_STRING,
+		  .dest = &context,
+		  .metavar = "NAME",
 		  .help = "kubeconfig context (default: current-context)" },
-		{ .name = "http1", .type = SBX_OPT_BOOL, .dest = &http1, .help = "never use HTTP/2" },
-		{ .name = "field-manager", .type = SBX_OPT_STRING, .dest = &field_manager,
-		  .metavar = "NAME", .help = "server-side apply field manager" },
-		{ .name = "force", .type = SBX_OPT_BOOL, .dest = &force,
+		{ .name = "http1",
+		  .type = SBX_OPT_BOOL,
+		  .dest = &http1,
+		  .help = "never use HTTP/2" },
+		{ .name = "field-manager",
+		  .type = SBX_OPT_STRING,
+		  .dest = &field_manager,
+		  .metavar = "NAME",
+		  .help = "server-side apply field manager" },
+		{ .name = "force",
+		  .type = SBX_OPT_BOOL,
+		  .dest = &force,
 		  .help = "server-side apply: take over conflicting fields" },
-		{ .name = "propagation", .type = SBX_OPT_STRING, .dest = &propagation,
-		  .metavar = "POLICY", .help = "delete: Foreground, Background or Orphan" },
-		{ .name = "resource-version", .type = SBX_OPT_STRING, .dest = &resource_version,
-		  .metavar = "RV", .help = "watch: start after this resourceVersion" },
-		{ .name = "watch-timeout", .type = SBX_OPT_INT, .dest = &watch_timeout_s,
-		  .metavar = "SECONDS", .help = "server-side length of one watch stream", .min = 1,
+		{ .name = "propagation",
+		  .type = SBX_OPT_STRING,
+		  .dest = &propagation,
+		  .metavar = "POLICY",
+		  .help = "delete: Foreground, Background or Orphan" },
+		{ .name = "resource-version",
+		  .type = SBX_OPT_STRING,
+		  .dest = &resource_version,
+		  .metavar = "RV",
+		  .help = "watch: start after this resourceVersion" },
+		{ .name = "watch-timeout",
+		  .type = SBX_OPT_INT,
+		  .dest = &watch_timeout_s,
+		  .metavar = "SECONDS",
+		  .help = "server-side length of one watch stream",
+		  .min = 1,
 		  .max = 3600 },
-		{ .name = "backoff-max-ms", .type = SBX_OPT_INT, .dest = &backoff_max_ms,
-		  .metavar = "MS", .help = "cap of the reconnect backoff", .min = 10, .max = 600000 },
+		{ .name = "page-size",
+		  .type = SBX_OPT_INT,
+		  .dest = &page_size,
+		  .metavar = "N",
+		  .help = "informer: objects per list page",
+		  .min = 1,
+		  .max = 10000 },
+		{ .name = "backoff-max-ms",
+		  .type = SBX_OPT_INT,
+		  .dest = &backoff_max_ms,
+		  .metavar = "MS",
+		  .help = "cap of the reconnect backoff",
+		  .min = 10,
+		  .max = 600000 },
 	};
 	struct sbx_config cfg = {
 		.program = "sbx-kubetool",
-		.summary = "Drives the sbx Kubernetes client: get, create, replace, merge-patch, apply,\n"
-			   "status, delete, watch, informer.",
+		.summary =
+			"Drives the sbx Kubernetes client: get, create, replace, merge-patch, apply,\n"
+			"status, delete, watch, informer.",
 		.usage = "COMMAND PATH [JSON]",
 		.env_prefix = "SBX_KUBETOOL_",
 		.opts = opts,
@@ -253,26 +298,30 @@ int main(int argc, char **argv)
 	char err[512];
 	int rc = sbx_config_load(&cfg, argc, argv);
 
-	if (rc)
-		return rc > 0 ? 0 : 2;
+	if (rc) {
+		t.exit_code = rc > 0 ? 0 : 2;
+		goto out_config;
+	}
+	t.exit_code = 2;
 	if (argc - cfg.argi < 2) {
 		fprintf(stderr, "sbx-kubetool: expected COMMAND PATH (see --help)\n");
-		return 2;
+		goto out_config;
 	}
 	verb = argv[cfg.argi];
 	path = argv[cfg.argi + 1];
 	sbx_alloc_install_jansson();
 	if ((rc = sbx_kube_config_load(&kc, kubeconfig, context, err, sizeof(err)))) {
 		fprintf(stderr, "sbx-kubetool: %s\n", err);
-		return 2;
+		goto out_config;
 	}
 	ko.http1_only = http1;
 	rc = sbx_kube_new(t.loop, &kc, &ko, &t.kube);
 	sbx_kube_config_release(&kc);
 	if (rc) {
 		fprintf(stderr, "sbx-kubetool: cannot create the client: %s\n", sbx_strerror(rc));
-		return 2;
+		goto out_config;
 	}
+	t.exit_code = 0;
 	sbx_signals_init(t.loop, &t.signals, on_stop, &t);
 	if (!strcmp(verb, "watch") || !strcmp(verb, "informer"))
 		rc = run_stream(&t, verb, path);
@@ -286,6 +335,7 @@ int main(int argc, char **argv)
 	}
 	uv_run(t.loop, UV_RUN_DEFAULT);
 	sbx_loop_close(t.loop);
+out_config:
 	sbx_config_release(&cfg);
 	return t.exit_code;
 }

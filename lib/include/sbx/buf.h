@@ -13,10 +13,10 @@
 #include <stddef.h>
 
 struct sbx_buf {
-	char *data;	/* NULL until the first append */
-	size_t len;	/* bytes in use */
-	size_t cap;	/* bytes allocated, excluding the NUL slot */
-	size_t max;	/* hard limit on len */
+	char *data; /* NULL until the first append */
+	size_t len; /* bytes in use */
+	size_t cap; /* bytes allocated, excluding the NUL slot */
+	size_t max; /* hard limit on len */
 };
 
 /* Sets up an empty buffer that may hold at most max_bytes. */
@@ -29,8 +29,7 @@ void sbx_buf_reset(struct sbx_buf *b);
 /* 0, -E2BIG past the maximum, or -ENOMEM. */
 int sbx_buf_append(struct sbx_buf *b, const void *data, size_t n);
 int sbx_buf_append_str(struct sbx_buf *b, const char *s);
-int sbx_buf_printf(struct sbx_buf *b, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+int sbx_buf_printf(struct sbx_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int sbx_buf_vprintf(struct sbx_buf *b, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));
 

@@ -16,7 +16,8 @@
 #include <stddef.h>
 
 enum sbx_opt_type {
-	SBX_OPT_STRING,	/* char ** (default may be a literal; loaded values are owned by the config) */
+	SBX_OPT_STRING, /* char ** (default may be a literal; loaded values are owned by the config)
+			 */
 	SBX_OPT_INT,	/* long *, bounded by min..max */
 	SBX_OPT_BOOL,	/* bool *; true/false, yes/no, on/off, 1/0 */
 	SBX_OPT_LIST,	/* struct sbx_strv * (default must be empty); repeat the flag,
@@ -29,13 +30,13 @@ struct sbx_strv {
 };
 
 struct sbx_opt {
-	const char *name;	/* flag and YAML key, lower-case-with-dashes */
+	const char *name; /* flag and YAML key, lower-case-with-dashes */
 	enum sbx_opt_type type;
 	void *dest;
-	const char *metavar;	/* shown in --help, e.g. "ADDR" */
+	const char *metavar; /* shown in --help, e.g. "ADDR" */
 	const char *help;
-	long min, max;		/* SBX_OPT_INT bounds (both 0: any value) */
-	const char *env;	/* environment name instead of PREFIX_NAME; "" for none */
+	long min, max;	 /* SBX_OPT_INT bounds (both 0: any value) */
+	const char *env; /* environment name instead of PREFIX_NAME; "" for none */
 };
 
 struct sbx_config {
@@ -43,14 +44,14 @@ struct sbx_config {
 	const char *program;	/* "sbx-agent" */
 	const char *summary;	/* one line for --help */
 	const char *usage;	/* what follows the options, e.g. "[run -- CMD [ARG...]]" */
-	const char *env_prefix;	/* "SBX_AGENT_" */
+	const char *env_prefix; /* "SBX_AGENT_" */
 	const struct sbx_opt *opts;
 	size_t n_opts;
-	size_t max_list_items;	/* bound for SBX_OPT_LIST (0: 1024) */
+	size_t max_list_items; /* bound for SBX_OPT_LIST (0: 1024) */
 
 	/* results */
-	int argi;		/* index of the first positional argument */
-	char *config_file;	/* --config, if any */
+	int argi;	   /* index of the first positional argument */
+	char *config_file; /* --config, if any */
 
 	/* private: strings the config owns */
 	char **owned;

@@ -18,13 +18,13 @@ struct sbx_kube;
 struct sbx_informer;
 
 struct sbx_informer_opts {
-	const char *path;		/* collection path, e.g. /api/v1/configmaps */
+	const char *path; /* collection path, e.g. /api/v1/configmaps */
 	const char *label_selector;
 	const char *field_selector;
-	unsigned page_size;		/* (500) */
-	size_t max_objects;		/* cache bound (100000) */
-	unsigned watch_timeout_s;	/* see sbx_watch_opts (300) */
-	unsigned long backoff_max_ms;	/* list and watch retry cap (30000) */
+	unsigned page_size;	      /* (500) */
+	size_t max_objects;	      /* cache bound (100000) */
+	unsigned watch_timeout_s;     /* see sbx_watch_opts (300) */
+	unsigned long backoff_max_ms; /* list and watch retry cap (30000) */
 };
 
 /* Objects are borrowed for the call; keep a reference with json_incref. */

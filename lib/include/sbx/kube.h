@@ -22,20 +22,20 @@ struct sbx_kube;
 struct sbx_kube_req;
 
 struct sbx_kube_opts {
-	size_t max_body_bytes;	/* response bodies larger than this fail with -E2BIG (64 MiB) */
-	long timeout_ms;	/* whole-request timeout for non-streaming calls (30000) */
-	long connect_timeout_ms;	/* (10000) */
-	const char *user_agent;	/* ("sbx/<version>") */
-	bool http1_only;	/* never negotiate HTTP/2 */
+	size_t max_body_bytes;	 /* response bodies larger than this fail with -E2BIG (64 MiB) */
+	long timeout_ms;	 /* whole-request timeout for non-streaming calls (30000) */
+	long connect_timeout_ms; /* (10000) */
+	const char *user_agent;	 /* ("sbx/<version>") */
+	bool http1_only;	 /* never negotiate HTTP/2 */
 };
 
 struct sbx_kube_response {
-	int rc;			/* 0 when an HTTP response arrived, else a negative code */
-	long status;		/* HTTP status, 0 when none */
-	json_t *body;		/* parsed JSON body or NULL (borrowed for the callback) */
-	const char *raw;	/* body bytes (borrowed), NUL-terminated */
+	int rc;		 /* 0 when an HTTP response arrived, else a negative code */
+	long status;	 /* HTTP status, 0 when none */
+	json_t *body;	 /* parsed JSON body or NULL (borrowed for the callback) */
+	const char *raw; /* body bytes (borrowed), NUL-terminated */
 	size_t raw_len;
-	const char *error;	/* transport error text when rc != 0 */
+	const char *error; /* transport error text when rc != 0 */
 };
 
 typedef void (*sbx_kube_cb)(const struct sbx_kube_response *r, void *arg);
@@ -69,18 +69,18 @@ int sbx_kube_create(struct sbx_kube *k, const char *collection, const json_t *ob
 		    void *arg);
 int sbx_kube_replace(struct sbx_kube *k, const char *path, const json_t *obj, sbx_kube_cb cb,
 		     void *arg);
-int sbx_kube_merge_patch(struct sbx_kube *k, const char *path, const json_t *patch,
-			 sbx_kube_cb cb, void *arg);
+int sbx_kube_merge_patch(struct sbx_kube *k, const char *path, const json_t *patch, sbx_kube_cb cb,
+			 void *arg);
 /* Server-side apply; JSON is valid YAML, so the object is sent as JSON. */
 int sbx_kube_apply(struct sbx_kube *k, const char *path, const json_t *obj,
 		   const char *field_manager, bool force, sbx_kube_cb cb, void *arg);
 /* propagation: NULL, "Foreground", "Background" or "Orphan". */
-int sbx_kube_delete(struct sbx_kube *k, const char *path, const char *propagation,
-		    sbx_kube_cb cb, void *arg);
+int sbx_kube_delete(struct sbx_kube *k, const char *path, const char *propagation, sbx_kube_cb cb,
+		    void *arg);
 /* PUT <path>/status with the whole object (optimistic concurrency on
  * metadata.resourceVersion). */
-int sbx_kube_update_status(struct sbx_kube *k, const char *path, const json_t *obj,
-			   sbx_kube_cb cb, void *arg);
+int sbx_kube_update_status(struct sbx_kube *k, const char *path, const json_t *obj, sbx_kube_cb cb,
+			   void *arg);
 
 uv_loop_t *sbx_kube_loop(const struct sbx_kube *k);
 

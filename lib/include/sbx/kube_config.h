@@ -14,19 +14,19 @@
 #include <stddef.h>
 
 struct sbx_kube_config {
-	char *server;		/* "https://host:port", no trailing slash */
-	char *ca_pem;		/* PEM bytes, or NULL for the system store */
+	char *server; /* "https://host:port", no trailing slash */
+	char *ca_pem; /* PEM bytes, or NULL for the system store */
 	size_t ca_len;
-	char *cert_pem;		/* client certificate + key, PEM */
+	char *cert_pem; /* client certificate + key, PEM */
 	size_t cert_len;
 	char *key_pem;
 	size_t key_len;
-	char *token;		/* bearer token, or NULL */
-	char *token_file;	/* re-read periodically when set (rotating tokens) */
+	char *token;	  /* bearer token, or NULL */
+	char *token_file; /* re-read periodically when set (rotating tokens) */
 	char *tls_server_name;
-	bool insecure;		/* insecure-skip-tls-verify */
-	char *namespace;	/* context's namespace, or "default" */
-	char *source;		/* "path (context NAME)" or "in-cluster", for messages */
+	bool insecure;	 /* insecure-skip-tls-verify */
+	char *namespace; /* context's namespace, or "default" */
+	char *source;	 /* "path (context NAME)" or "in-cluster", for messages */
 };
 
 /* Loads a kubeconfig file; context NULL means current-context. 0 or a

@@ -23,10 +23,10 @@ struct sbx_kube;
 typedef int (*sbx_watch_event_fn)(const char *type, json_t *object, void *arg);
 
 struct sbx_watch_splitter {
-	struct sbx_buf line;	/* the partial line carried between chunks */
+	struct sbx_buf line; /* the partial line carried between chunks */
 	sbx_watch_event_fn on_event;
 	void *arg;
-	char error[160];	/* why feed failed */
+	char error[160]; /* why feed failed */
 };
 
 void sbx_watch_splitter_init(struct sbx_watch_splitter *s, size_t max_event_bytes,
@@ -48,13 +48,13 @@ enum sbx_watch_type {
 };
 
 struct sbx_watch_opts {
-	const char *path;		/* collection path */
-	const char *label_selector;	/* optional */
-	const char *field_selector;	/* optional */
-	size_t max_event_bytes;		/* (8 MiB) */
-	unsigned timeout_s;		/* server-side stream length, randomised up to 2x (300) */
-	uint64_t backoff_min_ms;	/* (500) */
-	uint64_t backoff_max_ms;	/* (30000) */
+	const char *path;	    /* collection path */
+	const char *label_selector; /* optional */
+	const char *field_selector; /* optional */
+	size_t max_event_bytes;	    /* (8 MiB) */
+	unsigned timeout_s;	    /* server-side stream length, randomised up to 2x (300) */
+	uint64_t backoff_min_ms;    /* (500) */
+	uint64_t backoff_max_ms;    /* (30000) */
 };
 
 struct sbx_watch_handlers {

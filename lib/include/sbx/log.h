@@ -68,17 +68,17 @@ const char *sbx_strerror(int rc);
 
 void sbx_log_emit(enum sbx_log_level level, const char *msg, const struct sbx_log_field *fields);
 
-#define sbx_log_(level, msg, ...)                                                          \
-	do {                                                                               \
-		if ((level) >= sbx_log_get_level())                                        \
-			sbx_log_emit((level), (msg),                                       \
-				     (const struct sbx_log_field[]){ __VA_ARGS__ __VA_OPT__(, ) \
-									 { 0 } });              \
+#define sbx_log_(level, msg, ...)                                                \
+	do {                                                                     \
+		if ((level) >= sbx_log_get_level())                              \
+			sbx_log_emit((level), (msg),                             \
+				     (const struct sbx_log_field[]){             \
+					     __VA_ARGS__ __VA_OPT__(, ){ 0 } }); \
 	} while (0)
 
 #define sbx_log_debug(msg, ...) sbx_log_(SBX_LOG_DEBUG, msg, __VA_ARGS__)
-#define sbx_log_info(msg, ...) sbx_log_(SBX_LOG_INFO, msg, __VA_ARGS__)
-#define sbx_log_warn(msg, ...) sbx_log_(SBX_LOG_WARN, msg, __VA_ARGS__)
+#define sbx_log_info(msg, ...)	sbx_log_(SBX_LOG_INFO, msg, __VA_ARGS__)
+#define sbx_log_warn(msg, ...)	sbx_log_(SBX_LOG_WARN, msg, __VA_ARGS__)
 #define sbx_log_error(msg, ...) sbx_log_(SBX_LOG_ERROR, msg, __VA_ARGS__)
 
 #endif

@@ -9,7 +9,7 @@
 struct sbx_signals {
 	uv_signal_t sigint;
 	uv_signal_t sigterm;
-	void (*on_stop)(void *arg);	/* first signal: begin a graceful shutdown */
+	void (*on_stop)(void *arg); /* first signal: begin a graceful shutdown */
 	void *arg;
 	int received;
 };

@@ -21,7 +21,7 @@
 struct sbx_workqueue;
 
 struct sbx_workqueue_opts {
-	uint64_t base_delay_ms;	/* first retry delay (default 5) */
+	uint64_t base_delay_ms; /* first retry delay (default 5) */
 	uint64_t max_delay_ms;	/* cap of the per-key backoff (default 300000) */
 	double qps;		/* overall retry rate (default 10) */
 	double burst;		/* overall retry burst (default 100) */

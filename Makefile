@@ -1,0 +1,45 @@
+# sbx — see README.md. The two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+
+.PHONY: all build test demo fuzz setup format format-check clean help
+
+all: build
+
+help:
+	@echo "make test          set up, build, run every test (unit, integration, ASan+UBSan)"
+	@echo "make demo          start the local stack and show what sbx does"
+	@echo "make build         build the binaries into $(BUILD)/"
+	@echo "make fuzz          run every fuzz target for FUZZ_SECONDS each (default 60)"
+	@echo "make format        reformat the C sources with clang-format"
+	@echo "make format-check  fail if any C source is not formatted"
+	@echo "make setup         install the build and test dependencies only"
+
+setup:
+	scripts/setup.sh >/dev/null
+
+build:
+	scripts/setup.sh --no-k8s >/dev/null
+	cmake -S . -B $(BUILD) -G Ninja -DSBX_WERROR=ON >/dev/null
+	ninja -C $(BUILD)
+
+test:
+	scripts/test.sh
+
+demo:
+	scripts/demo.sh
+
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.h.in')
+
+format-check:
+	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,112 @@
+/* Unit tests for lib/buf.c: the bounded buffer. */
+#include "unit.h"
+
+#include "sbx/alloc.h"
+#include "sbx/buf.h"
+
+#include <errno.h>
+
+static void append_within_limit(void **state)
+{
+	struct sbx_buf b;
+
+	sbx_buf_init(&b, 16);
+	assert_int_equal(sbx_buf_append(&b, "hello ", 6), 0);
+	assert_int_equal(sbx_buf_append_str(&b, "world"), 0);
+	assert_int_equal(b.len, 11);
+	assert_string_equal(b.data, "hello world");
+	sbx_buf_release(&b);
+	assert_null(b.data);
+}
+
+static void append_past_limit_fails_and_keeps_content(void **state)
+{
+	struct sbx_buf b;
+
+	sbx_buf_init(&b, 8);
+	assert_int_equal(sbx_buf_append(&b, "12345678", 8), 0);
+	assert_int_equal(sbx_buf_append(&b, "9", 1), -E2BIG);
+	assert_int_equal(b.len, 8);
+	assert_string_equal(b.data, "12345678");
+	assert_int_equal(sbx_buf_printf(&b, "%d", 1), -E2BIG);
+	/* A length that would overflow size_t arithmetic is refused too. */
+	assert_int_equal(sbx_buf_append(&b, "x", SIZE_MAX), -E2BIG);
+	sbx_buf_release(&b);
+}
+
+static void printf_and_consume(void **state)
+{
+	struct sbx_buf b;
+
+	sbx_buf_init(&b, 1024);
+	assert_int_equal(sbx_buf_printf(&b, "%s=%d;", "a", 1), 0);
+	assert_int_equal(sbx_buf_printf(&b, "%s=%d;", "bb", 22), 0);
+	assert_string_equal(b.data, "a=1;bb=22;");
+	sbx_buf_consume(&b, 4);
+	assert_string_equal(b.data, "bb=22;");
+	assert_int_equal(b.len, 6);
+	sbx_buf_consume(&b, 100);
+	assert_int_equal(b.len, 0);
+	assert_string_equal(b.data, "");
+	sbx_buf_release(&b);
+}
+
+static void grows_through_many_appends(void **state)
+{
+	struct sbx_buf b;
+	char expect[10001];
+
+	sbx_buf_init(&b, 10000);
+	for (int i = 0; i < 10000; i++) {
+		assert_int_equal(sbx_buf_append(&b, (char[]){ (char)('a' + i % 26) }, 1), 0);
+		expect[i] = (char)('a' + i % 26);
+	}
+	expect[10000] = '\0';
+	assert_string_equal(b.data, expect);
+	assert_int_equal(sbx_buf_append(&b, "x", 1), -E2BIG);
+	sbx_buf_release(&b);
+}
+
+static void steal_hands_over_memory(void **state)
+{
+	struct sbx_buf b;
+	char *s;
+
+	sbx_buf_init(&b, 64);
+	s = sbx_buf_steal(&b);
+	assert_string_equal(s, "");
+	sbx_free(s);
+	sbx_buf_append_str(&b, "mine");
+	s = sbx_buf_steal(&b);
+	assert_string_equal(s, "mine");
+	assert_null(b.data);
+	assert_int_equal(b.len, 0);
+	sbx_free(s);
+}
+
+static void allocation_failure_is_reported(void **state)
+{
+	struct sbx_buf b;
+
+	sbx_buf_init(&b, 1024);
+	sbx_alloc_fail_after(0);
+	assert_int_equal(sbx_buf_append(&b, "x", 1), -ENOMEM);
+	sbx_alloc_fail_reset();
+	assert_int_equal(b.len, 0);
+	assert_int_equal(sbx_buf_append(&b, "x", 1), 0);
+	sbx_buf_release(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(append_within_limit),
+		cmocka_unit_test(append_past_limit_fails_and_keeps_content),
+		cmocka_unit_test(printf_and_consume),
+		cmocka_unit_test(grows_through_many_appends),
+		cmocka_unit_test(steal_hands_over_memory),
+		cmocka_unit_test(allocation_failure_is_reported),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
