@@ -17,9 +17,13 @@ ninja -C build >/dev/null
 work=$(mktemp -d /tmp/sbx-demo-XXXXXX)
 cp_log="$work/control-plane.log"
 pids=()
+# Stop in reverse order: the informer before the apiserver it watches.
 cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		kill "${pids[i]}" 2>/dev/null || true
+		wait "${pids[i]}" 2>/dev/null || true
+	done
+	rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 
@@ -43,7 +47,8 @@ ns=/api/v1/namespaces/default/configmaps
 
 echo
 echo "==> an informer (libsbx) follows ConfigMaps in 'default'; its events are prefixed 'informer>'"
-"$tool" informer "$ns" | sed -u 's/^/  informer> /' &
+# Process substitution keeps $! the tool's own pid (a pipeline's would be sed's).
+"$tool" informer "$ns" > >(sed -u 's/^/  informer> /') &
 pids+=($!)
 sleep 1
 
@@ -70,6 +75,7 @@ The programs sbx-operator, sbx-ingress, sbx-egress and sbx-agent exist with thei
 command lines (build/*/sbx-* --help); their behaviour arrives with their features.
 EOT
 if [[ ${SBX_DEMO_EXIT:-0} == 1 || ! -t 0 ]]; then
+	echo "Stopping now (no terminal, or SBX_DEMO_EXIT=1); run 'make demo' in a terminal to keep it up."
 	exit 0
 fi
 echo "Ctrl-C stops everything."
