@@ -1,0 +1,1239 @@
+/* HTTP/1.1 server core (see sbx/http.h).
+ *
+ * Ownership: the server owns its listeners and connections; a connection
+ * owns the request being read or handled (one at a time: pipelined requests
+ * wait, unparsed, in 'pending' until the current response has ended). The
+ * parser is paused at the end of each message so that pipelined bytes are
+ * parsed only when their turn comes.
+ */
+#include "sbx/http.h"
+
+#include "sbx/alloc.h"
+#include "sbx/buf.h"
+#include "sbx/json.h"
+#include "sbx/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define MAX_LISTENERS 4
+
+struct listener {
+	uv_tcp_t tcp;
+	struct sbx_http_server *s;
+};
+
+struct conn;
+
+struct hdr {
+	size_t name, value; /* offsets into req->arena */
+};
+
+struct sbx_http_req {
+	struct conn *c;	      /* NULL once the connection is gone */
+	struct sbx_buf arena; /* target and headers, NUL-separated */
+	struct hdr *headers;
+	unsigned n_headers;
+	enum { H_NONE, H_FIELD, H_VALUE } last;
+	const char *target, *path, *query;
+	char method[16];
+	const struct sbx_http_route *route;
+	int early_status; /* an answer decided before dispatch (404, 405, 413, ...) */
+	const char *early_message;
+	const char *param_names[SBX_HTTP_MAX_PARAMS];
+	char *param_values[SBX_HTTP_MAX_PARAMS];
+	size_t n_params;
+	struct sbx_buf body;
+	struct sbx_buf resp_headers; /* "Name: value\r\n" lines */
+	bool started;		     /* status line sent */
+	bool chunked;
+	bool head;
+	bool ended;
+	int status;
+	void (*on_abort)(struct sbx_http_req *, void *);
+	void *abort_arg;
+	void (*on_drain)(struct sbx_http_req *, void *);
+	void *drain_arg;
+};
+
+struct conn {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_shutdown_t shutdown;
+	struct sbx_http_server *s;
+	struct conn *next, *prev;
+	http_parser parser;
+	struct sbx_http_req *req;
+	struct sbx_buf pending; /* bytes read past the current message */
+	char peer[64];
+	int handles; /* open libuv handles, for freeing */
+	bool keep_alive;
+	bool closing;
+	bool reading;
+	bool handling;	 /* the request is with its handler */
+	bool complete;	 /* the parser finished a message */
+	bool processing; /* inside conn_process (no recursion) */
+	bool again;	 /* conn_process must look once more */
+	bool shutting;	 /* uv_shutdown issued */
+};
+
+struct sbx_http_server {
+	uv_loop_t *loop;
+	struct sbx_http_server_opts o;
+	const struct sbx_http_route *routes;
+	size_t n_routes;
+	struct listener listeners[MAX_LISTENERS];
+	int n_listeners;
+	int open_listeners;
+	struct conn *conns;
+	struct sbx_http_stats stats;
+	bool closing;
+	void (*done)(void *);
+	void *done_arg;
+	char date[40];
+	time_t date_at;
+	char read_buf[65536]; /* one loop, one read at a time: shared */
+};
+
+static const http_parser_settings settings;
+static void conn_close(struct conn *c);
+static void conn_process(struct conn *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void on_timer(uv_timer_t *t);
+
+/* ---- small helpers ------------------------------------------------------- */
+
+const char *sbx_http_reason(int status)
+{
+	switch (status) {
+	case 100:
+		return "Continue";
+	case 101:
+		return "Switching Protocols";
+	case 200:
+		return "OK";
+	case 201:
+		return "Created";
+	case 202:
+		return "Accepted";
+	case 204:
+		return "No Content";
+	case 206:
+		return "Partial Content";
+	case 301:
+		return "Moved Permanently";
+	case 302:
+		return "Found";
+	case 304:
+		return "Not Modified";
+	case 307:
+		return "Temporary Redirect";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 409:
+		return "Conflict";
+	case 410:
+		return "Gone";
+	case 411:
+		return "Length Required";
+	case 413:
+		return "Content Too Large";
+	case 414:
+		return "URI Too Long";
+	case 415:
+		return "Unsupported Media Type";
+	case 416:
+		return "Range Not Satisfiable";
+	case 417:
+		return "Expectation Failed";
+	case 422:
+		return "Unprocessable Content";
+	case 429:
+		return "Too Many Requests";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 499:
+		return "Client Closed Request";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 502:
+		return "Bad Gateway";
+	case 503:
+		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
+	default:
+		return "Unknown";
+	}
+}
+
+static const char *http_date(struct sbx_http_server *s)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now != s->date_at) {
+		gmtime_r(&now, &tm);
+		strftime(s->date, sizeof(s->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		s->date_at = now;
+	}
+	return s->date;
+}
+
+/* Header names are tokens; values may not carry CR or LF (no injection). */
+static bool valid_header(const char *name, const char *value)
+{
+	if (!*name)
+		return false;
+	for (const char *p = name; *p; p++) {
+		if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+			return false;
+	}
+	return !strpbrk(value, "\r\n");
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static struct sbx_http_req *req_new(struct conn *c)
+{
+	struct sbx_http_req *r = sbx_calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->c = c;
+	/* Room for the NULs between fields on top of the header byte limit. */
+	sbx_buf_init(&r->arena, c->s->o.max_header_bytes + 2u * c->s->o.max_headers + 8);
+	sbx_buf_init(&r->body, c->s->o.max_body_bytes);
+	sbx_buf_init(&r->resp_headers, 64 * 1024);
+	r->target = r->path = r->query = "";
+	return r;
+}
+
+static void req_free(struct sbx_http_req *r)
+{
+	if (!r)
+		return;
+	sbx_buf_release(&r->arena);
+	sbx_buf_release(&r->body);
+	sbx_buf_release(&r->resp_headers);
+	sbx_free(r->headers);
+	for (size_t i = 0; i < r->n_params; i++)
+		sbx_free(r->param_values[i]);
+	sbx_free(r);
+}
+
+const char *sbx_http_method(const struct sbx_http_req *req)
+{
+	return req->method;
+}
+
+const char *sbx_http_path(const struct sbx_http_req *req)
+{
+	return req->path;
+}
+
+const char *sbx_http_query_string(const struct sbx_http_req *req)
+{
+	return req->query;
+}
+
+const char *sbx_http_peer(const struct sbx_http_req *req)
+{
+	return req->c ? req->c->peer : "";
+}
+
+const char *sbx_http_header(const struct sbx_http_req *req, const char *name)
+{
+	for (unsigned i = 0; i < req->n_headers; i++) {
+		if (strcasecmp(req->arena.data + req->headers[i].name, name) == 0)
+			return req->arena.data + req->headers[i].value;
+	}
+	return NULL;
+}
+
+const char *sbx_http_param(const struct sbx_http_req *req, const char *name)
+{
+	size_t len = strlen(name);
+
+	/* Names point into the route pattern and end at its '}'. */
+	for (size_t i = 0; i < req->n_params; i++) {
+		if (strncmp(req->param_names[i], name, len) == 0 && req->param_names[i][len] == '}')
+			return req->param_values[i];
+	}
+	return NULL;
+}
+
+const char *sbx_http_body(const struct sbx_http_req *req, size_t *len)
+{
+	if (len)
+		*len = req->body.len;
+	return req->body.data ? req->body.data : "";
+}
+
+json_t *sbx_http_body_json(const struct sbx_http_req *req, char *err, size_t err_size)
+{
+	if (req->body.len == 0) {
+		snprintf(err, err_size, "the request body is empty; a JSON object was expected");
+		return NULL;
+	}
+	return sbx_json_loadb(req->body.data, req->body.len, req->body.max, err, err_size);
+}
+
+static int hexval(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch = tolower(ch);
+	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* Percent-decodes s[0..n) into out ('+' is a space in query strings). */
+static int url_decode(const char *s, size_t n, char *out, size_t size)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int ch = (unsigned char)s[i];
+
+		if (ch == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+			ch = hexval(s[i + 1]) * 16 + hexval(s[i + 2]);
+			i += 2;
+		} else if (ch == '+') {
+			ch = ' ';
+		}
+		if (o + 1 >= size)
+			return -ENAMETOOLONG;
+		out[o++] = (char)ch;
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+int sbx_http_query(const struct sbx_http_req *req, const char *name, char *out, size_t size)
+{
+	char key[256];
+	const char *p = req->query;
+
+	while (*p) {
+		size_t len = strcspn(p, "&");
+		const char *eq = memchr(p, '=', len);
+		size_t klen = eq ? (size_t)(eq - p) : len;
+
+		if (url_decode(p, klen, key, sizeof(key)) >= 0 && strcmp(key, name) == 0) {
+			if (!eq) {
+				if (size)
+					out[0] = '\0';
+				return 0;
+			}
+			return url_decode(eq + 1, len - klen - 1, out, size);
+		}
+		p += len;
+		if (*p == '&')
+			p++;
+	}
+	return -ENOENT;
+}
+
+void sbx_http_on_abort(struct sbx_http_req *req, void (*cb)(struct sbx_http_req *, void *),
+		       void *arg)
+{
+	req->on_abort = cb;
+	req->abort_arg = arg;
+}
+
+void sbx_http_on_drain(struct sbx_http_req *req, void (*cb)(struct sbx_http_req *, void *),
+		       void *arg)
+{
+	req->on_drain = cb;
+	req->drain_arg = arg;
+}
+
+/* ---- routing ------------------------------------------------------------- */
+
+int sbx_http_match(const char *pattern, const char *path, const char *names[], const char *values[],
+		   size_t value_lens[], size_t *n_params)
+{
+	const char *p = pattern, *q = path;
+
+	*n_params = 0;
+	while (*p) {
+		if (p[0] == '*' && p[1] == '\0')
+			return 1;
+		if (*p == '{') {
+			const char *close = strchr(p, '}');
+			size_t seg = strcspn(q, "/");
+
+			if (!close || seg == 0 || *n_params >= SBX_HTTP_MAX_PARAMS)
+				return 0;
+			names[*n_params] = p + 1; /* terminated by '}', see req_set_params */
+			values[*n_params] = q;
+			value_lens[*n_params] = seg;
+			(*n_params)++;
+			p = close + 1;
+			q += seg;
+			continue;
+		}
+		if (*p != *q)
+			return 0;
+		p++;
+		q++;
+	}
+	return *q == '\0';
+}
+
+static int req_set_params(struct sbx_http_req *r, const char *pattern, const char *path)
+{
+	const char *names[SBX_HTTP_MAX_PARAMS], *values[SBX_HTTP_MAX_PARAMS];
+	size_t lens[SBX_HTTP_MAX_PARAMS], n;
+
+	if (!sbx_http_match(pattern, path, names, values, lens, &n))
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		r->param_values[i] = sbx_strndup(values[i], lens[i]);
+		if (!r->param_values[i])
+			return -ENOMEM;
+		r->param_names[i] = names[i];
+		r->n_params = i + 1;
+	}
+	return 1;
+}
+
+/* Picks the route, or decides an early answer (404, 405). */
+static void route(struct conn *c, struct sbx_http_req *r)
+{
+	struct sbx_http_server *s = c->s;
+	bool path_known = false;
+	const char *names[SBX_HTTP_MAX_PARAMS], *values[SBX_HTTP_MAX_PARAMS];
+	size_t lens[SBX_HTTP_MAX_PARAMS], n;
+
+	for (size_t i = 0; i < s->n_routes; i++) {
+		const struct sbx_http_route *rt = &s->routes[i];
+
+		if (!sbx_http_match(rt->pattern, r->path, names, values, lens, &n))
+			continue;
+		path_known = true;
+		if (rt->method && strcmp(rt->method, r->method) != 0 &&
+		    !(strcmp(r->method, "HEAD") == 0 && strcmp(rt->method, "GET") == 0))
+			continue;
+		r->route = rt;
+		if (req_set_params(r, rt->pattern, r->path) < 0) {
+			r->early_status = 503;
+			r->early_message = "out of memory";
+		}
+		if (rt->max_body_bytes)
+			r->body.max = rt->max_body_bytes;
+		return;
+	}
+	if (path_known) {
+		r->early_status = 405;
+		r->early_message = "method not allowed for this path";
+	}
+}
+
+/* ---- writing -------------------------------------------------------------- */
+
+struct wreq {
+	uv_write_t w;
+	struct conn *c;
+	char data[];
+};
+
+static void on_written(uv_write_t *w, int status)
+{
+	struct wreq *wr = (struct wreq *)w;
+	struct conn *c = wr->c;
+	struct sbx_http_req *r;
+	size_t queued;
+
+	sbx_free(wr);
+	if (status < 0) {
+		conn_close(c);
+		return;
+	}
+	r = c->req;
+	queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+	if (r && r->on_drain && queued < c->s->o.write_high_water / 2) {
+		void (*cb)(struct sbx_http_req *, void *) = r->on_drain;
+
+		r->on_drain = NULL;
+		cb(r, r->drain_arg);
+	}
+}
+
+/* Sends up to three pieces as one write (copied). */
+static int send_parts(struct conn *c, const void *a, size_t alen, const void *b, size_t blen,
+		      const void *t, size_t tlen)
+{
+	struct wreq *wr;
+	uv_buf_t buf;
+	int rc;
+
+	if (c->closing)
+		return -ECONNRESET;
+	wr = sbx_malloc(sizeof(*wr) + alen + blen + tlen);
+	if (!wr)
+		return -ENOMEM;
+	wr->c = c;
+	if (alen)
+		memcpy(wr->data, a, alen);
+	if (blen)
+		memcpy(wr->data + alen, b, blen);
+	if (tlen)
+		memcpy(wr->data + alen + blen, t, tlen);
+	buf = uv_buf_init(wr->data, (unsigned)(alen + blen + tlen));
+	rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &buf, 1, on_written);
+	if (rc) {
+		sbx_free(wr);
+		return rc;
+	}
+	c->s->stats.bytes_out += alen + blen + tlen;
+	return 0;
+}
+
+static void on_shutdown(uv_shutdown_t *sh, int status)
+{
+	conn_close(sh->data);
+}
+
+/* Closes after everything queued has been written. */
+static void conn_shutdown(struct conn *c)
+{
+	if (c->closing || c->shutting)
+		return;
+	c->shutting = true;
+	uv_read_stop((uv_stream_t *)&c->tcp);
+	c->shutdown.data = c;
+	if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown))
+		conn_close(c);
+}
+
+/* Status line and headers into b. length < 0: chunked (or close-delimited). */
+static int build_head(struct conn *c, struct sbx_http_req *r, struct sbx_buf *b, int status,
+		      const char *content_type, long long length)
+{
+	bool no_body = status < 200 || status == 204 || status == 304;
+	int rc;
+
+	rc = sbx_buf_printf(b, "HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n", status,
+			    sbx_http_reason(status), c->s->o.server_name, http_date(c->s));
+	if (!rc && r && r->resp_headers.len)
+		rc = sbx_buf_append(b, r->resp_headers.data, r->resp_headers.len);
+	if (!rc && content_type && !no_body)
+		rc = sbx_buf_printf(b, "Content-Type: %s\r\n", content_type);
+	if (!rc && !no_body && length >= 0)
+		rc = sbx_buf_printf(b, "Content-Length: %lld\r\n", length);
+	else if (!rc && !no_body && r && r->chunked)
+		rc = sbx_buf_append_str(b, "Transfer-Encoding: chunked\r\n");
+	if (!rc && !c->keep_alive)
+		rc = sbx_buf_append_str(b, "Connection: close\r\n");
+	if (!rc)
+		rc = sbx_buf_append_str(b, "\r\n");
+	c->s->stats.responses_by_class[status / 100 < 6 ? status / 100 : 5]++;
+	return rc;
+}
+
+/* A JSON error answer to a request that never reached a handler; the
+ * connection closes after it. */
+static void send_early(struct conn *c, int status, const char *message)
+{
+	json_t *body = json_pack("{s:{s:i, s:s}}", "error", "status", status, "message", message);
+	char *text = body ? sbx_json_dumps(body) : NULL;
+	struct sbx_buf head;
+
+	c->keep_alive = false;
+	sbx_buf_init(&head, 4096);
+	if (text &&
+	    !build_head(c, NULL, &head, status, "application/json", (long long)strlen(text)))
+		send_parts(c, head.data, head.len, text, strlen(text), NULL, 0);
+	sbx_buf_release(&head);
+	sbx_free(text);
+	json_decref(body);
+	conn_shutdown(c);
+}
+
+/* ---- the response API ----------------------------------------------------- */
+
+int sbx_http_add_header(struct sbx_http_req *req, const char *name, const char *value)
+{
+	if (req->started)
+		return -EALREADY;
+	if (!valid_header(name, value))
+		return -EINVAL;
+	return sbx_buf_printf(&req->resp_headers, "%s: %s\r\n", name, value);
+}
+
+/* The response is complete: free the request and go on with the connection. */
+static void finish(struct sbx_http_req *r)
+{
+	struct conn *c = r->c;
+
+	r->ended = true;
+	if (!c) {
+		req_free(r);
+		return;
+	}
+	c->req = NULL;
+	c->handling = false;
+	req_free(r);
+	if (!c->keep_alive || c->s->closing) {
+		conn_shutdown(c);
+		return;
+	}
+	http_parser_pause(&c->parser, 0);
+	uv_timer_start(&c->timer, on_timer, c->s->o.idle_timeout_ms, 0);
+	conn_process(c);
+}
+
+static void decide_keep_alive(struct sbx_http_req *r)
+{
+	struct conn *c = r->c;
+
+	c->keep_alive = c->keep_alive && http_should_keep_alive(&c->parser) && !c->s->closing;
+}
+
+int sbx_http_respond(struct sbx_http_req *req, int status, const char *content_type,
+		     const void *body, size_t len)
+{
+	struct conn *c = req->c;
+	struct sbx_buf head;
+	bool no_body = status < 200 || status == 204 || status == 304;
+	int rc;
+
+	if (req->started || req->ended)
+		return -EALREADY;
+	req->started = true;
+	req->status = status;
+	if (!c || c->closing) {
+		finish(req);
+		return -ECONNRESET;
+	}
+	decide_keep_alive(req);
+	sbx_buf_init(&head, 128 * 1024);
+	rc = build_head(c, req, &head, status, content_type, no_body ? -1 : (long long)len);
+	if (!rc)
+		rc = send_parts(c, head.data, head.len, body, req->head || no_body ? 0 : len, NULL,
+				0);
+	sbx_buf_release(&head);
+	if (rc)
+		c->keep_alive = false;
+	finish(req);
+	return rc;
+}
+
+int sbx_http_respond_json(struct sbx_http_req *req, int status, const json_t *body)
+{
+	char *text = sbx_json_dumps(body);
+	int rc;
+
+	if (!text)
+		return sbx_http_respond_error(req, 500, "out of memory");
+	rc = sbx_http_respond(req, status, "application/json", text, strlen(text));
+	sbx_free(text);
+	return rc;
+}
+
+int sbx_http_respond_error(struct sbx_http_req *req, int status, const char *message)
+{
+	json_t *body = json_pack("{s:{s:i, s:s}}", "error", "status", status, "message", message);
+	int rc;
+
+	if (!body)
+		return sbx_http_respond(req, status, "text/plain", message, strlen(message));
+	rc = sbx_http_respond_json(req, status, body);
+	json_decref(body);
+	return rc;
+}
+
+int sbx_http_start(struct sbx_http_req *req, int status, const char *content_type)
+{
+	struct conn *c = req->c;
+	struct sbx_buf head;
+	int rc;
+
+	if (req->started || req->ended)
+		return -EALREADY;
+	req->started = true;
+	req->status = status;
+	if (!c || c->closing)
+		return -ECONNRESET;
+	decide_keep_alive(req);
+	/* HTTP/1.0 has no chunked coding: the end of the body is the close. */
+	if (c->parser.http_major == 1 && c->parser.http_minor >= 1)
+		req->chunked = true;
+	else
+		c->keep_alive = false;
+	sbx_buf_init(&head, 128 * 1024);
+	rc = build_head(c, req, &head, status, content_type, -1);
+	if (!rc)
+		rc = send_parts(c, head.data, head.len, NULL, 0, NULL, 0);
+	sbx_buf_release(&head);
+	return rc;
+}
+
+int sbx_http_write(struct sbx_http_req *req, const void *data, size_t len)
+{
+	struct conn *c = req->c;
+	char size_line[24];
+	int rc;
+
+	if (!req->started || req->ended)
+		return -EINVAL;
+	if (!c || c->closing)
+		return -ECONNRESET;
+	if (len == 0 || req->head)
+		return 0;
+	if (req->chunked) {
+		int n = snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
+
+		rc = send_parts(c, size_line, (size_t)n, data, len, "\r\n", 2);
+	} else {
+		rc = send_parts(c, data, len, NULL, 0, NULL, 0);
+	}
+	if (rc)
+		return rc;
+	return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > c->s->o.write_high_water;
+}
+
+int sbx_http_end(struct sbx_http_req *req)
+{
+	struct conn *c = req->c;
+	int rc = 0;
+
+	if (!req->started || req->ended)
+		return -EINVAL;
+	if (c && !c->closing && req->chunked && !req->head)
+		rc = send_parts(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0);
+	finish(req);
+	return rc;
+}
+
+/* ---- parsing -------------------------------------------------------------- */
+
+static struct conn *conn_of(http_parser *p)
+{
+	return p->data;
+}
+
+/* Rejects the request being parsed; the answer goes out after the parser
+ * returns (see conn_process). -1, not 1: from on_headers_complete, 1 would
+ * mean "no body follows" rather than an error. */
+static int reject(struct sbx_http_req *r, int status, const char *message)
+{
+	r->early_status = status;
+	r->early_message = message;
+	return -1;
+}
+
+static int on_message_begin(http_parser *p)
+{
+	struct conn *c = conn_of(p);
+
+	c->req = req_new(c);
+	if (!c->req)
+		return -1;
+	c->s->stats.requests++;
+	/* The headers must arrive within header_timeout, however slowly sent. */
+	uv_timer_start(&c->timer, on_timer, c->s->o.header_timeout_ms, 0);
+	return 0;
+}
+
+static int arena_add(struct sbx_http_req *r, const char *at, size_t len)
+{
+	return sbx_buf_append(&r->arena, at, len) ? reject(r, 431, "request headers too large") : 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+	struct sbx_http_req *r = conn_of(p)->req;
+
+	return sbx_buf_append(&r->arena, at, len) ? reject(r, 414, "request target too long") : 0;
+}
+
+/* Ends the target or the previous header value with a NUL. */
+static int close_piece(struct sbx_http_req *r)
+{
+	return arena_add(r, "", 1);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+	struct conn *c = conn_of(p);
+	struct sbx_http_req *r = c->req;
+	struct hdr *grown;
+
+	if (r->last != H_FIELD) {
+		if (close_piece(r))
+			return -1;
+		if (r->n_headers >= c->s->o.max_headers)
+			return reject(r, 431, "too many request headers");
+		grown = sbx_realloc(r->headers, (r->n_headers + 1) * sizeof(*grown));
+		if (!grown)
+			return reject(r, 503, "out of memory");
+		r->headers = grown;
+		r->headers[r->n_headers++] = (struct hdr){ .name = r->arena.len };
+		r->last = H_FIELD;
+	}
+	return arena_add(r, at, len);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+	struct sbx_http_req *r = conn_of(p)->req;
+
+	if (r->last == H_FIELD) {
+		if (close_piece(r))
+			return -1;
+		r->headers[r->n_headers - 1].value = r->arena.len;
+		r->last = H_VALUE;
+	}
+	return arena_add(r, at, len);
+}
+
+/* Splits the target into path and query (the arena no longer moves). */
+static void split_target(struct sbx_http_req *r)
+{
+	char *t = r->arena.data, *q;
+
+	/* absolute-form (a client talking to a proxy): drop scheme and authority */
+	if (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0) {
+		char *slash = strchr(strstr(t, "://") + 3, '/');
+
+		t = slash ? slash : (char *)"/";
+	}
+	r->target = t;
+	q = strchr(t, '?');
+	if (q && q >= r->arena.data && q < r->arena.data + r->arena.len) {
+		*q = '\0';
+		r->query = q + 1;
+	}
+	r->path = t;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+	struct conn *c = conn_of(p);
+	struct sbx_http_req *r = c->req;
+	const char *expect;
+
+	if (close_piece(r))
+		return -1;
+	/* An empty value never called on_header_value: point it at a NUL. */
+	if (r->last == H_FIELD) {
+		r->headers[r->n_headers - 1].value = r->arena.len - 1;
+	}
+	snprintf(r->method, sizeof(r->method), "%s", http_method_str(p->method));
+	r->head = p->method == HTTP_HEAD;
+	split_target(r);
+	if (r->path[0] != '/' && strcmp(r->method, "OPTIONS") != 0)
+		return reject(r, 400, "the request target must be a path");
+	route(c, r);
+	if (r->early_status == 503)
+		return -1;
+	if ((p->flags & F_CONTENTLENGTH) && p->content_length > r->body.max)
+		return reject(r, 413, "request body too large");
+	expect = sbx_http_header(r, "Expect");
+	if (expect && p->http_minor >= 1) {
+		if (strcasecmp(expect, "100-continue") != 0)
+			return reject(r, 417, "unsupported Expect header");
+		if (!r->early_status)
+			send_parts(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, NULL, 0);
+	}
+	/* The body may take longer than the headers: an inactivity limit now. */
+	uv_timer_start(&c->timer, on_timer, c->s->o.idle_timeout_ms, 0);
+	return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+	struct sbx_http_req *r = conn_of(p)->req;
+
+	if (r->early_status)
+		return 0; /* 404/405: the body is read and dropped */
+	return sbx_buf_append(&r->body, at, len) ? reject(r, 413, "request body too large") : 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+	struct conn *c = conn_of(p);
+
+	c->complete = true;
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+static const http_parser_settings settings = {
+	.on_message_begin = on_message_begin,
+	.on_url = on_url,
+	.on_header_field = on_header_field,
+	.on_header_value = on_header_value,
+	.on_headers_complete = on_headers_complete,
+	.on_body = on_body,
+	.on_message_complete = on_message_complete,
+};
+
+/* ---- connections ---------------------------------------------------------- */
+
+/* Headers too slow, a body stalled, or an idle keep-alive connection. */
+static void on_timer(uv_timer_t *t)
+{
+	struct conn *c = t->data;
+
+	if (c->req && !c->handling)
+		send_early(c, 408, "request not received in time");
+	else if (!c->handling)
+		conn_close(c);
+}
+
+static void dispatch(struct conn *c)
+{
+	struct sbx_http_req *r = c->req;
+	struct sbx_http_server *s = c->s;
+
+	c->handling = true;
+	uv_timer_stop(&c->timer);
+	if (r->early_status)
+		sbx_http_respond_error(r, r->early_status, r->early_message);
+	else if (r->route)
+		r->route->fn(r, r->route->arg);
+	else if (s->o.not_found)
+		s->o.not_found(r, s->o.not_found_arg);
+	else
+		sbx_http_respond_error(r, 404, "no such endpoint");
+}
+
+/* Parses what is pending and dispatches complete requests, one at a time.
+ * A loop rather than recursion: handlers that answer at once would otherwise
+ * nest one call per pipelined request. */
+static void conn_process(struct conn *c)
+{
+	if (c->processing) {
+		c->again = true;
+		return;
+	}
+	c->processing = true;
+	do {
+		c->again = false;
+		while (!c->closing && !c->shutting && !c->handling && c->pending.len) {
+			size_t n = http_parser_execute(&c->parser, &settings, c->pending.data,
+						       c->pending.len);
+			enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+
+			if (err != HPE_OK && err != HPE_PAUSED) {
+				struct sbx_http_req *r = c->req;
+
+				send_early(c, r && r->early_status ? r->early_status : 400,
+					   r && r->early_status ? r->early_message
+								: http_errno_description(err));
+				break;
+			}
+			sbx_buf_consume(&c->pending, n);
+			if (!c->complete)
+				break;
+			c->complete = false;
+			dispatch(c);
+		}
+	} while (c->again);
+	c->processing = false;
+	if (c->closing || c->shutting)
+		return;
+	/* Read while no handler holds a request: backpressure for pipelining
+	 * and for handlers that take their time. */
+	if (!c->handling && !c->reading) {
+		c->reading = true;
+		uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+	}
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct conn *c = h->data;
+
+	(void)suggested;
+	*buf = uv_buf_init(c->s->read_buf, sizeof(c->s->read_buf));
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	struct conn *c = stream->data;
+
+	if (nread < 0) {
+		conn_close(c);
+		return;
+	}
+	if (nread == 0)
+		return;
+	c->s->stats.bytes_in += (uint64_t)nread;
+	if (sbx_buf_append(&c->pending, buf->base, (size_t)nread)) {
+		send_early(c, 431, "request too large");
+		return;
+	}
+	if (c->handling) {
+		/* Bytes of the next request arrived while this one is handled:
+		 * keep them, and stop reading until the answer is out. */
+		uv_read_stop(stream);
+		c->reading = false;
+		return;
+	}
+	conn_process(c);
+}
+
+static void maybe_free_server(struct sbx_http_server *s)
+{
+	void (*done)(void *) = s->done;
+	void *arg = s->done_arg;
+
+	if (!s->closing || s->conns || s->open_listeners)
+		return;
+	sbx_free(s);
+	if (done)
+		done(arg);
+}
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+	struct sbx_http_server *s = c->s;
+
+	if (--c->handles > 0)
+		return;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->stats.connections_open--;
+	sbx_buf_release(&c->pending);
+	sbx_free(c);
+	maybe_free_server(s);
+}
+
+static void conn_close(struct conn *c)
+{
+	struct sbx_http_req *r = c->req;
+
+	if (c->closing)
+		return;
+	c->closing = true;
+	c->req = NULL;
+	if (r) {
+		/* The handler learns that nobody waits for its answer any more. */
+		r->c = NULL;
+		if (c->handling && !r->ended && r->on_abort)
+			r->on_abort(r, r->abort_arg);
+		req_free(r);
+	}
+	uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+	uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+static void peer_name(struct conn *c)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+
+	c->peer[0] = '\0';
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+		return;
+	if (ss.ss_family == AF_INET6)
+		uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof(c->peer));
+	else
+		uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof(c->peer));
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct listener *l = server->data;
+	struct sbx_http_server *s = l->s;
+	struct conn *c;
+
+	if (status < 0 || s->closing)
+		return;
+	c = sbx_calloc(1, sizeof(*c));
+	if (!c)
+		return;
+	c->s = s;
+	uv_tcp_init(s->loop, &c->tcp);
+	uv_timer_init(s->loop, &c->timer);
+	c->tcp.data = c->timer.data = c;
+	c->handles = 2;
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	s->stats.connections_open++;
+	/* Bytes past the current message: at most one read plus a header. */
+	sbx_buf_init(&c->pending, sizeof(s->read_buf) + s->o.max_header_bytes + 4096);
+	if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
+		conn_close(c);
+		return;
+	}
+	s->stats.connections_accepted++;
+	uv_tcp_nodelay(&c->tcp, 1);
+	peer_name(c);
+	http_parser_init(&c->parser, HTTP_REQUEST);
+	c->parser.data = c;
+	c->keep_alive = true;
+	if (s->stats.connections_open > s->o.max_connections) {
+		s->stats.connections_rejected++;
+		send_early(c, 503, "too many connections");
+		return;
+	}
+	uv_timer_start(&c->timer, on_timer, s->o.header_timeout_ms, 0);
+	c->reading = true;
+	uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- the server ----------------------------------------------------------- */
+
+int sbx_http_server_new(uv_loop_t *loop, const struct sbx_http_server_opts *opts,
+			const struct sbx_http_route *routes, size_t n_routes,
+			struct sbx_http_server **out)
+{
+	struct sbx_http_server *s = sbx_calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	s->loop = loop;
+	s->o = opts ? *opts : (struct sbx_http_server_opts){ 0 };
+	if (!s->o.max_header_bytes)
+		s->o.max_header_bytes = 65536;
+	if (!s->o.max_headers)
+		s->o.max_headers = 100;
+	if (!s->o.max_body_bytes)
+		s->o.max_body_bytes = 1u << 20;
+	if (!s->o.max_connections)
+		s->o.max_connections = 1024;
+	if (!s->o.header_timeout_ms)
+		s->o.header_timeout_ms = 30000;
+	if (!s->o.idle_timeout_ms)
+		s->o.idle_timeout_ms = 75000;
+	if (!s->o.write_high_water)
+		s->o.write_high_water = 256 * 1024;
+	if (!s->o.server_name)
+		s->o.server_name = "sbx";
+	s->routes = routes;
+	s->n_routes = n_routes;
+	*out = s;
+	return 0;
+}
+
+/* "host:port", "[v6]:port" or ":port" into a socket address. */
+static int parse_addr(const char *addr, struct sockaddr_storage *ss)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon = strrchr(addr, ':');
+	long port;
+	char *end;
+	size_t hlen;
+
+	if (!colon)
+		return -EINVAL;
+	port = strtol(colon + 1, &end, 10);
+	if (*end || end == colon + 1 || port < 0 || port > 65535)
+		return -EINVAL;
+	hlen = (size_t)(colon - addr);
+	if (hlen && addr[0] == '[') {
+		if (hlen < 2 || addr[hlen - 1] != ']' || hlen - 2 >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, addr + 1, hlen - 2);
+		host[hlen - 2] = '\0';
+		return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss);
+	}
+	if (hlen >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, addr, hlen);
+	host[hlen] = '\0';
+	return uv_ip4_addr(hlen ? host : "0.0.0.0", (int)port, (struct sockaddr_in *)ss);
+}
+
+int sbx_http_server_listen(struct sbx_http_server *s, const char *addr)
+{
+	struct sockaddr_storage ss;
+	struct listener *l;
+	int rc;
+
+	if (s->n_listeners >= MAX_LISTENERS)
+		return -E2BIG;
+	if ((rc = parse_addr(addr, &ss)))
+		return rc;
+	l = &s->listeners[s->n_listeners];
+	l->s = s;
+	uv_tcp_init(s->loop, &l->tcp);
+	l->tcp.data = l;
+	s->open_listeners++;
+	s->n_listeners++;
+	if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) ||
+	    (rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection))) {
+		s->n_listeners--;
+		uv_close((uv_handle_t *)&l->tcp, NULL);
+		s->open_listeners--;
+		return rc;
+	}
+	return 0;
+}
+
+int sbx_http_server_port(const struct sbx_http_server *s)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+
+	if (!s->n_listeners ||
+	    uv_tcp_getsockname(&s->listeners[0].tcp, (struct sockaddr *)&ss, &len))
+		return -1;
+	return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+					      : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
+const struct sbx_http_stats *sbx_http_server_stats(const struct sbx_http_server *s)
+{
+	return &s->stats;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+	struct listener *l = h->data;
+	struct sbx_http_server *s = l->s;
+
+	s->open_listeners--;
+	maybe_free_server(s);
+}
+
+void sbx_http_server_close(struct sbx_http_server *s, void (*done)(void *arg), void *arg)
+{
+	struct conn *c, *next;
+
+	s->closing = true;
+	s->done = done;
+	s->done_arg = arg;
+	for (int i = 0; i < s->n_listeners; i++)
+		uv_close((uv_handle_t *)&s->listeners[i].tcp, on_listener_closed);
+	/* Idle connections go now; busy ones after their answer (finish sees
+	 * s->closing). */
+	for (c = s->conns; c; c = next) {
+		next = c->next;
+		if (!c->req)
+			conn_close(c);
+		else
+			c->keep_alive = false;
+	}
+	maybe_free_server(s);
+}

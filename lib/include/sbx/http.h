@@ -1,0 +1,140 @@
+/* The HTTP server core shared by every sbx program (the agent's API, the
+ * ingress, each program's /healthz and /metrics).
+ *
+ * HTTP/1.1 on libuv with http-parser: keep-alive and pipelining (responses in
+ * request order), chunked and Content-Length request bodies, Expect:
+ * 100-continue, streaming chunked responses with backpressure, and hard
+ * limits on everything a client controls (header bytes, header count, body
+ * size, connections, time to send headers, idle keep-alive time). Every limit
+ * hit answers with the matching status (400, 408, 413, 431, 503) and a JSON
+ * body saying which, then closes the connection.
+ *
+ * A request is dispatched to its route's handler once its body is complete.
+ * The handler answers at once or later (after a process ran, say) with
+ * sbx_http_respond* or sbx_http_start/write/end. Until then the request stays
+ * valid; if the client goes away first, the abort callback (if set) runs and
+ * the request is freed right after it.
+ */
+#ifndef SBX_HTTP_H
+#define SBX_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct sbx_http_server;
+struct sbx_http_req;
+
+typedef void (*sbx_http_handler)(struct sbx_http_req *req, void *arg);
+
+#define SBX_HTTP_MAX_PARAMS 4
+
+struct sbx_http_route {
+	const char *method; /* "GET", "POST", ...; NULL matches any */
+	/* "/v1/ping" exactly; "{name}" matches one segment and captures it;
+	 * a final "*" matches any rest (including nothing). */
+	const char *pattern;
+	sbx_http_handler fn;
+	void *arg;
+	size_t max_body_bytes; /* 0: the server's default */
+};
+
+struct sbx_http_server_opts {
+	size_t max_header_bytes;    /* request line + headers (65536) */
+	unsigned max_headers;	    /* (100) */
+	size_t max_body_bytes;	    /* default per route (1 MiB) */
+	unsigned max_connections;   /* (1024); beyond: 503 and close */
+	uint64_t header_timeout_ms; /* to receive a request's headers (30000) */
+	uint64_t idle_timeout_ms;   /* keep-alive wait between requests (75000) */
+	size_t write_high_water;    /* sbx_http_write says "pause" above (256 KiB) */
+	const char *server_name;    /* Server header ("sbx") */
+	/* called when no route matches; NULL answers 404 with a JSON body */
+	sbx_http_handler not_found;
+	void *not_found_arg;
+};
+
+int sbx_http_server_new(uv_loop_t *loop, const struct sbx_http_server_opts *opts,
+			const struct sbx_http_route *routes, size_t n_routes,
+			struct sbx_http_server **out);
+/* Listens on "host:port" ("127.0.0.1:8080", "[::1]:0", ":8080" for all).
+ * May be called more than once. 0 or a negative uv error. */
+int sbx_http_server_listen(struct sbx_http_server *s, const char *addr);
+/* The port of the first listener (useful after ":0"). */
+int sbx_http_server_port(const struct sbx_http_server *s);
+/* Stops accepting, closes idle connections, lets requests in flight finish,
+ * and frees the server; done (may be NULL) runs when the last is gone. */
+void sbx_http_server_close(struct sbx_http_server *s, void (*done)(void *arg), void *arg);
+
+struct sbx_http_stats {
+	uint64_t connections_accepted;
+	uint64_t connections_rejected; /* over max_connections */
+	unsigned connections_open;
+	uint64_t requests;
+	uint64_t responses_by_class[6]; /* index status/100: 1xx..5xx */
+	uint64_t bytes_in;
+	uint64_t bytes_out;
+};
+const struct sbx_http_stats *sbx_http_server_stats(const struct sbx_http_server *s);
+
+/* ---- the request --------------------------------------------------------- */
+
+const char *sbx_http_method(const struct sbx_http_req *req);
+/* The path part of the target, as sent (not percent-decoded). */
+const char *sbx_http_path(const struct sbx_http_req *req);
+/* The query string after '?', or "". */
+const char *sbx_http_query_string(const struct sbx_http_req *req);
+/* First header with this name (case-insensitive), or NULL. */
+const char *sbx_http_header(const struct sbx_http_req *req, const char *name);
+/* A "{name}" captured by the route, or NULL. */
+const char *sbx_http_param(const struct sbx_http_req *req, const char *name);
+/* A query parameter, percent-decoded into out: its length, -ENOENT, or
+ * -ENAMETOOLONG. */
+int sbx_http_query(const struct sbx_http_req *req, const char *name, char *out, size_t size);
+/* The request body (NUL-terminated; may contain NULs). */
+const char *sbx_http_body(const struct sbx_http_req *req, size_t *len);
+/* The body parsed as JSON; NULL (with a 422-worthy reason in err) if it is
+ * not. The reference is the caller's. */
+json_t *sbx_http_body_json(const struct sbx_http_req *req, char *err, size_t err_size);
+/* The peer address as text ("127.0.0.1"). */
+const char *sbx_http_peer(const struct sbx_http_req *req);
+
+/* Client gone before the response ended: cb runs, then req is freed. */
+void sbx_http_on_abort(struct sbx_http_req *req, void (*cb)(struct sbx_http_req *, void *),
+		       void *arg);
+
+/* ---- the response -------------------------------------------------------- */
+
+/* Adds a response header before the response starts. 0, -EINVAL (bad
+ * characters), -EALREADY (started), -ENOMEM. */
+int sbx_http_add_header(struct sbx_http_req *req, const char *name, const char *value);
+
+/* A whole response with Content-Length. Ends the request. */
+int sbx_http_respond(struct sbx_http_req *req, int status, const char *content_type,
+		     const void *body, size_t len);
+/* A JSON response (body is not consumed). */
+int sbx_http_respond_json(struct sbx_http_req *req, int status, const json_t *body);
+/* {"error": {"status": N, "message": "..."}} */
+int sbx_http_respond_error(struct sbx_http_req *req, int status, const char *message);
+
+/* A streamed response: chunked on HTTP/1.1, close-delimited on 1.0. */
+int sbx_http_start(struct sbx_http_req *req, int status, const char *content_type);
+/* Queues data. Returns 0, 1 when more than write_high_water bytes wait (the
+ * producer should pause until the drain callback), or -ECONNRESET once the
+ * client is gone. Data is copied. */
+int sbx_http_write(struct sbx_http_req *req, const void *data, size_t len);
+/* Called once when the queued bytes fall below half the high water mark. */
+void sbx_http_on_drain(struct sbx_http_req *req, void (*cb)(struct sbx_http_req *, void *),
+		       void *arg);
+/* Ends a streamed response; the request is freed after it. */
+int sbx_http_end(struct sbx_http_req *req);
+
+/* "Not Found" for 404, etc. ("Unknown" for codes it does not know). */
+const char *sbx_http_reason(int status);
+
+/* Route pattern matching, exposed for tests: 1 on match (params filled). */
+int sbx_http_match(const char *pattern, const char *path, const char *names[], const char *values[],
+		   size_t value_lens[], size_t *n_params);
+
+#endif

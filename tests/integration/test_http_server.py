@@ -1,0 +1,305 @@
+"""libsbx's HTTP/1.1 server core, driven by real clients (http.client, curl, raw
+sockets) through sbx-httptool."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import assert_no_sanitizer_report, binary
+
+
+class Server:
+    def __init__(self, *flags):
+        self.proc = subprocess.Popen([str(binary("tests/tools/sbx-httptool")), *flags],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert line, self.proc.stderr.read()
+        self.port = json.loads(line)["port"]
+
+    def conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def raw(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
+    def stats(self) -> dict:
+        c = self.conn()
+        c.request("GET", "/stats")
+        return json.loads(c.getresponse().read())
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        err = self.proc.stderr.read()
+        assert_no_sanitizer_report(err)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def server(request):
+    started = []
+
+    def start(*flags):
+        s = Server(*flags)
+        started.append(s)
+        return s
+    yield start
+    for s in started:
+        assert s.stop() == 0
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict, bytes]]:
+    """Reads 'count' Content-Length framed responses from a raw socket."""
+    f = sock.makefile("rb")
+    out = []
+    for _ in range(count):
+        status = int(f.readline().split()[1])
+        headers = {}
+        while (line := f.readline()) not in (b"\r\n", b""):
+            k, v = line.decode().split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+        body = f.read(int(headers.get("content-length", 0)))
+        out.append((status, headers, body))
+    return out
+
+
+def test_keep_alive_reuses_one_connection(server):
+    s = server()
+    c = s.conn()
+    for path in ("/hello", "/items/a1/parts/p2", "/hello"):
+        c.request("GET", path)
+        r = c.getresponse()
+        assert r.status == 200
+        body = r.read()
+    assert body == b"hello"
+    c.request("GET", "/items/a1/parts/p2")
+    assert json.loads(c.getresponse().read()) == {"id": "a1", "part": "p2"}
+    st = s.stats()
+    assert st["accepted"] == 2  # the client's connection, and the one for /stats
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    s = server()
+    sock = s.raw()
+    sock.sendall(b"GET /slow?ms=150 HTTP/1.1\r\nHost: t\r\n\r\n"
+                 b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+                 b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+                 b"GET /items/x/parts/y HTTP/1.1\r\nHost: t\r\n\r\n")
+    got = read_responses(sock, 4)
+    assert [(st, body) for st, _, body in got] == [
+        (200, b"slow"), (200, b"hello"), (200, b"abc"), (200, b'{"id":"x","part":"y"}')]
+
+
+def test_chunked_request_body_and_expect_continue(server):
+    s = server()
+    sock = s.raw()
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                 b"Content-Type: text/plain\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n")
+    (status, headers, body), = read_responses(sock, 1)
+    assert status == 200 and body == b"hello, world"
+    assert headers["content-type"] == "text/plain"
+
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"HTTP/1.1 100 Continue")
+    assert f.readline() == b"\r\n"
+    sock.sendall(b"data")
+    (status, _, body), = read_responses(sock, 1)
+    assert status == 200 and body == b"data"
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is installed by scripts/setup.sh")
+def test_curl_upload_with_expect_continue(server, tmp_path):
+    s = server("--max-body-bytes=4000000")
+    data = bytes(range(256)) * 12000  # 3 MB: curl sends Expect: 100-continue
+    (tmp_path / "blob").write_bytes(data)
+    r = subprocess.run(["curl", "-sS", "--fail", "-H", "Content-Type: application/x-blob",
+                        "--data-binary", f"@{tmp_path / 'blob'}", "-o", str(tmp_path / "out"),
+                        "-w", "%{http_code}", f"http://127.0.0.1:{s.port}/echo"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.stdout == "200", r.stderr
+    assert (tmp_path / "out").read_bytes() == data
+
+
+@pytest.mark.parametrize("request_bytes, status, message", [
+    (b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n", 431,
+     "request headers too large"),
+    (b"GET /hello HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(120)) + b"\r\n",
+     431, "too many request headers"),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 9000\r\n\r\n", 413,
+     "request body too large"),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"2001\r\n" + b"x" * 0x2001 + b"\r\n0\r\n\r\n", 413, "request body too large"),
+    (b"POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 17\r\n\r\n" + b"x" * 17, 413,
+     "request body too large"),
+    (b"GARBAGE\r\n\r\n", 400, None),
+    (b"GET /hello HTTP/1.1\r\nHost: t\r\nExpect: tea\r\n\r\n", 417, "unsupported Expect"),
+    (b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n", 404, "no such endpoint"),
+    (b"DELETE /hello HTTP/1.1\r\nHost: t\r\n\r\n", 405, "method not allowed"),
+], ids=["header-bytes", "header-count", "content-length", "chunked-body", "route-limit",
+        "garbage", "expect", "not-found", "method"])
+def test_limits_and_errors_answer_with_json(server, request_bytes, status, message):
+    s = server("--max-header-bytes=4096", "--max-body-bytes=8192")
+    sock = s.raw()
+    sock.sendall(request_bytes)
+    (got, headers, body), = read_responses(sock, 1)
+    assert got == status
+    err = json.loads(body)["error"]
+    assert err["status"] == status
+    if message:
+        assert message in err["message"]
+    if status >= 400 and status not in (404, 405):
+        assert headers.get("connection") == "close"
+        assert sock.recv(1) == b""  # closed after the answer
+
+
+def test_slow_headers_get_408(server):
+    s = server("--header-timeout-ms=300")
+    sock = s.raw()
+    sock.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n")  # never finished
+    t0 = time.monotonic()
+    (status, _, _), = read_responses(sock, 1)
+    assert status == 408 and 0.2 < time.monotonic() - t0 < 5
+
+
+def test_idle_keep_alive_connections_are_closed(server):
+    s = server("--idle-timeout-ms=300")
+    sock = s.raw()
+    sock.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+    read_responses(sock, 1)
+    sock.settimeout(5)
+    assert sock.recv(1) == b""
+
+
+def test_connection_limit_answers_503(server):
+    s = server("--max-connections=2")
+    held = [s.raw(), s.raw()]
+    for h in held:
+        h.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        read_responses(h, 1)
+    extra = s.raw()
+    (status, _, body), = read_responses(extra, 1)
+    assert status == 503 and b"too many connections" in body
+    for h in held:
+        h.close()
+    time.sleep(0.2)
+    assert s.stats()["rejected"] == 1
+
+
+def test_streamed_response_with_backpressure(server):
+    """A slow reader makes the server pause its producer; every byte arrives."""
+    s = server()
+    n, size = 200, 64 * 1024
+    sock = s.raw()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.sendall(f"GET /stream?n={n}&size={size} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"HTTP/1.1 200")
+    headers = {}
+    while (line := f.readline()) != b"\r\n":
+        k, v = line.decode().split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    assert headers["transfer-encoding"] == "chunked"
+    time.sleep(1.0)  # let the server fill the socket and pause
+    total = 0
+    pattern = bytes(i % 251 for i in range(size))
+    while True:
+        chunk_len = int(f.readline().strip(), 16)
+        if chunk_len == 0:
+            assert f.readline() == b"\r\n"
+            break
+        data = f.read(chunk_len)
+        assert data == pattern
+        assert f.readline() == b"\r\n"
+        total += chunk_len
+    assert total == n * size
+    st = s.stats()
+    assert st["pauses"] > 0, "the producer never paused"
+    assert st["streams_done"] == 1
+
+
+def test_client_gone_aborts_the_handler(server):
+    s = server()
+    sock = s.raw()
+    sock.sendall(b"GET /slow?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n")
+    time.sleep(0.2)
+    sock.close()
+    deadline = time.monotonic() + 5
+    while s.stats()["aborts"] < 1:
+        assert time.monotonic() < deadline, "abort callback never ran"
+        time.sleep(0.05)
+
+
+def test_head_and_http10(server):
+    s = server()
+    c = s.conn()
+    c.request("HEAD", "/hello")
+    r = c.getresponse()
+    assert r.status == 200 and r.getheader("Content-Length") == "5" and r.read() == b""
+    sock = s.raw()
+    sock.sendall(b"GET /hello HTTP/1.0\r\n\r\n")
+    (status, headers, body), = read_responses(sock, 1)
+    assert status == 200 and body == b"hello" and headers["connection"] == "close"
+    assert "date" in headers and headers["server"] == "sbx-httptool"
+
+
+def test_query_decoding(server):
+    s = server()
+    c = s.conn()
+    c.request("GET", "/query?x=1&q=a%20b%2Bc+d%2F&y=2")
+    assert json.loads(c.getresponse().read()) == {"q": "a b+c d/"}
+    c.request("GET", "/query?x=1")
+    assert json.loads(c.getresponse().read()) == {"q": None}
+
+
+def test_graceful_shutdown_finishes_requests_in_flight(server):
+    s = server()
+    sock = s.raw()
+    sock.sendall(b"GET /slow?ms=400 HTTP/1.1\r\nHost: t\r\n\r\n")
+    time.sleep(0.1)
+    s.proc.send_signal(signal.SIGTERM)
+    (status, headers, body), = read_responses(sock, 1)
+    assert status == 200 and body == b"slow"
+    assert headers["connection"] == "close"
+    assert s.proc.wait(10) == 0
+    with pytest.raises(OSError):
+        s.raw()
+
+
+def test_many_concurrent_clients(server):
+    s = server()
+    errors = []
+
+    def client(i):
+        try:
+            c = s.conn()
+            for j in range(20):
+                payload = f"{i}-{j}".encode() * 50
+                c.request("POST", "/echo", body=payload)
+                r = c.getresponse()
+                if r.status != 200 or r.read() != payload:
+                    errors.append((i, j))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert s.stats()["requests"] >= 32 * 20

@@ -1,0 +1,289 @@
+/* sbx-httptool: an HTTP server on libsbx's server core with routes that
+ * exercise its features, for tests/integration/test_http_server.py.
+ *
+ *   GET  /hello                      "hello"
+ *   POST /echo                       the body back, same Content-Type
+ *   GET  /items/{id}/parts/{part}    the captured parameters as JSON
+ *   GET  /query?q=...                the decoded parameter
+ *   GET  /stream?n=N&size=S          N chunks of S bytes, paced by backpressure
+ *   GET  /slow?ms=M                  answers after M ms; counts aborts
+ *   POST /small                      a route whose body limit is 16 bytes
+ *   GET  /stats                      server counters, pauses, aborts
+ *
+ * Prints {"port": P} on stdout once listening; SIGTERM closes gracefully.
+ */
+#include "sbx/alloc.h"
+#include "sbx/config.h"
+#include "sbx/http.h"
+#include "sbx/log.h"
+#include "sbx/loop.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *listen_addr = "127.0.0.1:0";
+static long max_header_bytes = 65536;
+static long max_body_bytes = 1 << 20;
+static long max_connections = 1024;
+static long header_timeout_ms = 30000;
+static long idle_timeout_ms = 75000;
+
+static struct sbx_http_server *server;
+static struct sbx_signals signals;
+static unsigned long pauses, aborts, streams_done;
+
+static void hello(struct sbx_http_req *req, void *arg)
+{
+	sbx_http_respond(req, 200, "text/plain", "hello", 5);
+}
+
+static void echo(struct sbx_http_req *req, void *arg)
+{
+	const char *ct = sbx_http_header(req, "Content-Type");
+	size_t len;
+	const char *body = sbx_http_body(req, &len);
+
+	sbx_http_add_header(req, "X-Echo-Length", ct ? "set" : "none");
+	sbx_http_respond(req, 200, ct ? ct : "application/octet-stream", body, len);
+}
+
+static void items(struct sbx_http_req *req, void *arg)
+{
+	json_t *o = json_pack("{s:s, s:s}", "id", sbx_http_param(req, "id"), "part",
+			      sbx_http_param(req, "part"));
+
+	sbx_http_respond_json(req, 200, o);
+	json_decref(o);
+}
+
+static void query(struct sbx_http_req *req, void *arg)
+{
+	char q[256];
+	int n = sbx_http_query(req, "q", q, sizeof(q));
+	json_t *o = n < 0 ? json_pack("{s:n}", "q") : json_pack("{s:s}", "q", q);
+
+	sbx_http_respond_json(req, n == -ENAMETOOLONG ? 414 : 200, o);
+	json_decref(o);
+}
+
+/* ---- streaming with backpressure ---------------------------------------- */
+
+struct stream {
+	long left, size;
+	char *chunk;
+};
+
+static void stream_free(struct stream *st)
+{
+	sbx_free(st->chunk);
+	sbx_free(st);
+}
+
+static void stream_abort(struct sbx_http_req *req, void *arg)
+{
+	aborts++;
+	stream_free(arg);
+}
+
+static void stream_more(struct sbx_http_req *req, void *arg)
+{
+	struct stream *st = arg;
+
+	while (st->left > 0) {
+		int rc = sbx_http_write(req, st->chunk, (size_t)st->size);
+
+		st->left--;
+		if (rc < 0)
+			return; /* the abort callback frees */
+		if (rc == 1 && st->left > 0) {
+			pauses++;
+			sbx_http_on_drain(req, stream_more, st);
+			return;
+		}
+	}
+	streams_done++;
+	stream_free(st);
+	sbx_http_on_abort(req, NULL, NULL);
+	sbx_http_end(req);
+}
+
+static void stream(struct sbx_http_req *req, void *arg)
+{
+	char v[32];
+	struct stream *st = sbx_calloc(1, sizeof(*st));
+
+	st->left = sbx_http_query(req, "n", v, sizeof(v)) > 0 ? atol(v) : 10;
+	st->size = sbx_http_query(req, "size", v, sizeof(v)) > 0 ? atol(v) : 1024;
+	st->chunk = sbx_malloc((size_t)st->size);
+	/* A pattern the client can verify: byte i of the stream is i % 251. */
+	for (long i = 0; i < st->size; i++)
+		st->chunk[i] = (char)(i % 251);
+	sbx_http_on_abort(req, stream_abort, st);
+	sbx_http_start(req, 200, "application/octet-stream");
+	stream_more(req, st);
+}
+
+/* ---- slow answers --------------------------------------------------------- */
+
+struct slow {
+	uv_timer_t timer;
+	struct sbx_http_req *req;
+};
+
+static void slow_closed(uv_handle_t *h)
+{
+	sbx_free(h->data);
+}
+
+static void slow_fire(uv_timer_t *t)
+{
+	struct slow *sl = t->data;
+
+	sbx_http_on_abort(sl->req, NULL, NULL);
+	sbx_http_respond(sl->req, 200, "text/plain", "slow", 4);
+	uv_close((uv_handle_t *)&sl->timer, slow_closed);
+}
+
+static void slow_abort(struct sbx_http_req *req, void *arg)
+{
+	struct slow *sl = arg;
+
+	aborts++;
+	uv_timer_stop(&sl->timer);
+	uv_close((uv_handle_t *)&sl->timer, slow_closed);
+}
+
+static void slow(struct sbx_http_req *req, void *arg)
+{
+	char v[32];
+	struct slow *sl = sbx_calloc(1, sizeof(*sl));
+	long ms = sbx_http_query(req, "ms", v, sizeof(v)) > 0 ? atol(v) : 100;
+
+	sl->req = req;
+	uv_timer_init(uv_default_loop(), &sl->timer);
+	sl->timer.data = sl;
+	uv_timer_start(&sl->timer, slow_fire, (uint64_t)ms, 0);
+	sbx_http_on_abort(req, slow_abort, sl);
+}
+
+static void stats(struct sbx_http_req *req, void *arg)
+{
+	const struct sbx_http_stats *s = sbx_http_server_stats(server);
+	json_t *o = json_pack(
+		"{s:I, s:I, s:i, s:I, s:[I,I,I,I,I], s:I, s:I, s:I, s:I}", "accepted",
+		(json_int_t)s->connections_accepted, "rejected",
+		(json_int_t)s->connections_rejected, "open", (int)s->connections_open, "requests",
+		(json_int_t)s->requests, "responses", (json_int_t)s->responses_by_class[1],
+		(json_int_t)s->responses_by_class[2], (json_int_t)s->responses_by_class[3],
+		(json_int_t)s->responses_by_class[4], (json_int_t)s->responses_by_class[5],
+		"pauses", (json_int_t)pauses, "aborts", (json_int_t)aborts, "streams_done",
+		(json_int_t)streams_done, "bytes_out", (json_int_t)s->bytes_out);
+
+	sbx_http_respond_json(req, 200, o);
+	json_decref(o);
+}
+
+static const struct sbx_http_route routes[] = {
+	{ .method = "GET", .pattern = "/hello", .fn = hello },
+	{ .method = "POST", .pattern = "/echo", .fn = echo },
+	{ .method = "GET", .pattern = "/items/{id}/parts/{part}", .fn = items },
+	{ .method = "GET", .pattern = "/query", .fn = query },
+	{ .method = "GET", .pattern = "/stream", .fn = stream },
+	{ .method = "GET", .pattern = "/slow", .fn = slow },
+	{ .method = "POST", .pattern = "/small", .fn = echo, .max_body_bytes = 16 },
+	{ .method = "GET", .pattern = "/stats", .fn = stats },
+};
+
+static void on_closed(void *arg)
+{
+	sbx_signals_close(&signals);
+}
+
+static void on_stop(void *arg)
+{
+	sbx_http_server_close(server, on_closed, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	const struct sbx_opt opts[] = {
+		{ .name = "listen",
+		  .type = SBX_OPT_STRING,
+		  .dest = &listen_addr,
+		  .metavar = "ADDR",
+		  .help = "address to listen on" },
+		{ .name = "max-header-bytes",
+		  .type = SBX_OPT_INT,
+		  .dest = &max_header_bytes,
+		  .metavar = "N",
+		  .help = "request line + headers",
+		  .min = 256,
+		  .max = 1 << 24 },
+		{ .name = "max-body-bytes",
+		  .type = SBX_OPT_INT,
+		  .dest = &max_body_bytes,
+		  .metavar = "N",
+		  .help = "default body limit",
+		  .min = 1,
+		  .max = 1L << 32 },
+		{ .name = "max-connections",
+		  .type = SBX_OPT_INT,
+		  .dest = &max_connections,
+		  .metavar = "N",
+		  .help = "open connections",
+		  .min = 1,
+		  .max = 100000 },
+		{ .name = "header-timeout-ms",
+		  .type = SBX_OPT_INT,
+		  .dest = &header_timeout_ms,
+		  .metavar = "MS",
+		  .help = "time to send headers",
+		  .min = 1,
+		  .max = 3600000 },
+		{ .name = "idle-timeout-ms",
+		  .type = SBX_OPT_INT,
+		  .dest = &idle_timeout_ms,
+		  .metavar = "MS",
+		  .help = "keep-alive idle time",
+		  .min = 1,
+		  .max = 3600000 },
+	};
+	struct sbx_config cfg = { .program = "sbx-httptool",
+				  .summary = "Serves test routes on libsbx's HTTP server core.",
+				  .env_prefix = "SBX_HTTPTOOL_",
+				  .opts = opts,
+				  .n_opts = sizeof(opts) / sizeof(opts[0]) };
+	struct sbx_http_server_opts so = { 0 };
+	uv_loop_t *loop = uv_default_loop();
+	int rc = sbx_config_load(&cfg, argc, argv);
+
+	if (rc) {
+		sbx_config_release(&cfg);
+		return rc > 0 ? 0 : 2;
+	}
+	sbx_alloc_install_jansson();
+	so.max_header_bytes = (size_t)max_header_bytes;
+	so.max_body_bytes = (size_t)max_body_bytes;
+	so.max_connections = (unsigned)max_connections;
+	so.header_timeout_ms = (uint64_t)header_timeout_ms;
+	so.idle_timeout_ms = (uint64_t)idle_timeout_ms;
+	so.server_name = "sbx-httptool";
+	sbx_http_server_new(loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &server);
+	if ((rc = sbx_http_server_listen(server, listen_addr))) {
+		fprintf(stderr, "sbx-httptool: cannot listen on %s: %s\n", listen_addr,
+			uv_strerror(rc));
+		sbx_http_server_close(server, NULL, NULL);
+		uv_run(loop, UV_RUN_DEFAULT);
+		sbx_config_release(&cfg);
+		return 1;
+	}
+	printf("{\"port\": %d}\n", sbx_http_server_port(server));
+	fflush(stdout);
+	sbx_signals_init(loop, &signals, on_stop, NULL);
+	/* The signal handles do not keep the loop alive; the server does. */
+	uv_run(loop, UV_RUN_DEFAULT);
+	sbx_loop_close(loop);
+	sbx_config_release(&cfg);
+	return 0;
+}
