@@ -109,80 +109,53 @@ static void on_timer(uv_timer_t *t);
 
 /* ---- small helpers ------------------------------------------------------- */
 
+static const struct {
+	int status;
+	const char *text;
+} reasons[] = {
+	{ 100, "Continue" },
+	{ 101, "Switching Protocols" },
+	{ 200, "OK" },
+	{ 201, "Created" },
+	{ 202, "Accepted" },
+	{ 204, "No Content" },
+	{ 206, "Partial Content" },
+	{ 301, "Moved Permanently" },
+	{ 302, "Found" },
+	{ 304, "Not Modified" },
+	{ 307, "Temporary Redirect" },
+	{ 400, "Bad Request" },
+	{ 401, "Unauthorized" },
+	{ 403, "Forbidden" },
+	{ 404, "Not Found" },
+	{ 405, "Method Not Allowed" },
+	{ 408, "Request Timeout" },
+	{ 409, "Conflict" },
+	{ 410, "Gone" },
+	{ 411, "Length Required" },
+	{ 413, "Content Too Large" },
+	{ 414, "URI Too Long" },
+	{ 415, "Unsupported Media Type" },
+	{ 416, "Range Not Satisfiable" },
+	{ 417, "Expectation Failed" },
+	{ 422, "Unprocessable Content" },
+	{ 429, "Too Many Requests" },
+	{ 431, "Request Header Fields Too Large" },
+	{ 499, "Client Closed Request" },
+	{ 500, "Internal Server Error" },
+	{ 501, "Not Implemented" },
+	{ 502, "Bad Gateway" },
+	{ 503, "Service Unavailable" },
+	{ 504, "Gateway Timeout" },
+};
+
 const char *sbx_http_reason(int status)
 {
-	switch (status) {
-	case 100:
-		return "Continue";
-	case 101:
-		return "Switching Protocols";
-	case 200:
-		return "OK";
-	case 201:
-		return "Created";
-	case 202:
-		return "Accepted";
-	case 204:
-		return "No Content";
-	case 206:
-		return "Partial Content";
-	case 301:
-		return "Moved Permanently";
-	case 302:
-		return "Found";
-	case 304:
-		return "Not Modified";
-	case 307:
-		return "Temporary Redirect";
-	case 400:
-		return "Bad Request";
-	case 401:
-		return "Unauthorized";
-	case 403:
-		return "Forbidden";
-	case 404:
-		return "Not Found";
-	case 405:
-		return "Method Not Allowed";
-	case 408:
-		return "Request Timeout";
-	case 409:
-		return "Conflict";
-	case 410:
-		return "Gone";
-	case 411:
-		return "Length Required";
-	case 413:
-		return "Content Too Large";
-	case 414:
-		return "URI Too Long";
-	case 415:
-		return "Unsupported Media Type";
-	case 416:
-		return "Range Not Satisfiable";
-	case 417:
-		return "Expectation Failed";
-	case 422:
-		return "Unprocessable Content";
-	case 429:
-		return "Too Many Requests";
-	case 431:
-		return "Request Header Fields Too Large";
-	case 499:
-		return "Client Closed Request";
-	case 500:
-		return "Internal Server Error";
-	case 501:
-		return "Not Implemented";
-	case 502:
-		return "Bad Gateway";
-	case 503:
-		return "Service Unavailable";
-	case 504:
-		return "Gateway Timeout";
-	default:
-		return "Unknown";
+	for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+		if (reasons[i].status == status)
+			return reasons[i].text;
 	}
+	return "Unknown";
 }
 
 static const char *http_date(struct sbx_http_server *s)
@@ -1059,20 +1032,10 @@ static void peer_name(struct conn *c)
 		uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof(c->peer));
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* Adds a connection (its tcp and timer handles initialised) to the server. */
+static void conn_link(struct sbx_http_server *s, struct conn *c)
 {
-	struct listener *l = server->data;
-	struct sbx_http_server *s = l->s;
-	struct conn *c;
-
-	if (status < 0 || s->closing)
-		return;
-	c = sbx_calloc(1, sizeof(*c));
-	if (!c)
-		return;
 	c->s = s;
-	uv_tcp_init(s->loop, &c->tcp);
-	uv_timer_init(s->loop, &c->timer);
 	c->tcp.data = c->timer.data = c;
 	c->handles = 2;
 	c->next = s->conns;
@@ -1080,14 +1043,14 @@ static void on_connection(uv_stream_t *server, int status)
 		s->conns->prev = c;
 	s->conns = c;
 	s->stats.connections_open++;
+}
+
+/* Starts a linked connection whose tcp handle is connected (by accept, or
+ * by a test harness): reads, parses, answers. */
+static void conn_start(struct sbx_http_server *s, struct conn *c)
+{
 	/* Bytes past the current message: at most one read plus a header. */
 	sbx_buf_init(&c->pending, sizeof(s->read_buf) + s->o.max_header_bytes + 4096);
-	if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
-		conn_close(c);
-		return;
-	}
-	s->stats.connections_accepted++;
-	uv_tcp_nodelay(&c->tcp, 1);
 	peer_name(c);
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
@@ -1100,6 +1063,29 @@ static void on_connection(uv_stream_t *server, int status)
 	uv_timer_start(&c->timer, on_timer, s->o.header_timeout_ms, 0);
 	c->reading = true;
 	uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct listener *l = server->data;
+	struct sbx_http_server *s = l->s;
+	struct conn *c;
+
+	if (status < 0 || s->closing)
+		return;
+	c = sbx_calloc(1, sizeof(*c));
+	if (!c)
+		return;
+	uv_tcp_init(s->loop, &c->tcp);
+	uv_timer_init(s->loop, &c->timer);
+	conn_link(s, c);
+	if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
+		conn_close(c);
+		return;
+	}
+	s->stats.connections_accepted++;
+	uv_tcp_nodelay(&c->tcp, 1);
+	conn_start(s, c);
 }
 
 /* ---- the server ----------------------------------------------------------- */

@@ -86,6 +86,13 @@ static json_t *parse_mapping(struct parse *p, unsigned depth)
 			yaml_event_delete(&ev);
 			return obj;
 		}
+		/* A mapping or list as a key would have to become text, and nested
+		 * ones grow that text exponentially: keys are scalars, full stop. */
+		if (ev.type != YAML_SCALAR_EVENT) {
+			fail_at(p, &ev.start_mark, "mapping keys must be plain values");
+			yaml_event_delete(&ev);
+			goto out_free;
+		}
 		key = parse_node(p, &ev, depth + 1);
 		if (!key)
 			goto out_free;

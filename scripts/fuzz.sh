@@ -12,11 +12,11 @@ build=${FUZZ_BUILD:-$here/build-fuzz}
 mode=${1:-60}
 CC=clang cmake -S "$here" -B "$build" -G Ninja -DSBX_FUZZ=ON -DSBX_TESTS=ON \
 	-DCMAKE_BUILD_TYPE=Debug >/dev/null
-if ! ninja -C "$build" fuzz_watch_split fuzz_config_yaml fuzz_yaml_json >"$build/ninja.log" 2>&1; then
+if ! ninja -C "$build" fuzz_watch_split fuzz_config_yaml fuzz_yaml_json fuzz_http_request >"$build/ninja.log" 2>&1; then
 	cat "$build/ninja.log" >&2
 	exit 1
 fi
-for t in fuzz_watch_split fuzz_config_yaml fuzz_yaml_json; do
+for t in fuzz_watch_split fuzz_config_yaml fuzz_yaml_json fuzz_http_request; do
 	seeds="$here/tests/fuzz/corpus/$t"
 	if [[ $mode == --smoke ]]; then
 		"$build/tests/fuzz/$t" -runs=0 "$seeds" 2>&1 | tail -1

@@ -54,6 +54,12 @@ static void errors_carry_line_and_column(void **state)
 	assert_contains(err, "anchors and aliases are not supported");
 	assert_null(load("[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]", err));
 	assert_contains(err, "nested too deeply");
+	/* Found by fuzz_yaml_json: nested mappings as keys used to grow
+	 * exponentially when turned into text. */
+	assert_null(
+		load("{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{}}}}}}}}}}}}}}}}}}}}}}}}}}}}}}}}: v", err));
+	assert_contains(err, "mapping keys must be plain values");
+	assert_null(load("? [a, b]\n: v\n", err));
 	/* Raw bytes that are not UTF-8 are refused, not passed on. */
 	assert_null(load("k: \xff\xfe\n", err));
 	assert_contains(err, "line 1");

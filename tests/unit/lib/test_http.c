@@ -1,0 +1,92 @@
+/* Unit tests for lib/http.c pieces that need no socket: route patterns,
+ * percent-decoding, target splitting, reason phrases. (The server itself is
+ * tested over real sockets in tests/integration/test_http_server.py.) */
+#include "unit.h"
+
+#include "http.c"
+
+static int match(const char *pattern, const char *path, size_t *n)
+{
+	const char *names[SBX_HTTP_MAX_PARAMS], *values[SBX_HTTP_MAX_PARAMS];
+	size_t lens[SBX_HTTP_MAX_PARAMS];
+
+	return sbx_http_match(pattern, path, names, values, lens, n);
+}
+
+static void patterns(void **state)
+{
+	const char *names[SBX_HTTP_MAX_PARAMS], *values[SBX_HTTP_MAX_PARAMS];
+	size_t lens[SBX_HTTP_MAX_PARAMS], n;
+
+	assert_true(match("/v1/ping", "/v1/ping", &n) && n == 0);
+	assert_false(match("/v1/ping", "/v1/ping/", &n));
+	assert_false(match("/v1/ping", "/v1/pin", &n));
+	assert_true(match("/v1/mcp/*", "/v1/mcp/", &n));
+	assert_true(match("/v1/mcp/*", "/v1/mcp/a/b/c", &n));
+	assert_false(match("/v1/mcp/*", "/v1/mc", &n));
+	assert_true(sbx_http_match("/v1/mcp/{server}/tools/{tool}", "/v1/mcp/fs/tools/read", names,
+				   values, lens, &n));
+	assert_int_equal(n, 2);
+	assert_memory_equal(values[0], "fs", lens[0]);
+	assert_int_equal(lens[1], 4);
+	assert_memory_equal(names[1], "tool}", 5);
+	/* A parameter never matches an empty segment or crosses a slash. */
+	assert_false(match("/a/{x}/b", "/a//b", &n));
+	assert_false(match("/a/{x}", "/a/b/c", &n));
+	assert_false(match("/a/{x", "/a/b", &n));
+}
+
+static void decoding(void **state)
+{
+	char out[32];
+
+	assert_int_equal(url_decode("a%20b+c%2F%zz%4", 15, out, sizeof(out)), 11);
+	assert_string_equal(out, "a b c/%zz%4");
+	assert_int_equal(url_decode("%41%42", 6, out, sizeof(out)), 2);
+	assert_string_equal(out, "AB");
+	assert_int_equal(url_decode("abcdef", 6, out, 4), -ENAMETOOLONG);
+	/* A '%' at the very end, and one byte before it. */
+	assert_int_equal(url_decode("x%", 2, out, sizeof(out)), 2);
+	assert_int_equal(url_decode("x%4", 3, out, sizeof(out)), 3);
+}
+
+static void reasons_and_headers(void **state)
+{
+	assert_string_equal(sbx_http_reason(404), "Not Found");
+	assert_string_equal(sbx_http_reason(431), "Request Header Fields Too Large");
+	assert_string_equal(sbx_http_reason(299), "Unknown");
+	assert_true(valid_header("X-Trace-Id", "abc def"));
+	assert_false(valid_header("X Bad", "v"));
+	assert_false(valid_header("", "v"));
+	assert_false(valid_header("X-Ok", "a\r\nSet-Cookie: evil"));
+}
+
+static void targets(void **state)
+{
+	struct sbx_http_req r = { 0 };
+
+	sbx_buf_init(&r.arena, 256);
+	sbx_buf_append(&r.arena, "/v1/file/read?path=%2Ftmp&x=1", 30);
+	split_target(&r);
+	assert_string_equal(r.path, "/v1/file/read");
+	assert_string_equal(r.query, "path=%2Ftmp&x=1");
+	sbx_buf_reset(&r.arena);
+	sbx_buf_append(&r.arena, "http://example.test:8080/p?q", 29);
+	r.query = "";
+	split_target(&r);
+	assert_string_equal(r.path, "/p");
+	assert_string_equal(r.query, "q");
+	sbx_buf_release(&r.arena);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(patterns),
+		cmocka_unit_test(decoding),
+		cmocka_unit_test(reasons_and_headers),
+		cmocka_unit_test(targets),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
