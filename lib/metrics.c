@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_COLLECTORS 16
+#define MAX_COLLECTORS	 16
 #define SCRAPE_MAX_BYTES (4u << 20)
 
 static struct {
@@ -120,8 +120,7 @@ void sbx_metrics_handle(struct sbx_http_req *req, void *arg)
 	sbx_buf_release(&b);
 }
 
-void sbx_metrics_http_server(struct sbx_buf *b, const struct sbx_http_server *s,
-			     const char *prefix)
+void sbx_metrics_http_server(struct sbx_buf *b, const struct sbx_http_server *s, const char *prefix)
 {
 	const struct sbx_http_stats *st = sbx_http_server_stats(s);
 	char name[128], lab[32];

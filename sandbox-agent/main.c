@@ -1,34 +1,147 @@
 /* sbx-agent: serves the AIO Sandbox /v1 API inside a sandbox.
  *
  * main() only parses the configuration, wires the modules and runs the loop.
- * This build has the configuration surface only; the /v1 API server arrives with its own
- * issue, and until then the program says so and exits 1.
+ * Endpoint groups live in their own modules (context.c today); this build
+ * serves the context, ping, health and metrics endpoints, and the other /v1
+ * groups answer 404 until they are built.
  */
+#include "api.h"
+#include "context.h"
+#include "sbx/alloc.h"
 #include "sbx/config.h"
+#include "sbx/http.h"
 #include "sbx/log.h"
+#include "sbx/loop.h"
+#include "sbx/metrics.h"
 #include "sbx/version.h"
 
 #include <stdio.h>
+#include <string.h>
+
+static char *listen_addr = ":8080";
+static char *workspace;
+static long max_body_bytes = 64L << 20;
+static long max_connections = 1024;
+
+struct agent {
+	uv_loop_t *loop;
+	struct sbx_http_server *http;
+	struct sbx_signals signals;
+	struct context ctx;
+};
+
+static void healthz(struct sbx_http_req *req, void *arg)
+{
+	(void)arg;
+	sbx_http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
+}
+
+static void http_metrics(struct sbx_buf *b, void *arg)
+{
+	struct agent *a = arg;
+
+	sbx_metrics_http_server(b, a->http, "sbx_agent");
+}
+
+static void on_closed(void *arg)
+{
+	struct agent *a = arg;
+
+	sbx_signals_close(&a->signals);
+}
+
+static void on_stop(void *arg)
+{
+	struct agent *a = arg;
+
+	sbx_http_server_close(a->http, on_closed, a);
+}
 
 int main(int argc, char **argv)
 {
+	const struct sbx_opt opts[] = {
+		{ .name = "listen",
+		  .type = SBX_OPT_STRING,
+		  .dest = &listen_addr,
+		  .metavar = "ADDR",
+		  .help = "address to serve on: host:port, [v6]:port, or :port for all" },
+		{ .name = "workspace",
+		  .type = SBX_OPT_STRING,
+		  .dest = &workspace,
+		  .metavar = "DIR",
+		  .help = "default working directory (default: the home folder)",
+		  .env = "WORKSPACE" },
+		{ .name = "max-body-bytes",
+		  .type = SBX_OPT_INT,
+		  .dest = &max_body_bytes,
+		  .metavar = "N",
+		  .help = "largest request body",
+		  .min = 1024,
+		  .max = 1L << 34 },
+		{ .name = "max-connections",
+		  .type = SBX_OPT_INT,
+		  .dest = &max_connections,
+		  .metavar = "N",
+		  .help = "open client connections",
+		  .min = 1,
+		  .max = 100000 },
+	};
 	struct sbx_config cfg = {
 		.program = "sbx-agent",
 		.summary = "serves the AIO Sandbox /v1 API inside a sandbox.",
 		.env_prefix = "SBX_AGENT_",
+		.opts = opts,
+		.n_opts = sizeof(opts) / sizeof(opts[0]),
 	};
-	int rc = sbx_config_load(&cfg, argc, argv);
+	struct agent a = { .loop = uv_default_loop() };
+	const struct sbx_http_route routes[] = {
+		{ .method = "GET",
+		  .pattern = "/v1/sandbox",
+		  .fn = context_handle_sandbox,
+		  .arg = &a.ctx },
+		{ .method = "GET", .pattern = "/v1/ping", .fn = context_handle_ping },
+		{ .method = "GET", .pattern = "/healthz", .fn = healthz },
+		{ .method = "GET", .pattern = "/metrics", .fn = sbx_metrics_handle },
+	};
+	struct sbx_http_server_opts so = { 0 };
+	int rc = sbx_config_load(&cfg, argc, argv), exit_code = 1;
 
-	if (rc)
+	if (rc) {
+		sbx_config_release(&cfg);
 		return rc > 0 ? 0 : 2;
+	}
 	if (cfg.argi < argc) {
 		fprintf(stderr, "sbx-agent: unexpected argument '%s' (see --help)\n",
 			argv[cfg.argi]);
 		sbx_config_release(&cfg);
 		return 2;
 	}
-	sbx_log_error("the /v1 API server is not part of this build yet",
-		      SBX_LS("version", SBX_VERSION));
+	sbx_alloc_install_jansson();
+	if ((rc = context_init(&a.ctx, a.loop, workspace))) {
+		sbx_log_error("cannot gather the sandbox context", SBX_LERR(rc));
+		goto out_config;
+	}
+	so.max_body_bytes = (size_t)max_body_bytes;
+	so.max_connections = (unsigned)max_connections;
+	so.server_name = "sbx-agent";
+	sbx_http_server_new(a.loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &a.http);
+	if ((rc = sbx_http_server_listen(a.http, listen_addr))) {
+		sbx_log_error("cannot listen", SBX_LS("addr", listen_addr),
+			      SBX_LS("error", uv_strerror(rc)));
+		sbx_http_server_close(a.http, NULL, NULL);
+		goto out_loop;
+	}
+	sbx_metrics_register(http_metrics, &a);
+	sbx_signals_init(a.loop, &a.signals, on_stop, &a);
+	sbx_log_info("listening", SBX_LS("addr", listen_addr),
+		     SBX_LI("port", sbx_http_server_port(a.http)),
+		     SBX_LS("workspace", a.ctx.workspace), SBX_LS("version", SBX_VERSION));
+	exit_code = 0;
+out_loop:
+	uv_run(a.loop, UV_RUN_DEFAULT);
+	sbx_loop_close(a.loop);
+	context_release(&a.ctx);
+out_config:
 	sbx_config_release(&cfg);
-	return 1;
+	return exit_code;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need, idempotently:
 #   1. Debian packages (compilers' libraries from DESIGN section 7, test peers);
-#   2. a Python venv with the pinned packages of tests/requirements.txt;
+#   2. a Python venv with the packages of tests/requirements.txt, every one
+#      (transitive ones too) at the version tests/constraints.txt pins;
 #   3. the Kubernetes control plane for tests (scripts/k8s-toolchain.sh).
 # Everything is cached outside the repository under $SBX_CACHE (default
 # ~/.cache/sbx); a second run checks stamps and downloads nothing.
@@ -39,14 +40,14 @@ install_apt() {
 }
 
 install_venv() {
-	local req="$here/tests/requirements.txt" key venv
-	key=$(cat "$req" <(python3 --version) | sha256sum | cut -c1-12)
+	local req="$here/tests/requirements.txt" con="$here/tests/constraints.txt" key venv
+	key=$(cat "$req" "$con" <(python3 --version) | sha256sum | cut -c1-12)
 	venv="$cache/venv-$key"
 	if [[ ! -f $venv/.complete ]]; then
 		log "creating Python venv $venv"
 		rm -rf "$venv"
 		python3 -m venv "$venv"
-		"$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+		"$venv/bin/pip" install -q --disable-pip-version-check -r "$req" -c "$con"
 		touch "$venv/.complete"
 	fi
 	echo "export SBX_VENV=$venv"

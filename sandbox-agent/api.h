@@ -1,0 +1,28 @@
+/* The AIO Sandbox response shapes the official SDKs expect.
+ *
+ * Success and handled failures travel in the envelope
+ *   {"success": bool, "message": str, "data": any, "hint": str|null}
+ * with HTTP 200; invalid requests get FastAPI's 422 shape
+ *   {"detail": [{"loc": [...], "msg": str, "type": str}]}.
+ */
+#ifndef SBX_AGENT_API_H
+#define SBX_AGENT_API_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+struct sbx_http_req;
+
+/* {"success", "message", "data" (stolen; NULL is null), "hint": null} */
+json_t *api_envelope(bool success, const char *message, json_t *data);
+/* Sends an envelope with HTTP 200. data is stolen. */
+void api_ok(struct sbx_http_req *req, const char *message, json_t *data);
+void api_fail(struct sbx_http_req *req, const char *message, json_t *data);
+/* 422 with one detail entry: loc is "body.field" (split on dots). */
+void api_invalid(struct sbx_http_req *req, const char *loc, const char *msg, const char *type);
+
+/* The request body as a JSON object; on failure a 422 has been sent and
+ * NULL is returned. */
+json_t *api_body_object(struct sbx_http_req *req);
+
+#endif

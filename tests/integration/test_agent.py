@@ -1,0 +1,119 @@
+"""sbx-agent driven by the official AIO Sandbox SDK (PyPI agent-sandbox) and
+plain HTTP: context, ping, health, metrics, errors, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+from agent_sandbox import Sandbox
+
+from conftest import assert_no_sanitizer_report, binary
+
+
+class Agent:
+    def __init__(self, *flags, env=None):
+        self.proc = subprocess.Popen(
+            [str(binary("sandbox-agent/sbx-agent")), "--listen=127.0.0.1:0",
+             "--log-format=json", *flags],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=env or os.environ.copy())
+        self.log = []
+        for line in self.proc.stderr:
+            entry = json.loads(line)
+            self.log.append(entry)
+            if entry["msg"] == "listening":
+                self.port = entry["port"]
+                break
+        else:
+            raise AssertionError(f"agent did not start: {self.log}")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        rest = self.proc.stderr.read()
+        assert_no_sanitizer_report(rest)
+        return self.proc.wait(10)
+
+
+@pytest.fixture
+def agent(tmp_path):
+    started = []
+
+    def start(*flags, env=None):
+        a = Agent(*flags, env=env)
+        started.append(a)
+        return a
+    yield start
+    for a in started:
+        if a.proc.poll() is None:
+            assert a.stop() == 0
+
+
+def test_sdk_reads_the_sandbox_context(agent, tmp_path):
+    env = dict(os.environ, WORKSPACE=str(tmp_path), TZ="Europe/Paris")
+    a = agent(env=env)
+    ctx = Sandbox(base_url=a.url).sandbox.get_context()
+    assert ctx.home_dir == os.path.expanduser("~")
+    assert ctx.workspace == str(tmp_path)
+    assert ctx.version.startswith("sbx-agent ")
+    system = ctx.detail.system
+    assert system.os == "Linux" and system.arch == os.uname().machine
+    assert system.workspace == str(tmp_path) and system.timezone == "Europe/Paris"
+    # The agent's own listening port is among the occupied ones.
+    assert str(a.port) in system.occupied_ports
+    # The Python running this test is on PATH, and the agent found its version.
+    found = {spec.ver for spec in ctx.detail.runtime.python}
+    assert f"{sys.version_info[0]}.{sys.version_info[1]}.{sys.version_info[2]}" in found
+    shells = [t.name for c in ctx.detail.utils if c.category == "shell" for t in c.tools]
+    assert "sh" in shells
+
+
+def test_workspace_flag_beats_environment(agent, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = agent(f"--workspace={tmp_path / 'b'}", env=dict(os.environ, WORKSPACE=str(tmp_path / "a")))
+    assert Sandbox(base_url=a.url).sandbox.get_context().workspace == str(tmp_path / "b")
+
+
+def test_ping_health_and_metrics(agent):
+    a = agent()
+    r = requests.get(f"{a.url}/v1/ping", timeout=5)
+    assert r.status_code == 200
+    assert r.json() == {"success": True, "message": "pong", "data": None, "hint": None}
+    assert requests.get(f"{a.url}/healthz", timeout=5).json() == {"status": "ok"}
+
+    def requests_total():
+        text = requests.get(f"{a.url}/metrics", timeout=5).text
+        m = re.search(r"^sbx_agent_http_requests_total (\d+)$", text, re.M)
+        assert m, text
+        assert re.search(r"^process_resident_memory_bytes \d+$", text, re.M)
+        assert 'sbx_build_info{version="' in text
+        return int(m.group(1))
+    before = requests_total()
+    for _ in range(5):
+        requests.get(f"{a.url}/v1/ping", timeout=5)
+    assert requests_total() == before + 6  # five pings and the scrape itself
+
+
+def test_unknown_endpoints_and_methods_are_clear(agent):
+    a = agent()
+    r = requests.get(f"{a.url}/v1/no/such/thing", timeout=5)
+    assert r.status_code == 404 and r.json()["error"]["message"] == "no such endpoint"
+    r = requests.post(f"{a.url}/v1/sandbox", timeout=5)
+    assert r.status_code == 405
+
+
+def test_sigterm_stops_cleanly_while_runtimes_are_probed(agent):
+    """SIGTERM right after start, while the --version probes may still run."""
+    a = agent()
+    assert a.stop() == 0
+    a = agent()
+    requests.get(f"{a.url}/v1/ping", timeout=5)
+    assert a.stop() == 0
