@@ -273,3 +273,22 @@ def test_bad_kubeconfig_is_named(control_plane, tmp_path, content, message):
     r, _ = kubetool(control_plane, "get", "/api", kubeconfig=kc, check_status=False)
     assert r.returncode == 2
     assert str(kc) in r.stderr and message in r.stderr, r.stderr
+
+
+def test_controller_manager_collects_owned_objects(control_plane, namespace):
+    """The fixture's kube-controller-manager runs the garbage collector: a child
+    with an ownerReference goes when its owner is deleted (as a Sandbox's Pod,
+    Service and NetworkPolicy will)."""
+    cp, ns = control_plane, namespace
+    _, owner = kubetool(cp, "create", cm_path(ns), '{"metadata":{"name":"owner"}}')
+    uid = owner["body"]["metadata"]["uid"]
+    child = {"metadata": {"name": "child", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid,
+         "controller": True, "blockOwnerDeletion": True}]}}
+    kubetool(cp, "create", cm_path(ns), json.dumps(child))
+    kubetool(cp, "--propagation=Background", "delete", cm_path(ns, "owner"))
+    deadline = time.monotonic() + 60
+    while kubectl_data(cp, ns, "child") is not None or \
+            cp.kubectl("-n", ns, "get", "configmap", "child", check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the child was never garbage-collected"
+        time.sleep(0.5)
