@@ -2,6 +2,7 @@
 #include "sbx/kube_config.h"
 
 #include "sbx/alloc.h"
+#include "sbx/base64.h"
 #include "sbx/buf.h"
 #include "sbx/log.h"
 #include "sbx/yaml.h"
@@ -78,42 +79,6 @@ void sbx_kube_config_release(struct sbx_kube_config *c)
 	memset(c, 0, sizeof(*c));
 }
 
-/* Decodes base64 (whitespace ignored, as kubeconfig writers wrap lines). */
-static int base64_decode(const char *in, char **out, size_t *out_len)
-{
-	size_t n = strlen(in), m = 0, pad = 0;
-	unsigned char *clean, *dec;
-	int len;
-
-	clean = sbx_malloc(n + 1);
-	if (!clean)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		if (!isspace((unsigned char)in[i]))
-			clean[m++] = (unsigned char)in[i];
-	}
-	if (m == 0 || m % 4) {
-		sbx_free(clean);
-		return -EINVAL;
-	}
-	pad = (clean[m - 1] == '=') + (m > 1 && clean[m - 2] == '=');
-	dec = sbx_malloc(m / 4 * 3 + 1);
-	if (!dec) {
-		sbx_free(clean);
-		return -ENOMEM;
-	}
-	len = EVP_DecodeBlock(dec, clean, (int)m);
-	sbx_free(clean);
-	if (len < 0 || (size_t)len < pad) {
-		sbx_free(dec);
-		return -EINVAL;
-	}
-	*out_len = (size_t)len - pad;
-	dec[*out_len] = '\0';
-	*out = (char *)dec;
-	return 0;
-}
-
 /* The entry of a named list ("clusters", "users", "contexts") whose name
  * matches; NULL if absent. */
 static json_t *named(json_t *root, const char *list, const char *name)
@@ -165,7 +130,13 @@ static int credential(struct loader *l, json_t *section, const char *where, cons
 	data = json_string_value(json_object_get(section, data_key));
 	file = json_string_value(json_object_get(section, key));
 	if (data) {
-		rc = base64_decode(data, out, out_len);
+		/* Writers wrap long values; the decoder skips whitespace. */
+		rc = sbx_base64_decode(data, strlen(data), out, out_len);
+		if (rc == 0 && *out_len == 0) {
+			sbx_free(*out);
+			*out = NULL;
+			rc = -EINVAL;
+		}
 		if (rc == -EINVAL)
 			return fail(l->err, l->err_size, rc,
 				    "kubeconfig %s: %s.%s: not valid base64", l->path, where,

@@ -1,12 +1,13 @@
 /* sbx-agent: serves the AIO Sandbox /v1 API inside a sandbox.
  *
  * main() only parses the configuration, wires the modules and runs the loop.
- * Endpoint groups live in their own modules (context.c today); this build
- * serves the context, ping, health and metrics endpoints, and the other /v1
- * groups answer 404 until they are built.
+ * Endpoint groups live in their own modules (context.c, files.c); this build
+ * serves the context, ping, file read/write/list, health and metrics
+ * endpoints, and the other /v1 groups answer 404 until they are built.
  */
 #include "api.h"
 #include "context.h"
+#include "files.h"
 #include "sbx/alloc.h"
 #include "sbx/config.h"
 #include "sbx/http.h"
@@ -22,12 +23,14 @@ static char *listen_addr = ":8080";
 static char *workspace;
 static long max_body_bytes = 64L << 20;
 static long max_connections = 1024;
+static long max_file_bytes = 32L << 20;
 
 struct agent {
 	uv_loop_t *loop;
 	struct sbx_http_server *http;
 	struct sbx_signals signals;
 	struct context ctx;
+	struct files files;
 };
 
 static void healthz(struct sbx_http_req *req, void *arg)
@@ -85,6 +88,13 @@ int main(int argc, char **argv)
 		  .help = "open client connections",
 		  .min = 1,
 		  .max = 100000 },
+		{ .name = "max-file-bytes",
+		  .type = SBX_OPT_INT,
+		  .dest = &max_file_bytes,
+		  .metavar = "N",
+		  .help = "largest file that /v1/file/read and write carry as JSON",
+		  .min = 1024,
+		  .max = 1L << 32 },
 	};
 	struct sbx_config cfg = {
 		.program = "sbx-agent",
@@ -100,6 +110,18 @@ int main(int argc, char **argv)
 		  .fn = context_handle_sandbox,
 		  .arg = &a.ctx },
 		{ .method = "GET", .pattern = "/v1/ping", .fn = context_handle_ping },
+		{ .method = "POST",
+		  .pattern = "/v1/file/read",
+		  .fn = files_handle_read,
+		  .arg = &a.files },
+		{ .method = "POST",
+		  .pattern = "/v1/file/write",
+		  .fn = files_handle_write,
+		  .arg = &a.files },
+		{ .method = "POST",
+		  .pattern = "/v1/file/list",
+		  .fn = files_handle_list,
+		  .arg = &a.files },
 		{ .method = "GET", .pattern = "/healthz", .fn = healthz },
 		{ .method = "GET", .pattern = "/metrics", .fn = sbx_metrics_handle },
 	};
@@ -121,6 +143,10 @@ int main(int argc, char **argv)
 		sbx_log_error("cannot gather the sandbox context", SBX_LERR(rc));
 		goto out_config;
 	}
+	a.files = (struct files){ .loop = a.loop,
+				  .workspace = a.ctx.workspace,
+				  .max_read_bytes = (size_t)max_file_bytes,
+				  .max_list_entries = 100000 };
 	so.max_body_bytes = (size_t)max_body_bytes;
 	so.max_connections = (unsigned)max_connections;
 	so.server_name = "sbx-agent";

@@ -1,0 +1,146 @@
+"""sbx-agent's /v1/file read, write and list, through the official SDK, with
+the filesystem itself as the witness."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+import requests
+from agent_sandbox import Sandbox
+from agent_sandbox.core.api_error import ApiError
+
+from test_agent import agent  # noqa: F401 - the fixture
+
+
+@pytest.fixture
+def sdk(agent, tmp_path):  # noqa: F811
+    a = agent(f"--workspace={tmp_path}", "--max-file-bytes=65536")
+    return Sandbox(base_url=a.url), tmp_path, a
+
+
+def test_write_then_read_with_line_ranges(sdk):
+    c, ws, _ = sdk
+    w = c.file.write_file(file=str(ws / "deep/er/notes.txt"), content="one\ntwo\nthree\n")
+    assert w.success and w.data.bytes_written == 14
+    # The file is really there, parents created.
+    assert (ws / "deep/er/notes.txt").read_text() == "one\ntwo\nthree\n"
+    r = c.file.read_file(file=str(ws / "deep/er/notes.txt"))
+    assert r.success and r.data.content == "one\ntwo\nthree\n"
+    assert c.file.read_file(file=str(ws / "deep/er/notes.txt"), start_line=1,
+                            end_line=3).data.content == "two\nthree\n"
+    assert c.file.read_file(file=str(ws / "deep/er/notes.txt"), start_line=2).data.content == \
+        "three\n"
+    assert c.file.read_file(file=str(ws / "deep/er/notes.txt"), start_line=5).data.content == ""
+
+
+def test_relative_paths_resolve_in_the_workspace(sdk):
+    c, ws, _ = sdk
+    (ws / "made-by-python.txt").write_text("héllo wörld ✓")
+    r = c.file.read_file(file="made-by-python.txt")
+    assert r.data.content == "héllo wörld ✓" and r.data.file == str(ws / "made-by-python.txt")
+    c.file.write_file(file="out.txt", content="x")
+    assert (ws / "out.txt").read_text() == "x"
+
+
+def test_append_and_newline_options(sdk):
+    c, ws, _ = sdk
+    p = str(ws / "log.txt")
+    c.file.write_file(file=p, content="a")
+    c.file.write_file(file=p, content="b", append=True, leading_newline=True,
+                      trailing_newline=True)
+    assert (ws / "log.txt").read_text() == "a\nb\n"
+    c.file.write_file(file=p, content="fresh")
+    assert (ws / "log.txt").read_text() == "fresh"
+
+
+def test_binary_through_base64(sdk):
+    c, ws, _ = sdk
+    blob = bytes(range(256)) * 40
+    w = c.file.write_file(file=str(ws / "blob.bin"), content=base64.b64encode(blob).decode(),
+                          encoding="base64")
+    assert w.success and w.data.bytes_written == len(blob)
+    assert (ws / "blob.bin").read_bytes() == blob
+    # Binary is not text: reading it says so instead of mangling it.
+    r = c.file.read_file(file=str(ws / "blob.bin"))
+    assert not r.success and r.data.error_type == "decode_error"
+    w = c.file.write_file(file=str(ws / "x"), content="not base64!", encoding="base64")
+    assert not w.success and w.data.error_type == "decode_error"
+
+
+@pytest.mark.parametrize("setup, target, error_type, errno_name", [
+    (None, "missing.txt", "not_found", "ENOENT"),
+    ("dir", "adir", "invalid_target", "EISDIR"),
+    ("file", "afile/child.txt", "invalid_target", "ENOTDIR"),
+])
+def test_read_failures_have_typed_errors(sdk, setup, target, error_type, errno_name):
+    c, ws, _ = sdk
+    if setup == "dir":
+        (ws / "adir").mkdir()
+    if setup == "file":
+        (ws / "afile").write_text("x")
+    r = c.file.read_file(file=str(ws / target))
+    assert r.success is False
+    assert r.data.error_type == error_type and r.data.errno_name == errno_name
+    assert r.data.operation == "read" and r.data.path == str(ws / target)
+    assert r.message
+
+
+def test_large_files_are_refused_with_a_pointer(sdk):
+    c, ws, _ = sdk
+    (ws / "big.txt").write_text("x" * 70000)
+    r = c.file.read_file(file=str(ws / "big.txt"))
+    assert not r.success and r.data.error_type == "io_error"
+    assert "larger than 65536 bytes" in r.message and "download" in r.message
+
+
+def test_list_options(sdk):
+    c, ws, _ = sdk
+    (ws / "src/pkg").mkdir(parents=True)
+    (ws / "src/main.py").write_text("print(1)\n")
+    (ws / "src/pkg/mod.py").write_text("x = 1\n" * 100)
+    (ws / "src/README.md").write_text("# r\n")
+    (ws / ".hidden").write_text("h")
+
+    top = c.file.list_path(path=str(ws))
+    assert sorted(f.name for f in top.data.files) == [".hidden", "src"]
+    assert top.data.directory_count == 1 and top.data.file_count == 1
+
+    assert [f.name for f in c.file.list_path(path=str(ws), show_hidden=False).data.files] == \
+        ["src"]
+
+    everything = c.file.list_path(path=str(ws), recursive=True)
+    assert everything.data.total_count == 6
+    py = c.file.list_path(path=str(ws), recursive=True, file_types=[".py"])
+    assert sorted(f.path for f in py.data.files if not f.is_directory) == \
+        [str(ws / "src/main.py"), str(ws / "src/pkg/mod.py")]
+    shallow = c.file.list_path(path=str(ws), recursive=True, max_depth=2, show_hidden=False)
+    assert str(ws / "src/pkg/mod.py") not in [f.path for f in shallow.data.files]
+
+    by_size = c.file.list_path(path=str(ws / "src"), recursive=True, sort_by="size",
+                               sort_desc=True, include_permissions=True)
+    first = by_size.data.files[0]
+    assert first.name == "mod.py" and first.size == 600 and first.permissions == "644"
+    assert first.extension == ".py" and first.modified_time
+
+    missing = c.file.list_path(path=str(ws / "nope"))
+    assert not missing.success and missing.data.error_type == "not_found"
+    not_dir = c.file.list_path(path=str(ws / "src/main.py"))
+    assert not not_dir.success and not_dir.data.error_type == "invalid_target"
+
+
+def test_invalid_requests_get_422(sdk):
+    c, ws, a = sdk
+    with pytest.raises(ApiError) as e:
+        c.file.write_file(file=str(ws / "x"), content="x", encoding="latin-1")
+    assert e.value.status_code == 422
+    r = requests.post(f"{a.url}/v1/file/read", json={"start_line": 1}, timeout=5)
+    assert r.status_code == 422
+    assert r.json() == {"detail": [{"loc": ["body", "file"], "msg": "Field required",
+                                    "type": "missing"}]}
+    r = requests.post(f"{a.url}/v1/file/read", json={"file": 7}, timeout=5)
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "string_type"
+    r = requests.post(f"{a.url}/v1/file/read", data=b"{not json", timeout=5,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
