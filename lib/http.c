@@ -882,6 +882,10 @@ static void dispatch(struct conn *c)
 
 	c->handling = true;
 	uv_timer_stop(&c->timer);
+	if (r->early_status == 405 || (!r->early_status && !(r->route && r->route->public))) {
+		if (s->o.authorize && !s->o.authorize(r, s->o.authorize_arg))
+			return;
+	}
 	if (r->early_status)
 		sbx_http_respond_error(r, r->early_status, r->early_message);
 	else if (r->route)

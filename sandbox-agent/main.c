@@ -6,6 +6,7 @@
  * endpoints, and the other /v1 groups answer 404 until they are built.
  */
 #include "api.h"
+#include "auth.h"
 #include "context.h"
 #include "files.h"
 #include "sbx/alloc.h"
@@ -24,6 +25,9 @@ static char *workspace;
 static long max_body_bytes = 64L << 20;
 static long max_connections = 1024;
 static long max_file_bytes = 32L << 20;
+static char *jwt_public_key;
+static char *api_key;
+static long ticket_ttl_s = 30;
 
 struct agent {
 	uv_loop_t *loop;
@@ -31,6 +35,7 @@ struct agent {
 	struct sbx_signals signals;
 	struct context ctx;
 	struct files files;
+	struct auth auth;
 };
 
 static void healthz(struct sbx_http_req *req, void *arg)
@@ -95,6 +100,26 @@ int main(int argc, char **argv)
 		  .help = "largest file that /v1/file/read and write carry as JSON",
 		  .min = 1024,
 		  .max = 1L << 32 },
+		{ .name = "jwt-public-key",
+		  .type = SBX_OPT_STRING,
+		  .dest = &jwt_public_key,
+		  .metavar = "KEY",
+		  .help = "RSA public key (base64 of the PEM, or the PEM): require RS256 bearer JWTs",
+		  .env = "JWT_PUBLIC_KEY" },
+		{ .name = "api-key",
+		  .type = SBX_OPT_STRING,
+		  .dest = &api_key,
+		  .metavar = "KEY",
+		  .help = "a static key accepted as bearer token or X-API-Key header",
+		  .env = "SANDBOX_API_KEY" },
+		{ .name = "ticket-ttl-seconds",
+		  .type = SBX_OPT_INT,
+		  .dest = &ticket_ttl_s,
+		  .metavar = "S",
+		  .help = "lifetime of a single-use ticket from POST /tickets",
+		  .min = 1,
+		  .max = 3600,
+		  .env = "TICKET_TTL_SECONDS" },
 	};
 	struct sbx_config cfg = {
 		.program = "sbx-agent",
@@ -109,7 +134,14 @@ int main(int argc, char **argv)
 		  .pattern = "/v1/sandbox",
 		  .fn = context_handle_sandbox,
 		  .arg = &a.ctx },
-		{ .method = "GET", .pattern = "/v1/ping", .fn = context_handle_ping },
+		{ .method = "GET",
+		  .pattern = "/v1/ping",
+		  .fn = context_handle_ping,
+		  .public = true },
+		{ .method = "POST",
+		  .pattern = "/tickets",
+		  .fn = auth_handle_tickets,
+		  .arg = &a.auth },
 		{ .method = "POST",
 		  .pattern = "/v1/file/read",
 		  .fn = files_handle_read,
@@ -122,11 +154,15 @@ int main(int argc, char **argv)
 		  .pattern = "/v1/file/list",
 		  .fn = files_handle_list,
 		  .arg = &a.files },
-		{ .method = "GET", .pattern = "/healthz", .fn = healthz },
-		{ .method = "GET", .pattern = "/metrics", .fn = sbx_metrics_handle },
+		{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true },
+		{ .method = "GET",
+		  .pattern = "/metrics",
+		  .fn = sbx_metrics_handle,
+		  .public = true },
 	};
 	struct sbx_http_server_opts so = { 0 };
 	int rc = sbx_config_load(&cfg, argc, argv), exit_code = 1;
+	char err[256];
 
 	if (rc) {
 		sbx_config_release(&cfg);
@@ -139,6 +175,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	sbx_alloc_install_jansson();
+	if ((rc = auth_init(&a.auth, a.loop, jwt_public_key, api_key, ticket_ttl_s, err,
+			    sizeof(err)))) {
+		fprintf(stderr, "sbx-agent: %s\n", err);
+		auth_release(&a.auth);
+		sbx_config_release(&cfg);
+		return 2;
+	}
 	if ((rc = context_init(&a.ctx, a.loop, workspace))) {
 		sbx_log_error("cannot gather the sandbox context", SBX_LERR(rc));
 		goto out_config;
@@ -150,6 +193,8 @@ int main(int argc, char **argv)
 	so.max_body_bytes = (size_t)max_body_bytes;
 	so.max_connections = (unsigned)max_connections;
 	so.server_name = "sbx-agent";
+	so.authorize = auth_authorize;
+	so.authorize_arg = &a.auth;
 	sbx_http_server_new(a.loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &a.http);
 	if ((rc = sbx_http_server_listen(a.http, listen_addr))) {
 		sbx_log_error("cannot listen", SBX_LS("addr", listen_addr),
@@ -168,6 +213,7 @@ out_loop:
 	sbx_loop_close(a.loop);
 	context_release(&a.ctx);
 out_config:
+	auth_release(&a.auth);
 	sbx_config_release(&cfg);
 	return exit_code;
 }

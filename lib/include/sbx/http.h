@@ -39,6 +39,7 @@ struct sbx_http_route {
 	sbx_http_handler fn;
 	void *arg;
 	size_t max_body_bytes; /* 0: the server's default */
+	bool public;	       /* served without the authorize check */
 };
 
 struct sbx_http_server_opts {
@@ -53,6 +54,11 @@ struct sbx_http_server_opts {
 	/* called when no route matches; NULL answers 404 with a JSON body */
 	sbx_http_handler not_found;
 	void *not_found_arg;
+	/* Runs before every handler of a non-public route, and before the
+	 * not-found answer (so unknown paths reveal nothing either). Returns
+	 * true to go on; otherwise it has answered the request itself. */
+	bool (*authorize)(struct sbx_http_req *req, void *arg);
+	void *authorize_arg;
 };
 
 int sbx_http_server_new(uv_loop_t *loop, const struct sbx_http_server_opts *opts,

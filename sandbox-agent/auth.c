@@ -1,0 +1,298 @@
+/* Agent authentication (see auth.h). */
+#include "auth.h"
+
+#include "sbx/alloc.h"
+#include "sbx/base64.h"
+#include "sbx/http.h"
+#include "sbx/json.h"
+#include "sbx/log.h"
+
+#include <errno.h>
+#include <jwt.h>
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define MAX_TICKETS 10000
+#define TOKEN_MAX   16384
+
+/* ---- setup ----------------------------------------------------------------- */
+
+/* The key may come as base64 of a PEM (whitespace anywhere, as env values
+ * get wrapped), or as the PEM itself. It must be an RSA public key. */
+static int load_key(struct auth *a, const char *value, char *err, size_t err_size)
+{
+	char *pem = NULL;
+	size_t len = 0;
+	EVP_PKEY *key = NULL;
+	BIO *bio;
+
+	if (strstr(value, "-----BEGIN")) {
+		pem = sbx_strdup(value);
+		len = pem ? strlen(pem) : 0;
+	} else if (sbx_base64_decode(value, strlen(value), &pem, &len) ||
+		   !strstr(pem, "-----BEGIN")) {
+		sbx_free(pem);
+		snprintf(err, err_size, "JWT_PUBLIC_KEY: expected a PEM public key or its base64");
+		return -EINVAL;
+	}
+	if (!pem)
+		return -ENOMEM;
+	bio = BIO_new_mem_buf(pem, (int)len);
+	if (bio)
+		key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	if (!key || EVP_PKEY_base_id(key) != EVP_PKEY_RSA) {
+		EVP_PKEY_free(key);
+		sbx_free(pem);
+		snprintf(err, err_size,
+			 "JWT_PUBLIC_KEY: not an RSA public key (RS256 is the only algorithm)");
+		return -EINVAL;
+	}
+	EVP_PKEY_free(key);
+	a->pem = pem;
+	a->pem_len = len;
+	return 0;
+}
+
+int auth_init(struct auth *a, uv_loop_t *loop, const char *jwt_public_key, const char *api_key,
+	      long ticket_ttl_s, char *err, size_t err_size)
+{
+	int rc;
+
+	memset(a, 0, sizeof(*a));
+	a->loop = loop;
+	a->ticket_ttl_s = ticket_ttl_s;
+	sbx_map_init(&a->tickets, MAX_TICKETS);
+	if (jwt_public_key && *jwt_public_key && (rc = load_key(a, jwt_public_key, err, err_size)))
+		return rc;
+	if (api_key && *api_key && !(a->api_key = sbx_strdup(api_key)))
+		return -ENOMEM;
+	return 0;
+}
+
+static void free_ticket(const char *key, void *value, void *arg)
+{
+	(void)key;
+	(void)arg;
+	sbx_free(value);
+}
+
+void auth_release(struct auth *a)
+{
+	sbx_map_foreach(&a->tickets, free_ticket, NULL);
+	sbx_map_release(&a->tickets);
+	if (a->api_key)
+		OPENSSL_cleanse(a->api_key, strlen(a->api_key));
+	sbx_free(a->api_key);
+	sbx_free(a->pem);
+	a->api_key = a->pem = NULL;
+}
+
+bool auth_enabled(const struct auth *a)
+{
+	return a->pem || a->api_key;
+}
+
+/* ---- JWT ------------------------------------------------------------------- */
+
+/* base64url (no padding) to bytes, through the standard decoder. */
+static int b64url_decode(const char *in, size_t len, char **out, size_t *out_len)
+{
+	char *std = sbx_malloc(len + 4);
+	size_t n = 0;
+	int rc;
+
+	if (!std)
+		return -ENOMEM;
+	for (size_t i = 0; i < len; i++)
+		std[n++] = in[i] == '-' ? '+' : in[i] == '_' ? '/' : in[i];
+	while (n % 4)
+		std[n++] = '=';
+	rc = sbx_base64_decode(std, n, out, out_len);
+	sbx_free(std);
+	return rc;
+}
+
+/* libjwt 1.x verifies with the algorithm the token's own header names, so an
+ * HS256 token would be checked with our public key as its HMAC secret (the
+ * classic forgery). The header is read here first, and only RS256 goes on. */
+static const char *header_alg_ok(const char *token)
+{
+	const char *dot = strchr(token, '.');
+	char *raw = NULL, err[64];
+	size_t len;
+	json_t *h;
+	const char *why = NULL;
+
+	if (!dot || !strchr(dot + 1, '.'))
+		return "malformed token";
+	if (b64url_decode(token, (size_t)(dot - token), &raw, &len))
+		return "malformed token header";
+	h = sbx_json_loadb(raw, len, 4096, err, sizeof(err));
+	sbx_free(raw);
+	if (!json_is_object(h))
+		why = "malformed token header";
+	else if (!sbx_json_str(h, "alg") || strcmp(sbx_json_str(h, "alg"), "RS256") != 0)
+		why = "only RS256 tokens are accepted";
+	json_decref(h);
+	return why;
+}
+
+const char *auth_check_jwt(const struct auth *a, const char *token, long long now_s)
+{
+	const char *why = header_alg_ok(token);
+	jwt_t *jwt = NULL;
+	long exp, nbf;
+
+	if (why)
+		return why;
+	if (jwt_decode(&jwt, token, (const unsigned char *)a->pem, (int)a->pem_len) || !jwt)
+		return "invalid token signature";
+	if (jwt_get_alg(jwt) != JWT_ALG_RS256) {
+		why = "only RS256 tokens are accepted";
+		goto out_free;
+	}
+	errno = 0;
+	exp = jwt_get_grant_int(jwt, "exp");
+	if (errno) {
+		why = "token has no exp claim";
+		goto out_free;
+	}
+	if (exp <= now_s) {
+		why = "token expired";
+		goto out_free;
+	}
+	errno = 0;
+	nbf = jwt_get_grant_int(jwt, "nbf");
+	if (!errno && nbf > now_s + 60)
+		why = "token not valid yet";
+out_free:
+	jwt_free(jwt);
+	return why;
+}
+
+/* ---- tickets ---------------------------------------------------------------- */
+
+struct purge {
+	uint64_t now;
+	const char *expired[64];
+	size_t n;
+};
+
+static void find_expired(const char *key, void *value, void *arg)
+{
+	struct purge *p = arg;
+
+	if (*(uint64_t *)value <= p->now && p->n < 64)
+		p->expired[p->n++] = key;
+}
+
+static void purge_tickets(struct auth *a)
+{
+	struct purge p = { .now = uv_now(a->loop) };
+
+	do {
+		p.n = 0;
+		sbx_map_foreach(&a->tickets, find_expired, &p);
+		for (size_t i = 0; i < p.n; i++)
+			sbx_free(sbx_map_remove(&a->tickets, p.expired[i]));
+	} while (p.n == 64);
+}
+
+/* A ticket works once, within its lifetime. */
+static bool take_ticket(struct auth *a, const char *ticket)
+{
+	uint64_t *exp = sbx_map_remove(&a->tickets, ticket);
+	bool ok = exp && *exp > uv_now(a->loop);
+
+	sbx_free(exp);
+	return ok;
+}
+
+void auth_handle_tickets(struct sbx_http_req *req, void *arg)
+{
+	struct auth *a = arg;
+	unsigned char raw[24];
+	char ticket[2 * sizeof(raw) + 1];
+	uint64_t *exp;
+	json_t *body;
+
+	if (!auth_enabled(a)) {
+		sbx_http_respond_error(req, 404, "tickets need authentication to be configured");
+		return;
+	}
+	purge_tickets(a);
+	if (RAND_bytes(raw, sizeof(raw)) != 1 || !(exp = sbx_malloc(sizeof(*exp)))) {
+		sbx_http_respond_error(req, 503, "cannot make a ticket now");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(ticket + 2 * i, 3, "%02x", raw[i]);
+	*exp = uv_now(a->loop) + (uint64_t)a->ticket_ttl_s * 1000;
+	if (sbx_map_put(&a->tickets, ticket, exp, NULL)) {
+		sbx_free(exp);
+		sbx_http_respond_error(req, 429, "too many tickets outstanding");
+		return;
+	}
+	body = json_pack("{s:s, s:i}", "ticket", ticket, "expires_in", (int)a->ticket_ttl_s);
+	sbx_http_respond_json(req, 200, body);
+	json_decref(body);
+}
+
+/* ---- the check --------------------------------------------------------------- */
+
+static bool same_secret(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+
+	/* Constant time in the content; the length may show. */
+	return la == lb && CRYPTO_memcmp(a, b, la) == 0;
+}
+
+static bool deny(struct auth *a, struct sbx_http_req *req, const char *why)
+{
+	json_t *body = json_pack("{s:s}", "detail", why);
+
+	a->denied++;
+	sbx_log_info("request refused", SBX_LS("path", sbx_http_path(req)),
+		     SBX_LS("peer", sbx_http_peer(req)), SBX_LS("reason", why));
+	sbx_http_add_header(req, "WWW-Authenticate", "Bearer");
+	sbx_http_respond_json(req, 401, body);
+	json_decref(body);
+	return false;
+}
+
+bool auth_authorize(struct sbx_http_req *req, void *arg)
+{
+	struct auth *a = arg;
+	const char *h, *token = NULL, *why = "missing credentials";
+	char ticket[128];
+
+	if (!auth_enabled(a))
+		return true;
+	if (sbx_http_query(req, "ticket", ticket, sizeof(ticket)) > 0)
+		return take_ticket(a, ticket) ? true : deny(a, req, "invalid or expired ticket");
+	h = sbx_http_header(req, "X-API-Key");
+	if (h && a->api_key)
+		return same_secret(h, a->api_key) ? true : deny(a, req, "invalid API key");
+	h = sbx_http_header(req, "Authorization");
+	if (h && strncasecmp(h, "Bearer ", 7) == 0)
+		token = h + 7 + strspn(h + 7, " ");
+	if (!token || !*token)
+		return deny(a, req, why);
+	if (strlen(token) > TOKEN_MAX)
+		return deny(a, req, "token too long");
+	if (a->api_key && same_secret(token, a->api_key))
+		return true;
+	if (!a->pem)
+		return deny(a, req, "invalid API key");
+	why = auth_check_jwt(a, token, (long long)time(NULL));
+	return why ? deny(a, req, why) : true;
+}

@@ -1,0 +1,159 @@
+"""sbx-agent authentication: RS256 JWTs (JWT_PUBLIC_KEY), a static key
+(SANDBOX_API_KEY), single-use tickets, and the attacks that must fail."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+
+import pytest
+import requests
+from agent_sandbox import Sandbox
+from agent_sandbox.core.api_error import ApiError
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from test_agent import agent  # noqa: F401 - the fixture
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def mint(claims: dict, *, key=None, alg="RS256", secret: bytes = b"") -> str:
+    header = b64url(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    payload = b64url(json.dumps(claims).encode())
+    signing_input = f"{header}.{payload}".encode()
+    if alg == "RS256":
+        sig = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    elif alg == "HS256":
+        sig = hmac.new(secret, signing_input, hashlib.sha256).digest()
+    else:
+        sig = b""
+    return f"{header}.{payload}.{b64url(sig)}"
+
+
+@pytest.fixture(scope="module")
+def keys():
+    good = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = good.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return good, other, pem
+
+
+@pytest.fixture
+def secured(agent, keys, tmp_path):  # noqa: F811
+    good, _, pem = keys
+    b64 = base64.b64encode(pem).decode()
+    # Whitespace inside the base64 (a wrapped env value) is fine.
+    wrapped = "\n".join(b64[i:i + 60] for i in range(0, len(b64), 60))
+    env = dict(os.environ, JWT_PUBLIC_KEY=wrapped, TICKET_TTL_SECONDS="1",
+               WORKSPACE=str(tmp_path))
+    return agent(env=env)
+
+
+def get(a, path="/v1/sandbox", token=None, **kw):
+    headers = kw.pop("headers", {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.get(a.url + path, headers=headers, timeout=10, **kw)
+
+
+def test_valid_token_works_with_the_sdk(secured, keys):
+    good, _, _ = keys
+    token = mint({"sub": "tester", "exp": int(time.time()) + 300}, key=good)
+    c = Sandbox(base_url=secured.url, headers={"Authorization": f"Bearer {token}"})
+    assert c.sandbox.get_context().home_dir
+    assert c.file.list_path(path="/").success
+    with pytest.raises(ApiError) as e:
+        Sandbox(base_url=secured.url).sandbox.get_context()
+    assert e.value.status_code == 401
+
+
+@pytest.mark.parametrize("case", ["none", "garbage", "wrong-key", "expired", "no-exp",
+                                  "alg-none", "hs256-with-public-key", "tampered"])
+def test_bad_credentials_get_401(secured, keys, case):
+    good, other, pem = keys
+    now = int(time.time())
+    token = {
+        "none": None,
+        "garbage": "not.a.jwt",
+        "wrong-key": mint({"exp": now + 300}, key=other),
+        "expired": mint({"exp": now - 5}, key=good),
+        "no-exp": mint({"sub": "x"}, key=good),
+        "alg-none": mint({"exp": now + 300}, alg="none"),
+        "hs256-with-public-key": mint({"exp": now + 300}, alg="HS256", secret=pem),
+        "tampered": None,
+    }[case]
+    if case == "tampered":
+        h, p, s = mint({"exp": now + 300, "role": "user"}, key=good).split(".")
+        token = ".".join([h, b64url(json.dumps({"exp": now + 300, "role": "admin"}).encode()), s])
+    r = get(secured, token=token)
+    assert r.status_code == 401, r.text
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+    assert "detail" in r.json()
+
+
+def test_unknown_paths_and_wrong_methods_need_auth_too(secured):
+    assert get(secured, "/v1/not/a/route").status_code == 401
+    assert requests.delete(secured.url + "/v1/sandbox", timeout=5).status_code == 401
+    # Path tricks do not reach a public route's exemption.
+    assert get(secured, "/v1/ping/../sandbox").status_code in (401, 404)
+    assert get(secured, "/v1/sandbox?x=/v1/ping").status_code == 401
+
+
+def test_public_endpoints_stay_open(secured):
+    assert get(secured, "/v1/ping").status_code == 200
+    assert get(secured, "/healthz").status_code == 200
+    assert get(secured, "/metrics").status_code == 200
+
+
+def test_tickets_work_once_within_their_lifetime(secured, keys):
+    good, _, _ = keys
+    token = mint({"exp": int(time.time()) + 300}, key=good)
+    assert requests.post(secured.url + "/tickets", timeout=5).status_code == 401
+    r = requests.post(secured.url + "/tickets", headers={"Authorization": f"Bearer {token}"},
+                      timeout=5)
+    assert r.status_code == 200
+    ticket = r.json()["ticket"]
+    assert r.json()["expires_in"] == 1 and len(ticket) >= 32
+    assert get(secured, params={"ticket": ticket}).status_code == 200
+    assert get(secured, params={"ticket": ticket}).status_code == 401  # used up
+
+    late = requests.post(secured.url + "/tickets", headers={"Authorization": f"Bearer {token}"},
+                         timeout=5).json()["ticket"]
+    time.sleep(1.3)
+    assert get(secured, params={"ticket": late}).status_code == 401
+    assert get(secured, params={"ticket": "0" * 48}).status_code == 401
+
+
+def test_static_api_key_forms(agent):  # noqa: F811
+    a = agent(env=dict(os.environ, SANDBOX_API_KEY="s3cret-key"))
+    assert get(a, headers={"X-API-Key": "s3cret-key"}).status_code == 200
+    assert get(a, token="s3cret-key").status_code == 200
+    assert get(a, headers={"X-API-Key": "s3cret-kez"}).status_code == 401
+    assert get(a, token="s3cret-ke").status_code == 401
+    assert get(a).status_code == 401
+
+
+def test_without_configuration_everything_is_open(agent):  # noqa: F811
+    env = {k: v for k, v in os.environ.items() if k not in ("JWT_PUBLIC_KEY", "SANDBOX_API_KEY")}
+    a = agent(env=env)
+    assert get(a).status_code == 200
+
+
+def test_a_bad_key_stops_the_agent_at_start(tmp_path):
+    import subprocess
+
+    from conftest import binary
+    for value, message in [("bm90IGEga2V5", "expected a PEM public key"),
+                           ("!!!", "expected a PEM public key")]:
+        r = subprocess.run([str(binary("sandbox-agent/sbx-agent")), "--listen=127.0.0.1:0"],
+                           env=dict(os.environ, JWT_PUBLIC_KEY=value), capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 2 and message in r.stderr
