@@ -9,6 +9,7 @@
 #include "auth.h"
 #include "context.h"
 #include "files.h"
+#include "supervisor.h"
 #include "sbx/alloc.h"
 #include "sbx/config.h"
 #include "sbx/http.h"
@@ -28,6 +29,7 @@ static long max_file_bytes = 32L << 20;
 static char *jwt_public_key;
 static char *api_key;
 static long ticket_ttl_s = 30;
+static long grace_ms = 10000;
 
 struct agent {
 	uv_loop_t *loop;
@@ -63,6 +65,89 @@ static void on_stop(void *arg)
 	struct agent *a = arg;
 
 	sbx_http_server_close(a->http, on_closed, a);
+}
+
+/* The API server: everything after the configuration. In run mode this is
+ * the supervisor's first child, so libuv starts only here, after the fork. */
+static int serve(void *arg)
+{
+	(void)arg;
+	struct agent a = { .loop = uv_default_loop() };
+	const struct sbx_http_route routes[] = {
+		{ .method = "GET",
+		  .pattern = "/v1/sandbox",
+		  .fn = context_handle_sandbox,
+		  .arg = &a.ctx },
+		{ .method = "GET",
+		  .pattern = "/v1/ping",
+		  .fn = context_handle_ping,
+		  .public = true },
+		{ .method = "POST",
+		  .pattern = "/tickets",
+		  .fn = auth_handle_tickets,
+		  .arg = &a.auth },
+		{ .method = "POST",
+		  .pattern = "/v1/file/read",
+		  .fn = files_handle_read,
+		  .arg = &a.files },
+		{ .method = "POST",
+		  .pattern = "/v1/file/write",
+		  .fn = files_handle_write,
+		  .arg = &a.files },
+		{ .method = "POST",
+		  .pattern = "/v1/file/list",
+		  .fn = files_handle_list,
+		  .arg = &a.files },
+		{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true },
+		{ .method = "GET",
+		  .pattern = "/metrics",
+		  .fn = sbx_metrics_handle,
+		  .public = true },
+	};
+	struct sbx_http_server_opts so = { 0 };
+	int rc, exit_code = 1;
+	char err[256];
+
+	if ((rc = auth_init(&a.auth, a.loop, jwt_public_key, api_key, ticket_ttl_s, err,
+			    sizeof(err)))) {
+		fprintf(stderr, "sbx-agent: %s\n", err);
+		auth_release(&a.auth);
+		return 2;
+	}
+	if ((rc = context_init(&a.ctx, a.loop, workspace))) {
+		sbx_log_error("cannot gather the sandbox context", SBX_LERR(rc));
+		goto out_auth;
+	}
+	a.files = (struct files){ .loop = a.loop,
+				  .workspace = a.ctx.workspace,
+				  .max_read_bytes = (size_t)max_file_bytes,
+				  .max_list_entries = 100000 };
+	so.max_body_bytes = (size_t)max_body_bytes;
+	so.max_connections = (unsigned)max_connections;
+	so.server_name = "sbx-agent";
+	so.authorize = auth_authorize;
+	so.authorize_arg = &a.auth;
+	sbx_http_server_new(a.loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &a.http);
+	if ((rc = sbx_http_server_listen(a.http, listen_addr))) {
+		sbx_log_error("cannot listen", SBX_LS("addr", listen_addr),
+			      SBX_LS("error", uv_strerror(rc)));
+		sbx_http_server_close(a.http, NULL, NULL);
+		goto out_loop;
+	}
+	sbx_metrics_register(http_metrics, &a);
+	sbx_signals_init(a.loop, &a.signals, on_stop, &a);
+	sbx_log_info("listening", SBX_LS("addr", listen_addr),
+		     SBX_LI("port", sbx_http_server_port(a.http)),
+		     SBX_LS("workspace", a.ctx.workspace), SBX_LS("version", SBX_VERSION),
+		     SBX_LB("auth", auth_enabled(&a.auth)));
+	exit_code = 0;
+out_loop:
+	uv_run(a.loop, UV_RUN_DEFAULT);
+	sbx_loop_close(a.loop);
+	context_release(&a.ctx);
+out_auth:
+	auth_release(&a.auth);
+	return exit_code;
 }
 
 int main(int argc, char **argv)
@@ -120,100 +205,48 @@ int main(int argc, char **argv)
 		  .min = 1,
 		  .max = 3600,
 		  .env = "TICKET_TTL_SECONDS" },
+		{ .name = "stop-grace-ms",
+		  .type = SBX_OPT_INT,
+		  .dest = &grace_ms,
+		  .metavar = "MS",
+		  .help = "run mode: how long the API may take to stop after the command ends",
+		  .min = 0,
+		  .max = 600000 },
 	};
 	struct sbx_config cfg = {
 		.program = "sbx-agent",
-		.summary = "serves the AIO Sandbox /v1 API inside a sandbox.",
+		.summary =
+			"serves the AIO Sandbox /v1 API inside a sandbox. With 'run -- CMD ARGS' it\n"
+			"also runs the command as the sandbox's main process (signals forwarded,\n"
+			"orphans reaped) and exits with its status.",
+		.usage = "[run [--] CMD [ARG...]]",
 		.env_prefix = "SBX_AGENT_",
 		.opts = opts,
 		.n_opts = sizeof(opts) / sizeof(opts[0]),
 	};
-	struct agent a = { .loop = uv_default_loop() };
-	const struct sbx_http_route routes[] = {
-		{ .method = "GET",
-		  .pattern = "/v1/sandbox",
-		  .fn = context_handle_sandbox,
-		  .arg = &a.ctx },
-		{ .method = "GET",
-		  .pattern = "/v1/ping",
-		  .fn = context_handle_ping,
-		  .public = true },
-		{ .method = "POST",
-		  .pattern = "/tickets",
-		  .fn = auth_handle_tickets,
-		  .arg = &a.auth },
-		{ .method = "POST",
-		  .pattern = "/v1/file/read",
-		  .fn = files_handle_read,
-		  .arg = &a.files },
-		{ .method = "POST",
-		  .pattern = "/v1/file/write",
-		  .fn = files_handle_write,
-		  .arg = &a.files },
-		{ .method = "POST",
-		  .pattern = "/v1/file/list",
-		  .fn = files_handle_list,
-		  .arg = &a.files },
-		{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true },
-		{ .method = "GET",
-		  .pattern = "/metrics",
-		  .fn = sbx_metrics_handle,
-		  .public = true },
-	};
-	struct sbx_http_server_opts so = { 0 };
-	int rc = sbx_config_load(&cfg, argc, argv), exit_code = 1;
-	char err[256];
+	char **cmd = NULL;
+	int rc = sbx_config_load(&cfg, argc, argv);
 
 	if (rc) {
 		sbx_config_release(&cfg);
 		return rc > 0 ? 0 : 2;
 	}
+	/* [run [--] CMD ARGS...]: without a command the agent runs alone. */
 	if (cfg.argi < argc) {
-		fprintf(stderr, "sbx-agent: unexpected argument '%s' (see --help)\n",
-			argv[cfg.argi]);
-		sbx_config_release(&cfg);
-		return 2;
+		if (strcmp(argv[cfg.argi], "run") != 0) {
+			fprintf(stderr, "sbx-agent: unexpected argument '%s' (see --help)\n",
+				argv[cfg.argi]);
+			sbx_config_release(&cfg);
+			return 2;
+		}
+		cmd = argv + cfg.argi + 1;
+		if (*cmd && strcmp(*cmd, "--") == 0)
+			cmd++;
+		if (!*cmd)
+			cmd = NULL;
 	}
 	sbx_alloc_install_jansson();
-	if ((rc = auth_init(&a.auth, a.loop, jwt_public_key, api_key, ticket_ttl_s, err,
-			    sizeof(err)))) {
-		fprintf(stderr, "sbx-agent: %s\n", err);
-		auth_release(&a.auth);
-		sbx_config_release(&cfg);
-		return 2;
-	}
-	if ((rc = context_init(&a.ctx, a.loop, workspace))) {
-		sbx_log_error("cannot gather the sandbox context", SBX_LERR(rc));
-		goto out_config;
-	}
-	a.files = (struct files){ .loop = a.loop,
-				  .workspace = a.ctx.workspace,
-				  .max_read_bytes = (size_t)max_file_bytes,
-				  .max_list_entries = 100000 };
-	so.max_body_bytes = (size_t)max_body_bytes;
-	so.max_connections = (unsigned)max_connections;
-	so.server_name = "sbx-agent";
-	so.authorize = auth_authorize;
-	so.authorize_arg = &a.auth;
-	sbx_http_server_new(a.loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &a.http);
-	if ((rc = sbx_http_server_listen(a.http, listen_addr))) {
-		sbx_log_error("cannot listen", SBX_LS("addr", listen_addr),
-			      SBX_LS("error", uv_strerror(rc)));
-		sbx_http_server_close(a.http, NULL, NULL);
-		goto out_loop;
-	}
-	sbx_metrics_register(http_metrics, &a);
-	sbx_signals_init(a.loop, &a.signals, on_stop, &a);
-	sbx_log_info("listening", SBX_LS("addr", listen_addr),
-		     SBX_LI("port", sbx_http_server_port(a.http)),
-		     SBX_LS("workspace", a.ctx.workspace), SBX_LS("version", SBX_VERSION));
-	exit_code = 0;
-out_loop:
-	uv_run(a.loop, UV_RUN_DEFAULT);
-	sbx_loop_close(a.loop);
-	context_release(&a.ctx);
-out_config:
-	auth_release(&a.auth);
+	rc = cmd ? supervisor_run(cmd, serve, NULL, (unsigned)grace_ms) : serve(NULL);
 	sbx_config_release(&cfg);
-	return exit_code;
+	return rc;
 }

@@ -307,7 +307,8 @@ current-context: sbx-test
                               input=input, timeout=60)
 
     def stop(self) -> None:
-        for name in [n for n in self.procs if n.startswith("kube-")] + ["etcd"]:
+        # Everything this plane started (extra apiservers too), etcd last.
+        for name in [n for n in self.procs if n != "etcd"] + ["etcd"]:
             self._stop(name)
         if self._tmp:
             self._tmp.cleanup()
