@@ -12,7 +12,8 @@ all: build
 help:
 	@echo "make test          set up, build, run every test (unit, integration, ASan+UBSan)"
 	@echo "make demo          start the local stack and show what sbx does"
-	@echo "make build         build the binaries into $(BUILD)/"
+	@echo "make build         build the binaries into $(BUILD)/, and the self-contained"
+	@echo "                   agent folder $(BUILD)/agent-bundle (for /opt/sbx)"
 	@echo "make fuzz          run every fuzz target for FUZZ_SECONDS each (default 60)"
 	@echo "make format        reformat the C sources with clang-format"
 	@echo "make format-check  fail if any C source is not formatted"
@@ -25,6 +26,7 @@ build:
 	scripts/setup.sh --no-k8s >/dev/null
 	cmake -S . -B $(BUILD) -G Ninja -DSBX_WERROR=ON >/dev/null
 	ninja -C $(BUILD)
+	scripts/bundle-agent.sh $(BUILD) $(BUILD)/agent-bundle
 
 test:
 	scripts/test.sh

@@ -20,7 +20,7 @@ apt_pkgs=(
 	libuv1-dev libhttp-parser-dev libnghttp2-dev libwslay-dev libssl-dev
 	libjansson-dev libjwt-dev libyaml-dev libcurl4-openssl-dev libc-ares-dev
 	libnftables-dev libcmocka-dev
-	openssl curl iproute2 procps
+	openssl curl iproute2 procps patchelf busybox-static
 )
 
 log() { echo "setup: $*" >&2; }

@@ -23,6 +23,7 @@ export SBX_K8S_BIN SBX_VENV
 step "build ($build, warnings are errors)"
 cmake -S . -B "$build" -G Ninja -DSBX_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C "$build"
+scripts/bundle-agent.sh "$build" "$build/agent-bundle"
 
 step "format check (clang-format)"
 clang-format --dry-run -Werror $(git ls-files '*.c' '*.h')
@@ -79,6 +80,7 @@ step "ASan+UBSan build ($asan_build) and C unit tests under the sanitizers"
 cmake -S . -B "$asan_build" -G Ninja -DSBX_WERROR=ON -DSBX_SANITIZE=ON \
 	-DCMAKE_BUILD_TYPE=Debug >/dev/null
 ninja -C "$asan_build"
+scripts/bundle-agent.sh "$asan_build" "$asan_build/agent-bundle"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	run_ctest "$asan_build" "$logs/ctest-asan.log"
 asan_cases=$(count_cmocka "$logs/ctest-asan.log")

@@ -1,0 +1,93 @@
+"""The self-contained agent (make build -> build/agent-bundle) runs in an
+image that has nothing of its own: a chroot holding only Debian's
+busybox-static and the bundle at /opt/sbx, as an init container would copy
+it into a distroless or musl image."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from agent_sandbox import Sandbox
+
+from conftest import BUILD, assert_no_sanitizer_report
+
+BUSYBOX = shutil.which("busybox")
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+
+
+@pytest.fixture
+def image(tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("chroot needs root; make test runs as root (it installs packages)")
+    bundle = BUILD / "agent-bundle"
+    if not (bundle / "bin/sbx-agent").exists():
+        pytest.fail(f"{bundle} is missing: 'make build' makes it")
+    root = tmp_path / "image"
+    (root / "bin").mkdir(parents=True)
+    (root / "tmp").mkdir()
+    (root / "work").mkdir()
+    shutil.copy(BUSYBOX, root / "bin/busybox")
+    subprocess.run([CHROOT, str(root), "/bin/busybox", "--install", "-s", "/bin"], check=True)
+    shutil.copytree(bundle, root / "opt/sbx", symlinks=True)
+    # Nothing else: no /lib, no /usr, no /etc, no /proc.
+    assert sorted(p.name for p in root.iterdir()) == ["bin", "opt", "tmp", "work"]
+    # A sanitizer build's runtime reads its options and threads from /proc;
+    # only that variant gets one. The release bundle runs without it.
+    sanitized = any(p.name.startswith("libasan") for p in (root / "opt/sbx/lib").iterdir())
+    if sanitized:
+        (root / "proc").mkdir()
+        subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+    yield root
+    if sanitized:
+        subprocess.run(["umount", str(root / "proc")], check=True)
+
+
+def run_agent(root, *args):
+    env = {"PATH": "/bin", "HOME": "/work", "WORKSPACE": "/work"}
+    # The host's chroot, with the environment the image will see.
+    return subprocess.Popen([CHROOT, str(root), "/opt/sbx/bin/sbx-agent",
+                             "--listen=127.0.0.1:0", "--log-format=json", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_agent_serves_from_a_busybox_only_image(image):
+    p = run_agent(image)
+    line = {}
+    while line.get("msg") != "listening":
+        text = p.stderr.readline()
+        assert text, f"agent ended: {p.wait()}"
+        if text.startswith("{"):
+            line = json.loads(text)
+    c = Sandbox(base_url=f"http://127.0.0.1:{line['port']}")
+    ctx = c.sandbox.get_context()
+    assert ctx.home_dir == "/work" and ctx.detail.system.os == "Linux"
+    assert ctx.detail.runtime.python == []  # this image has no Python
+    shells = [t.name for cat in ctx.detail.utils if cat.category == "shell" for t in cat.tools]
+    assert "sh" in shells  # busybox's
+    w = c.file.write_file(file="note.txt", content="written inside the image")
+    assert w.success and w.data.file == "/work/note.txt"
+    assert (image / "work/note.txt").read_text() == "written inside the image"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(10) == 0
+    assert_no_sanitizer_report(p.stderr.read())
+
+
+def test_run_mode_in_the_image(image):
+    p = run_agent(image, "run", "--", "/bin/sh", "-c", "echo from busybox sh; exit 5")
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 5
+    assert "from busybox sh" in out
+    assert_no_sanitizer_report(err)
+
+
+def test_bundle_carries_its_own_loader(image):
+    agent = image / "opt/sbx/bin/sbx-agent"
+    interp = subprocess.run(["readelf", "-l", str(agent)], capture_output=True, text=True).stdout
+    assert "[Requesting program interpreter: /opt/sbx/lib/" in interp
+    assert any(p.name.startswith("ld-linux") for p in (image / "opt/sbx/lib").iterdir())
