@@ -9,6 +9,7 @@
 #include "auth.h"
 #include "context.h"
 #include "files.h"
+#include "shell.h"
 #include "supervisor.h"
 #include "sbx/alloc.h"
 #include "sbx/config.h"
@@ -30,6 +31,8 @@ static char *jwt_public_key;
 static char *api_key;
 static long ticket_ttl_s = 30;
 static long grace_ms = 10000;
+static long max_sessions = 100;
+static long max_output_bytes = 8L << 20;
 
 struct agent {
 	uv_loop_t *loop;
@@ -38,6 +41,7 @@ struct agent {
 	struct context ctx;
 	struct files files;
 	struct auth auth;
+	struct shell shell;
 };
 
 static void healthz(struct sbx_http_req *req, void *arg)
@@ -64,6 +68,7 @@ static void on_stop(void *arg)
 {
 	struct agent *a = arg;
 
+	shell_close(&a->shell);
 	sbx_http_server_close(a->http, on_closed, a);
 }
 
@@ -98,6 +103,42 @@ static int serve(void *arg)
 		  .pattern = "/v1/file/list",
 		  .fn = files_handle_list,
 		  .arg = &a.files },
+		{ .method = "POST",
+		  .pattern = "/v1/shell/exec",
+		  .fn = shell_handle_exec,
+		  .arg = &a.shell },
+		{ .method = "POST",
+		  .pattern = "/v1/shell/view",
+		  .fn = shell_handle_view,
+		  .arg = &a.shell },
+		{ .method = "POST",
+		  .pattern = "/v1/shell/wait",
+		  .fn = shell_handle_wait,
+		  .arg = &a.shell },
+		{ .method = "POST",
+		  .pattern = "/v1/shell/write",
+		  .fn = shell_handle_write,
+		  .arg = &a.shell },
+		{ .method = "POST",
+		  .pattern = "/v1/shell/kill",
+		  .fn = shell_handle_kill,
+		  .arg = &a.shell },
+		{ .method = "POST",
+		  .pattern = "/v1/shell/sessions/create",
+		  .fn = shell_handle_create,
+		  .arg = &a.shell },
+		{ .method = "GET",
+		  .pattern = "/v1/shell/sessions",
+		  .fn = shell_handle_list,
+		  .arg = &a.shell },
+		{ .method = "DELETE",
+		  .pattern = "/v1/shell/sessions",
+		  .fn = shell_handle_delete_all,
+		  .arg = &a.shell },
+		{ .method = "DELETE",
+		  .pattern = "/v1/shell/sessions/{session_id}",
+		  .fn = shell_handle_delete,
+		  .arg = &a.shell },
 		{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true },
 		{ .method = "GET",
 		  .pattern = "/metrics",
@@ -117,6 +158,11 @@ static int serve(void *arg)
 	if ((rc = context_init(&a.ctx, a.loop, workspace))) {
 		sbx_log_error("cannot gather the sandbox context", SBX_LERR(rc));
 		goto out_auth;
+	}
+	if ((rc = shell_init(&a.shell, a.loop, a.ctx.workspace, (unsigned)max_sessions,
+			     (size_t)max_output_bytes))) {
+		sbx_log_error("cannot set up shell sessions", SBX_LERR(rc));
+		goto out_context;
 	}
 	a.files = (struct files){ .loop = a.loop,
 				  .workspace = a.ctx.workspace,
@@ -143,6 +189,8 @@ static int serve(void *arg)
 	exit_code = 0;
 out_loop:
 	uv_run(a.loop, UV_RUN_DEFAULT);
+	shell_close(&a.shell);
+out_context:
 	sbx_loop_close(a.loop);
 	context_release(&a.ctx);
 out_auth:
@@ -212,6 +260,20 @@ int main(int argc, char **argv)
 		  .help = "run mode: how long the API may take to stop after the command ends",
 		  .min = 0,
 		  .max = 600000 },
+		{ .name = "max-sessions",
+		  .type = SBX_OPT_INT,
+		  .dest = &max_sessions,
+		  .metavar = "N",
+		  .help = "shell sessions open at once",
+		  .min = 1,
+		  .max = 10000 },
+		{ .name = "max-output-bytes",
+		  .type = SBX_OPT_INT,
+		  .dest = &max_output_bytes,
+		  .metavar = "N",
+		  .help = "output kept per shell command (the rest is dropped, and said so)",
+		  .min = 4096,
+		  .max = 1L << 30 },
 	};
 	struct sbx_config cfg = {
 		.program = "sbx-agent",

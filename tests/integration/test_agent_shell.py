@@ -1,0 +1,183 @@
+"""sbx-agent's /v1/shell: persistent PTY sessions, driven by the official SDK."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from agent_sandbox import Sandbox
+
+from test_agent import agent  # noqa: F401 - the fixture
+
+
+@pytest.fixture
+def sh(agent, tmp_path):  # noqa: F811
+    # As in a pod: the agent is the init of a sandbox whose main process is
+    # 'sleep'; its supervisor reaps whatever is orphaned below it.
+    a = agent(f"--workspace={tmp_path}", "--max-sessions=4", "run", "--", "sleep", "3600")
+    return Sandbox(base_url=a.url).shell, a, tmp_path
+
+
+def zombies_below(root: int) -> list:
+    """Zombies among root's descendants (the machine's own init may keep
+    others, which are not ours to judge)."""
+    procs = processes()
+    children = {}
+    for pid, ppid, state, cmd in procs:
+        children.setdefault(ppid, []).append((pid, state, cmd))
+    found, todo = [], [root]
+    while todo:
+        for pid, state, cmd in children.get(todo.pop(), []):
+            if state == "Z":
+                found.append((pid, cmd))
+            todo.append(pid)
+    return found
+
+
+def processes():
+    """(pid, ppid, state, cmdline) of every process."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        out.append((int(d.name), int(fields[1]), fields[0], cmd))
+    return out
+
+
+def test_a_session_keeps_cd_and_export(sh):
+    shell, _, ws = sh
+    r = shell.exec_command(command="cd /usr && export GREETING=hi-there")
+    assert r.data.status == "completed" and r.data.exit_code == 0
+    sid = r.data.session_id
+    r = shell.exec_command(id=sid, command="pwd; echo $GREETING")
+    assert r.data.output == "/usr\nhi-there\n"
+    # A new session starts in the workspace, without the other's variables.
+    r = shell.exec_command(command='pwd; echo "[$GREETING]"')
+    assert r.data.output == f"{ws}\n[]\n" and r.data.session_id != sid
+
+
+def test_exit_codes_and_stderr(sh):
+    shell, _, _ = sh
+    r = shell.exec_command(command="echo out; echo err >&2; exit_with() { return $1; }; "
+                                   "exit_with 9")
+    assert r.data.exit_code == 9 and r.data.output == "out\nerr\n"
+    r = shell.exec_command(command="ls /definitely/not/here")
+    assert r.data.status == "completed" and r.data.exit_code == 2
+    assert "No such file or directory" in r.data.output
+
+
+def test_exec_dir_and_multiline_commands(sh):
+    shell, _, ws = sh
+    (ws / "sub dir").mkdir()
+    r = shell.exec_command(command="pwd\nfor i in 1 2; do\n  echo line $i\ndone",
+                           exec_dir=str(ws / "sub dir"))
+    assert r.data.output == f"{ws / 'sub dir'}\nline 1\nline 2\n"
+    long = "echo " + "y" * 10000
+    assert shell.exec_command(command=long).data.output == "y" * 10000 + "\n"
+
+
+def test_async_exec_then_wait_and_view(sh):
+    shell, _, _ = sh
+    r = shell.exec_command(command="for i in 1 2 3; do echo tick $i; sleep 0.2; done",
+                           async_mode=True)
+    assert r.data.status == "running" and r.data.exit_code is None
+    sid = r.data.session_id
+    assert shell.wait_for_process(id=sid, seconds=10).data.status == "completed"
+    v = shell.view(id=sid)
+    assert v.data.output == "tick 1\ntick 2\ntick 3\n" and v.data.exit_code == 0
+    assert v.data.console[-1].command.startswith("for i in")
+
+
+def test_timeout_returns_running_and_the_command_goes_on(sh):
+    shell, _, _ = sh
+    r = shell.exec_command(command="sleep 1; echo done", timeout=0.2)
+    assert r.data.status == "running"
+    assert shell.wait_for_process(id=r.data.session_id, seconds=10).data.status == "completed"
+    assert shell.view(id=r.data.session_id).data.output == "done\n"
+
+
+def test_hard_timeout_kills_the_whole_tree(sh):
+    shell, a, _ = sh
+    t0 = time.monotonic()
+    r = shell.exec_command(command="sh -c 'sleep 300 & sleep 301 & wait'", hard_timeout=1)
+    assert r.data.status == "hard_timeout"
+    assert 0.9 < time.monotonic() - t0 < 10
+    time.sleep(0.3)
+    procs = processes()
+    assert not [p for p in procs if p[3].startswith(("sleep 300", "sleep 301"))], "survivors"
+    assert zombies_below(a.proc.pid) == [], "zombies"
+    # The session is still usable.
+    assert shell.exec_command(id=r.data.session_id, command="echo alive").data.output == "alive\n"
+
+
+def test_no_change_timeout(sh):
+    shell, _, _ = sh
+    r = shell.exec_command(command="echo start; sleep 30", no_change_timeout=1)
+    assert r.data.status == "no_change_timeout" and r.data.output == "start\n"
+    k = shell.kill_process(id=r.data.session_id)
+    assert k.data.status == "terminated"
+
+
+def test_kill_and_write(sh):
+    shell, _, _ = sh
+    r = shell.exec_command(command="read name; echo hello $name", async_mode=True)
+    sid = r.data.session_id
+    time.sleep(0.3)
+    shell.write_to_process(id=sid, input="world", press_enter=True)
+    shell.wait_for_process(id=sid, seconds=5)
+    assert shell.view(id=sid).data.output == "hello world\n"
+
+    r = shell.exec_command(id=sid, command="sleep 302", async_mode=True)
+    time.sleep(0.3)
+    assert shell.kill_process(id=sid).data.status == "terminated"
+    shell.wait_for_process(id=sid, seconds=5)
+    assert not [p for p in processes() if p[3].startswith("sleep 302")]
+    assert shell.exec_command(id=sid, command="echo next").data.output == "next\n"
+
+
+def test_output_is_truncated_at_30000_characters(sh):
+    shell, _, _ = sh
+    r = shell.exec_command(command="head -c 50000 /dev/zero | tr '\\0' a; echo; echo END")
+    assert len(r.data.output) < 30100 and "characters truncated" in r.data.output
+    assert r.data.output.startswith("aaaa") and r.data.output.endswith("END\n")
+    full = shell.exec_command(command="head -c 50000 /dev/zero | tr '\\0' b", truncate=False)
+    assert full.data.output == "b" * 50000
+
+
+def test_sessions_lifecycle_and_limit(sh):
+    shell, a, ws = sh
+    created = shell.create_session(id="named", exec_dir=str(ws))
+    assert created.data.session_id == "named" and created.data.working_dir == str(ws)
+    assert shell.exec_command(id="named", command="pwd").data.output == f"{ws}\n"
+    listed = shell.list_sessions().data.sessions
+    assert listed["named"].working_dir == str(ws) and listed["named"].status == "idle"
+    assert requests.delete(f"{a.url}/v1/shell/sessions/named", timeout=5).json()["success"]
+    assert "named" not in shell.list_sessions().data.sessions
+    for i in range(4):
+        shell.create_session(id=f"s{i}")
+    over = requests.post(f"{a.url}/v1/shell/exec", json={"command": "true"}, timeout=5)
+    assert over.status_code == 200 and over.json()["success"] is False
+    assert "too many shell sessions" in over.json()["message"]
+    assert requests.delete(f"{a.url}/v1/shell/sessions", timeout=5).json()["success"]
+    assert shell.list_sessions().data.sessions == {}
+    time.sleep(0.3)
+    assert zombies_below(a.proc.pid) == []
+
+
+def test_invalid_requests_are_422_and_failures_never_5xx(sh):
+    _, a, _ = sh
+    r = requests.post(f"{a.url}/v1/shell/exec", json={"id": "x"}, timeout=5)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "command"]
+    r = requests.post(f"{a.url}/v1/shell/exec", json={"command": "true", "exec_dir": "rel"},
+                      timeout=5)
+    assert r.status_code == 422
+    r = requests.post(f"{a.url}/v1/shell/view", json={"id": "nope"}, timeout=5)
+    assert r.status_code == 200 and r.json()["success"] is False
