@@ -3,9 +3,11 @@
 #
 # Today that is a real Kubernetes control plane on 127.0.0.1 (etcd, kube-apiserver,
 # kube-controller-manager) and libsbx's Kubernetes client, driven through
-# sbx-kubetool: an informer follows ConfigMaps while the client creates, patches,
-# applies and deletes one, and kubectl shows the same objects. The stack stays up
-# until Ctrl-C (or exits after the tour with SBX_DEMO_EXIT=1 or without a terminal).
+# sbx-kubetool (an informer follows ConfigMaps while the client creates, patches,
+# applies and deletes one, and kubectl shows the same objects), and sbx-agent on
+# 127.0.0.1:8080 serving the AIO /v1 API (shell sessions, files, context). The
+# stack stays up until Ctrl-C (or exits after the tour with SBX_DEMO_EXIT=1 or
+# without a terminal).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,15 +66,34 @@ show "$kubectl" get configmap demo -o jsonpath='{.data.greeting}{"\n"}'
 show "$tool" delete "$ns/demo"
 sleep 0.5
 
+echo
+echo "==> sbx-agent serves the AIO /v1 API on 127.0.0.1:8080 (workspace $work/workspace)"
+mkdir -p "$work/workspace"
+build/sandbox-agent/sbx-agent --listen=127.0.0.1:8080 --workspace="$work/workspace" \
+	2>"$work/agent.log" &
+pids+=($!)
+for _ in $(seq 1 50); do
+	curl -fs http://127.0.0.1:8080/v1/ping >/dev/null 2>&1 && break
+	sleep 0.1
+done
+show curl -s http://127.0.0.1:8080/v1/shell/exec -H 'Content-Type: application/json' \
+	-d '{"command": "cd /tmp && export WHO=sbx && echo hello from $WHO in $(pwd)"}'
+show curl -s http://127.0.0.1:8080/v1/shell/exec -H 'Content-Type: application/json' \
+	-d '{"command": "uname -sr > report.txt; ls"}'
+show curl -s http://127.0.0.1:8080/v1/file/read -H 'Content-Type: application/json' \
+	-d '{"file": "report.txt"}'
+
 cat <<EOT
 
-==> the control plane is up
+==> the control plane and the agent are up
   export KUBECONFIG=$KUBECONFIG
   $kubectl get namespaces
   $tool --help
   $tool watch /api/v1/namespaces/default/configmaps
-The programs sbx-operator, sbx-ingress, sbx-egress and sbx-agent exist with their
-command lines (build/*/sbx-* --help); their behaviour arrives with their features.
+  curl -s http://127.0.0.1:8080/v1/sandbox | head -c 400
+  $SBX_VENV/bin/python -c 'from agent_sandbox import Sandbox; print(Sandbox(base_url="http://127.0.0.1:8080").shell.exec_command(command="ls /").data.output)'
+sbx-operator, sbx-ingress and sbx-egress exist with their command lines
+(build/*/sbx-* --help); their behaviour arrives with their features.
 EOT
 if [[ ${SBX_DEMO_EXIT:-0} == 1 || ! -t 0 ]]; then
 	echo "Stopping now (no terminal, or SBX_DEMO_EXIT=1); run 'make demo' in a terminal to keep it up."
