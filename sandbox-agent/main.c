@@ -8,6 +8,7 @@
 #include "api.h"
 #include "auth.h"
 #include "context.h"
+#include "code.h"
 #include "files.h"
 #include "shell.h"
 #include "supervisor.h"
@@ -42,6 +43,7 @@ struct agent {
 	struct files files;
 	struct auth auth;
 	struct shell shell;
+	struct code code;
 };
 
 static void healthz(struct sbx_http_req *req, void *arg)
@@ -139,6 +141,14 @@ static int serve(void *arg)
 		  .pattern = "/v1/shell/sessions/{session_id}",
 		  .fn = shell_handle_delete,
 		  .arg = &a.shell },
+		{ .method = "POST",
+		  .pattern = "/v1/code/execute",
+		  .fn = code_handle_execute,
+		  .arg = &a.code },
+		{ .method = "GET",
+		  .pattern = "/v1/code/info",
+		  .fn = code_handle_info,
+		  .arg = &a.code },
 		{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true },
 		{ .method = "GET",
 		  .pattern = "/metrics",
@@ -162,6 +172,12 @@ static int serve(void *arg)
 	if ((rc = shell_init(&a.shell, a.loop, a.ctx.workspace, (unsigned)max_sessions,
 			     (size_t)max_output_bytes))) {
 		sbx_log_error("cannot set up shell sessions", SBX_LERR(rc));
+		goto out_context;
+	}
+	if ((rc = code_init(&a.code, a.loop, a.ctx.workspace, &a.ctx, (size_t)max_output_bytes,
+			    32))) {
+		sbx_log_error("cannot set up code execution", SBX_LERR(rc));
+		shell_close(&a.shell);
 		goto out_context;
 	}
 	a.files = (struct files){ .loop = a.loop,
@@ -190,6 +206,7 @@ static int serve(void *arg)
 out_loop:
 	uv_run(a.loop, UV_RUN_DEFAULT);
 	shell_close(&a.shell);
+	code_release(&a.code);
 out_context:
 	sbx_loop_close(a.loop);
 	context_release(&a.ctx);
