@@ -12,6 +12,8 @@
 #include "sbx/log.h"
 
 #include <dirent.h>
+#include <fnmatch.h>
+#include <regex.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -22,9 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
-enum op { OP_READ, OP_WRITE, OP_LIST };
+enum op { OP_READ, OP_WRITE, OP_LIST, OP_REPLACE, OP_SEARCH, OP_FIND, OP_GLOB, OP_EDITOR };
 
-static const char *const op_names[] = { "read", "write", "list" };
+static const char *const op_names[] = { "read",	  "write", "list", "replace",
+					"search", "find",  "glob", "str_replace_editor" };
 
 struct job {
 	uv_work_t work;
@@ -81,18 +84,21 @@ static int fail(struct job *j, int err, const char *type, const char *fmt, ...)
 	vsnprintf(j->message, sizeof(j->message), fmt, ap);
 	va_end(ap);
 	j->ok = false;
-	/* A FileOperationError, plus the success shape's required fields left
-	 * empty: SDKs generated from the success type alone (agent-sandbox
-	 * 0.0.30 parses every 200 as FileReadResult) then still parse the
-	 * answer, and their users read success=false and data.error_type. */
-	j->data = json_pack("{s:s, s:s, s:s, s:s, s:b, s:o, s:o, s:n, s:s, s:s}", "path", j->path,
-			    "operation", op_names[j->op], "message", j->message, "error_type",
-			    type ? type : files_error_type(err), "retryable",
+	/* A FileOperationError, plus the success shapes' required fields
+	 * (FileReadResult: file, content; StrReplaceEditorResult: output,
+	 * prev_exist): SDKs generated from the success type alone
+	 * (agent-sandbox 0.0.30 parses every 200 as the success type) then still
+	 * parse the answer, and their users read success=false and
+	 * data.error_type. */
+	j->data = json_pack("{s:s, s:s, s:s, s:s, s:b, s:o, s:o, s:n, s:s, s:s, s:s, s:b}", "path",
+			    j->path, "operation", op_names[j->op], "message", j->message,
+			    "error_type", type ? type : files_error_type(err), "retryable",
 			    err == EAGAIN || err == EBUSY || err == EINTR, "errno",
 			    err ? json_integer(err) : json_null(), "errno_name",
 			    err && strerrorname_np(err) ? json_string(strerrorname_np(err))
 							: json_null(),
-			    "exception_type", "file", j->path, "content", "");
+			    "exception_type", "file", j->path, "content", "", "output", j->message,
+			    "prev_exist", access(j->path, F_OK) == 0);
 	return -1;
 }
 
@@ -433,6 +439,604 @@ static int do_list(struct job *j)
 	return 0;
 }
 
+/* ---- replace, search ------------------------------------------------------------ */
+
+/* Reads a whole text file for an edit; fails the job (and returns -1) if it
+ * is missing, too large or not UTF-8. */
+static int load_text(struct job *j, struct sbx_buf *b)
+{
+	int fd = open(j->path, O_RDONLY | O_CLOEXEC), rc;
+	struct stat st;
+	json_t *check;
+
+	if (fd < 0)
+		return fail_errno(j, errno, "cannot open");
+	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		close(fd);
+		return fail(j, EISDIR, NULL, "%s is a directory", j->path);
+	}
+	rc = read_all(fd, j->f->max_read_bytes, b);
+	close(fd);
+	if (rc) {
+		sbx_buf_release(b);
+		return rc == -EFBIG ? fail(j, EFBIG, "io_error", "%s is larger than %zu bytes",
+					   j->path, j->f->max_read_bytes)
+				    : fail_errno(j, -rc, "cannot read");
+	}
+	check = json_stringn(b->data ? b->data : "", b->len);
+	if (!check) {
+		sbx_buf_release(b);
+		return fail(j, EILSEQ, "decode_error", "%s is not UTF-8 text", j->path);
+	}
+	json_decref(check);
+	if (!b->data)
+		sbx_buf_append(b, "", 0);
+	return 0;
+}
+
+static int save_text(struct job *j, const char *data, size_t len)
+{
+	char tmp[PATH_MAX + 16];
+	int fd, rc = 0;
+	struct stat st;
+	mode_t mode = 0644;
+
+	if (stat(j->path, &st) == 0)
+		mode = st.st_mode & 07777;
+	/* Write beside and rename: a reader never sees half a file. */
+	snprintf(tmp, sizeof(tmp), "%s.sbx-%d", j->path, (int)getpid());
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return fail_errno(j, errno, "cannot write");
+	for (size_t off = 0; off < len;) {
+		ssize_t n = write(fd, data + off, len - off);
+
+		if (n < 0) {
+			rc = errno;
+			break;
+		}
+		off += (size_t)n;
+	}
+	if (close(fd) && !rc)
+		rc = errno;
+	if (!rc && rename(tmp, j->path))
+		rc = errno;
+	if (rc) {
+		unlink(tmp);
+		return fail_errno(j, rc, "cannot write");
+	}
+	return 0;
+}
+
+/* Occurrences of needle in hay (non-overlapping). */
+static size_t count_of(const char *hay, size_t len, const char *needle, size_t nlen)
+{
+	size_t n = 0;
+
+	for (const char *p = hay; nlen && (p = memmem(p, len - (size_t)(p - hay), needle, nlen));
+	     p += nlen)
+		n++;
+	return n;
+}
+
+/* old -> new everywhere; *out is the caller's. */
+static int replace_all(const char *text, size_t len, const char *old, size_t olen,
+		       const char *new_str, size_t nlen, size_t limit, struct sbx_buf *out)
+{
+	const char *p = text, *hit;
+	int rc = 0;
+
+	sbx_buf_init(out, limit);
+	while (!rc && (hit = memmem(p, len - (size_t)(p - text), old, olen))) {
+		rc = sbx_buf_append(out, p, (size_t)(hit - p));
+		if (!rc)
+			rc = sbx_buf_append(out, new_str, nlen);
+		p = hit + olen;
+	}
+	if (!rc)
+		rc = sbx_buf_append(out, p, len - (size_t)(p - text));
+	return rc;
+}
+
+static int do_replace(struct job *j)
+{
+	json_t *a = j->args;
+	const char *old = json_string_value(json_object_get(a, "old_str"));
+	const char *new_str = json_string_value(json_object_get(a, "new_str"));
+	size_t olen = json_string_length(json_object_get(a, "old_str"));
+	size_t nlen = json_string_length(json_object_get(a, "new_str"));
+	struct sbx_buf text, out;
+	size_t n;
+
+	if (!olen)
+		return fail(j, EINVAL, "invalid_target", "old_str is empty");
+	if (load_text(j, &text))
+		return -1;
+	n = count_of(text.data, text.len, old, olen);
+	if (n && (replace_all(text.data, text.len, old, olen, new_str, nlen, j->f->max_read_bytes,
+			      &out) ||
+		  save_text(j, out.data, out.len))) {
+		sbx_buf_release(&text);
+		sbx_buf_release(&out);
+		return j->data ? -1 : fail(j, EFBIG, "io_error", "the result would be too large");
+	}
+	if (n)
+		sbx_buf_release(&out);
+	sbx_buf_release(&text);
+	j->ok = true;
+	snprintf(j->message, sizeof(j->message), "Replaced %zu occurrences", n);
+	j->data = json_pack("{s:s, s:I}", "file", j->path, "replaced_count", (json_int_t)n);
+	return 0;
+}
+
+static int do_search(struct job *j)
+{
+	const char *pattern = json_string_value(json_object_get(j->args, "regex"));
+	json_t *matches = json_array(), *lines = json_array();
+	struct sbx_buf text;
+	regex_t re;
+	char err[160];
+	long line = 0;
+	int rc = regcomp(&re, pattern, REG_EXTENDED | REG_NEWLINE | REG_NOSUB);
+
+	if (rc) {
+		regerror(rc, &re, err, sizeof(err));
+		json_decref(matches);
+		json_decref(lines);
+		return fail(j, EINVAL, "invalid_target", "bad regular expression: %s", err);
+	}
+	if (load_text(j, &text)) {
+		regfree(&re);
+		json_decref(matches);
+		json_decref(lines);
+		return -1;
+	}
+	for (char *p = text.data; *p || p < text.data + text.len;) {
+		char *nl = strchr(p, '\n');
+
+		if (nl)
+			*nl = '\0';
+		line++;
+		if (regexec(&re, p, 0, NULL, 0) == 0) {
+			json_array_append_new(matches, json_string(p));
+			json_array_append_new(lines, json_integer(line));
+		}
+		if (!nl)
+			break;
+		p = nl + 1;
+	}
+	regfree(&re);
+	sbx_buf_release(&text);
+	j->ok = true;
+	snprintf(j->message, sizeof(j->message), "%zu matching lines", json_array_size(lines));
+	j->data = json_pack("{s:s, s:o, s:o}", "file", j->path, "matches", matches, "line_numbers",
+			    lines);
+	return 0;
+}
+
+/* ---- find, glob ------------------------------------------------------------------- */
+
+/* Matches a path relative to the base against a pattern whose "**" segments
+ * match any number of directories; other segments go to fnmatch. */
+static bool match_segments(const char *pat, const char *path, int flags)
+{
+	char seg[NAME_MAX + 1], name[NAME_MAX + 1];
+	size_t pl = strcspn(pat, "/"), nl = strcspn(path, "/");
+
+	if (!*pat)
+		return !*path;
+	if (pl == 2 && pat[0] == '*' && pat[1] == '*') {
+		const char *rest = pat[2] ? pat + 3 : pat + 2;
+
+		for (const char *p = path;; p += strcspn(p, "/") + 1) {
+			if (match_segments(rest, p, flags))
+				return true;
+			if (!p[strcspn(p, "/")])
+				return !*rest;
+		}
+	}
+	if (!*path || pl > NAME_MAX || nl > NAME_MAX)
+		return false;
+	snprintf(seg, sizeof(seg), "%.*s", (int)pl, pat);
+	snprintf(name, sizeof(name), "%.*s", (int)nl, path);
+	if (fnmatch(seg, name, flags))
+		return false;
+	return match_segments(pat + pl + (pat[pl] == '/'), path + nl + (path[nl] == '/'), flags);
+}
+
+struct finder {
+	struct job *j;
+	const char *base;
+	const char *pattern;
+	json_t *exclude;
+	bool hidden, files_only, glob;
+	size_t max;
+	json_t *files;
+	bool truncated;
+};
+
+static bool excluded(const struct finder *fd, const char *rel)
+{
+	size_t i;
+	json_t *e;
+
+	json_array_foreach(fd->exclude, i, e)
+	{
+		if (json_is_string(e) && match_segments(json_string_value(e), rel, 0))
+			return true;
+	}
+	return false;
+}
+
+static void find_walk(struct finder *fd, const char *dir, const char *rel)
+{
+	char path[PATH_MAX], sub[PATH_MAX];
+	struct dirent *e;
+	struct stat st;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return;
+	while ((e = readdir(d)) && !fd->truncated) {
+		bool is_dir, hit;
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (!fd->hidden && e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		snprintf(sub, sizeof(sub), "%s%s%s", rel, *rel ? "/" : "", e->d_name);
+		if (lstat(path, &st))
+			continue;
+		is_dir = S_ISDIR(st.st_mode);
+		/* find: the name; glob: the path below the base. */
+		hit = fd->glob ? match_segments(fd->pattern, sub, fd->hidden ? 0 : FNM_PERIOD)
+			       : fnmatch(fd->pattern, e->d_name, 0) == 0;
+		if (hit && !(fd->files_only && is_dir) && !(fd->exclude && excluded(fd, sub))) {
+			if (json_array_size(fd->files) >= fd->max) {
+				fd->truncated = true;
+				break;
+			}
+			json_array_append_new(
+				fd->files, fd->glob ? file_info(&(struct lister){ .sizes = true },
+								path, e->d_name, &st)
+						    : json_string(path));
+		}
+		if (is_dir)
+			find_walk(fd, path, sub);
+	}
+	closedir(d);
+}
+
+static int do_find(struct job *j)
+{
+	json_t *a = j->args, *mr = json_object_get(a, "max_results");
+	struct finder fd = { .j = j, .files = json_array() };
+	struct stat st;
+
+	fd.glob = j->op == OP_GLOB;
+	fd.pattern = json_string_value(json_object_get(a, fd.glob ? "pattern" : "glob"));
+	fd.exclude =
+		json_is_array(json_object_get(a, "exclude")) ? json_object_get(a, "exclude") : NULL;
+	fd.hidden = fd.glob ? json_is_true(json_object_get(a, "include_hidden")) : true;
+	fd.files_only = fd.glob ? !json_is_false(json_object_get(a, "files_only")) : false;
+	fd.max = json_is_integer(mr) && json_integer_value(mr) > 0 ? (size_t)json_integer_value(mr)
+		 : fd.glob					   ? 5000
+								   : j->f->max_list_entries;
+	if (fd.max > j->f->max_list_entries)
+		fd.max = j->f->max_list_entries;
+	if (stat(j->path, &st) || !S_ISDIR(st.st_mode)) {
+		json_decref(fd.files);
+		return stat(j->path, &st)
+			       ? fail_errno(j, errno, "cannot search")
+			       : fail(j, ENOTDIR, NULL, "%s is not a directory", j->path);
+	}
+	find_walk(&fd, j->path, "");
+	j->ok = true;
+	snprintf(j->message, sizeof(j->message), "%zu matches%s", json_array_size(fd.files),
+		 fd.truncated ? " (stopped at the limit)" : "");
+	if (fd.glob)
+		j->data =
+			json_pack("{s:s, s:s, s:o, s:I, s:b}", "path", j->path, "pattern",
+				  fd.pattern, "files", fd.files, "total_count",
+				  (json_int_t)json_array_size(fd.files), "truncated", fd.truncated);
+	else
+		j->data = json_pack("{s:s, s:o}", "path", j->path, "files", fd.files);
+	return 0;
+}
+
+/* ---- str_replace_editor ------------------------------------------------------------- */
+
+#define UNDO_DEPTH 10
+#define UNDO_FILES 64
+
+/* Earlier contents of edited files, newest last, per path. Shared by the
+ * thread-pool workers, hence the lock; bounded in files and depth. */
+struct undo {
+	char path[PATH_MAX];
+	char *versions[UNDO_DEPTH];
+	size_t lens[UNDO_DEPTH];
+	unsigned n;
+};
+
+static struct undo undo_slots[UNDO_FILES];
+static uv_mutex_t undo_lock;
+static uv_once_t undo_once = UV_ONCE_INIT;
+
+static void undo_init(void)
+{
+	uv_mutex_init(&undo_lock);
+}
+
+static void undo_push(const char *path, const char *data, size_t len)
+{
+	struct undo *u = NULL, *oldest = &undo_slots[0];
+	char *copy = sbx_malloc(len + 1);
+
+	if (!copy)
+		return;
+	memcpy(copy, data, len);
+	copy[len] = '\0';
+	uv_once(&undo_once, undo_init);
+	uv_mutex_lock(&undo_lock);
+	for (unsigned i = 0; i < UNDO_FILES && !u; i++) {
+		if (!strcmp(undo_slots[i].path, path))
+			u = &undo_slots[i];
+		else if (!undo_slots[i].path[0])
+			oldest = &undo_slots[i];
+	}
+	if (!u) {
+		u = oldest;
+		for (unsigned i = 0; i < u->n; i++)
+			sbx_free(u->versions[i]);
+		memset(u, 0, sizeof(*u));
+		snprintf(u->path, sizeof(u->path), "%s", path);
+	}
+	if (u->n == UNDO_DEPTH) {
+		sbx_free(u->versions[0]);
+		memmove(u->versions, u->versions + 1, sizeof(u->versions[0]) * (UNDO_DEPTH - 1));
+		memmove(u->lens, u->lens + 1, sizeof(u->lens[0]) * (UNDO_DEPTH - 1));
+		u->n--;
+	}
+	u->versions[u->n] = copy;
+	u->lens[u->n++] = len;
+	uv_mutex_unlock(&undo_lock);
+}
+
+/* Takes the newest earlier version of path (caller frees), or NULL. */
+static char *undo_pop(const char *path, size_t *len)
+{
+	char *v = NULL;
+
+	uv_once(&undo_once, undo_init);
+	uv_mutex_lock(&undo_lock);
+	for (unsigned i = 0; i < UNDO_FILES; i++) {
+		struct undo *u = &undo_slots[i];
+
+		if (!strcmp(u->path, path) && u->n) {
+			v = u->versions[--u->n];
+			*len = u->lens[u->n];
+			break;
+		}
+	}
+	uv_mutex_unlock(&undo_lock);
+	return v;
+}
+
+/* Lines [from, to] (1-based, to -1: the end) numbered like `cat -n`. */
+static void numbered(struct sbx_buf *out, const char *text, long from, long to)
+{
+	long line = 1;
+
+	for (const char *p = text; *p; line++) {
+		size_t n = strcspn(p, "\n");
+
+		if (line >= from && (to < 0 || line <= to))
+			sbx_buf_printf(out, "%6ld\t%.*s\n", line, (int)n, p);
+		p += n + (p[n] == '\n');
+	}
+}
+
+static long line_of(const char *text, const char *at)
+{
+	long line = 1;
+
+	for (const char *p = text; p < at; p++)
+		line += *p == '\n';
+	return line;
+}
+
+static int editor_done(struct job *j, bool prev_exist, const char *old, const char *new_text,
+		       const char *output)
+{
+	j->ok = true;
+	snprintf(j->message, sizeof(j->message), "%s", "Command completed");
+	j->data = json_pack("{s:s, s:n, s:s, s:b, s:s?, s:s?}", "output", output, "error", "path",
+			    j->path, "prev_exist", prev_exist, "old_content", old, "new_content",
+			    new_text);
+	return 0;
+}
+
+static int editor_view(struct job *j)
+{
+	json_t *range = json_object_get(j->args, "view_range");
+	struct sbx_buf text, out;
+	struct stat st;
+	long from = 1, to = -1;
+	int rc;
+
+	if (stat(j->path, &st))
+		return fail_errno(j, errno, "cannot view");
+	sbx_buf_init(&out, j->f->max_read_bytes * 2);
+	if (S_ISDIR(st.st_mode)) {
+		struct lister l = { .j = j, .files = json_array(), .max_depth = 2 };
+		size_t i;
+		json_t *f;
+
+		walk(&l, j->path, 1);
+		sbx_buf_printf(&out, "Files and directories up to 2 levels deep in %s:\n", j->path);
+		json_array_foreach(l.files, i, f)
+			sbx_buf_printf(&out, "%s\n", json_string_value(json_object_get(f, "path")));
+		json_decref(l.files);
+		rc = editor_done(j, true, NULL, NULL, out.data ? out.data : "");
+		sbx_buf_release(&out);
+		return rc;
+	}
+	if (load_text(j, &text)) {
+		sbx_buf_release(&out);
+		return -1;
+	}
+	if (json_array_size(range) == 2) {
+		from = (long)json_integer_value(json_array_get(range, 0));
+		to = (long)json_integer_value(json_array_get(range, 1));
+	}
+	sbx_buf_printf(&out, "Here's the result of running `cat -n` on %s:\n", j->path);
+	numbered(&out, text.data, from, to);
+	rc = editor_done(j, true, NULL, NULL, out.data);
+	sbx_buf_release(&out);
+	sbx_buf_release(&text);
+	return rc;
+}
+
+static int editor_create(struct job *j)
+{
+	json_t *t = json_object_get(j->args, "file_text");
+	struct stat st;
+	int rc;
+
+	if (!json_is_string(t))
+		return fail(j, EINVAL, "invalid_target", "create needs file_text");
+	if (stat(j->path, &st) == 0)
+		return fail(j, EEXIST, NULL,
+			    "%s exists already; edit it with str_replace, or view it", j->path);
+	if ((rc = make_parents(j->path)))
+		return fail_errno(j, -rc, "cannot create the folder of");
+	if (save_text(j, json_string_value(t), json_string_length(t)))
+		return -1;
+	return editor_done(j, false, NULL, json_string_value(t), "File created successfully");
+}
+
+static int editor_edit(struct job *j, bool insert)
+{
+	json_t *a = j->args;
+	const char *old = json_string_value(json_object_get(a, "old_str"));
+	const char *ns = json_string_value(json_object_get(a, "new_str"));
+	size_t olen = json_string_length(json_object_get(a, "old_str"));
+	size_t nlen = ns ? json_string_length(json_object_get(a, "new_str")) : 0;
+	const char *mode = json_string_value(json_object_get(a, "replace_mode"));
+	struct sbx_buf text, out, msg;
+	const char *hit;
+	size_t n;
+	long at;
+	int rc;
+
+	if (!ns)
+		ns = "";
+	if (!insert && (!old || !olen))
+		return fail(j, EINVAL, "invalid_target", "str_replace needs a non-empty old_str");
+	if (insert && !json_is_integer(json_object_get(a, "insert_line")))
+		return fail(j, EINVAL, "invalid_target", "insert needs insert_line");
+	if (load_text(j, &text))
+		return -1;
+	sbx_buf_init(&out, j->f->max_read_bytes);
+	if (insert) {
+		long after = (long)json_integer_value(json_object_get(a, "insert_line"));
+		long lines = text.len ? line_of(text.data, text.data + text.len) -
+						(text.data[text.len - 1] == '\n')
+				      : 0;
+		const char *p = text.data;
+
+		if (after < 0 || after > lines) {
+			sbx_buf_release(&text);
+			sbx_buf_release(&out);
+			return fail(j, EINVAL, "invalid_target",
+				    "insert_line %ld is outside 0..%ld", after, lines);
+		}
+		for (long l = 0; l < after; l++)
+			p += strcspn(p, "\n") + (p[strcspn(p, "\n")] == '\n');
+		sbx_buf_append(&out, text.data, (size_t)(p - text.data));
+		if (p > text.data && p[-1] != '\n')
+			sbx_buf_append(&out, "\n", 1);
+		sbx_buf_append(&out, ns, nlen);
+		if (nlen && ns[nlen - 1] != '\n')
+			sbx_buf_append(&out, "\n", 1);
+		rc = sbx_buf_append(&out, p, text.len - (size_t)(p - text.data));
+		at = after + 1;
+	} else {
+		n = count_of(text.data, text.len, old, olen);
+		if (n == 0 || (n > 1 && !(mode && !strcmp(mode, "ALL")))) {
+			sbx_buf_release(&text);
+			sbx_buf_release(&out);
+			return n == 0 ? fail(j, 0, "invalid_target",
+					     "No replacement was performed: old_str does not appear verbatim in %s",
+					     j->path)
+				      : fail(j, 0, "invalid_target",
+					     "No replacement was performed: old_str appears %zu times in %s; "
+					     "make it unique, or use replace_mode ALL",
+					     n, j->path);
+		}
+		hit = memmem(text.data, text.len, old, olen);
+		at = line_of(text.data, hit);
+		sbx_buf_release(&out);
+		rc = replace_all(text.data, text.len, old, olen, ns, nlen, j->f->max_read_bytes,
+				 &out);
+	}
+	if (rc || save_text(j, out.data ? out.data : "", out.len)) {
+		sbx_buf_release(&text);
+		sbx_buf_release(&out);
+		return j->data ? -1 : fail(j, EFBIG, "io_error", "the result would be too large");
+	}
+	undo_push(j->path, text.data, text.len);
+	sbx_buf_init(&msg, 256 * 1024);
+	sbx_buf_printf(&msg,
+		       "The file %s has been edited. Here's the result of running `cat -n` on a "
+		       "snippet of %s:\n",
+		       j->path, j->path);
+	numbered(&msg, out.data ? out.data : "", at > 4 ? at - 4 : 1,
+		 at + 4 + (long)count_of(ns, nlen, "\n", 1));
+	rc = editor_done(j, true, text.data, out.data ? out.data : "", msg.data);
+	sbx_buf_release(&msg);
+	sbx_buf_release(&text);
+	sbx_buf_release(&out);
+	return rc;
+}
+
+static int editor_undo(struct job *j)
+{
+	struct sbx_buf cur;
+	size_t len;
+	char *prev = undo_pop(j->path, &len);
+	int rc;
+
+	if (!prev)
+		return fail(j, 0, "invalid_target", "No edit history found for %s", j->path);
+	if (load_text(j, &cur)) {
+		sbx_free(prev);
+		return -1;
+	}
+	rc = save_text(j, prev, len);
+	if (!rc)
+		rc = editor_done(j, true, cur.data, prev, "Last edit undone successfully");
+	sbx_buf_release(&cur);
+	sbx_free(prev);
+	return rc;
+}
+
+static int do_editor(struct job *j)
+{
+	const char *cmd = json_string_value(json_object_get(j->args, "command"));
+
+	if (!strcmp(cmd, "view"))
+		return editor_view(j);
+	if (!strcmp(cmd, "create"))
+		return editor_create(j);
+	if (!strcmp(cmd, "str_replace"))
+		return editor_edit(j, false);
+	if (!strcmp(cmd, "insert"))
+		return editor_edit(j, true);
+	return editor_undo(j);
+}
+
 /* ---- jobs ------------------------------------------------------------------- */
 
 static void run_job(uv_work_t *w)
@@ -449,6 +1053,19 @@ static void run_job(uv_work_t *w)
 		break;
 	case OP_LIST:
 		(void)do_list(j);
+		break;
+	case OP_REPLACE:
+		(void)do_replace(j);
+		break;
+	case OP_SEARCH:
+		(void)do_search(j);
+		break;
+	case OP_FIND:
+	case OP_GLOB:
+		(void)do_find(j);
+		break;
+	case OP_EDITOR:
+		(void)do_editor(j);
 		break;
 	}
 }
@@ -635,4 +1252,73 @@ void files_handle_list(struct sbx_http_req *req, void *arg)
 	};
 
 	start(req, arg, OP_LIST, "path", fields, sizeof(fields) / sizeof(fields[0]));
+}
+
+void files_handle_replace(struct sbx_http_req *req, void *arg)
+{
+	static const struct field fields[] = {
+		{ .name = "file", .type = JSON_STRING, .required = true },
+		{ .name = "old_str", .type = JSON_STRING, .required = true },
+		{ .name = "new_str", .type = JSON_STRING, .required = true },
+		{ .name = "sudo", .type = JSON_TRUE, .required = false },
+	};
+
+	start(req, arg, OP_REPLACE, "file", fields, sizeof(fields) / sizeof(fields[0]));
+}
+
+void files_handle_search(struct sbx_http_req *req, void *arg)
+{
+	static const struct field fields[] = {
+		{ .name = "file", .type = JSON_STRING, .required = true },
+		{ .name = "regex", .type = JSON_STRING, .required = true },
+		{ .name = "sudo", .type = JSON_TRUE, .required = false },
+	};
+
+	start(req, arg, OP_SEARCH, "file", fields, sizeof(fields) / sizeof(fields[0]));
+}
+
+void files_handle_find(struct sbx_http_req *req, void *arg)
+{
+	static const struct field fields[] = {
+		{ .name = "path", .type = JSON_STRING, .required = true },
+		{ .name = "glob", .type = JSON_STRING, .required = true },
+	};
+
+	start(req, arg, OP_FIND, "path", fields, sizeof(fields) / sizeof(fields[0]));
+}
+
+void files_handle_glob(struct sbx_http_req *req, void *arg)
+{
+	static const struct field fields[] = {
+		{ .name = "path", .type = JSON_STRING, .required = true },
+		{ .name = "pattern", .type = JSON_STRING, .required = true },
+		{ .name = "exclude", .type = JSON_ARRAY, .required = false },
+		{ .name = "include_hidden", .type = JSON_TRUE, .required = false },
+		{ .name = "files_only", .type = JSON_TRUE, .required = false },
+		{ .name = "include_metadata", .type = JSON_TRUE, .required = false },
+		{ .name = "max_results", .type = JSON_INTEGER, .required = false },
+		{ .name = "sort_by", .type = JSON_STRING, .required = false },
+		{ .name = "sort_desc", .type = JSON_TRUE, .required = false },
+	};
+
+	start(req, arg, OP_GLOB, "path", fields, sizeof(fields) / sizeof(fields[0]));
+}
+
+void files_handle_editor(struct sbx_http_req *req, void *arg)
+{
+	static const struct field fields[] = {
+		{ .name = "command",
+		  .type = JSON_STRING,
+		  .required = true,
+		  .one_of = "view|create|str_replace|insert|undo_edit" },
+		{ .name = "path", .type = JSON_STRING, .required = true },
+		{ .name = "file_text", .type = JSON_STRING, .required = false },
+		{ .name = "old_str", .type = JSON_STRING, .required = false },
+		{ .name = "new_str", .type = JSON_STRING, .required = false },
+		{ .name = "insert_line", .type = JSON_INTEGER, .required = false },
+		{ .name = "view_range", .type = JSON_ARRAY, .required = false },
+		{ .name = "replace_mode", .type = JSON_STRING, .required = false },
+	};
+
+	start(req, arg, OP_EDITOR, "path", fields, sizeof(fields) / sizeof(fields[0]));
 }

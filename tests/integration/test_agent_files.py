@@ -144,3 +144,79 @@ def test_invalid_requests_get_422(sdk):
     r = requests.post(f"{a.url}/v1/file/read", data=b"{not json", timeout=5,
                       headers={"Content-Type": "application/json"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+
+
+def test_replace_and_search(sdk):
+    c, ws, _ = sdk
+    f = ws / "conf.ini"
+    f.write_text("host=a\nport=1\nhost=a\n")
+    r = c.file.replace_in_file(file=str(f), old_str="host=a", new_str="host=b")
+    assert r.success and r.data.replaced_count == 2
+    assert f.read_text() == "host=b\nport=1\nhost=b\n"
+    s = c.file.search_in_file(file=str(f), regex="^(host|port)=[0-9]+$")
+    assert s.data.matches == ["port=1"] and s.data.line_numbers == [2]
+    bad = c.file.search_in_file(file=str(f), regex="([unclosed")
+    assert not bad.success and "regular expression" in bad.message
+
+
+def test_find_and_glob(sdk):
+    c, ws, _ = sdk
+    for rel in ["a.py", "pkg/b.py", "pkg/deep/c.py", "pkg/deep/d.txt", ".hidden/e.py",
+                "node_modules/x.py"]:
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_text(rel)
+    found = c.file.find_files(path=str(ws), glob="*.py")
+    assert sorted(found.data.files) == sorted(str(ws / r) for r in
+                                              ["a.py", "pkg/b.py", "pkg/deep/c.py",
+                                               ".hidden/e.py", "node_modules/x.py"])
+    g = c.file.glob_files(path=str(ws), pattern="**/*.py", exclude=["node_modules/**"])
+    assert sorted(x.path for x in g.data.files) == sorted(str(ws / r) for r in
+                                                          ["a.py", "pkg/b.py", "pkg/deep/c.py"])
+    assert g.data.total_count == 3 and not g.data.truncated and g.data.files[0].size
+    g = c.file.glob_files(path=str(ws), pattern="pkg/*", files_only=False)
+    assert sorted((x.path, x.is_directory) for x in g.data.files) == [
+        (str(ws / "pkg/b.py"), False), (str(ws / "pkg/deep"), True)]
+    capped = c.file.glob_files(path=str(ws), pattern="**/*", max_results=2)
+    assert capped.data.total_count == 2 and capped.data.truncated
+
+
+def test_str_replace_editor(sdk):
+    c, ws, _ = sdk
+    p = str(ws / "src/app.py")
+    ed = c.file.str_replace_editor
+    created = ed(command="create", path=p, file_text="def f():\n    return 1\n")
+    assert created.success and created.data.prev_exist is False
+    again = ed(command="create", path=p, file_text="x")
+    assert not again.success and again.data.error_type == "already_exists"
+
+    view = ed(command="view", path=p)
+    assert "     1\tdef f():\n     2\t    return 1\n" in view.data.output
+    assert "     2\t" in ed(command="view", path=p, view_range=[2, -1]).data.output
+    assert "     1\t" not in ed(command="view", path=p, view_range=[2, -1]).data.output
+
+    edit = ed(command="str_replace", path=p, old_str="return 1", new_str="return 2")
+    assert edit.success and (ws / "src/app.py").read_text() == "def f():\n    return 2\n"
+    assert edit.data.old_content == "def f():\n    return 1\n"
+    assert "return 2" in edit.data.output
+
+    missing = ed(command="str_replace", path=p, old_str="nowhere", new_str="x")
+    assert not missing.success and "does not appear verbatim" in missing.message
+    (ws / "dup.txt").write_text("x\nx\n")
+    dup = ed(command="str_replace", path=str(ws / "dup.txt"), old_str="x", new_str="y")
+    assert not dup.success and "appears 2 times" in dup.message
+    assert ed(command="str_replace", path=str(ws / "dup.txt"), old_str="x", new_str="y",
+              replace_mode="ALL").success
+    assert (ws / "dup.txt").read_text() == "y\ny\n"
+
+    ins = ed(command="insert", path=p, insert_line=1, new_str="    '''doc'''")
+    assert ins.success
+    assert (ws / "src/app.py").read_text() == "def f():\n    '''doc'''\n    return 2\n"
+    assert ed(command="undo_edit", path=p).success
+    assert (ws / "src/app.py").read_text() == "def f():\n    return 2\n"
+    assert ed(command="undo_edit", path=p).success
+    assert (ws / "src/app.py").read_text() == "def f():\n    return 1\n"
+    none_left = ed(command="undo_edit", path=p)
+    assert not none_left.success and "No edit history" in none_left.message
+
+    tree = ed(command="view", path=str(ws / "src"))
+    assert str(ws / "src/app.py") in tree.data.output
