@@ -27,6 +27,37 @@ def assert_no_sanitizer_report(stderr: str) -> None:
         assert mark not in stderr, stderr
 
 
+def processes() -> list[tuple[int, int, str, str]]:
+    """(pid, ppid, state, cmdline) of every process, from /proc."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        out.append((int(d.name), int(fields[1]), fields[0], cmd))
+    return out
+
+
+def zombies_below(root: int) -> list[tuple[int, str]]:
+    """Zombies among root's descendants. (The machine's own init may hold
+    others; they are not ours to judge.)"""
+    children: dict[int, list] = {}
+    for pid, ppid, state, cmd in processes():
+        children.setdefault(ppid, []).append((pid, state, cmd))
+    found, todo = [], [root]
+    while todo:
+        for pid, state, cmd in children.get(todo.pop(), []):
+            if state == "Z":
+                found.append((pid, cmd))
+            todo.append(pid)
+    return found
+
+
 def binary(rel: str) -> Path:
     path = BUILD / rel
     if not path.exists():

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from agent_sandbox import Sandbox
 
+from conftest import processes, zombies_below
 from test_agent import agent  # noqa: F401 - the fixture
 
 
@@ -18,38 +18,6 @@ def sh(agent, tmp_path):  # noqa: F811
     # 'sleep'; its supervisor reaps whatever is orphaned below it.
     a = agent(f"--workspace={tmp_path}", "--max-sessions=4", "run", "--", "sleep", "3600")
     return Sandbox(base_url=a.url).shell, a, tmp_path
-
-
-def zombies_below(root: int) -> list:
-    """Zombies among root's descendants (the machine's own init may keep
-    others, which are not ours to judge)."""
-    procs = processes()
-    children = {}
-    for pid, ppid, state, cmd in procs:
-        children.setdefault(ppid, []).append((pid, state, cmd))
-    found, todo = [], [root]
-    while todo:
-        for pid, state, cmd in children.get(todo.pop(), []):
-            if state == "Z":
-                found.append((pid, cmd))
-            todo.append(pid)
-    return found
-
-
-def processes():
-    """(pid, ppid, state, cmdline) of every process."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        out.append((int(d.name), int(fields[1]), fields[0], cmd))
-    return out
 
 
 def test_a_session_keeps_cd_and_export(sh):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from conftest import assert_no_sanitizer_report, binary
+from conftest import assert_no_sanitizer_report, binary, zombies_below
 
 
 def start(*cmd, env=None, wait_listening=True):
@@ -36,21 +36,6 @@ def finish(p, timeout=15, stderr_out=None):
     if stderr_out is not None:
         stderr_out.append(err)
     return code
-
-
-def zombies_of(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] == "Z" and int(fields[1]) == pid:
-            out.append(int(d.name))
-    return out
 
 
 def test_exit_status_passes_through_and_api_serves_meanwhile():
@@ -86,7 +71,7 @@ def test_orphans_are_reaped():
     (PID 1 in a pod, a subreaper here) and must not stay zombies."""
     p, _ = start("sh", "-c", "for i in 1 2 3 4 5 6; do (sleep 0.1 &); done; sleep 1.5")
     time.sleep(1.0)
-    assert zombies_of(p.pid) == []
+    assert zombies_below(p.pid) == []
     assert finish(p) == 0
 
 
