@@ -225,7 +225,10 @@ void auth_handle_tickets(struct sbx_http_req *req, void *arg)
 	json_t *body;
 
 	if (!auth_enabled(a)) {
-		sbx_http_respond_error(req, 404, "tickets need authentication to be configured");
+		/* Not 404: the endpoint exists; this configuration has no use for it. */
+		sbx_http_respond_error(req, 400,
+				       "tickets need authentication to be configured "
+				       "(JWT_PUBLIC_KEY or SANDBOX_API_KEY)");
 		return;
 	}
 	purge_tickets(a);

@@ -8,6 +8,7 @@
 #include "api.h"
 #include "auth.h"
 #include "context.h"
+#include "docs.h"
 #include "code.h"
 #include "files.h"
 #include "shell.h"
@@ -44,6 +45,7 @@ struct agent {
 	struct auth auth;
 	struct shell shell;
 	struct code code;
+	struct docs docs;
 };
 
 static void healthz(struct sbx_http_req *req, void *arg)
@@ -84,97 +86,137 @@ static int serve(void *arg)
 		{ .method = "GET",
 		  .pattern = "/v1/sandbox",
 		  .fn = context_handle_sandbox,
-		  .arg = &a.ctx },
+		  .arg = &a.ctx,
+		  .summary = "The sandbox context: home, workspace, system, runtimes, tools" },
 		{ .method = "GET",
 		  .pattern = "/v1/ping",
 		  .fn = context_handle_ping,
-		  .public = true },
+		  .public = true,
+		  .summary = "Liveness of the API" },
 		{ .method = "POST",
 		  .pattern = "/tickets",
 		  .fn = auth_handle_tickets,
-		  .arg = &a.auth },
-		{ .method = "POST",
-		  .pattern = "/v1/file/read",
-		  .fn = files_handle_read,
-		  .arg = &a.files },
-		{ .method = "POST",
-		  .pattern = "/v1/file/write",
-		  .fn = files_handle_write,
-		  .arg = &a.files },
-		{ .method = "POST",
-		  .pattern = "/v1/file/list",
-		  .fn = files_handle_list,
-		  .arg = &a.files },
+		  .arg = &a.auth,
+		  .summary = "Trade a credential for a single-use ticket (?ticket=)" },
 		{ .method = "POST",
 		  .pattern = "/v1/shell/exec",
 		  .fn = shell_handle_exec,
-		  .arg = &a.shell },
+		  .arg = &a.shell,
+		  .summary = "Run a command in a shell session (new or given)" },
 		{ .method = "POST",
 		  .pattern = "/v1/shell/view",
 		  .fn = shell_handle_view,
-		  .arg = &a.shell },
+		  .arg = &a.shell,
+		  .summary = "Output and status of a session's current or last command" },
 		{ .method = "POST",
 		  .pattern = "/v1/shell/wait",
 		  .fn = shell_handle_wait,
-		  .arg = &a.shell },
+		  .arg = &a.shell,
+		  .summary = "Wait for a session's command to finish" },
 		{ .method = "POST",
 		  .pattern = "/v1/shell/write",
 		  .fn = shell_handle_write,
-		  .arg = &a.shell },
+		  .arg = &a.shell,
+		  .summary = "Send input to a session's running command" },
 		{ .method = "POST",
 		  .pattern = "/v1/shell/kill",
 		  .fn = shell_handle_kill,
-		  .arg = &a.shell },
+		  .arg = &a.shell,
+		  .summary = "Kill a session's running command" },
 		{ .method = "POST",
 		  .pattern = "/v1/shell/sessions/create",
 		  .fn = shell_handle_create,
-		  .arg = &a.shell },
+		  .arg = &a.shell,
+		  .summary = "Open a shell session" },
 		{ .method = "GET",
 		  .pattern = "/v1/shell/sessions",
 		  .fn = shell_handle_list,
-		  .arg = &a.shell },
+		  .arg = &a.shell,
+		  .summary = "List shell sessions" },
 		{ .method = "DELETE",
 		  .pattern = "/v1/shell/sessions",
 		  .fn = shell_handle_delete_all,
-		  .arg = &a.shell },
+		  .arg = &a.shell,
+		  .summary = "Close every shell session" },
 		{ .method = "DELETE",
 		  .pattern = "/v1/shell/sessions/{session_id}",
 		  .fn = shell_handle_delete,
-		  .arg = &a.shell },
+		  .arg = &a.shell,
+		  .summary = "Close one shell session" },
 		{ .method = "POST",
-		  .pattern = "/v1/code/execute",
-		  .fn = code_handle_execute,
-		  .arg = &a.code },
-		{ .method = "GET",
-		  .pattern = "/v1/code/info",
-		  .fn = code_handle_info,
-		  .arg = &a.code },
+		  .pattern = "/v1/file/read",
+		  .fn = files_handle_read,
+		  .arg = &a.files,
+		  .summary = "Read a text file (line ranges)" },
+		{ .method = "POST",
+		  .pattern = "/v1/file/write",
+		  .fn = files_handle_write,
+		  .arg = &a.files,
+		  .summary = "Write a file (utf-8 or base64; append)" },
+		{ .method = "POST",
+		  .pattern = "/v1/file/list",
+		  .fn = files_handle_list,
+		  .arg = &a.files,
+		  .summary = "List a directory (recursive, filters, sorting)" },
 		{ .method = "POST",
 		  .pattern = "/v1/file/replace",
 		  .fn = files_handle_replace,
-		  .arg = &a.files },
+		  .arg = &a.files,
+		  .summary = "Replace every occurrence of a string in a file" },
 		{ .method = "POST",
 		  .pattern = "/v1/file/search",
 		  .fn = files_handle_search,
-		  .arg = &a.files },
+		  .arg = &a.files,
+		  .summary = "Lines of a file matching a regular expression" },
 		{ .method = "POST",
 		  .pattern = "/v1/file/find",
 		  .fn = files_handle_find,
-		  .arg = &a.files },
+		  .arg = &a.files,
+		  .summary = "Files below a folder whose names match a pattern" },
 		{ .method = "POST",
 		  .pattern = "/v1/file/glob",
 		  .fn = files_handle_glob,
-		  .arg = &a.files },
+		  .arg = &a.files,
+		  .summary = "Paths below a folder matching a glob (**)" },
 		{ .method = "POST",
 		  .pattern = "/v1/file/str_replace_editor",
 		  .fn = files_handle_editor,
-		  .arg = &a.files },
-		{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true },
+		  .arg = &a.files,
+		  .summary = "View, create, edit, insert into and undo edits of text files" },
+		{ .method = "POST",
+		  .pattern = "/v1/code/execute",
+		  .fn = code_handle_execute,
+		  .arg = &a.code,
+		  .summary = "Run Python or JavaScript code" },
+		{ .method = "GET",
+		  .pattern = "/v1/code/info",
+		  .fn = code_handle_info,
+		  .arg = &a.code,
+		  .summary = "Languages and runtime versions" },
+		{ .method = "GET",
+		  .pattern = "/v1/openapi.json",
+		  .fn = docs_handle_openapi,
+		  .arg = &a.docs,
+		  .public = true,
+		  .summary = "This API's description (OpenAPI 3.1)" },
+		{ .method = "GET",
+		  .pattern = "/v1/docs",
+		  .fn = docs_handle_page,
+		  .arg = &a.docs,
+		  .public = true,
+		  .summary = "This API's description, as a page" },
+		{ .method = "GET",
+		  .pattern = "/healthz",
+		  .fn = healthz,
+		  .public = true,
+		  .summary = "Health for probes" },
 		{ .method = "GET",
 		  .pattern = "/metrics",
 		  .fn = sbx_metrics_handle,
-		  .public = true },
+		  .public = true,
+		  .summary = "Prometheus metrics" },
 	};
+
 	struct sbx_http_server_opts so = { 0 };
 	int rc, exit_code = 1;
 	char err[256];
@@ -198,6 +240,12 @@ static int serve(void *arg)
 			    32))) {
 		sbx_log_error("cannot set up code execution", SBX_LERR(rc));
 		shell_close(&a.shell);
+		goto out_context;
+	}
+	if ((rc = docs_init(&a.docs, routes, sizeof(routes) / sizeof(routes[0]), SBX_VERSION))) {
+		sbx_log_error("cannot describe the API", SBX_LERR(rc));
+		shell_close(&a.shell);
+		code_release(&a.code);
 		goto out_context;
 	}
 	a.files = (struct files){ .loop = a.loop,
@@ -227,6 +275,7 @@ out_loop:
 	uv_run(a.loop, UV_RUN_DEFAULT);
 	shell_close(&a.shell);
 	code_release(&a.code);
+	docs_release(&a.docs);
 out_context:
 	sbx_loop_close(a.loop);
 	context_release(&a.ctx);

@@ -40,6 +40,7 @@ struct sbx_http_route {
 	void *arg;
 	size_t max_body_bytes; /* 0: the server's default */
 	bool public;	       /* served without the authorize check */
+	const char *summary;   /* one line for the API description (OpenAPI) */
 };
 
 struct sbx_http_server_opts {
