@@ -996,6 +996,7 @@ void shell_close(struct shell *sh)
 		return;
 	sh->closing = true;
 	remove_all(sh);
+	sbx_map_release(&sh->sessions);
 	on_sigchld(&sh->sigchld, SIGCHLD);
 	uv_close((uv_handle_t *)&sh->sigchld, NULL);
 	rmdir(sh->script_dir);

@@ -57,11 +57,16 @@ static void reap(pid_t cmd, pid_t server, int *cmd_status, bool *cmd_done, bool 
 
 static pid_t start_server(int (*serve)(void *), void *arg, const sigset_t *orig)
 {
-	pid_t pid = fork();
+	pid_t pid;
 
+	/* Nothing buffered may be written twice by the two processes. */
+	fflush(NULL);
+	pid = fork();
 	if (pid == 0) {
 		sigprocmask(SIG_SETMASK, orig, NULL);
-		_exit(serve(arg));
+		/* exit, not _exit: the server ends like a standalone agent, and a
+		 * sanitizer build checks it for leaks. */
+		exit(serve(arg));
 	}
 	return pid;
 }
