@@ -24,10 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
-enum op { OP_READ, OP_WRITE, OP_LIST, OP_REPLACE, OP_SEARCH, OP_FIND, OP_GLOB, OP_EDITOR };
+enum op { OP_READ, OP_WRITE, OP_LIST, OP_REPLACE, OP_SEARCH, OP_FIND, OP_GLOB, OP_EDITOR, OP_GREP };
 
 static const char *const op_names[] = { "read",	  "write", "list", "replace",
-					"search", "find",  "glob", "str_replace_editor" };
+					"search", "find",  "glob", "str_replace_editor",
+					"grep" };
 
 struct job {
 	uv_work_t work;
@@ -78,27 +79,33 @@ static int fail(struct job *j, int err, const char *type, const char *fmt, ...)
 /* Always returns -1, so that "return fail(...)" ends an operation. */
 static int fail(struct job *j, int err, const char *type, const char *fmt, ...)
 {
+	const char *pattern;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(j->message, sizeof(j->message), fmt, ap);
 	va_end(ap);
 	j->ok = false;
-	/* A FileOperationError, plus the success shapes' required fields
-	 * (FileReadResult: file, content; StrReplaceEditorResult: output,
-	 * prev_exist): SDKs generated from the success type alone
-	 * (agent-sandbox 0.0.30 parses every 200 as the success type) then still
-	 * parse the answer, and their users read success=false and
-	 * data.error_type. */
-	j->data = json_pack("{s:s, s:s, s:s, s:s, s:b, s:o, s:o, s:n, s:s, s:s, s:s, s:b}", "path",
-			    j->path, "operation", op_names[j->op], "message", j->message,
-			    "error_type", type ? type : files_error_type(err), "retryable",
+	j->data = json_pack("{s:s, s:s, s:s, s:s, s:b, s:o, s:o, s:n}", "path", j->path,
+			    "operation", op_names[j->op], "message", j->message, "error_type",
+			    type ? type : files_error_type(err), "retryable",
 			    err == EAGAIN || err == EBUSY || err == EINTR, "errno",
 			    err ? json_integer(err) : json_null(), "errno_name",
 			    err && strerrorname_np(err) ? json_string(strerrorname_np(err))
 							: json_null(),
-			    "exception_type", "file", j->path, "content", "", "output", j->message,
-			    "prev_exist", access(j->path, F_OK) == 0);
+			    "exception_type");
+	/* Also the success shapes' required fields (FileReadResult: file,
+	 * content; StrReplaceEditorResult: output, prev_exist; FileGrepResult and
+	 * FileGlobResult: pattern): SDKs generated from the success type alone
+	 * (agent-sandbox 0.0.30 parses every 200 as the success type) then still
+	 * parse the answer, and their users read success=false and
+	 * data.error_type. */
+	pattern = json_string_value(json_object_get(j->args, "pattern"));
+	json_object_set_new(j->data, "file", json_string(j->path));
+	json_object_set_new(j->data, "content", json_string(""));
+	json_object_set_new(j->data, "output", json_string(j->message));
+	json_object_set_new(j->data, "prev_exist", json_boolean(access(j->path, F_OK) == 0));
+	json_object_set_new(j->data, "pattern", json_string(pattern ? pattern : ""));
 	return -1;
 }
 
@@ -1037,6 +1044,309 @@ static int do_editor(struct job *j)
 	return editor_undo(j);
 }
 
+/* ---- grep ---------------------------------------------------------------------------- */
+
+/* ripgrep-style type names, as file name patterns. */
+static const struct {
+	const char *type;
+	const char *globs[4];
+} grep_types[] = {
+	{ "py", { "*.py", "*.pyi" } },
+	{ "js", { "*.js", "*.mjs", "*.cjs", "*.jsx" } },
+	{ "ts", { "*.ts", "*.tsx" } },
+	{ "go", { "*.go" } },
+	{ "rust", { "*.rs" } },
+	{ "c", { "*.c", "*.h" } },
+	{ "cpp", { "*.cc", "*.cpp", "*.hpp", "*.hh" } },
+	{ "java", { "*.java" } },
+	{ "md", { "*.md", "*.markdown" } },
+	{ "json", { "*.json" } },
+	{ "yaml", { "*.yml", "*.yaml" } },
+	{ "sh", { "*.sh", "*.bash" } },
+	{ "html", { "*.html", "*.htm" } },
+	{ "css", { "*.css" } },
+};
+
+struct grepper {
+	const char *pattern;
+	bool fixed, icase, multiline, recursive;
+	regex_t re;
+	json_t *include, *exclude;
+	const char *const *type_globs;
+	long before, after, offset;
+	size_t max_results, max_file;
+	json_t *matches;
+	size_t found, files_searched, files_matched;
+	bool truncated;
+};
+
+/* "1M", "500K", "2G" or a plain byte count. */
+static size_t parse_size(const char *s, size_t fallback)
+{
+	char *end;
+	double v;
+
+	if (!s || !*s)
+		return fallback;
+	v = strtod(s, &end);
+	if (end == s || v < 0)
+		return fallback;
+	if (*end == 'k' || *end == 'K')
+		v *= 1024;
+	else if (*end == 'm' || *end == 'M')
+		v *= 1024 * 1024;
+	else if (*end == 'g' || *end == 'G')
+		v *= 1024.0 * 1024 * 1024;
+	return (size_t)v;
+}
+
+static bool any_glob(json_t *globs, const char *name, const char *rel)
+{
+	size_t i;
+	json_t *g;
+
+	json_array_foreach(globs, i, g)
+	{
+		const char *p = json_string_value(g);
+
+		if (p && (fnmatch(p, name, 0) == 0 || (rel && match_segments(p, rel, 0))))
+			return true;
+	}
+	return false;
+}
+
+static bool wanted_file(const struct grepper *g, const char *name, const char *rel)
+{
+	if (g->exclude && any_glob(g->exclude, name, rel))
+		return false;
+	if (g->include && !any_glob(g->include, name, rel))
+		return false;
+	if (!g->type_globs)
+		return true;
+	for (size_t i = 0; i < 4 && g->type_globs[i]; i++) {
+		if (fnmatch(g->type_globs[i], name, 0) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool line_matches(struct grepper *g, const char *line)
+{
+	if (g->fixed)
+		return (g->icase ? strcasestr(line, g->pattern) : strstr(line, g->pattern)) != NULL;
+	return regexec(&g->re, line, 0, NULL, 0) == 0;
+}
+
+/* Cuts text into NUL-terminated lines in place; *out (caller frees) points
+ * at each. Returns the count, 0 on -ENOMEM. */
+static size_t split_lines(char *text, size_t len, char ***out)
+{
+	size_t n = 0, cap = 64;
+	char **v = sbx_malloc(cap * sizeof(*v)), *p = text;
+
+	while (v && p < text + len) {
+		char *nl = memchr(p, '\n', (size_t)(text + len - p));
+
+		if (n == cap) {
+			char **grown = sbx_realloc(v, (cap *= 2) * sizeof(*v));
+
+			if (!grown) {
+				sbx_free(v);
+				v = NULL;
+				break;
+			}
+			v = grown;
+		}
+		v[n++] = p;
+		if (!nl)
+			break;
+		*nl = '\0';
+		p = nl + 1;
+	}
+	*out = v;
+	return v ? n : 0;
+}
+
+static void add_match(struct grepper *g, const char *file, char **lines, size_t n, size_t i)
+{
+	json_t *before, *after;
+
+	g->found++;
+	if ((long)g->found <= g->offset)
+		return;
+	if (json_array_size(g->matches) >= g->max_results) {
+		g->truncated = true;
+		return;
+	}
+	before = json_array();
+	after = json_array();
+	for (size_t k = i > (size_t)g->before ? i - (size_t)g->before : 0; k < i; k++)
+		json_array_append_new(before, json_string(lines[k]));
+	for (size_t k = i + 1; k < n && k <= i + (size_t)g->after; k++)
+		json_array_append_new(after, json_string(lines[k]));
+	json_array_append_new(g->matches,
+			      json_pack("{s:s, s:I, s:s, s:o, s:o}", "file", file, "line_number",
+					(json_int_t)(i + 1), "line_content", lines[i],
+					"context_before", before, "context_after", after));
+}
+
+/* Multiline: the regex runs over the whole text; each match is reported at
+ * the line it starts on. */
+static void grep_multiline(struct grepper *g, const char *path, const char *text, size_t len)
+{
+	char *copy = sbx_strndup(text, len), **lines = NULL;
+	size_t n = copy ? split_lines(copy, len, &lines) : 0, off = 0, line = 0, scanned = 0;
+	regmatch_t m;
+
+	while (lines && off < len && !g->truncated &&
+	       regexec(&g->re, text + off, 1, &m, off ? REG_NOTBOL : 0) == 0) {
+		size_t at = off + (size_t)m.rm_so;
+
+		for (; scanned < at; scanned++)
+			line += text[scanned] == '\n';
+		if (line < n)
+			add_match(g, path, lines, n, line);
+		off = at + (m.rm_eo > m.rm_so ? (size_t)(m.rm_eo - m.rm_so) : 1);
+	}
+	sbx_free(lines);
+	sbx_free(copy);
+}
+
+static void grep_file(struct grepper *g, const char *path)
+{
+	size_t before = g->found, n;
+	struct sbx_buf b;
+	char **lines = NULL;
+	json_t *check;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	if (read_all(fd, g->max_file, &b)) {
+		close(fd);
+		sbx_buf_release(&b);
+		return;
+	}
+	close(fd);
+	/* Binary (a NUL early on) and non-UTF-8 files are skipped, as rg does. */
+	check = b.len && !memchr(b.data, 0, b.len < 8192 ? b.len : 8192)
+			? json_stringn(b.data, b.len)
+			: NULL;
+	if (!check) {
+		sbx_buf_release(&b);
+		return;
+	}
+	json_decref(check);
+	g->files_searched++;
+	if (g->multiline) {
+		grep_multiline(g, path, b.data, b.len);
+	} else {
+		n = split_lines(b.data, b.len, &lines);
+		for (size_t i = 0; lines && i < n && !g->truncated; i++) {
+			if (line_matches(g, lines[i]))
+				add_match(g, path, lines, n, i);
+		}
+		sbx_free(lines);
+	}
+	sbx_buf_release(&b);
+	if (g->found > before)
+		g->files_matched++;
+}
+
+static void grep_walk(struct grepper *g, const char *dir, const char *rel, int depth)
+{
+	char path[PATH_MAX], sub[PATH_MAX];
+	struct dirent *e;
+	struct stat st;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return;
+	while ((e = readdir(d)) && !g->truncated) {
+		if (e->d_name[0] == '.')
+			continue; /* hidden files and folders, and . and .. */
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		snprintf(sub, sizeof(sub), "%s%s%s", rel, *rel ? "/" : "", e->d_name);
+		if (lstat(path, &st))
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			if (g->recursive && !(g->exclude && any_glob(g->exclude, e->d_name, sub)))
+				grep_walk(g, path, sub, depth + 1);
+		} else if (S_ISREG(st.st_mode) && (size_t)st.st_size <= g->max_file &&
+			   wanted_file(g, e->d_name, sub)) {
+			grep_file(g, path);
+		}
+	}
+	closedir(d);
+}
+
+static long clamp(long v, long lo, long hi)
+{
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
+static int do_grep(struct job *j)
+{
+	json_t *a = j->args, *mr = json_object_get(a, "max_results");
+	struct grepper g = { .matches = json_array() };
+	const char *type = json_string_value(json_object_get(a, "type"));
+	struct stat st;
+	char err[160];
+	int rc;
+
+	g.pattern = json_string_value(json_object_get(a, "pattern"));
+	g.fixed = json_is_true(json_object_get(a, "fixed_strings"));
+	g.icase = json_is_true(json_object_get(a, "case_insensitive"));
+	g.multiline = json_is_true(json_object_get(a, "multiline")) && !g.fixed;
+	g.recursive = !json_is_false(json_object_get(a, "recursive"));
+	g.include =
+		json_is_array(json_object_get(a, "include")) ? json_object_get(a, "include") : NULL;
+	g.exclude =
+		json_is_array(json_object_get(a, "exclude")) ? json_object_get(a, "exclude") : NULL;
+	g.before = clamp((long)json_integer_value(json_object_get(a, "context_before")), 0, 50);
+	g.after = clamp((long)json_integer_value(json_object_get(a, "context_after")), 0, 50);
+	g.offset = clamp((long)json_integer_value(json_object_get(a, "offset")), 0, LONG_MAX);
+	g.max_results =
+		json_is_integer(mr) ? (size_t)clamp((long)json_integer_value(mr), 1, 10000) : 500;
+	g.max_file = parse_size(json_string_value(json_object_get(a, "max_file_size")), 1u << 20);
+	if (g.max_file > j->f->max_read_bytes)
+		g.max_file = j->f->max_read_bytes;
+	for (size_t i = 0; type && i < sizeof(grep_types) / sizeof(grep_types[0]); i++) {
+		if (!strcmp(grep_types[i].type, type))
+			g.type_globs = grep_types[i].globs;
+	}
+	if (type && !g.type_globs) {
+		json_decref(g.matches);
+		return fail(j, EINVAL, "invalid_target", "unknown file type '%s'", type);
+	}
+	if (!g.fixed && (rc = regcomp(&g.re, g.pattern,
+				      REG_EXTENDED | (g.icase ? REG_ICASE : 0) |
+					      (g.multiline ? 0 : REG_NEWLINE)))) {
+		regerror(rc, &g.re, err, sizeof(err));
+		json_decref(g.matches);
+		return fail(j, EINVAL, "invalid_target", "bad regular expression: %s", err);
+	}
+	rc = stat(j->path, &st) ? errno : 0;
+	if (!rc && S_ISDIR(st.st_mode))
+		grep_walk(&g, j->path, "", 0);
+	else if (!rc)
+		grep_file(&g, j->path);
+	if (!g.fixed)
+		regfree(&g.re);
+	if (rc) {
+		json_decref(g.matches);
+		return fail_errno(j, rc, "cannot search");
+	}
+	j->ok = true;
+	snprintf(j->message, sizeof(j->message), "%zu matches in %zu files", g.found,
+		 g.files_matched);
+	j->data = json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:b}", "path", j->path, "pattern",
+			    g.pattern, "matches", g.matches, "match_count", (json_int_t)g.found,
+			    "files_searched", (json_int_t)g.files_searched, "files_matched",
+			    (json_int_t)g.files_matched, "truncated", g.truncated);
+	return 0;
+}
+
 /* ---- jobs ------------------------------------------------------------------- */
 
 static void run_job(uv_work_t *w)
@@ -1066,6 +1376,9 @@ static void run_job(uv_work_t *w)
 		break;
 	case OP_EDITOR:
 		(void)do_editor(j);
+		break;
+	case OP_GREP:
+		(void)do_grep(j);
 		break;
 	}
 }
@@ -1321,4 +1634,26 @@ void files_handle_editor(struct sbx_http_req *req, void *arg)
 	};
 
 	start(req, arg, OP_EDITOR, "path", fields, sizeof(fields) / sizeof(fields[0]));
+}
+
+void files_handle_grep(struct sbx_http_req *req, void *arg)
+{
+	static const struct field fields[] = {
+		{ .name = "path", .type = JSON_STRING, .required = true },
+		{ .name = "pattern", .type = JSON_STRING, .required = true },
+		{ .name = "include", .type = JSON_ARRAY, .required = false },
+		{ .name = "exclude", .type = JSON_ARRAY, .required = false },
+		{ .name = "case_insensitive", .type = JSON_TRUE, .required = false },
+		{ .name = "fixed_strings", .type = JSON_TRUE, .required = false },
+		{ .name = "context_before", .type = JSON_INTEGER, .required = false },
+		{ .name = "context_after", .type = JSON_INTEGER, .required = false },
+		{ .name = "max_results", .type = JSON_INTEGER, .required = false },
+		{ .name = "max_file_size", .type = JSON_STRING, .required = false },
+		{ .name = "multiline", .type = JSON_TRUE, .required = false },
+		{ .name = "offset", .type = JSON_INTEGER, .required = false },
+		{ .name = "type", .type = JSON_STRING, .required = false },
+		{ .name = "recursive", .type = JSON_TRUE, .required = false },
+	};
+
+	start(req, arg, OP_GREP, "path", fields, sizeof(fields) / sizeof(fields[0]));
 }

@@ -1,5 +1,5 @@
-/* The /v1/file group: read, write, list, replace, search, find, glob and
- * str_replace_editor (upload, download, grep and watch are still to come). Blocking file work
+/* The /v1/file group: read, write, list, replace, search, find, glob, grep
+ * and str_replace_editor (upload, download and watch are still to come). Blocking file work
  * runs on libuv's thread pool; the loop thread only parses and answers.
  *
  * Failures are answers, not HTTP errors: HTTP 200 with success false and a
@@ -30,6 +30,7 @@ void files_handle_search(struct sbx_http_req *req, void *arg);
 void files_handle_find(struct sbx_http_req *req, void *arg);
 void files_handle_glob(struct sbx_http_req *req, void *arg);
 void files_handle_editor(struct sbx_http_req *req, void *arg);
+void files_handle_grep(struct sbx_http_req *req, void *arg);
 
 /* error_type for an errno value (exposed for tests). */
 const char *files_error_type(int err);

@@ -1001,3 +1001,42 @@ void shell_close(struct shell *sh)
 	uv_close((uv_handle_t *)&sh->sigchld, NULL);
 	rmdir(sh->script_dir);
 }
+
+void shell_handle_update(struct sbx_http_req *req, void *arg)
+{
+	json_t *body = api_body_object(req);
+	struct session *s;
+	long no_change = -1;
+
+	if (!body)
+		return;
+	if ((s = named_session(req, arg, body)) &&
+	    opt_field(req, body, "no_change_timeout", 'i', &no_change)) {
+		if (no_change >= 0)
+			s->no_change_ms = (uint64_t)no_change * 1000;
+		api_ok(req, "Session updated",
+		       json_pack("{s:s, s:I}", "session_id", s->id, "no_change_timeout",
+				 (json_int_t)(s->no_change_ms / 1000)));
+	}
+	json_decref(body);
+}
+
+static void count_active(const char *key, void *value, void *arg)
+{
+	(void)key;
+	*(unsigned *)arg += ((struct session *)value)->running;
+}
+
+void shell_handle_stats(struct sbx_http_req *req, void *arg)
+{
+	struct shell *sh = arg;
+	unsigned total = (unsigned)sh->sessions.count, active = 0;
+
+	sbx_map_foreach(&sh->sessions, count_active, &active);
+	/* Sessions do not expire on their own: session_timeout is 0. */
+	api_ok(req, "Session statistics",
+	       json_pack("{s:i, s:i, s:i, s:i, s:i, s:f}", "total_sessions", (int)total,
+			 "active_sessions", (int)active, "idle_sessions", (int)(total - active),
+			 "max_sessions", (int)sh->max_sessions, "session_timeout", 0, "usage_ratio",
+			 sh->max_sessions ? (double)total / sh->max_sessions : 0.0));
+}

@@ -49,6 +49,8 @@ void shell_handle_create(struct sbx_http_req *req, void *arg);
 void shell_handle_list(struct sbx_http_req *req, void *arg);
 void shell_handle_delete(struct sbx_http_req *req, void *arg);
 void shell_handle_delete_all(struct sbx_http_req *req, void *arg);
+void shell_handle_update(struct sbx_http_req *req, void *arg);
+void shell_handle_stats(struct sbx_http_req *req, void *arg);
 
 /* Cuts text over limit characters to its head and tail around a notice;
  * returns a new string (exposed for tests). */

@@ -220,3 +220,35 @@ def test_str_replace_editor(sdk):
 
     tree = ed(command="view", path=str(ws / "src"))
     assert str(ws / "src/app.py") in tree.data.output
+
+
+def test_grep(sdk):
+    c, ws, _ = sdk
+    (ws / "src/pkg").mkdir(parents=True)
+    (ws / "src/app.py").write_text("import os\n\ndef main():\n    # TODO: tidy\n    return 0\n")
+    (ws / "src/pkg/util.py").write_text("def helper():\n    pass  # todo later\n")
+    (ws / "src/notes.md").write_text("TODO: write docs\n")
+    (ws / "src/.hidden.py").write_text("# TODO hidden\n")
+    (ws / "src/blob.bin").write_bytes(b"\0TODO\0")
+    g = c.file.grep_files(path=str(ws / "src"), pattern="TODO")
+    assert sorted((m.file, m.line_number) for m in g.data.matches) == [
+        (str(ws / "src/app.py"), 4), (str(ws / "src/notes.md"), 1)]
+    assert g.data.files_matched == 2 and not g.data.truncated
+
+    g = c.file.grep_files(path=str(ws / "src"), pattern="todo", case_insensitive=True, type="py")
+    assert sorted(m.file for m in g.data.matches) == [str(ws / "src/app.py"),
+                                                       str(ws / "src/pkg/util.py")]
+    g = c.file.grep_files(path=str(ws / "src"), pattern="def main", include=["*.py"],
+                          context_before=2, context_after=1)
+    m = g.data.matches[0]
+    assert m.line_content == "def main():" and m.context_before == ["import os", ""]
+    assert m.context_after == ["    # TODO: tidy"]
+    g = c.file.grep_files(path=str(ws / "src"), pattern="(x", fixed_strings=True)
+    assert g.success and g.data.match_count == 0
+    g = c.file.grep_files(path=str(ws / "src"), pattern="main\\(\\):\n +#", multiline=True)
+    assert [(m.file, m.line_number) for m in g.data.matches] == [(str(ws / "src/app.py"), 3)]
+    g = c.file.grep_files(path=str(ws / "src"), pattern="e", max_results=2)
+    assert len(g.data.matches) == 2 and g.data.truncated
+    page2 = c.file.grep_files(path=str(ws / "src"), pattern="def", offset=1)
+    assert page2.data.match_count == 2 and len(page2.data.matches) == 1
+    assert not c.file.grep_files(path=str(ws / "src"), pattern="x", type="cobol").success

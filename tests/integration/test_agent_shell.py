@@ -149,3 +149,15 @@ def test_invalid_requests_are_422_and_failures_never_5xx(sh):
     assert r.status_code == 422
     r = requests.post(f"{a.url}/v1/shell/view", json={"id": "nope"}, timeout=5)
     assert r.status_code == 200 and r.json()["success"] is False
+
+
+def test_session_update_and_stats(sh):
+    shell, _, _ = sh
+    shell.create_session(id="u")
+    shell.update_session(id="u", no_change_timeout=1)
+    r = shell.exec_command(id="u", command="echo go; sleep 20")
+    assert r.data.status == "no_change_timeout"
+    stats = shell.get_session_stats().data
+    assert stats.total_sessions == 1 and stats.active_sessions == 1
+    assert stats.max_sessions == 4 and stats.usage_ratio == 0.25
+    shell.kill_process(id="u")
