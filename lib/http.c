@@ -54,6 +54,13 @@ struct sbx_http_req {
 	bool chunked;
 	bool head;
 	bool ended;
+	bool streamed;	 /* the route takes its body as a stream */
+	bool body_ended; /* streamed: the sink has had its end (or an error) */
+	bool sized;	 /* streamed response with Content-Length */
+	uint64_t body_received;
+	uint64_t length_left; /* sized: bytes still owed */
+	const struct sbx_http_body_sink *sink;
+	void *sink_arg;
 	int status;
 	void (*on_abort)(struct sbx_http_req *, void *);
 	void *abort_arg;
@@ -75,11 +82,15 @@ struct conn {
 	bool keep_alive;
 	bool closing;
 	bool reading;
-	bool handling;	 /* the request is with its handler */
-	bool complete;	 /* the parser finished a message */
-	bool processing; /* inside conn_process (no recursion) */
-	bool again;	 /* conn_process must look once more */
-	bool shutting;	 /* uv_shutdown issued */
+	bool handling;	    /* the request is with its handler */
+	bool complete;	    /* the parser finished a message */
+	bool processing;    /* inside conn_process (no recursion) */
+	bool again;	    /* conn_process must look once more */
+	bool shutting;	    /* uv_shutdown issued */
+	bool headers_ready; /* a streamed route's headers are in: dispatch */
+	bool streaming;	    /* with its handler, body still arriving */
+	bool body_paused;   /* streaming, but not reading for now */
+	bool lingering;	    /* shut down; draining the client's rest */
 };
 
 struct sbx_http_server {
@@ -481,9 +492,22 @@ static int send_parts(struct conn *c, const void *a, size_t alen, const void *b,
 	return 0;
 }
 
+/* Our side is done. Unread bytes in the socket would make close() send a
+ * reset that can destroy the response before the client reads it (an
+ * upload answered early, say), so the connection lingers: it reads and
+ * drops whatever still comes for up to a second, then closes. */
 static void on_shutdown(uv_shutdown_t *sh, int status)
 {
-	conn_close(sh->data);
+	struct conn *c = sh->data;
+
+	if (status < 0 || c->closing) {
+		conn_close(c);
+		return;
+	}
+	c->lingering = true;
+	uv_timer_start(&c->timer, on_timer, 1000, 0);
+	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+		conn_close(c);
 }
 
 /* Closes after everything queued has been written. */
@@ -493,6 +517,7 @@ static void conn_shutdown(struct conn *c)
 		return;
 	c->shutting = true;
 	uv_read_stop((uv_stream_t *)&c->tcp);
+	uv_timer_start(&c->timer, on_timer, c->s->o.idle_timeout_ms, 0);
 	c->shutdown.data = c;
 	if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown))
 		conn_close(c);
@@ -565,6 +590,13 @@ static void finish(struct sbx_http_req *r)
 	}
 	c->req = NULL;
 	c->handling = false;
+	if (c->streaming) {
+		/* Answered before its body was read: the rest of the body is
+		 * not worth reading, so the connection ends here. */
+		c->streaming = false;
+		c->keep_alive = false;
+	}
+	c->body_paused = false;
 	req_free(r);
 	if (!c->keep_alive || c->s->closing) {
 		conn_shutdown(c);
@@ -579,7 +611,9 @@ static void decide_keep_alive(struct sbx_http_req *r)
 {
 	struct conn *c = r->c;
 
-	c->keep_alive = c->keep_alive && http_should_keep_alive(&c->parser) && !c->s->closing;
+	/* A body still arriving will not be read: the connection ends. */
+	c->keep_alive = c->keep_alive && http_should_keep_alive(&c->parser) && !c->s->closing &&
+			!c->streaming;
 }
 
 int sbx_http_respond(struct sbx_http_req *req, int status, const char *content_type,
@@ -661,6 +695,30 @@ int sbx_http_start(struct sbx_http_req *req, int status, const char *content_typ
 	return rc;
 }
 
+int sbx_http_start_sized(struct sbx_http_req *req, int status, const char *content_type,
+			 uint64_t length)
+{
+	struct conn *c = req->c;
+	struct sbx_buf head;
+	int rc;
+
+	if (req->started || req->ended)
+		return -EALREADY;
+	req->started = true;
+	req->status = status;
+	req->sized = true;
+	req->length_left = length;
+	if (!c || c->closing)
+		return -ECONNRESET;
+	decide_keep_alive(req);
+	sbx_buf_init(&head, 128 * 1024);
+	rc = build_head(c, req, &head, status, content_type, (long long)length);
+	if (!rc)
+		rc = send_parts(c, head.data, head.len, NULL, 0, NULL, 0);
+	sbx_buf_release(&head);
+	return rc;
+}
+
 int sbx_http_write(struct sbx_http_req *req, const void *data, size_t len)
 {
 	struct conn *c = req->c;
@@ -673,6 +731,11 @@ int sbx_http_write(struct sbx_http_req *req, const void *data, size_t len)
 		return -ECONNRESET;
 	if (len == 0 || req->head)
 		return 0;
+	if (req->sized) {
+		if (len > req->length_left)
+			return -EMSGSIZE;
+		req->length_left -= len;
+	}
 	if (req->chunked) {
 		int n = snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
 
@@ -694,8 +757,97 @@ int sbx_http_end(struct sbx_http_req *req)
 		return -EINVAL;
 	if (c && !c->closing && req->chunked && !req->head)
 		rc = send_parts(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0);
+	if (c && req->sized && req->length_left && !req->head)
+		c->keep_alive = false; /* short: the close tells the client */
 	finish(req);
 	return rc;
+}
+
+void sbx_http_abort(struct sbx_http_req *req)
+{
+	struct conn *c = req->c;
+
+	req->ended = true;
+	if (!c) {
+		req_free(req);
+		return;
+	}
+	conn_close(c);
+}
+
+/* ---- streamed request bodies ---------------------------------------------- */
+
+void sbx_http_stream_body(struct sbx_http_req *req, const struct sbx_http_body_sink *sink,
+			  void *arg)
+{
+	req->sink = sink;
+	req->sink_arg = arg;
+	sbx_http_resume_body(req);
+}
+
+void sbx_http_pause_body(struct sbx_http_req *req)
+{
+	struct conn *c = req->c;
+
+	if (!c || !c->streaming || c->body_paused)
+		return;
+	c->body_paused = true;
+	uv_timer_stop(&c->timer);
+	if (c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+}
+
+void sbx_http_resume_body(struct sbx_http_req *req)
+{
+	struct conn *c = req->c;
+
+	if (!c || !c->streaming || !c->body_paused || !req->sink || req->body_ended)
+		return;
+	c->body_paused = false;
+	uv_timer_start(&c->timer, on_timer, c->s->o.idle_timeout_ms, 0);
+	conn_process(c);
+}
+
+uint64_t sbx_http_body_received(const struct sbx_http_req *req)
+{
+	return req->body_received;
+}
+
+/* Hands streamed body bytes to the sink. Runs inside the parser: the sink
+ * may answer (which frees r), so nothing here touches r after calling it. */
+static int stream_data(struct conn *c, struct sbx_http_req *r, const char *at, size_t len)
+{
+	if (r->body_ended)
+		return 0;
+	r->body_received += len;
+	if (r->body_received > r->body.max) {
+		r->body_ended = true;
+		c->keep_alive = false;
+		sbx_http_pause_body(r);
+		if (r->sink->end)
+			r->sink->end(r, -EFBIG, r->sink_arg);
+		return 0;
+	}
+	if (r->sink->data(r, at, len, r->sink_arg) < 0 && c->req == r) {
+		r->body_ended = true;
+		c->keep_alive = false;
+		sbx_http_pause_body(r);
+	}
+	return 0;
+}
+
+static void stream_end(struct conn *c)
+{
+	struct sbx_http_req *r = c->req;
+
+	c->streaming = false;
+	if (!r || r->body_ended)
+		return;
+	r->body_ended = true;
+	if (r->sink->end)
+		r->sink->end(r, 0, r->sink_arg);
 }
 
 /* ---- parsing -------------------------------------------------------------- */
@@ -831,15 +983,24 @@ static int on_headers_complete(http_parser *p)
 	}
 	/* The body may take longer than the headers: an inactivity limit now. */
 	uv_timer_start(&c->timer, on_timer, c->s->o.idle_timeout_ms, 0);
+	if (!r->early_status && r->route && r->route->stream_body) {
+		/* Stop here: the handler gets the request before its body. */
+		r->streamed = true;
+		c->headers_ready = true;
+		http_parser_pause(p, 1);
+	}
 	return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t len)
 {
-	struct sbx_http_req *r = conn_of(p)->req;
+	struct conn *c = conn_of(p);
+	struct sbx_http_req *r = c->req;
 
-	if (r->early_status)
-		return 0; /* 404/405: the body is read and dropped */
+	if (!r || r->early_status)
+		return 0; /* answered already, or 404/405: the body is dropped */
+	if (r->streamed)
+		return stream_data(c, r, at, len);
 	return sbx_buf_append(&r->body, at, len) ? reject(r, 413, "request body too large") : 0;
 }
 
@@ -869,7 +1030,11 @@ static void on_timer(uv_timer_t *t)
 {
 	struct conn *c = t->data;
 
-	if (c->req && !c->handling)
+	/* Shutting down (a client that does not read what we send, or the
+	 * end of lingering), or a stalled body (the handler hears of it). */
+	if (c->shutting || (c->streaming && !c->body_paused))
+		conn_close(c);
+	else if (c->req && !c->handling)
 		send_early(c, 408, "request not received in time");
 	else if (!c->handling)
 		conn_close(c);
@@ -882,6 +1047,15 @@ static void dispatch(struct conn *c)
 
 	c->handling = true;
 	uv_timer_stop(&c->timer);
+	if (r->streamed) {
+		/* The body waits until the handler asks for it. */
+		c->streaming = true;
+		c->body_paused = true;
+		if (c->reading) {
+			uv_read_stop((uv_stream_t *)&c->tcp);
+			c->reading = false;
+		}
+	}
 	if (r->early_status == 405 || (!r->early_status && !(r->route && r->route->public))) {
 		if (s->o.authorize && !s->o.authorize(r, s->o.authorize_arg))
 			return;
@@ -908,7 +1082,8 @@ static void conn_process(struct conn *c)
 	c->processing = true;
 	do {
 		c->again = false;
-		while (!c->closing && !c->shutting && !c->handling && c->pending.len) {
+		while (!c->closing && !c->shutting && c->pending.len &&
+		       (!c->handling || (c->streaming && !c->body_paused))) {
 			size_t n = http_parser_execute(&c->parser, &settings, c->pending.data,
 						       c->pending.len);
 			enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
@@ -922,10 +1097,19 @@ static void conn_process(struct conn *c)
 				break;
 			}
 			sbx_buf_consume(&c->pending, n);
+			if (c->headers_ready) {
+				c->headers_ready = false;
+				http_parser_pause(&c->parser, 0);
+				dispatch(c);
+				continue;
+			}
 			if (!c->complete)
 				break;
 			c->complete = false;
-			dispatch(c);
+			if (c->streaming)
+				stream_end(c);
+			else if (c->req && !c->shutting)
+				dispatch(c);
 		}
 	} while (c->again);
 	c->processing = false;
@@ -933,7 +1117,7 @@ static void conn_process(struct conn *c)
 		return;
 	/* Read while no handler holds a request: backpressure for pipelining
 	 * and for handlers that take their time. */
-	if (!c->handling && !c->reading) {
+	if ((!c->handling || (c->streaming && !c->body_paused)) && !c->reading) {
 		c->reading = true;
 		uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 	}
@@ -955,14 +1139,16 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		conn_close(c);
 		return;
 	}
-	if (nread == 0)
+	if (nread == 0 || c->lingering)
 		return;
 	c->s->stats.bytes_in += (uint64_t)nread;
 	if (sbx_buf_append(&c->pending, buf->base, (size_t)nread)) {
 		send_early(c, 431, "request too large");
 		return;
 	}
-	if (c->handling) {
+	if (c->streaming && !c->body_paused)
+		uv_timer_start(&c->timer, on_timer, c->s->o.idle_timeout_ms, 0);
+	else if (c->handling) {
 		/* Bytes of the next request arrived while this one is handled:
 		 * keep them, and stop reading until the answer is out. */
 		uv_read_stop(stream);

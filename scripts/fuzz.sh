@@ -12,11 +12,14 @@ build=${FUZZ_BUILD:-$here/build-fuzz}
 mode=${1:-60}
 CC=clang cmake -S "$here" -B "$build" -G Ninja -DSBX_FUZZ=ON -DSBX_TESTS=ON \
 	-DCMAKE_BUILD_TYPE=Debug >/dev/null
-if ! ninja -C "$build" fuzz_watch_split fuzz_config_yaml fuzz_yaml_json fuzz_http_request >"$build/ninja.log" 2>&1; then
+# Every tests/fuzz/fuzz_*.c is a target.
+targets=$(cd "$here/tests/fuzz" && ls fuzz_*.c | sed 's/\.c$//')
+# shellcheck disable=SC2086 # one word per target
+if ! ninja -C "$build" $targets >"$build/ninja.log" 2>&1; then
 	cat "$build/ninja.log" >&2
 	exit 1
 fi
-for t in fuzz_watch_split fuzz_config_yaml fuzz_yaml_json fuzz_http_request; do
+for t in $targets; do
 	seeds="$here/tests/fuzz/corpus/$t"
 	if [[ $mode == --smoke ]]; then
 		"$build/tests/fuzz/$t" -runs=0 "$seeds" 2>&1 | tail -1

@@ -27,7 +27,86 @@ static void streamed(struct sbx_http_req *req, void *arg)
 	sbx_http_end(req);
 }
 
+/* A streamed body: a piece starting with 'P' pauses reading until the next
+ * loop turn, one starting with 'E' answers at once, mid-body. */
+struct fsink {
+	uv_timer_t timer;
+	struct sbx_http_req *req;
+	size_t bytes;
+};
+
+static void fsink_closed(uv_handle_t *h)
+{
+	sbx_free(h->data);
+}
+
+static void fsink_release(struct fsink *f)
+{
+	uv_close((uv_handle_t *)&f->timer, fsink_closed);
+}
+
+static void fsink_resume(uv_timer_t *t)
+{
+	struct fsink *f = t->data;
+
+	sbx_http_resume_body(f->req);
+}
+
+static int fsink_data(struct sbx_http_req *req, const char *at, size_t len, void *arg)
+{
+	struct fsink *f = arg;
+
+	f->bytes += len;
+	if (at[0] == 'E') {
+		sbx_http_on_abort(req, NULL, NULL);
+		sbx_http_respond_error(req, 400, "early");
+		fsink_release(f);
+		return -EINVAL;
+	}
+	if (at[0] == 'P') {
+		sbx_http_pause_body(req);
+		uv_timer_start(&f->timer, fsink_resume, 0, 0);
+	}
+	return 0;
+}
+
+static void fsink_end(struct sbx_http_req *req, int status, void *arg)
+{
+	struct fsink *f = arg;
+
+	sbx_http_on_abort(req, NULL, NULL);
+	sbx_http_respond(req, status ? 413 : 200, "text/plain", "done", 4);
+	fsink_release(f);
+}
+
+static void fsink_abort(struct sbx_http_req *req, void *arg)
+{
+	fsink_release(arg);
+}
+
+static void sink(struct sbx_http_req *req, void *arg)
+{
+	static const struct sbx_http_body_sink ops = { .data = fsink_data, .end = fsink_end };
+	struct fsink *f = sbx_calloc(1, sizeof(*f));
+
+	if (sbx_http_header(req, "X-Reject")) {
+		sbx_free(f);
+		sbx_http_respond_error(req, 401, "rejected");
+		return;
+	}
+	f->req = req;
+	uv_timer_init(req->c->s->loop, &f->timer);
+	f->timer.data = f;
+	sbx_http_on_abort(req, fsink_abort, f);
+	sbx_http_stream_body(req, &ops, f);
+}
+
 static const struct sbx_http_route routes[] = {
+	{ .method = "POST",
+	  .pattern = "/sink",
+	  .fn = sink,
+	  .stream_body = true,
+	  .max_body_bytes = 1024 },
 	{ .method = "POST", .pattern = "/echo", .fn = echo },
 	{ .method = "GET", .pattern = "/items/{id}/x/*", .fn = echo },
 	{ .method = "GET", .pattern = "/stream", .fn = streamed },

@@ -8,6 +8,10 @@
  *   GET  /stream?n=N&size=S          N chunks of S bytes, paced by backpressure
  *   GET  /slow?ms=M                  answers after M ms; counts aborts
  *   POST /small                      a route whose body limit is 16 bytes
+ *   POST /sink?pause_ms=M&reject=1   a streamed body (limit 8 MiB): answers its
+ *                                    length and FNV-1a hash; pause_ms pauses
+ *                                    reading after each piece; reject answers
+ *                                    401 before reading any of it
  *   GET  /stats                      server counters, pauses, aborts
  *
  * Prints {"port": P} on stdout once listening; SIGTERM closes gracefully.
@@ -167,18 +171,115 @@ static void slow(struct sbx_http_req *req, void *arg)
 	sbx_http_on_abort(req, slow_abort, sl);
 }
 
+/* ---- streamed request bodies -------------------------------------------- */
+
+struct sink {
+	uv_timer_t timer;
+	struct sbx_http_req *req;
+	uint64_t hash, bytes, pieces;
+	long pause_ms;
+	bool done;
+};
+
+static unsigned long sink_max_pending; /* most bytes taken while paused */
+
+static void sink_closed(uv_handle_t *h)
+{
+	sbx_free(h->data);
+}
+
+static void sink_release(struct sink *sk)
+{
+	uv_timer_stop(&sk->timer);
+	uv_close((uv_handle_t *)&sk->timer, sink_closed);
+}
+
+static void sink_resume(uv_timer_t *t)
+{
+	struct sink *sk = t->data;
+
+	sk->pieces = 0;
+	sbx_http_resume_body(sk->req);
+}
+
+static int sink_data(struct sbx_http_req *req, const char *at, size_t len, void *arg)
+{
+	struct sink *sk = arg;
+
+	for (size_t i = 0; i < len; i++) {
+		sk->hash ^= (unsigned char)at[i];
+		sk->hash *= 1099511628211ull;
+	}
+	sk->bytes += len;
+	if (sk->pause_ms) {
+		/* Count what still arrives after the pause. */
+		sk->pieces += len;
+		if (sk->pieces > sink_max_pending)
+			sink_max_pending = sk->pieces;
+		if (!uv_is_active((uv_handle_t *)&sk->timer)) {
+			sbx_http_pause_body(req);
+			uv_timer_start(&sk->timer, sink_resume, (uint64_t)sk->pause_ms, 0);
+		}
+	}
+	return 0;
+}
+
+static void sink_end(struct sbx_http_req *req, int status, void *arg)
+{
+	struct sink *sk = arg;
+	char hash[24];
+	json_t *o;
+
+	snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)sk->hash);
+	o = json_pack("{s:I, s:s}", "bytes", (json_int_t)sk->bytes, "fnv1a", hash);
+	sbx_http_on_abort(req, NULL, NULL);
+	if (status == -EFBIG)
+		sbx_http_respond_error(req, 413, "body over the 8 MiB limit of /sink");
+	else
+		sbx_http_respond_json(req, 200, o);
+	json_decref(o);
+	sink_release(sk);
+}
+
+static void sink_abort(struct sbx_http_req *req, void *arg)
+{
+	aborts++;
+	sink_release(arg);
+}
+
+static void sink(struct sbx_http_req *req, void *arg)
+{
+	static const struct sbx_http_body_sink ops = { .data = sink_data, .end = sink_end };
+	char v[32];
+	struct sink *sk;
+
+	if (sbx_http_query(req, "reject", v, sizeof(v)) > 0) {
+		sbx_http_respond_error(req, 401, "rejected before the body");
+		return;
+	}
+	sk = sbx_calloc(1, sizeof(*sk));
+	sk->req = req;
+	sk->hash = 14695981039346656037ull;
+	sk->pause_ms = sbx_http_query(req, "pause_ms", v, sizeof(v)) > 0 ? atol(v) : 0;
+	uv_timer_init(uv_default_loop(), &sk->timer);
+	sk->timer.data = sk;
+	sbx_http_on_abort(req, sink_abort, sk);
+	sbx_http_stream_body(req, &ops, sk);
+}
+
 static void stats(struct sbx_http_req *req, void *arg)
 {
 	const struct sbx_http_stats *s = sbx_http_server_stats(server);
 	json_t *o = json_pack(
-		"{s:I, s:I, s:i, s:I, s:[I,I,I,I,I], s:I, s:I, s:I, s:I}", "accepted",
+		"{s:I, s:I, s:i, s:I, s:[I,I,I,I,I], s:I, s:I, s:I, s:I, s:I}", "accepted",
 		(json_int_t)s->connections_accepted, "rejected",
 		(json_int_t)s->connections_rejected, "open", (int)s->connections_open, "requests",
 		(json_int_t)s->requests, "responses", (json_int_t)s->responses_by_class[1],
 		(json_int_t)s->responses_by_class[2], (json_int_t)s->responses_by_class[3],
 		(json_int_t)s->responses_by_class[4], (json_int_t)s->responses_by_class[5],
 		"pauses", (json_int_t)pauses, "aborts", (json_int_t)aborts, "streams_done",
-		(json_int_t)streams_done, "bytes_out", (json_int_t)s->bytes_out);
+		(json_int_t)streams_done, "bytes_out", (json_int_t)s->bytes_out, "sink_max_pending",
+		(json_int_t)sink_max_pending);
 
 	sbx_http_respond_json(req, 200, o);
 	json_decref(o);
@@ -193,6 +294,11 @@ static const struct sbx_http_route routes[] = {
 	{ .method = "GET", .pattern = "/slow", .fn = slow },
 	{ .method = "POST", .pattern = "/small", .fn = echo, .max_body_bytes = 16 },
 	{ .method = "GET", .pattern = "/stats", .fn = stats },
+	{ .method = "POST",
+	  .pattern = "/sink",
+	  .fn = sink,
+	  .stream_body = true,
+	  .max_body_bytes = 8u << 20 },
 };
 
 static void on_closed(void *arg)

@@ -40,7 +40,11 @@ struct sbx_http_route {
 	void *arg;
 	size_t max_body_bytes; /* 0: the server's default */
 	bool public;	       /* served without the authorize check */
-	const char *summary;   /* one line for the API description (OpenAPI) */
+	/* The handler runs once the headers are in (after the authorize
+	 * check) and takes the body as it arrives with sbx_http_stream_body;
+	 * max_body_bytes then bounds the whole stream. */
+	bool stream_body;
+	const char *summary; /* one line for the API description (OpenAPI) */
 };
 
 struct sbx_http_server_opts {
@@ -107,6 +111,29 @@ json_t *sbx_http_body_json(const struct sbx_http_req *req, char *err, size_t err
 /* The peer address as text ("127.0.0.1"). */
 const char *sbx_http_peer(const struct sbx_http_req *req);
 
+/* ---- streamed request bodies (routes with stream_body) ------------------- */
+
+struct sbx_http_body_sink {
+	/* Body bytes in order. Returns 0, or a negative errno to stop the
+	 * body (the handler then answers; the connection closes after it).
+	 * After sbx_http_pause_body, bytes already read may still arrive: at
+	 * most one read's worth plus what was pending (about 130 KiB). */
+	int (*data)(struct sbx_http_req *req, const char *at, size_t len, void *arg);
+	/* The body ended: 0 when complete, -EFBIG past max_body_bytes. Not
+	 * called if the client goes away first (the abort callback is). */
+	void (*end)(struct sbx_http_req *req, int status, void *arg);
+};
+
+/* Starts delivering the body to sink. Until it is called, the body waits
+ * unread (the handler may answer at once instead, say with 401 or 422). */
+void sbx_http_stream_body(struct sbx_http_req *req, const struct sbx_http_body_sink *sink,
+			  void *arg);
+/* Stops and restarts reading the body (backpressure for slow sinks). */
+void sbx_http_pause_body(struct sbx_http_req *req);
+void sbx_http_resume_body(struct sbx_http_req *req);
+/* Bytes of body delivered so far. */
+uint64_t sbx_http_body_received(const struct sbx_http_req *req);
+
 /* Client gone before the response ended: cb runs, then req is freed. */
 void sbx_http_on_abort(struct sbx_http_req *req, void (*cb)(struct sbx_http_req *, void *),
 		       void *arg);
@@ -127,6 +154,11 @@ int sbx_http_respond_error(struct sbx_http_req *req, int status, const char *mes
 
 /* A streamed response: chunked on HTTP/1.1, close-delimited on 1.0. */
 int sbx_http_start(struct sbx_http_req *req, int status, const char *content_type);
+/* A streamed response of a known length (Content-Length): writes must add
+ * up to exactly length bytes, or the connection closes at the end so the
+ * client sees a short body rather than a complete one. */
+int sbx_http_start_sized(struct sbx_http_req *req, int status, const char *content_type,
+			 uint64_t length);
 /* Queues data. Returns 0, 1 when more than write_high_water bytes wait (the
  * producer should pause until the drain callback), or -ECONNRESET once the
  * client is gone. Data is copied. */
@@ -136,6 +168,10 @@ void sbx_http_on_drain(struct sbx_http_req *req, void (*cb)(struct sbx_http_req 
 		       void *arg);
 /* Ends a streamed response; the request is freed after it. */
 int sbx_http_end(struct sbx_http_req *req);
+
+/* Gives up on the response: the connection closes at once (the client sees
+ * a cut response) and req is freed; the abort callback does not run. */
+void sbx_http_abort(struct sbx_http_req *req);
 
 /* "Not Found" for 404, etc. ("Unknown" for codes it does not know). */
 const char *sbx_http_reason(int status);
