@@ -45,6 +45,7 @@ struct sbx_http_req {
 	const struct sbx_http_route *route;
 	int early_status; /* an answer decided before dispatch (404, 405, 413, ...) */
 	const char *early_message;
+	char early_text[96]; /* for early messages that carry a number */
 	const char *param_names[SBX_HTTP_MAX_PARAMS];
 	char *param_values[SBX_HTTP_MAX_PARAMS];
 	size_t n_params;
@@ -972,8 +973,11 @@ static int on_headers_complete(http_parser *p)
 	route(c, r);
 	if (r->early_status == 503)
 		return -1;
-	if ((p->flags & F_CONTENTLENGTH) && p->content_length > r->body.max)
-		return reject(r, 413, "request body too large");
+	if ((p->flags & F_CONTENTLENGTH) && p->content_length > r->body.max) {
+		snprintf(r->early_text, sizeof(r->early_text),
+			 "request body too large (the limit is %zu bytes)", r->body.max);
+		return reject(r, 413, r->early_text);
+	}
 	expect = sbx_http_header(r, "Expect");
 	if (expect && p->http_minor >= 1) {
 		if (strcasecmp(expect, "100-continue") != 0)

@@ -76,6 +76,46 @@ const char *files_error_type(int err)
 static int fail(struct job *j, int err, const char *type, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+json_t *files_error_data(const char *path, const char *operation, int err, const char *type,
+			 const char *message)
+{
+	json_t *data = json_pack(
+		"{s:s, s:s, s:s, s:s, s:b, s:o, s:o, s:n}", "path", path, "operation", operation,
+		"message", message, "error_type", type ? type : files_error_type(err), "retryable",
+		err == EAGAIN || err == EBUSY || err == EINTR, "errno",
+		err ? json_integer(err) : json_null(), "errno_name",
+		err && strerrorname_np(err) ? json_string(strerrorname_np(err)) : json_null(),
+		"exception_type");
+
+	/* Also the success shapes' required fields (FileReadResult: file,
+	 * content; StrReplaceEditorResult: output, prev_exist; FileUploadResult:
+	 * file_path, file_size, success): SDKs generated from the success type
+	 * alone (agent-sandbox 0.0.30 parses every 200 as the success type) then
+	 * still parse the answer, and their users read success=false and
+	 * data.error_type. */
+	json_object_set_new(data, "file", json_string(path));
+	json_object_set_new(data, "content", json_string(""));
+	json_object_set_new(data, "output", json_string(message));
+	json_object_set_new(data, "prev_exist", json_boolean(access(path, F_OK) == 0));
+	json_object_set_new(data, "file_path", json_string(path));
+	json_object_set_new(data, "file_size", json_integer(0));
+	json_object_set_new(data, "success", json_false());
+	return data;
+}
+
+int files_resolve(const struct files *f, const char *path, size_t path_len, char *out, size_t size)
+{
+	int len;
+
+	if (!path_len || strlen(path) != path_len)
+		return -EINVAL; /* empty, or a NUL inside */
+	len = path[0] == '/' ? snprintf(out, size, "%s", path)
+			     : snprintf(out, size, "%s/%s", f->workspace, path);
+	if (len < 0 || (size_t)len >= size)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
 /* Always returns -1, so that "return fail(...)" ends an operation. */
 static int fail(struct job *j, int err, const char *type, const char *fmt, ...)
 {
@@ -86,25 +126,9 @@ static int fail(struct job *j, int err, const char *type, const char *fmt, ...)
 	vsnprintf(j->message, sizeof(j->message), fmt, ap);
 	va_end(ap);
 	j->ok = false;
-	j->data = json_pack("{s:s, s:s, s:s, s:s, s:b, s:o, s:o, s:n}", "path", j->path,
-			    "operation", op_names[j->op], "message", j->message, "error_type",
-			    type ? type : files_error_type(err), "retryable",
-			    err == EAGAIN || err == EBUSY || err == EINTR, "errno",
-			    err ? json_integer(err) : json_null(), "errno_name",
-			    err && strerrorname_np(err) ? json_string(strerrorname_np(err))
-							: json_null(),
-			    "exception_type");
-	/* Also the success shapes' required fields (FileReadResult: file,
-	 * content; StrReplaceEditorResult: output, prev_exist; FileGrepResult and
-	 * FileGlobResult: pattern): SDKs generated from the success type alone
-	 * (agent-sandbox 0.0.30 parses every 200 as the success type) then still
-	 * parse the answer, and their users read success=false and
-	 * data.error_type. */
+	j->data = files_error_data(j->path, op_names[j->op], err, type, j->message);
+	/* FileGrepResult and FileGlobResult require their pattern. */
 	pattern = json_string_value(json_object_get(j->args, "pattern"));
-	json_object_set_new(j->data, "file", json_string(j->path));
-	json_object_set_new(j->data, "content", json_string(""));
-	json_object_set_new(j->data, "output", json_string(j->message));
-	json_object_set_new(j->data, "prev_exist", json_boolean(access(j->path, F_OK) == 0));
 	json_object_set_new(j->data, "pattern", json_string(pattern ? pattern : ""));
 	return -1;
 }
@@ -205,8 +229,7 @@ static int do_read(struct job *j)
 
 /* ---- write ------------------------------------------------------------------ */
 
-/* mkdir -p of path's parent folder. */
-static int make_parents(const char *path)
+int files_make_parents(const char *path)
 {
 	char tmp[PATH_MAX];
 
@@ -254,7 +277,7 @@ static int do_write(struct job *j)
 		return fail(j, rc == -E2BIG ? EFBIG : -rc, "io_error",
 			    "content larger than %zu bytes", j->f->max_read_bytes);
 	}
-	if ((rc = make_parents(j->path))) {
+	if ((rc = files_make_parents(j->path))) {
 		sbx_buf_release(&b);
 		return fail_errno(j, -rc, "cannot create the folder of");
 	}
@@ -916,7 +939,7 @@ static int editor_create(struct job *j)
 	if (stat(j->path, &st) == 0)
 		return fail(j, EEXIST, NULL,
 			    "%s exists already; edit it with str_replace, or view it", j->path);
-	if ((rc = make_parents(j->path)))
+	if ((rc = files_make_parents(j->path)))
 		return fail_errno(j, -rc, "cannot create the folder of");
 	if (save_text(j, json_string_value(t), json_string_length(t)))
 		return -1;
@@ -1477,7 +1500,7 @@ static void start(struct sbx_http_req *req, struct files *f, enum op op, const c
 	json_t *body = api_body_object(req);
 	const char *path;
 	struct job *j;
-	int len;
+	int rc;
 
 	if (!body)
 		return;
@@ -1500,12 +1523,11 @@ static void start(struct sbx_http_req *req, struct files *f, enum op op, const c
 	j->req = req;
 	j->work.data = j;
 	path = json_string_value(json_object_get(body, path_field));
-	len = path[0] == '/' ? snprintf(j->path, sizeof(j->path), "%s", path)
-			     : snprintf(j->path, sizeof(j->path), "%s/%s", f->workspace, path);
-	if (!path[0] || len < 0 || (size_t)len >= sizeof(j->path) ||
-	    strlen(path) != json_string_length(json_object_get(body, path_field))) {
+	rc = files_resolve(f, path, json_string_length(json_object_get(body, path_field)), j->path,
+			   sizeof(j->path));
+	if (rc) {
 		snprintf(j->path, sizeof(j->path), "%.200s", path);
-		fail(j, path[0] ? ENAMETOOLONG : EINVAL, "invalid_path", "not a usable path");
+		fail(j, -rc, "invalid_path", "not a usable path");
 		job_done(&j->work, 0);
 		return;
 	}

@@ -1,5 +1,5 @@
-/* The /v1/file group: read, write, list, replace, search, find, glob, grep
- * and str_replace_editor (upload, download and watch are still to come). Blocking file work
+/* The /v1/file group: read, write, list, replace, search, find, glob, grep,
+ * str_replace_editor, upload and download (watch is still to come). Blocking file work
  * runs on libuv's thread pool; the loop thread only parses and answers.
  *
  * Failures are answers, not HTTP errors: HTTP 200 with success false and a
@@ -10,7 +10,9 @@
 #ifndef SBX_AGENT_FILES_H
 #define SBX_AGENT_FILES_H
 
+#include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 struct sbx_http_req;
@@ -20,6 +22,7 @@ struct files {
 	const char *workspace; /* relative paths resolve here */
 	size_t max_read_bytes; /* read and write larger than this: an error */
 	size_t max_list_entries;
+	uint64_t max_upload_bytes; /* one upload's whole multipart body */
 };
 
 void files_handle_read(struct sbx_http_req *req, void *arg);
@@ -31,8 +34,20 @@ void files_handle_find(struct sbx_http_req *req, void *arg);
 void files_handle_glob(struct sbx_http_req *req, void *arg);
 void files_handle_editor(struct sbx_http_req *req, void *arg);
 void files_handle_grep(struct sbx_http_req *req, void *arg);
+/* transfer.c: multipart upload (a route with stream_body) and streamed
+ * download. */
+void files_handle_upload(struct sbx_http_req *req, void *arg);
+void files_handle_download(struct sbx_http_req *req, void *arg);
 
 /* error_type for an errno value (exposed for tests). */
 const char *files_error_type(int err);
+/* A FileOperationError (type NULL: from err; err 0: no errno). */
+json_t *files_error_data(const char *path, const char *operation, int err, const char *type,
+			 const char *message);
+/* path (absolute, or relative to the workspace) into out: 0, -EINVAL (empty
+ * or holding a NUL: path_len disagrees with strlen), -ENAMETOOLONG. */
+int files_resolve(const struct files *f, const char *path, size_t path_len, char *out, size_t size);
+/* mkdir -p of path's parent folder: 0 or -errno. */
+int files_make_parents(const char *path);
 
 #endif

@@ -29,6 +29,7 @@ static char *workspace;
 static long max_body_bytes = 64L << 20;
 static long max_connections = 1024;
 static long max_file_bytes = 32L << 20;
+static long max_upload_bytes = 8L << 30;
 static char *jwt_public_key;
 static char *api_key;
 static long ticket_ttl_s = 30;
@@ -199,6 +200,18 @@ static int serve(void *arg)
 		  .arg = &a.files,
 		  .summary = "View, create, edit, insert into and undo edits of text files" },
 		{ .method = "POST",
+		  .pattern = "/v1/file/upload",
+		  .fn = files_handle_upload,
+		  .arg = &a.files,
+		  .stream_body = true,
+		  .max_body_bytes = (size_t)max_upload_bytes,
+		  .summary = "Upload a file (multipart: file, and path as a file or folder)" },
+		{ .method = "GET",
+		  .pattern = "/v1/file/download",
+		  .fn = files_handle_download,
+		  .arg = &a.files,
+		  .summary = "Download a file (?path=, change_policy=ignore|abort)" },
+		{ .method = "POST",
 		  .pattern = "/v1/code/execute",
 		  .fn = code_handle_execute,
 		  .arg = &a.code,
@@ -266,7 +279,8 @@ static int serve(void *arg)
 	a.files = (struct files){ .loop = a.loop,
 				  .workspace = a.ctx.workspace,
 				  .max_read_bytes = (size_t)max_file_bytes,
-				  .max_list_entries = 100000 };
+				  .max_list_entries = 100000,
+				  .max_upload_bytes = (uint64_t)max_upload_bytes };
 	so.max_body_bytes = (size_t)max_body_bytes;
 	so.max_connections = (unsigned)max_connections;
 	so.server_name = "sbx-agent";
@@ -334,6 +348,13 @@ int main(int argc, char **argv)
 		  .help = "largest file that /v1/file/read and write carry as JSON",
 		  .min = 1024,
 		  .max = 1L << 32 },
+		{ .name = "max-upload-bytes",
+		  .type = SBX_OPT_INT,
+		  .dest = &max_upload_bytes,
+		  .metavar = "N",
+		  .help = "largest /v1/file/upload body (streamed to disk, not held in memory)",
+		  .min = 1024,
+		  .max = 1L << 40 },
 		{ .name = "jwt-public-key",
 		  .type = SBX_OPT_STRING,
 		  .dest = &jwt_public_key,
