@@ -96,3 +96,70 @@ char *sbx_json_dumps(const json_t *v)
 	}
 	return sbx_buf_steal(&b);
 }
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if it is not one. */
+static size_t utf8_seq(const unsigned char *p, size_t len)
+{
+	unsigned char c = p[0];
+	size_t n;
+	uint32_t cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4, cp = c & 0x07;
+	else
+		return 0;
+	if (len < n)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+size_t sbx_utf8_valid_prefix(const char *data, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)data;
+	size_t i = 0, n;
+
+	while (i < len && (n = utf8_seq(p + i, len - i)))
+		i += n;
+	return i;
+}
+
+json_t *sbx_json_string_lossy(const char *data, size_t len)
+{
+	static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+	size_t ok = sbx_utf8_valid_prefix(data, len);
+	struct sbx_buf b;
+	json_t *s;
+
+	if (ok == len)
+		return json_stringn(data, len);
+	sbx_buf_init(&b, len * 3 + 1);
+	while (len) {
+		ok = sbx_utf8_valid_prefix(data, len);
+		if (sbx_buf_append(&b, data, ok) ||
+		    (ok < len && sbx_buf_append(&b, replacement, 3))) {
+			sbx_buf_release(&b);
+			return NULL;
+		}
+		if (ok < len)
+			ok++; /* the bad byte */
+		data += ok;
+		len -= ok;
+	}
+	s = json_stringn(b.data ? b.data : "", b.len);
+	sbx_buf_release(&b);
+	return s;
+}

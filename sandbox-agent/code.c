@@ -5,6 +5,7 @@
 
 #include "api.h"
 #include "context.h"
+#include "kernel.h"
 #include "sbx/alloc.h"
 #include "sbx/buf.h"
 #include "sbx/http.h"
@@ -332,11 +333,15 @@ void code_handle_execute(struct sbx_http_req *req, void *arg)
 		api_invalid(req, "body.cwd", "cwd must be an absolute path", "value_error");
 		goto out;
 	}
-	if (json_is_true(json_object_get(body, "stateful"))) {
-		api_fail(req,
-			 "stateful execution (a kept interpreter per session) is not available "
-			 "in this build; run without stateful, or keep state in files",
-			 NULL);
+	v = json_object_get(body, "session_id");
+	if (v && !json_is_null(v) && !json_is_string(v)) {
+		api_invalid(req, "body.session_id", "Input should be a valid string",
+			    "string_type");
+		goto out;
+	}
+	if (json_is_true(json_object_get(body, "stateful")) || json_string_length(v)) {
+		/* A kept interpreter per session (kernel.c). */
+		kernels_code_execute(c->kernels, req, body, timeout);
 		goto out;
 	}
 	python = strcmp(language, "python") == 0;

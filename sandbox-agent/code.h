@@ -2,8 +2,8 @@
  * printed. Each run writes the code to a file and starts python3 / node on
  * it in its own process group, in the workspace (or cwd), with stdout and
  * stderr on separate pipes; a timeout kills the group. Python errors come
- * back with their traceback. Stateful execution (one interpreter kept per
- * session) is not part of this build and answers so. */
+ * back with their traceback. With stateful (or a session_id) the code runs
+ * in a kept interpreter instead (kernel.h). */
 #ifndef SBX_AGENT_CODE_H
 #define SBX_AGENT_CODE_H
 
@@ -11,6 +11,7 @@
 #include <uv.h>
 
 struct context;
+struct kernels;
 struct sbx_http_req;
 
 struct code {
@@ -22,6 +23,7 @@ struct code {
 	unsigned max_running;
 	unsigned running;
 	unsigned long seq;
+	struct kernels *kernels; /* stateful execution */
 };
 
 int code_init(struct code *c, uv_loop_t *loop, const char *workspace, const struct context *ctx,

@@ -11,6 +11,7 @@
 #include "docs.h"
 #include "code.h"
 #include "files.h"
+#include "kernel.h"
 #include "shell.h"
 #include "supervisor.h"
 #include "sbx/alloc.h"
@@ -46,6 +47,7 @@ struct agent {
 	struct auth auth;
 	struct shell shell;
 	struct code code;
+	struct kernels kernels;
 	struct docs docs;
 };
 
@@ -74,6 +76,7 @@ static void on_stop(void *arg)
 	struct agent *a = arg;
 
 	shell_close(&a->shell);
+	kernels_close(&a->kernels);
 	sbx_http_server_close(a->http, on_closed, a);
 }
 
@@ -221,6 +224,71 @@ static int serve(void *arg)
 		  .fn = code_handle_info,
 		  .arg = &a.code,
 		  .summary = "Languages and runtime versions" },
+		{ .method = "POST",
+		  .pattern = "/v1/jupyter/execute",
+		  .fn = kernels_handle_jupyter_execute,
+		  .arg = &a.kernels,
+		  .summary = "Run Python in a session's kept interpreter (state survives)" },
+		{ .method = "POST",
+		  .pattern = "/v1/jupyter/sessions/create",
+		  .fn = kernels_handle_jupyter_create,
+		  .arg = &a.kernels,
+		  .summary = "Start a Python session" },
+		{ .method = "GET",
+		  .pattern = "/v1/jupyter/info",
+		  .fn = kernels_handle_jupyter_info,
+		  .arg = &a.kernels,
+		  .summary = "Kernels, sessions and their limits" },
+		{ .method = "GET",
+		  .pattern = "/v1/jupyter/sessions",
+		  .fn = kernels_handle_jupyter_list,
+		  .arg = &a.kernels,
+		  .summary = "List Python sessions" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/jupyter/sessions",
+		  .fn = kernels_handle_jupyter_delete_all,
+		  .arg = &a.kernels,
+		  .summary = "Close every Python session" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/jupyter/sessions/{session_id}",
+		  .fn = kernels_handle_jupyter_delete,
+		  .arg = &a.kernels,
+		  .summary = "Close one Python session" },
+		{ .method = "POST",
+		  .pattern = "/v1/nodejs/execute",
+		  .fn = kernels_handle_nodejs_execute,
+		  .arg = &a.kernels,
+		  .summary = "Run JavaScript, once or in a session's kept context" },
+		{ .method = "POST",
+		  .pattern = "/v1/nodejs/sessions",
+		  .fn = kernels_handle_nodejs_create,
+		  .arg = &a.kernels,
+		  .summary = "Start a Node.js session" },
+		{ .method = "GET",
+		  .pattern = "/v1/nodejs/sessions",
+		  .fn = kernels_handle_nodejs_list,
+		  .arg = &a.kernels,
+		  .summary = "List Node.js sessions" },
+		{ .method = "GET",
+		  .pattern = "/v1/nodejs/sessions/{session_id}",
+		  .fn = kernels_handle_nodejs_get,
+		  .arg = &a.kernels,
+		  .summary = "One Node.js session" },
+		{ .method = "PATCH",
+		  .pattern = "/v1/nodejs/sessions/{session_id}",
+		  .fn = kernels_handle_nodejs_update,
+		  .arg = &a.kernels,
+		  .summary = "Change a Node.js session's idle limit or directory" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/nodejs/sessions/{session_id}",
+		  .fn = kernels_handle_nodejs_delete,
+		  .arg = &a.kernels,
+		  .summary = "Close a Node.js session" },
+		{ .method = "GET",
+		  .pattern = "/v1/nodejs/info",
+		  .fn = kernels_handle_nodejs_info,
+		  .arg = &a.kernels,
+		  .summary = "The Node.js runtime" },
 		{ .method = "GET",
 		  .pattern = "/v1/openapi.json",
 		  .fn = docs_handle_openapi,
@@ -270,9 +338,13 @@ static int serve(void *arg)
 		shell_close(&a.shell);
 		goto out_context;
 	}
+	kernels_init(&a.kernels, a.loop, a.ctx.workspace, (unsigned)max_sessions,
+		     (size_t)max_output_bytes);
+	a.code.kernels = &a.kernels;
 	if ((rc = docs_init(&a.docs, routes, sizeof(routes) / sizeof(routes[0]), SBX_VERSION))) {
 		sbx_log_error("cannot describe the API", SBX_LERR(rc));
 		shell_close(&a.shell);
+		kernels_close(&a.kernels);
 		code_release(&a.code);
 		goto out_context;
 	}
@@ -303,6 +375,7 @@ static int serve(void *arg)
 out_loop:
 	uv_run(a.loop, UV_RUN_DEFAULT);
 	shell_close(&a.shell);
+	kernels_close(&a.kernels);
 	code_release(&a.code);
 	docs_release(&a.docs);
 out_context:

@@ -28,4 +28,11 @@ int sbx_json_dump_buf(const json_t *v, struct sbx_buf *b);
 /* Compact JSON text owned by the caller (sbx_free), or NULL on -ENOMEM. */
 char *sbx_json_dumps(const json_t *v);
 
+/* A JSON string of bytes that may not be UTF-8 (a program's output): each
+ * invalid sequence (stray, overlong, surrogate, past U+10FFFF, cut short)
+ * becomes U+FFFD, so the text always serializes. NULL only on -ENOMEM. */
+json_t *sbx_json_string_lossy(const char *data, size_t len);
+/* Length of the longest valid UTF-8 prefix of data[0..len). */
+size_t sbx_utf8_valid_prefix(const char *data, size_t len);
+
 #endif

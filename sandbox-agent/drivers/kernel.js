@@ -1,0 +1,72 @@
+// sbx-agent's Node.js session driver: runs as `node -e <this> MARKER`.
+// Requests arrive on fd 3, one JSON object per line ({"code", "cwd",
+// "timeout_ms"}); each reply goes to fd 4 as one line, after the marker has
+// been written to stdout and stderr (the agent cuts each execution's output
+// there). Top-level let/const/function declarations persist between calls:
+// every cell runs as a script in one vm context.
+'use strict';
+const fs = require('fs');
+const readline = require('readline');
+const util = require('util');
+const vm = require('vm');
+
+const marker = process.argv[1];
+process.argv.splice(1);
+process.on('SIGINT', () => {}); // interrupts are for the running cell
+// A promise rejected or a callback thrown after its cell ended is reported,
+// not fatal: the session and its state stay.
+process.on('unhandledRejection', (e) => console.error('Unhandled rejection:', e));
+process.on('uncaughtException', (e) => console.error('Uncaught exception:', e));
+const sandbox = {
+  require, console, process, Buffer, URL, URLSearchParams, TextEncoder, TextDecoder,
+  setTimeout, clearTimeout, setInterval, clearInterval, setImmediate, clearImmediate,
+  queueMicrotask, structuredClone, fetch: globalThis.fetch,
+  module: { exports: {} }, __dirname: process.cwd(), __filename: '<cell>',
+};
+sandbox.exports = sandbox.module.exports;
+sandbox.global = sandbox;
+sandbox.globalThis = sandbox;
+const context = vm.createContext(sandbox);
+let count = 0;
+
+async function run(req) {
+  count += 1;
+  const reply = { execution_count: count, status: 'ok', result: null };
+  try {
+    if (req.cwd) process.chdir(req.cwd);
+    const script = new vm.Script(req.code || '', { filename: `cell-${count}.js` });
+    let value = script.runInContext(context, {
+      timeout: req.timeout_ms || undefined, breakOnSigint: true,
+    });
+    if (value && typeof value.then === 'function') value = await value;
+    if (value !== undefined) reply.result = util.inspect(value);
+  } catch (e) {
+    // Errors thrown in the context come from its own realm: no instanceof.
+    const err = (typeof e === 'object' && e !== null) ? e : { name: 'Error', message: String(e) };
+    reply.status = 'error';
+    reply.ename = err.name || 'Error';
+    reply.evalue = err.message !== undefined ? String(err.message) : String(e);
+    // The error line, then the frames of the user's cells (not the driver's).
+    const frames = String(err.stack || '').split('\n').filter((l) => /^\s+at /.test(l) &&
+      !/\[eval\]|node:internal|node:vm/.test(l));
+    reply.traceback = [`${reply.ename}: ${reply.evalue}`, ...frames];
+  }
+  return reply;
+}
+
+const lines = readline.createInterface({ input: fs.createReadStream(null, { fd: 3 }) });
+let chain = Promise.resolve();
+lines.on('line', (line) => {
+  chain = chain.then(async () => {
+    let reply;
+    try {
+      reply = await run(JSON.parse(line));
+    } catch (e) {
+      reply = { execution_count: count, status: 'error', ename: 'DriverError', evalue: String(e) };
+    }
+    fs.writeSync(1, marker);
+    fs.writeSync(2, marker);
+    fs.writeSync(4, JSON.stringify(reply) + '\n');
+  });
+});
+lines.on('close', () => process.exit(0));
