@@ -62,6 +62,14 @@ struct sbx_http_req {
 	uint64_t length_left; /* sized: bytes still owed */
 	const struct sbx_http_body_sink *sink;
 	void *sink_arg;
+	/* An internal call (sbx_http_call): no connection; the answer is
+	 * captured and handed to done. */
+	struct sbx_http_server *srv;
+	const char *call_ctype;
+	char resp_ctype[128];
+	struct sbx_buf captured;
+	sbx_http_call_done done;
+	void *done_arg;
 	int status;
 	void (*on_abort)(struct sbx_http_req *, void *);
 	void *abort_arg;
@@ -118,6 +126,7 @@ static void conn_process(struct conn *c);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_timer(uv_timer_t *t);
+static void split_target(struct sbx_http_req *r);
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -219,6 +228,7 @@ static void req_free(struct sbx_http_req *r)
 	sbx_buf_release(&r->arena);
 	sbx_buf_release(&r->body);
 	sbx_buf_release(&r->resp_headers);
+	sbx_buf_release(&r->captured);
 	sbx_free(r->headers);
 	for (size_t i = 0; i < r->n_params; i++)
 		sbx_free(r->param_values[i]);
@@ -247,6 +257,8 @@ const char *sbx_http_peer(const struct sbx_http_req *req)
 
 const char *sbx_http_header(const struct sbx_http_req *req, const char *name)
 {
+	if (req->srv && strcasecmp(name, "Content-Type") == 0)
+		return req->call_ctype;
 	for (unsigned i = 0; i < req->n_headers; i++) {
 		if (strcasecmp(req->arena.data + req->headers[i].name, name) == 0)
 			return req->arena.data + req->headers[i].value;
@@ -402,9 +414,8 @@ static int req_set_params(struct sbx_http_req *r, const char *pattern, const cha
 }
 
 /* Picks the route, or decides an early answer (404, 405). */
-static void route(struct conn *c, struct sbx_http_req *r)
+static void route(struct sbx_http_server *s, struct sbx_http_req *r)
 {
-	struct sbx_http_server *s = c->s;
 	bool path_known = false;
 	const char *names[SBX_HTTP_MAX_PARAMS], *values[SBX_HTTP_MAX_PARAMS];
 	size_t lens[SBX_HTTP_MAX_PARAMS], n;
@@ -617,6 +628,60 @@ static void decide_keep_alive(struct sbx_http_req *r)
 			!c->streaming;
 }
 
+/* ---- internal calls -------------------------------------------------------- */
+
+static void call_capture_start(struct sbx_http_req *r, int status, const char *content_type)
+{
+	r->status = status;
+	snprintf(r->resp_ctype, sizeof(r->resp_ctype), "%s", content_type ? content_type : "");
+}
+
+static void call_finish(struct sbx_http_req *r)
+{
+	r->ended = true;
+	r->done(r->status, r->resp_ctype, r->captured.data ? r->captured.data : "", r->captured.len,
+		r->done_arg);
+	req_free(r);
+}
+
+int sbx_http_call(struct sbx_http_server *s, const char *method, const char *target,
+		  const char *content_type, const void *body, size_t len, sbx_http_call_done done,
+		  void *arg)
+{
+	struct sbx_http_req *r = sbx_calloc(1, sizeof(*r));
+
+	if (!r)
+		return -ENOMEM;
+	r->srv = s;
+	r->done = done;
+	r->done_arg = arg;
+	r->call_ctype = content_type;
+	sbx_buf_init(&r->arena, s->o.max_header_bytes);
+	sbx_buf_init(&r->body, len + 1);
+	sbx_buf_init(&r->resp_headers, 64 * 1024);
+	sbx_buf_init(&r->captured, 64u << 20);
+	r->target = r->path = r->query = "";
+	snprintf(r->method, sizeof(r->method), "%s", method);
+	if (sbx_buf_append(&r->arena, target, strlen(target) + 1) ||
+	    sbx_buf_append(&r->body, body, len)) {
+		req_free(r);
+		return -ENOMEM;
+	}
+	split_target(r);
+	route(s, r);
+	if (!r->early_status && r->route && r->route->stream_body) {
+		r->early_status = 405;
+		r->early_message = "this endpoint takes a streamed body: not callable internally";
+	}
+	if (r->early_status)
+		sbx_http_respond_error(r, r->early_status, r->early_message);
+	else if (r->route)
+		r->route->fn(r, r->route->arg);
+	else
+		sbx_http_respond_error(r, 404, "no such endpoint");
+	return 0;
+}
+
 int sbx_http_respond(struct sbx_http_req *req, int status, const char *content_type,
 		     const void *body, size_t len)
 {
@@ -629,6 +694,13 @@ int sbx_http_respond(struct sbx_http_req *req, int status, const char *content_t
 		return -EALREADY;
 	req->started = true;
 	req->status = status;
+	if (req->srv) {
+		call_capture_start(req, status, content_type);
+		if (sbx_buf_append(&req->captured, body, len))
+			req->status = 500;
+		call_finish(req);
+		return 0;
+	}
 	if (!c || c->closing) {
 		finish(req);
 		return -ECONNRESET;
@@ -680,6 +752,10 @@ int sbx_http_start(struct sbx_http_req *req, int status, const char *content_typ
 		return -EALREADY;
 	req->started = true;
 	req->status = status;
+	if (req->srv) {
+		call_capture_start(req, status, content_type);
+		return 0;
+	}
 	if (!c || c->closing)
 		return -ECONNRESET;
 	decide_keep_alive(req);
@@ -709,6 +785,10 @@ int sbx_http_start_sized(struct sbx_http_req *req, int status, const char *conte
 	req->status = status;
 	req->sized = true;
 	req->length_left = length;
+	if (req->srv) {
+		call_capture_start(req, status, content_type);
+		return 0;
+	}
 	if (!c || c->closing)
 		return -ECONNRESET;
 	decide_keep_alive(req);
@@ -728,6 +808,8 @@ int sbx_http_write(struct sbx_http_req *req, const void *data, size_t len)
 
 	if (!req->started || req->ended)
 		return -EINVAL;
+	if (req->srv)
+		return sbx_buf_append(&req->captured, data, len) ? -EMSGSIZE : 0;
 	if (!c || c->closing)
 		return -ECONNRESET;
 	if (len == 0 || req->head)
@@ -756,6 +838,10 @@ int sbx_http_end(struct sbx_http_req *req)
 
 	if (!req->started || req->ended)
 		return -EINVAL;
+	if (req->srv) {
+		call_finish(req);
+		return 0;
+	}
 	if (c && !c->closing && req->chunked && !req->head)
 		rc = send_parts(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0);
 	if (c && req->sized && req->length_left && !req->head)
@@ -769,6 +855,11 @@ void sbx_http_abort(struct sbx_http_req *req)
 	struct conn *c = req->c;
 
 	req->ended = true;
+	if (req->srv) {
+		req->status = 502; /* the handler gave up halfway */
+		call_finish(req);
+		return;
+	}
 	if (!c) {
 		req_free(req);
 		return;
@@ -970,7 +1061,7 @@ static int on_headers_complete(http_parser *p)
 	split_target(r);
 	if (r->path[0] != '/' && strcmp(r->method, "OPTIONS") != 0)
 		return reject(r, 400, "the request target must be a path");
-	route(c, r);
+	route(c->s, r);
 	if (r->early_status == 503)
 		return -1;
 	if ((p->flags & F_CONTENTLENGTH) && p->content_length > r->body.max) {

@@ -12,6 +12,7 @@
 #include "code.h"
 #include "files.h"
 #include "kernel.h"
+#include "mcp.h"
 #include "shell.h"
 #include "supervisor.h"
 #include "sbx/alloc.h"
@@ -48,6 +49,7 @@ struct agent {
 	struct shell shell;
 	struct code code;
 	struct kernels kernels;
+	struct mcp mcp;
 	struct docs docs;
 };
 
@@ -289,6 +291,42 @@ static int serve(void *arg)
 		  .fn = kernels_handle_nodejs_info,
 		  .arg = &a.kernels,
 		  .summary = "The Node.js runtime" },
+		{ .method = "POST",
+		  .pattern = "/mcp",
+		  .fn = mcp_handle_post,
+		  .arg = &a.mcp,
+		  .summary = "MCP, streamable HTTP: JSON-RPC requests (initialize, tools/list, "
+			     "tools/call)" },
+		{ .method = "DELETE",
+		  .pattern = "/mcp",
+		  .fn = mcp_handle_delete,
+		  .arg = &a.mcp,
+		  .summary = "End an MCP session (Mcp-Session-Id)" },
+		{ .method = "POST",
+		  .pattern = "/v1/mcp",
+		  .fn = mcp_handle_post,
+		  .arg = &a.mcp,
+		  .summary = "MCP, streamable HTTP (the same as /mcp)" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/mcp",
+		  .fn = mcp_handle_delete,
+		  .arg = &a.mcp,
+		  .summary = "End an MCP session (the same as /mcp)" },
+		{ .method = "GET",
+		  .pattern = "/v1/mcp/servers",
+		  .fn = mcp_handle_servers,
+		  .arg = &a.mcp,
+		  .summary = "MCP servers in this sandbox ('sandbox')" },
+		{ .method = "GET",
+		  .pattern = "/v1/mcp/{server_name}/tools",
+		  .fn = mcp_handle_tools,
+		  .arg = &a.mcp,
+		  .summary = "An MCP server's tools and their input schemas" },
+		{ .method = "POST",
+		  .pattern = "/v1/mcp/{server_name}/tools/{tool_name}",
+		  .fn = mcp_handle_tool_call,
+		  .arg = &a.mcp,
+		  .summary = "Call an MCP tool with the body as its arguments" },
 		{ .method = "GET",
 		  .pattern = "/v1/openapi.json",
 		  .fn = docs_handle_openapi,
@@ -341,10 +379,12 @@ static int serve(void *arg)
 	kernels_init(&a.kernels, a.loop, a.ctx.workspace, (unsigned)max_sessions,
 		     (size_t)max_output_bytes);
 	a.code.kernels = &a.kernels;
+	mcp_init(&a.mcp, SBX_VERSION, 1024);
 	if ((rc = docs_init(&a.docs, routes, sizeof(routes) / sizeof(routes[0]), SBX_VERSION))) {
 		sbx_log_error("cannot describe the API", SBX_LERR(rc));
 		shell_close(&a.shell);
 		kernels_close(&a.kernels);
+		mcp_release(&a.mcp);
 		code_release(&a.code);
 		goto out_context;
 	}
@@ -359,6 +399,7 @@ static int serve(void *arg)
 	so.authorize = auth_authorize;
 	so.authorize_arg = &a.auth;
 	sbx_http_server_new(a.loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &a.http);
+	a.mcp.http = a.http;
 	if ((rc = sbx_http_server_listen(a.http, listen_addr))) {
 		sbx_log_error("cannot listen", SBX_LS("addr", listen_addr),
 			      SBX_LS("error", uv_strerror(rc)));
@@ -376,6 +417,7 @@ out_loop:
 	uv_run(a.loop, UV_RUN_DEFAULT);
 	shell_close(&a.shell);
 	kernels_close(&a.kernels);
+	mcp_release(&a.mcp);
 	code_release(&a.code);
 	docs_release(&a.docs);
 out_context:

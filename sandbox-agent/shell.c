@@ -60,8 +60,9 @@ struct session {
 	uv_poll_t poll;
 	uv_timer_t timer; /* hard timeout and no-change watch */
 	int open_handles;
-	bool ready; /* the first prompt came */
-	bool dead;  /* the shell exited */
+	bool ready;  /* the first prompt came */
+	bool dead;   /* the shell exited */
+	bool reaped; /* and its status was collected */
 	bool removing;
 	char nonce[17];
 	char marker[48];     /* "\x01SBX<nonce>;" */
@@ -321,10 +322,11 @@ static void session_remove(struct session *s)
 		return;
 	s->removing = true;
 	sbx_map_remove(&s->sh->sessions, s->id);
-	if (!s->dead) {
+	if (!s->reaped) {
 		struct shell *sh = s->sh;
 
-		kill(-s->pid, SIGKILL); /* the shell leads its own session and group */
+		if (!s->dead)
+			kill(-s->pid, SIGKILL); /* the shell leads its own session and group */
 		/* Out of the map, so on_sigchld must find it here to reap it. */
 		if (waitpid(s->pid, NULL, WNOHANG) != s->pid) {
 			if (sh->n_graveyard < sizeof(sh->graveyard) / sizeof(sh->graveyard[0]))
@@ -370,6 +372,21 @@ static void on_pty(uv_poll_t *p, int status, int events)
 		uv_poll_stop(p);
 		s->dead = true;
 		if (s->running) {
+			/* The command ended the shell ("exit 3"): its status is
+			 * the command's. The shell closed its terminal on the
+			 * way out, so it is a zombie now or within moments. */
+			int st;
+
+			for (int i = 0; i < 100; i++) {
+				if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+					s->exit_code = WIFEXITED(st) ? WEXITSTATUS(st)
+								     : 128 + WTERMSIG(st);
+					s->have_exit = true;
+					s->reaped = true;
+					break;
+				}
+				usleep(1000);
+			}
 			s->running = false;
 			if (s->status == ST_RUNNING || s->status == ST_NO_CHANGE)
 				s->status = ST_COMPLETED;
@@ -502,8 +519,9 @@ static void reap_one(const char *key, void *value, void *arg)
 
 	(void)key;
 	(void)arg;
-	if (!s->dead && waitpid(s->pid, &st, WNOHANG) == s->pid) {
+	if (!s->reaped && waitpid(s->pid, &st, WNOHANG) == s->pid) {
 		s->dead = true;
+		s->reaped = true;
 		sbx_log_info(
 			"shell session ended", SBX_LS("session", s->id),
 			SBX_LI("status", WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st)));

@@ -161,3 +161,15 @@ def test_session_update_and_stats(sh):
     assert stats.total_sessions == 1 and stats.active_sessions == 1
     assert stats.max_sessions == 4 and stats.usage_ratio == 0.25
     shell.kill_process(id="u")
+
+
+def test_exit_in_a_command_reports_its_status_and_ends_the_session(agent):  # noqa: F811
+    a = agent()
+    c = Sandbox(base_url=a.url)
+    r = c.shell.exec_command(command="exit 3")
+    assert r.data.exit_code == 3 and r.data.status == "completed"
+    sid = r.data.session_id
+    # The shell is gone (and reaped): the next command there starts a new one.
+    assert not zombies_below(a.proc.pid)
+    r = c.shell.exec_command(id=sid, command="echo again")
+    assert r.data.exit_code == 0 and r.data.output.strip() == "again"

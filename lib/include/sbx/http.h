@@ -173,6 +173,21 @@ int sbx_http_end(struct sbx_http_req *req);
  * a cut response) and req is freed; the abort callback does not run. */
 void sbx_http_abort(struct sbx_http_req *req);
 
+/* ---- internal calls -------------------------------------------------------- */
+
+/* The answer to an internal call: status, Content-Type ("" if none) and the
+ * whole body (streamed responses are gathered, up to 64 MiB). */
+typedef void (*sbx_http_call_done)(int status, const char *content_type, const char *body,
+				   size_t len, void *arg);
+
+/* Runs the route for method and target ("/v1/x?q=1") as if a client had
+ * sent it with this body, without a connection and without the authorize
+ * check (the caller has been authorized already). done runs once, maybe
+ * before this returns. Routes with stream_body answer 405. 0 or -ENOMEM. */
+int sbx_http_call(struct sbx_http_server *s, const char *method, const char *target,
+		  const char *content_type, const void *body, size_t len, sbx_http_call_done done,
+		  void *arg);
+
 /* "Not Found" for 404, etc. ("Unknown" for codes it does not know). */
 const char *sbx_http_reason(int status);
 
