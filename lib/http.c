@@ -9,6 +9,7 @@
 #include "sbx/http.h"
 
 #include "sbx/alloc.h"
+#include "sbx/base64.h"
 #include "sbx/buf.h"
 #include "sbx/json.h"
 #include "sbx/log.h"
@@ -16,6 +17,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <http_parser.h>
+#include <openssl/sha.h>
+#include <wslay/wslay.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -55,9 +58,10 @@ struct sbx_http_req {
 	bool chunked;
 	bool head;
 	bool ended;
-	bool streamed;	 /* the route takes its body as a stream */
-	bool body_ended; /* streamed: the sink has had its end (or an error) */
-	bool sized;	 /* streamed response with Content-Length */
+	bool streamed;	   /* the route takes its body as a stream */
+	bool headers_done; /* what follows is body (and trailers, dropped) */
+	bool body_ended;   /* streamed: the sink has had its end (or an error) */
+	bool sized;	   /* streamed response with Content-Length */
 	uint64_t body_received;
 	uint64_t length_left; /* sized: bytes still owed */
 	const struct sbx_http_body_sink *sink;
@@ -100,6 +104,17 @@ struct conn {
 	bool streaming;	    /* with its handler, body still arriving */
 	bool body_paused;   /* streaming, but not reading for now */
 	bool lingering;	    /* shut down; draining the client's rest */
+	struct sbx_ws *ws;  /* upgraded: frames, not requests, from now on */
+};
+
+struct sbx_ws {
+	struct conn *c; /* NULL once the connection is gone */
+	wslay_event_context_ptr ctx;
+	const struct sbx_ws_callbacks *cb;
+	void *arg;
+	struct sbx_buf in; /* read, not yet taken by wslay */
+	size_t in_off;
+	bool blocked; /* the send callback said "would block" */
 };
 
 struct sbx_http_server {
@@ -126,6 +141,9 @@ static void conn_process(struct conn *c);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_timer(uv_timer_t *t);
+static void ws_input(struct sbx_ws *ws, const char *data, size_t len);
+static void ws_drained(struct sbx_ws *ws);
+static void ws_gone(struct sbx_ws *ws);
 static void split_target(struct sbx_http_req *r);
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -466,6 +484,10 @@ static void on_written(uv_write_t *w, int status)
 	}
 	r = c->req;
 	queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+	if (c->ws && queued < c->s->o.write_high_water / 2) {
+		ws_drained(c->ws);
+		return;
+	}
 	if (r && r->on_drain && queued < c->s->o.write_high_water / 2) {
 		void (*cb)(struct sbx_http_req *, void *) = r->on_drain;
 
@@ -607,6 +629,10 @@ static void finish(struct sbx_http_req *r)
 		 * not worth reading, so the connection ends here. */
 		c->streaming = false;
 		c->keep_alive = false;
+		/* This may run inside the parser (a sink answering from its
+		 * data callback): stop it before it reaches more of the body,
+		 * or trailers, with no request to put them in. */
+		http_parser_pause(&c->parser, 1);
 	}
 	c->body_paused = false;
 	req_free(r);
@@ -996,6 +1022,12 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 	struct sbx_http_req *r = c->req;
 	struct hdr *grown;
 
+	if (!r)
+		return -1; /* answered already (see finish) */
+	if (r->headers_done)
+		return 0; /* a chunked body's trailers: path and query point into
+			   * the arena, which must not move any more */
+
 	if (r->last != H_FIELD) {
 		if (close_piece(r))
 			return -1;
@@ -1015,6 +1047,10 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
 	struct sbx_http_req *r = conn_of(p)->req;
 
+	if (!r)
+		return -1;
+	if (r->headers_done)
+		return 0; /* trailers */
 	if (r->last == H_FIELD) {
 		if (close_piece(r))
 			return -1;
@@ -1050,8 +1086,9 @@ static int on_headers_complete(http_parser *p)
 	struct sbx_http_req *r = c->req;
 	const char *expect;
 
-	if (close_piece(r))
+	if (!r || close_piece(r))
 		return -1;
+	r->headers_done = true;
 	/* An empty value never called on_header_value: point it at a NUL. */
 	if (r->last == H_FIELD) {
 		r->headers[r->n_headers - 1].value = r->arena.len - 1;
@@ -1237,6 +1274,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	if (nread == 0 || c->lingering)
 		return;
 	c->s->stats.bytes_in += (uint64_t)nread;
+	if (c->ws) {
+		ws_input(c->ws, buf->base, (size_t)nread);
+		return;
+	}
 	if (sbx_buf_append(&c->pending, buf->base, (size_t)nread)) {
 		send_early(c, 431, "request too large");
 		return;
@@ -1292,6 +1333,8 @@ static void conn_close(struct conn *c)
 		return;
 	c->closing = true;
 	c->req = NULL;
+	if (c->ws)
+		ws_gone(c->ws);
 	if (r) {
 		/* The handler learns that nobody waits for its answer any more. */
 		r->c = NULL;
@@ -1507,4 +1550,253 @@ void sbx_http_server_close(struct sbx_http_server *s, void (*done)(void *arg), v
 			c->keep_alive = false;
 	}
 	maybe_free_server(s);
+}
+
+/* ---- WebSocket -------------------------------------------------------------- */
+
+static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+			  void *user)
+{
+	struct sbx_ws *ws = user;
+	size_t n = ws->in.len - ws->in_off;
+
+	if (!n) {
+		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+		return -1;
+	}
+	if (n > len)
+		n = len;
+	memcpy(buf, ws->in.data + ws->in_off, n);
+	ws->in_off += n;
+	return (ssize_t)n;
+}
+
+static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+			  void *user)
+{
+	struct sbx_ws *ws = user;
+	struct conn *c = ws->c;
+
+	if (!c || c->closing) {
+		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+		return -1;
+	}
+	if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > c->s->o.write_high_water) {
+		ws->blocked = true;
+		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+		return -1;
+	}
+	if (send_parts(c, data, len, NULL, 0, NULL, 0)) {
+		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+		return -1;
+	}
+	return (ssize_t)len;
+}
+
+static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *m,
+		      void *user)
+{
+	struct sbx_ws *ws = user;
+
+	if ((m->opcode == WSLAY_TEXT_FRAME || m->opcode == WSLAY_BINARY_FRAME) && ws->cb->message)
+		ws->cb->message(ws, m->opcode == WSLAY_TEXT_FRAME ? SBX_WS_TEXT : SBX_WS_BINARY,
+				(const char *)m->msg, m->msg_length, ws->arg);
+}
+
+/* Flushes what wslay has queued; ends the connection once both sides have
+ * closed (or wslay has given up on it). */
+static void ws_flush(struct sbx_ws *ws)
+{
+	struct conn *c = ws->c;
+
+	if (!c || c->closing || c->shutting)
+		return;
+	ws->blocked = false;
+	if (wslay_event_send(ws->ctx)) {
+		conn_close(c);
+		return;
+	}
+	if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx))
+		conn_shutdown(c);
+}
+
+static void ws_input(struct sbx_ws *ws, const char *data, size_t len)
+{
+	struct conn *c = ws->c;
+
+	if (sbx_buf_append(&ws->in, data, len)) {
+		conn_close(c);
+		return;
+	}
+	if (wslay_event_recv(ws->ctx)) {
+		if (ws->c)
+			conn_close(ws->c);
+		return;
+	}
+	if (!ws->c)
+		return; /* a message callback closed it */
+	sbx_buf_consume(&ws->in, ws->in_off);
+	ws->in_off = 0;
+	ws_flush(ws);
+}
+
+static void ws_drained(struct sbx_ws *ws)
+{
+	if (ws->blocked)
+		ws_flush(ws);
+	if (ws->c && !ws->blocked && ws->cb->drain)
+		ws->cb->drain(ws, ws->arg);
+}
+
+/* The connection is closing: tell the owner, free everything. */
+static void ws_gone(struct sbx_ws *ws)
+{
+	ws->c->ws = NULL;
+	ws->c = NULL;
+	if (ws->cb->closed)
+		ws->cb->closed(ws, ws->arg);
+	wslay_event_context_free(ws->ctx);
+	sbx_buf_release(&ws->in);
+	sbx_free(ws);
+}
+
+/* Does the comma-separated header value hold token (case-insensitive)? */
+static bool has_token(const char *value, const char *token)
+{
+	size_t n = strlen(token);
+
+	for (const char *p = value; p && *p;) {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (strncasecmp(p, token, n) == 0 &&
+		    (!p[n] || p[n] == ',' || p[n] == ' ' || p[n] == '\t'))
+			return true;
+		p = strchr(p, ',');
+	}
+	return false;
+}
+
+int sbx_http_websocket(struct sbx_http_req *req, const struct sbx_ws_callbacks *cb, void *arg,
+		       size_t max_message, struct sbx_ws **out)
+{
+	static const struct wslay_event_callbacks wcb = { .recv_callback = ws_recv_cb,
+							  .send_callback = ws_send_cb,
+							  .on_msg_recv_callback = ws_msg_cb };
+	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+	const char *key = sbx_http_header(req, "Sec-WebSocket-Key");
+	const char *version = sbx_http_header(req, "Sec-WebSocket-Version");
+	struct conn *c = req->c;
+	unsigned char digest[SHA_DIGEST_LENGTH];
+	char *accept = NULL, *raw = NULL;
+	size_t raw_len = 0;
+	struct sbx_buf head, cat;
+	struct sbx_ws *ws;
+
+	if (!c || c->closing || req->srv || strcmp(req->method, "GET") != 0 ||
+	    !has_token(sbx_http_header(req, "Upgrade"), "websocket") ||
+	    !has_token(sbx_http_header(req, "Connection"), "upgrade") || !key ||
+	    sbx_base64_decode(key, strlen(key), &raw, &raw_len) || raw_len != 16) {
+		sbx_free(raw);
+		sbx_http_respond_error(req, 400,
+				       "a WebSocket upgrade (GET with Upgrade: websocket, "
+				       "Connection: Upgrade and a Sec-WebSocket-Key) "
+				       "is expected here");
+		return -EINVAL;
+	}
+	sbx_free(raw);
+	if (!version || strcmp(version, "13") != 0) {
+		sbx_http_add_header(req, "Sec-WebSocket-Version", "13");
+		sbx_http_respond_error(req, 426, "WebSocket version 13 is required");
+		return -EINVAL;
+	}
+	ws = sbx_calloc(1, sizeof(*ws));
+	if (!ws || wslay_event_context_server_init(&ws->ctx, &wcb, ws)) {
+		sbx_free(ws);
+		sbx_http_respond_error(req, 503, "out of memory");
+		return -ENOMEM;
+	}
+	wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message ? max_message : 1u << 20);
+	sbx_buf_init(&ws->in, (max_message ? max_message : 1u << 20) + sizeof(c->s->read_buf) +
+				      c->pending.max);
+	sbx_buf_init(&cat, 256);
+	sbx_buf_printf(&cat, "%s%s", key, guid);
+	SHA1((const unsigned char *)cat.data, cat.len, digest);
+	sbx_buf_release(&cat);
+	if (sbx_base64_encode(digest, sizeof(digest), &accept, &raw_len)) {
+		wslay_event_context_free(ws->ctx);
+		sbx_buf_release(&ws->in);
+		sbx_free(ws);
+		sbx_http_respond_error(req, 503, "out of memory");
+		return -ENOMEM;
+	}
+	sbx_buf_init(&head, 128 * 1024);
+	sbx_buf_printf(&head,
+		       "HTTP/1.1 101 Switching Protocols\r\nServer: %s\r\nUpgrade: websocket\r\n"
+		       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
+		       c->s->o.server_name, accept);
+	sbx_buf_append(&head, req->resp_headers.data ? req->resp_headers.data : "",
+		       req->resp_headers.len);
+	sbx_buf_append_str(&head, "\r\n");
+	send_parts(c, head.data, head.len, NULL, 0, NULL, 0);
+	sbx_buf_release(&head);
+	sbx_free(accept);
+	c->s->stats.responses_by_class[1]++;
+	/* The connection is the WebSocket's now; the request is done. */
+	req->started = req->ended = true;
+	c->req = NULL;
+	c->handling = false;
+	c->keep_alive = false;
+	req_free(req);
+	ws->c = c;
+	ws->cb = cb;
+	ws->arg = arg;
+	c->ws = ws;
+	uv_timer_stop(&c->timer);
+	/* Frames the client sent right behind its handshake. */
+	if (c->pending.len) {
+		sbx_buf_append(&ws->in, c->pending.data, c->pending.len);
+		sbx_buf_reset(&c->pending);
+	}
+	if (!c->reading) {
+		c->reading = true;
+		uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+	}
+	*out = ws;
+	if (ws->in.len)
+		ws_input(ws, "", 0);
+	return 0;
+}
+
+int sbx_ws_send(struct sbx_ws *ws, int opcode, const void *data, size_t len)
+{
+	struct wslay_event_msg m = { .opcode = opcode == SBX_WS_BINARY ? WSLAY_BINARY_FRAME
+								       : WSLAY_TEXT_FRAME,
+				     .msg = data,
+				     .msg_length = len };
+	struct conn *c = ws->c;
+
+	if (!c || c->closing || c->shutting)
+		return -ECONNRESET;
+	/* wslay copies the message when it is queued. */
+	if (wslay_event_queue_msg(ws->ctx, &m))
+		return -ENOMEM;
+	ws_flush(ws);
+	if (!ws->c)
+		return -ECONNRESET;
+	return ws->blocked ||
+	       uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > c->s->o.write_high_water;
+}
+
+void sbx_ws_close(struct sbx_ws *ws, uint16_t code, const char *reason)
+{
+	if (!ws->c)
+		return;
+	wslay_event_queue_close(ws->ctx, code, (const uint8_t *)(reason ? reason : ""),
+				reason ? strlen(reason) : 0);
+	ws_flush(ws);
+}
+
+const char *sbx_ws_peer(const struct sbx_ws *ws)
+{
+	return ws->c ? ws->c->peer : "";
 }

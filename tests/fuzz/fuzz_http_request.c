@@ -101,7 +101,25 @@ static void sink(struct sbx_http_req *req, void *arg)
 	sbx_http_stream_body(req, &ops, f);
 }
 
+/* WebSocket: echo, and "c" closes. */
+static void ws_msg(struct sbx_ws *ws, int opcode, const char *data, size_t len, void *arg)
+{
+	if (len == 1 && data[0] == 'c')
+		sbx_ws_close(ws, 1000, "bye");
+	else
+		sbx_ws_send(ws, opcode, data, len);
+}
+
+static void ws_route(struct sbx_http_req *req, void *arg)
+{
+	static const struct sbx_ws_callbacks cb = { .message = ws_msg };
+	struct sbx_ws *ws;
+
+	sbx_http_websocket(req, &cb, NULL, 256, &ws);
+}
+
 static const struct sbx_http_route routes[] = {
+	{ .method = "GET", .pattern = "/ws", .fn = ws_route },
 	{ .method = "POST",
 	  .pattern = "/sink",
 	  .fn = sink,

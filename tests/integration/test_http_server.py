@@ -397,3 +397,64 @@ def test_client_gone_mid_body_aborts_the_handler(server):
     while s.stats()["aborts"] < 1:
         assert time.monotonic() < deadline, "abort callback never ran"
         time.sleep(0.05)
+
+
+# ---- WebSocket (the python `websockets` client) ----
+
+def test_websocket_echo_text_binary_and_close(server):
+    from websockets.sync.client import connect
+    s = server()
+    with connect(f"ws://127.0.0.1:{s.port}/ws") as ws:
+        ws.send("héllo")
+        assert ws.recv() == "héllo"
+        blob = os.urandom(300_000)
+        ws.send(blob)
+        assert ws.recv() == blob
+        ws.ping(b"are you there")  # answered by the server core
+        ws.send("close")
+        from websockets.exceptions import ConnectionClosedOK
+        with pytest.raises(ConnectionClosedOK):
+            ws.recv()
+        assert ws.close_code == 1000 and ws.close_reason == "asked to"
+    deadline = time.monotonic() + 5
+    while s.stats()["ws_closed"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert s.stats()["ws_open"] == 1
+
+
+def test_websocket_limits_and_bad_handshakes(server):
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.sync.client import connect
+    s = server()
+    with connect(f"ws://127.0.0.1:{s.port}/ws", max_size=None) as ws:
+        ws.send(b"x" * ((1 << 20) + 1))  # over the 1 MiB message limit
+        with pytest.raises(ConnectionClosedError):
+            ws.recv()
+        assert ws.close_code == 1009
+    c = s.conn()
+    c.request("GET", "/ws")  # no upgrade headers
+    r = c.getresponse()
+    assert r.status == 400 and b"WebSocket" in r.read()
+    c = s.conn()
+    c.request("GET", "/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                                     "Sec-WebSocket-Version": "8"})
+    r = c.getresponse()
+    assert r.status == 426 and r.getheader("Sec-WebSocket-Version") == "13"
+
+
+def test_websocket_flood_reaches_a_slow_reader_whole_and_in_order(server):
+    from websockets.sync.client import connect
+    s = server()
+    with connect(f"ws://127.0.0.1:{s.port}/ws", max_size=None) as ws:
+        ws.send("flood 200")  # 12.5 MiB queued through wslay while we sleep
+        time.sleep(0.5)
+        got = 0
+        while True:
+            m = ws.recv()
+            if m == "flood done":
+                break
+            assert len(m) == 65536 and m[0] == ord("a") + got % 26
+            got += 1
+        assert got == 200

@@ -13,6 +13,9 @@
  *                                    reading after each piece; reject answers
  *                                    401 before reading any of it
  *   GET  /stats                      server counters, pauses, aborts
+ *   GET  /ws                         WebSocket echo (max message 1 MiB); the text
+ *                                    "close" makes the server close with 1000,
+ *                                    "flood N" sends N 64 KiB binary messages
  *
  * Prints {"port": P} on stdout once listening; SIGTERM closes gracefully.
  */
@@ -267,6 +270,50 @@ static void sink(struct sbx_http_req *req, void *arg)
 	sbx_http_stream_body(req, &ops, sk);
 }
 
+/* ---- WebSocket ------------------------------------------------------------- */
+
+static unsigned long ws_open, ws_closed, ws_drains;
+
+static void ws_message(struct sbx_ws *ws, int opcode, const char *data, size_t len, void *arg)
+{
+	if (opcode == SBX_WS_TEXT && len == 5 && memcmp(data, "close", 5) == 0) {
+		sbx_ws_close(ws, 1000, "asked to");
+		return;
+	}
+	if (opcode == SBX_WS_TEXT && len > 6 && memcmp(data, "flood ", 6) == 0) {
+		static char chunk[65536];
+		long n = atol(data + 6);
+
+		for (long i = 0; i < n; i++) {
+			memset(chunk, (int)('a' + i % 26), sizeof(chunk));
+			if (sbx_ws_send(ws, SBX_WS_BINARY, chunk, sizeof(chunk)) < 0)
+				return;
+		}
+		sbx_ws_send(ws, SBX_WS_TEXT, "flood done", 10);
+		return;
+	}
+	sbx_ws_send(ws, opcode, data, len);
+}
+
+static void ws_gone_cb(struct sbx_ws *ws, void *arg)
+{
+	ws_closed++;
+}
+
+static void ws_drain_cb(struct sbx_ws *ws, void *arg)
+{
+	ws_drains++;
+}
+
+static void websocket(struct sbx_http_req *req, void *arg)
+{
+	static const struct sbx_ws_callbacks cb = { ws_message, ws_gone_cb, ws_drain_cb };
+	struct sbx_ws *ws;
+
+	if (sbx_http_websocket(req, &cb, NULL, 1u << 20, &ws) == 0)
+		ws_open++;
+}
+
 static void stats(struct sbx_http_req *req, void *arg)
 {
 	const struct sbx_http_stats *s = sbx_http_server_stats(server);
@@ -281,6 +328,9 @@ static void stats(struct sbx_http_req *req, void *arg)
 		(json_int_t)streams_done, "bytes_out", (json_int_t)s->bytes_out, "sink_max_pending",
 		(json_int_t)sink_max_pending);
 
+	json_object_set_new(o, "ws_open", json_integer((json_int_t)ws_open));
+	json_object_set_new(o, "ws_closed", json_integer((json_int_t)ws_closed));
+
 	sbx_http_respond_json(req, 200, o);
 	json_decref(o);
 }
@@ -294,6 +344,7 @@ static const struct sbx_http_route routes[] = {
 	{ .method = "GET", .pattern = "/slow", .fn = slow },
 	{ .method = "POST", .pattern = "/small", .fn = echo, .max_body_bytes = 16 },
 	{ .method = "GET", .pattern = "/stats", .fn = stats },
+	{ .method = "GET", .pattern = "/ws", .fn = websocket },
 	{ .method = "POST",
 	  .pattern = "/sink",
 	  .fn = sink,

@@ -173,6 +173,38 @@ int sbx_http_end(struct sbx_http_req *req);
  * a cut response) and req is freed; the abort callback does not run. */
 void sbx_http_abort(struct sbx_http_req *req);
 
+/* ---- WebSocket (RFC 6455, framing by wslay) ----------------------------------- */
+
+struct sbx_ws;
+
+#define SBX_WS_TEXT   1
+#define SBX_WS_BINARY 2
+
+struct sbx_ws_callbacks {
+	/* A whole text or binary message (control frames are handled:
+	 * pings are answered, a close is answered and ends the connection). */
+	void (*message)(struct sbx_ws *ws, int opcode, const char *data, size_t len, void *arg);
+	/* The connection is gone (closed by either side, or failed); ws is
+	 * freed right after. */
+	void (*closed)(struct sbx_ws *ws, void *arg);
+	/* Optional: what was queued fell below half the high water mark. */
+	void (*drain)(struct sbx_ws *ws, void *arg);
+};
+
+/* Answers req's upgrade handshake with 101 and turns its connection into a
+ * WebSocket: 0 with *out set (req is freed), or -EINVAL after answering 400
+ * (426 for a wrong version) itself. max_message bounds one incoming message
+ * (beyond: closed with 1009). */
+int sbx_http_websocket(struct sbx_http_req *req, const struct sbx_ws_callbacks *cb, void *arg,
+		       size_t max_message, struct sbx_ws **out);
+/* Queues a message: 0, 1 above the write high water mark (wait for drain),
+ * -ECONNRESET once closed, -ENOMEM. */
+int sbx_ws_send(struct sbx_ws *ws, int opcode, const void *data, size_t len);
+/* Starts the closing handshake (code 1000 normal, 1011 server error...). */
+void sbx_ws_close(struct sbx_ws *ws, uint16_t code, const char *reason);
+/* The peer address. */
+const char *sbx_ws_peer(const struct sbx_ws *ws);
+
 /* ---- internal calls -------------------------------------------------------- */
 
 /* The answer to an internal call: status, Content-Type ("" if none) and the
