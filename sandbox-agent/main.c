@@ -13,6 +13,7 @@
 #include "files.h"
 #include "kernel.h"
 #include "mcp.h"
+#include "terminal.h"
 #include "shell.h"
 #include "supervisor.h"
 #include "sbx/alloc.h"
@@ -50,6 +51,7 @@ struct agent {
 	struct code code;
 	struct kernels kernels;
 	struct mcp mcp;
+	struct terminals terminals;
 	struct docs docs;
 };
 
@@ -79,6 +81,7 @@ static void on_stop(void *arg)
 
 	shell_close(&a->shell);
 	kernels_close(&a->kernels);
+	terminals_close(&a->terminals);
 	sbx_http_server_close(a->http, on_closed, a);
 }
 
@@ -159,6 +162,12 @@ static int serve(void *arg)
 		  .fn = shell_handle_delete,
 		  .arg = &a.shell,
 		  .summary = "Close one shell session" },
+		{ .method = "GET",
+		  .pattern = "/v1/shell/ws",
+		  .fn = terminals_handle_ws,
+		  .arg = &a.terminals,
+		  .summary = "Interactive terminal over WebSocket (JSON frames; ?session_id= "
+			     "re-attaches)" },
 		{ .method = "POST",
 		  .pattern = "/v1/file/read",
 		  .fn = files_handle_read,
@@ -380,10 +389,12 @@ static int serve(void *arg)
 		     (size_t)max_output_bytes);
 	a.code.kernels = &a.kernels;
 	mcp_init(&a.mcp, SBX_VERSION, 1024);
+	terminals_init(&a.terminals, a.loop, a.ctx.workspace, (unsigned)max_sessions);
 	if ((rc = docs_init(&a.docs, routes, sizeof(routes) / sizeof(routes[0]), SBX_VERSION))) {
 		sbx_log_error("cannot describe the API", SBX_LERR(rc));
 		shell_close(&a.shell);
 		kernels_close(&a.kernels);
+		terminals_close(&a.terminals);
 		mcp_release(&a.mcp);
 		code_release(&a.code);
 		goto out_context;
@@ -417,6 +428,7 @@ out_loop:
 	uv_run(a.loop, UV_RUN_DEFAULT);
 	shell_close(&a.shell);
 	kernels_close(&a.kernels);
+	terminals_close(&a.terminals);
 	mcp_release(&a.mcp);
 	code_release(&a.code);
 	docs_release(&a.docs);

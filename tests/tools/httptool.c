@@ -282,7 +282,12 @@ static void ws_message(struct sbx_ws *ws, int opcode, const char *data, size_t l
 	}
 	if (opcode == SBX_WS_TEXT && len > 6 && memcmp(data, "flood ", 6) == 0) {
 		static char chunk[65536];
-		long n = atol(data + 6);
+		char count[16] = { 0 };
+		long n;
+
+		/* Messages are not NUL-terminated. */
+		memcpy(count, data + 6, len - 6 < sizeof(count) - 1 ? len - 6 : sizeof(count) - 1);
+		n = atol(count);
 
 		for (long i = 0; i < n; i++) {
 			memset(chunk, (int)('a' + i % 26), sizeof(chunk));
