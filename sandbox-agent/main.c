@@ -7,6 +7,7 @@
  */
 #include "api.h"
 #include "auth.h"
+#include "bash.h"
 #include "context.h"
 #include "docs.h"
 #include "code.h"
@@ -52,6 +53,7 @@ struct agent {
 	struct kernels kernels;
 	struct mcp mcp;
 	struct terminals terminals;
+	struct bash bash;
 	struct docs docs;
 };
 
@@ -82,6 +84,7 @@ static void on_stop(void *arg)
 	shell_close(&a->shell);
 	kernels_close(&a->kernels);
 	terminals_close(&a->terminals);
+	bash_close(&a->bash);
 	sbx_http_server_close(a->http, on_closed, a);
 }
 
@@ -168,6 +171,42 @@ static int serve(void *arg)
 		  .arg = &a.terminals,
 		  .summary = "Interactive terminal over WebSocket (JSON frames; ?session_id= "
 			     "re-attaches)" },
+		{ .method = "POST",
+		  .pattern = "/v1/bash/exec",
+		  .fn = bash_handle_exec,
+		  .arg = &a.bash,
+		  .summary =
+			  "Run a command on pipes (stdout and stderr apart); sync, async or until a timeout" },
+		{ .method = "POST",
+		  .pattern = "/v1/bash/output",
+		  .fn = bash_handle_output,
+		  .arg = &a.bash,
+		  .summary = "A command's output from byte offsets; long-polls with wait" },
+		{ .method = "POST",
+		  .pattern = "/v1/bash/write",
+		  .fn = bash_handle_write,
+		  .arg = &a.bash,
+		  .summary = "Write to a running command's stdin" },
+		{ .method = "POST",
+		  .pattern = "/v1/bash/kill",
+		  .fn = bash_handle_kill,
+		  .arg = &a.bash,
+		  .summary = "Signal a session's running command (its whole process group)" },
+		{ .method = "GET",
+		  .pattern = "/v1/bash/sessions",
+		  .fn = bash_handle_sessions,
+		  .arg = &a.bash,
+		  .summary = "List bash sessions" },
+		{ .method = "POST",
+		  .pattern = "/v1/bash/sessions/create",
+		  .fn = bash_handle_create,
+		  .arg = &a.bash,
+		  .summary = "Open a bash session (a working directory)" },
+		{ .method = "POST",
+		  .pattern = "/v1/bash/sessions/{session_id}/close",
+		  .fn = bash_handle_close,
+		  .arg = &a.bash,
+		  .summary = "Close a bash session, killing what it runs" },
 		{ .method = "POST",
 		  .pattern = "/v1/file/read",
 		  .fn = files_handle_read,
@@ -390,11 +429,14 @@ static int serve(void *arg)
 	a.code.kernels = &a.kernels;
 	mcp_init(&a.mcp, SBX_VERSION, 1024);
 	terminals_init(&a.terminals, a.loop, a.ctx.workspace, (unsigned)max_sessions);
+	bash_init(&a.bash, a.loop, a.ctx.workspace, (unsigned)max_sessions,
+		  (size_t)max_output_bytes);
 	if ((rc = docs_init(&a.docs, routes, sizeof(routes) / sizeof(routes[0]), SBX_VERSION))) {
 		sbx_log_error("cannot describe the API", SBX_LERR(rc));
 		shell_close(&a.shell);
 		kernels_close(&a.kernels);
 		terminals_close(&a.terminals);
+		bash_close(&a.bash);
 		mcp_release(&a.mcp);
 		code_release(&a.code);
 		goto out_context;
@@ -429,6 +471,7 @@ out_loop:
 	shell_close(&a.shell);
 	kernels_close(&a.kernels);
 	terminals_close(&a.terminals);
+	bash_close(&a.bash);
 	mcp_release(&a.mcp);
 	code_release(&a.code);
 	docs_release(&a.docs);

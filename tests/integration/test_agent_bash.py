@@ -1,0 +1,117 @@
+"""sbx-agent's /v1/bash: commands on pipes with separate stdout and stderr,
+byte offsets and long-polling, through the official SDK."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from agent_sandbox import Sandbox
+
+from conftest import processes, zombies_below
+from test_agent import agent  # noqa: F401 - the fixture
+
+
+@pytest.fixture
+def sb(agent, tmp_path):  # noqa: F811
+    a = agent(f"--workspace={tmp_path}")
+    return Sandbox(base_url=a.url), a, tmp_path
+
+
+def test_sync_exec_separates_the_streams_and_keeps_no_shell_state(sb):
+    c, _, ws = sb
+    r = c.bash.exec(command="echo out; echo err >&2; cd /; export X=1; exit 4")
+    d = r.data
+    assert d.status == "completed" and d.exit_code == 4
+    assert d.stdout == "out\n" and d.stderr == "err\n"
+    assert d.offset == 4 and d.stderr_offset == 4
+    # Same session: the API-level directory stays; cd and export did not.
+    r = c.bash.exec(command="pwd; echo x=${X:-unset}", session_id=d.session_id)
+    assert r.data.stdout == f"{ws}\nx=unset\n"
+    # env for one command, exec_dir for this and later ones.
+    (ws / "sub").mkdir()
+    r = c.bash.exec(command="echo $GREETING; pwd", session_id=d.session_id,
+                    env={"GREETING": "hi there"}, exec_dir=str(ws / "sub"))
+    assert r.data.stdout == f"hi there\n{ws}/sub\n"
+    assert c.bash.exec(command="pwd", session_id=d.session_id).data.stdout == f"{ws}/sub\n"
+
+
+def test_async_exec_then_offsets_and_long_poll(sb):
+    c, _, _ = sb
+    r = c.bash.exec(command="for i in 1 2 3; do echo line$i; sleep 0.3; done; echo done >&2",
+                    async_mode=True)
+    d = r.data
+    assert d.status == "running" and d.offset == 0
+    got, off, eoff = "", 0, 0
+    deadline = time.monotonic() + 15
+    while True:
+        o = c.bash.output(session_id=d.session_id, command_id=d.command_id, offset=off,
+                          stderr_offset=eoff, wait=True, wait_timeout=5).data
+        got += o.stdout
+        off, eoff = o.offset, o.stderr_offset
+        if o.command.status != "running":
+            break
+        assert time.monotonic() < deadline
+    assert got == "line1\nline2\nline3\n"
+    assert o.command.status == "completed" and o.command.exit_code == 0
+    assert eoff == len("done\n")
+    # Reading from an offset gives only what follows it.
+    o = c.bash.output(session_id=d.session_id, offset=6).data
+    assert o.stdout == "line2\nline3\n"
+
+
+def test_timeout_returns_running_and_write_feeds_stdin(sb):
+    c, _, _ = sb
+    t0 = time.monotonic()
+    r = c.bash.exec(command="read name; echo hello $name", timeout=0.5)
+    assert r.data.status == "running" and time.monotonic() - t0 < 5
+    sid, cid = r.data.session_id, r.data.command_id
+    assert c.bash.write(session_id=sid, input="world\n").success
+    o = c.bash.output(session_id=sid, command_id=cid, wait=True, wait_timeout=5).data
+    deadline = time.monotonic() + 5
+    while o.command.status == "running":
+        assert time.monotonic() < deadline
+        o = c.bash.output(session_id=sid, command_id=cid, wait=True, wait_timeout=1).data
+    assert o.stdout == "hello world\n"
+
+
+def test_hard_timeout_and_kill_end_the_whole_group(sb):
+    c, a, _ = sb
+    r = c.bash.exec(command="sleep 300 & sleep 301; echo never", hard_timeout=0.5)
+    assert r.data.status == "timed_out" and "never" not in r.data.stdout
+    r = c.bash.exec(command="sleep 302 & sleep 303", async_mode=True)
+    assert c.bash.kill(session_id=r.data.session_id, signal="SIGTERM").success
+    o = c.bash.output(session_id=r.data.session_id, wait=True, wait_timeout=5).data
+    deadline = time.monotonic() + 5
+    while o.command.status == "running":
+        assert time.monotonic() < deadline
+        o = c.bash.output(session_id=r.data.session_id, wait=True, wait_timeout=1).data
+    assert o.command.status == "killed"
+    deadline = time.monotonic() + 5
+    while [p for p in processes() if "sleep 30" in p[3]]:
+        assert time.monotonic() < deadline, [p for p in processes() if "sleep 30" in p[3]]
+        time.sleep(0.1)
+    assert not zombies_below(a.proc.pid)
+
+
+def test_sessions_truncation_and_errors(sb):
+    c, a, ws = sb
+    made = c.bash.create_session(session_id="build", exec_dir=str(ws)).data
+    assert made.session_id == "build" and made.status == "ready" and made.working_dir == str(ws)
+    r = c.bash.exec(command="head -c 100000 /dev/zero | tr '\\0' a", session_id="build",
+                    max_output_length=1000)
+    assert "bytes omitted" in r.data.stdout and len(r.data.stdout) < 1100
+    assert r.data.offset == 100000
+    listed = {s.session_id: s for s in c.bash.sessions().data}
+    assert listed["build"].command_count == 1
+    assert c.bash.close_session("build").success
+    assert "build" not in {s.session_id for s in c.bash.sessions().data}
+    r = requests.post(f"{a.url}/v1/bash/exec", json={})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "command"]
+    r = requests.post(f"{a.url}/v1/bash/output", json={"session_id": "nope"})
+    assert r.status_code == 200 and not r.json()["success"]
+    r = requests.post(f"{a.url}/v1/bash/kill", json={"session_id": "x", "signal": "SIGNOPE"})
+    assert r.status_code == 422
+    r = requests.post(f"{a.url}/v1/bash/exec", json={"command": "true", "exec_dir": "rel"})
+    assert r.status_code == 422
