@@ -16,6 +16,7 @@
 #include "mcp.h"
 #include "terminal.h"
 #include "shell.h"
+#include "skills.h"
 #include "supervisor.h"
 #include "sbx/alloc.h"
 #include "sbx/config.h"
@@ -34,6 +35,7 @@ static long max_body_bytes = 64L << 20;
 static long max_connections = 1024;
 static long max_file_bytes = 32L << 20;
 static long max_upload_bytes = 8L << 30;
+static char *skills_dir;
 static char *jwt_public_key;
 static char *api_key;
 static long ticket_ttl_s = 30;
@@ -54,6 +56,7 @@ struct agent {
 	struct mcp mcp;
 	struct terminals terminals;
 	struct bash bash;
+	struct skills skills;
 	struct docs docs;
 };
 
@@ -207,6 +210,33 @@ static int serve(void *arg)
 		  .fn = bash_handle_close,
 		  .arg = &a.bash,
 		  .summary = "Close a bash session, killing what it runs" },
+		{ .method = "POST",
+		  .pattern = "/v1/skills/register",
+		  .fn = skills_handle_register,
+		  .arg = &a.skills,
+		  .max_body_bytes = (64u << 20) + 65536,
+		  .summary =
+			  "Register skills: a folder in the sandbox (path) or an uploaded zip (file)" },
+		{ .method = "GET",
+		  .pattern = "/v1/skills/metadatas",
+		  .fn = skills_handle_list,
+		  .arg = &a.skills,
+		  .summary = "Registered skills and their front matter (?names=a,b)" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/skills",
+		  .fn = skills_handle_clear,
+		  .arg = &a.skills,
+		  .summary = "Forget every skill (unpacked ones are removed)" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/skills/{name}",
+		  .fn = skills_handle_delete,
+		  .arg = &a.skills,
+		  .summary = "Forget a skill (an unpacked one is removed)" },
+		{ .method = "GET",
+		  .pattern = "/v1/skills/{name}/content",
+		  .fn = skills_handle_content,
+		  .arg = &a.skills,
+		  .summary = "A skill's SKILL.md without its front matter" },
 		{ .method = "POST",
 		  .pattern = "/v1/file/read",
 		  .fn = files_handle_read,
@@ -429,6 +459,7 @@ static int serve(void *arg)
 	a.code.kernels = &a.kernels;
 	mcp_init(&a.mcp, SBX_VERSION, 1024);
 	terminals_init(&a.terminals, a.loop, a.ctx.workspace, (unsigned)max_sessions);
+	skills_init(&a.skills, a.loop, a.ctx.workspace, skills_dir);
 	bash_init(&a.bash, a.loop, a.ctx.workspace, (unsigned)max_sessions,
 		  (size_t)max_output_bytes);
 	if ((rc = docs_init(&a.docs, routes, sizeof(routes) / sizeof(routes[0]), SBX_VERSION))) {
@@ -437,6 +468,7 @@ static int serve(void *arg)
 		kernels_close(&a.kernels);
 		terminals_close(&a.terminals);
 		bash_close(&a.bash);
+		skills_release(&a.skills);
 		mcp_release(&a.mcp);
 		code_release(&a.code);
 		goto out_context;
@@ -472,6 +504,7 @@ out_loop:
 	kernels_close(&a.kernels);
 	terminals_close(&a.terminals);
 	bash_close(&a.bash);
+	skills_release(&a.skills);
 	mcp_release(&a.mcp);
 	code_release(&a.code);
 	docs_release(&a.docs);
@@ -525,6 +558,11 @@ int main(int argc, char **argv)
 		  .help = "largest /v1/file/upload body (streamed to disk, not held in memory)",
 		  .min = 1024,
 		  .max = 1L << 40 },
+		{ .name = "skills-dir",
+		  .type = SBX_OPT_STRING,
+		  .dest = &skills_dir,
+		  .metavar = "DIR",
+		  .help = "where uploaded skill zips are unpacked (default: ~/.sbx/skills)" },
 		{ .name = "jwt-public-key",
 		  .type = SBX_OPT_STRING,
 		  .dest = &jwt_public_key,
