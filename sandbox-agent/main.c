@@ -15,6 +15,7 @@
 #include "kernel.h"
 #include "mcp.h"
 #include "terminal.h"
+#include "watch.h"
 #include "shell.h"
 #include "skills.h"
 #include "supervisor.h"
@@ -57,6 +58,7 @@ struct agent {
 	struct terminals terminals;
 	struct bash bash;
 	struct skills skills;
+	struct watches watches;
 	struct docs docs;
 };
 
@@ -88,6 +90,7 @@ static void on_stop(void *arg)
 	kernels_close(&a->kernels);
 	terminals_close(&a->terminals);
 	bash_close(&a->bash);
+	watches_close(&a->watches);
 	sbx_http_server_close(a->http, on_closed, a);
 }
 
@@ -294,6 +297,37 @@ static int serve(void *arg)
 		  .fn = files_handle_download,
 		  .arg = &a.files,
 		  .summary = "Download a file (?path=, change_policy=ignore|abort)" },
+		{ .method = "GET",
+		  .pattern = "/v1/file/watch",
+		  .fn = watches_handle_list,
+		  .arg = &a.watches,
+		  .summary = "List file watchers" },
+		{ .method = "POST",
+		  .pattern = "/v1/file/watch",
+		  .fn = watches_handle_create,
+		  .arg = &a.watches,
+		  .summary =
+			  "Watch a file or folder tree (inotify): create, write, remove, rename, chmod" },
+		{ .method = "GET",
+		  .pattern = "/v1/file/watch/{watcher_id}/events",
+		  .fn = watches_handle_events,
+		  .arg = &a.watches,
+		  .summary = "A watcher's events as Server-Sent Events (Last-Event-ID resumes)" },
+		{ .method = "POST",
+		  .pattern = "/v1/file/watch/{watcher_id}/poll",
+		  .fn = watches_handle_poll,
+		  .arg = &a.watches,
+		  .summary = "A watcher's events after a cursor; long-polls with timeout" },
+		{ .method = "POST",
+		  .pattern = "/v1/file/watch/wait",
+		  .fn = watches_handle_wait,
+		  .arg = &a.watches,
+		  .summary = "Wait for an event on one path" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/file/watch/{watcher_id}",
+		  .fn = watches_handle_stop,
+		  .arg = &a.watches,
+		  .summary = "Stop a watcher" },
 		{ .method = "POST",
 		  .pattern = "/v1/code/execute",
 		  .fn = code_handle_execute,
@@ -459,6 +493,7 @@ static int serve(void *arg)
 	a.code.kernels = &a.kernels;
 	mcp_init(&a.mcp, SBX_VERSION, 1024);
 	terminals_init(&a.terminals, a.loop, a.ctx.workspace, (unsigned)max_sessions);
+	watches_init(&a.watches, a.loop, a.ctx.workspace, 64);
 	skills_init(&a.skills, a.loop, a.ctx.workspace, skills_dir);
 	bash_init(&a.bash, a.loop, a.ctx.workspace, (unsigned)max_sessions,
 		  (size_t)max_output_bytes);
@@ -468,6 +503,7 @@ static int serve(void *arg)
 		kernels_close(&a.kernels);
 		terminals_close(&a.terminals);
 		bash_close(&a.bash);
+		watches_close(&a.watches);
 		skills_release(&a.skills);
 		mcp_release(&a.mcp);
 		code_release(&a.code);
@@ -504,6 +540,7 @@ out_loop:
 	kernels_close(&a.kernels);
 	terminals_close(&a.terminals);
 	bash_close(&a.bash);
+	watches_close(&a.watches);
 	skills_release(&a.skills);
 	mcp_release(&a.mcp);
 	code_release(&a.code);
