@@ -53,6 +53,7 @@ const char *files_error_type(int err)
 	case EISDIR:
 	case ENOTDIR:
 	case ELOOP:
+	case ENODEV: /* a FIFO, a device, a socket: not a file to read */
 		return "invalid_target";
 	case EEXIST:
 	case ENOTEMPTY:
@@ -187,19 +188,18 @@ static int do_read(struct job *j)
 	json_t *sl = json_object_get(j->args, "start_line"),
 	       *el = json_object_get(j->args, "end_line");
 	struct sbx_buf b;
-	struct stat st;
 	size_t from, to;
 	json_t *content;
 	int fd, rc;
 
-	fd = open(j->path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return fail_errno(j, errno, "cannot open");
-	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-		close(fd);
+	fd = files_open_read(j->path);
+	if (fd == -EISDIR)
 		return fail(j, EISDIR, NULL, "%s is a directory; list it with /v1/file/list",
 			    j->path);
-	}
+	if (fd == -ENODEV)
+		return fail(j, ENODEV, "invalid_target", "%s is not a regular file", j->path);
+	if (fd < 0)
+		return fail_errno(j, -fd, "cannot open");
 	rc = read_all(fd, j->f->max_read_bytes, &b);
 	close(fd);
 	if (rc == -EFBIG) {
@@ -228,6 +228,27 @@ static int do_read(struct job *j)
 }
 
 /* ---- write ------------------------------------------------------------------ */
+
+int files_open_read(const char *path)
+{
+	/* O_NONBLOCK: a FIFO would otherwise block open() until a writer came. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY), err;
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st)) {
+		err = errno;
+		close(fd);
+		return -err;
+	}
+	if (S_ISDIR(st.st_mode) || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return S_ISDIR(st.st_mode) ? -EISDIR : -ENODEV;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}
 
 int files_make_parents(const char *path)
 {
@@ -475,16 +496,15 @@ static int do_list(struct job *j)
  * is missing, too large or not UTF-8. */
 static int load_text(struct job *j, struct sbx_buf *b)
 {
-	int fd = open(j->path, O_RDONLY | O_CLOEXEC), rc;
-	struct stat st;
+	int fd = files_open_read(j->path), rc;
 	json_t *check;
 
-	if (fd < 0)
-		return fail_errno(j, errno, "cannot open");
-	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-		close(fd);
+	if (fd == -EISDIR)
 		return fail(j, EISDIR, NULL, "%s is a directory", j->path);
-	}
+	if (fd == -ENODEV)
+		return fail(j, ENODEV, "invalid_target", "%s is not a regular file", j->path);
+	if (fd < 0)
+		return fail_errno(j, -fd, "cannot open");
 	rc = read_all(fd, j->f->max_read_bytes, b);
 	close(fd);
 	if (rc) {
@@ -1241,7 +1261,7 @@ static void grep_file(struct grepper *g, const char *path)
 	struct sbx_buf b;
 	char **lines = NULL;
 	json_t *check;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = files_open_read(path); /* FIFOs and devices are skipped */
 
 	if (fd < 0)
 		return;

@@ -47,6 +47,9 @@ json_t *files_error_data(const char *path, const char *operation, int err, const
 /* path (absolute, or relative to the workspace) into out: 0, -EINVAL (empty
  * or holding a NUL: path_len disagrees with strlen), -ENAMETOOLONG. */
 int files_resolve(const struct files *f, const char *path, size_t path_len, char *out, size_t size);
+/* Opens a regular file for reading without ever blocking on a FIFO or a
+ * device: the descriptor, -EISDIR, -ENODEV (not a regular file), -errno. */
+int files_open_read(const char *path);
 /* mkdir -p of path's parent folder: 0 or -errno. */
 int files_make_parents(const char *path);
 

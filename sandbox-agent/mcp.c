@@ -578,7 +578,11 @@ static void handle_message(struct exchange *ex, json_t *msg)
 		slot = json_pack("{s:s, s:O, s:n}", "jsonrpc", "2.0", "id", id, "result");
 		json_array_append_new(ex->replies, slot);
 		ex->pending++;
-		if (tool_start(ex->m, t, args ? args : json_object(), run, err, sizeof(err))) {
+		json_t *no_args = args ? NULL : json_object();
+		int rc = tool_start(ex->m, t, args ? args : no_args, run, err, sizeof(err));
+
+		json_decref(no_args);
+		if (rc) {
 			ex->pending--;
 			json_object_del(slot, "result");
 			json_object_set_new(

@@ -56,9 +56,9 @@ static int read_skill_md(const char *dir, json_t **meta, char **body, char *err,
 		*body = NULL;
 	if (snprintf(path, sizeof(path), "%s/SKILL.md", dir) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = files_open_read(path);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	sbx_buf_init(&b, MAX_SKILL_MD);
 	while ((n = read(fd, chunk, sizeof(chunk))) > 0)
 		if ((rc = sbx_buf_append(&b, chunk, (size_t)n)))

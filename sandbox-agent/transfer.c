@@ -650,9 +650,9 @@ void files_handle_download(struct sbx_http_req *req, void *arg)
 		download_free(d);
 		return;
 	}
-	d->fd = open(d->path, O_RDONLY | O_CLOEXEC);
-	if (d->fd < 0 || fstat(d->fd, &d->st) || !S_ISREG(d->st.st_mode)) {
-		download_error(req, d->path, d->fd < 0 ? errno : EISDIR);
+	d->fd = files_open_read(d->path);
+	if (d->fd < 0 || fstat(d->fd, &d->st)) {
+		download_error(req, d->path, d->fd < 0 ? -d->fd : errno);
 		download_free(d);
 		return;
 	}

@@ -252,3 +252,18 @@ def test_grep(sdk):
     page2 = c.file.grep_files(path=str(ws / "src"), pattern="def", offset=1)
     assert page2.data.match_count == 2 and len(page2.data.matches) == 1
     assert not c.file.grep_files(path=str(ws / "src"), pattern="x", type="cobol").success
+
+
+def test_fifos_and_devices_are_refused_without_blocking(sdk):
+    """A FIFO would block open() until a writer came (and with it a worker
+    thread, or for a download the whole agent): refused at once instead."""
+    c, ws, a = sdk
+    os.mkfifo(ws / "pipe")
+    r = c.file.read_file(file=str(ws / "pipe"))
+    assert not r.success and r.data.error_type == "invalid_target"
+    r = c.file.read_file(file="/dev/zero")
+    assert not r.success and r.data.error_type == "invalid_target"
+    r = requests.get(f"{a.url}/v1/file/download", params={"path": str(ws / "pipe")}, timeout=5)
+    assert r.status_code == 400 and r.json()["data"]["error_type"] == "invalid_target"
+    (ws / "ok.txt").write_text("still serving\n")
+    assert c.file.read_file(file=str(ws / "ok.txt")).data.content == "still serving\n"
