@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build test demo fuzz setup format format-check clean help
+.PHONY: all build test demo fuzz bench bench-agent setup format format-check clean help
 
 all: build
 
@@ -15,6 +15,7 @@ help:
 	@echo "make build         build the binaries into $(BUILD)/, and the self-contained"
 	@echo "                   agent folder $(BUILD)/agent-bundle (for /opt/sbx)"
 	@echo "make fuzz          run every fuzz target for FUZZ_SECONDS each (default 60)"
+	@echo "make bench         run the benchmarks against their peers (bench/)"
 	@echo "make format        reformat the C sources with clang-format"
 	@echo "make format-check  fail if any C source is not formatted"
 	@echo "make setup         install the build and test dependencies only"
@@ -36,6 +37,12 @@ demo:
 
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+bench: bench-agent
+
+# The venv that scripts/setup.sh made (it prints where).
+bench-agent: build
+	$$(scripts/setup.sh --no-k8s | sed -n 's/^export SBX_VENV=//p')/bin/python bench/agent/run.py $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.h.in')

@@ -1,0 +1,245 @@
+"""bench/agent: sbx-agent against a peer, side by side in one run.
+
+  make bench-agent            (or: python bench/agent/run.py BUILD_DIR)
+
+Measures, for each server on 127.0.0.1:
+  - `echo hi` exec round trip over one keep-alive connection (p50, p99);
+  - a 100 MB file: upload then download, MB/s;
+  - RSS: idle, and with 100 shell sessions made concurrently (errors counted).
+Prints a table with sbx/peer ratios. The peer is Starlette on uvicorn
+(peer_asgi.py), the stack under AIO Sandbox's server; see its docstring.
+Figures go to docs/benchmarks.md by hand, with the machine they came from."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+EXECS = int(os.environ.get("BENCH_EXECS", "1000"))
+FILE_MB = int(os.environ.get("BENCH_FILE_MB", "100"))
+SESSIONS = int(os.environ.get("BENCH_SESSIONS", "100"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_up(port: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("server did not come up")
+
+
+def rss_kib(pid: int, children: bool = False) -> int:
+    pids = [pid]
+    if children:
+        todo = [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+            except OSError:
+                kids = []
+            pids += [int(k) for k in kids]
+            todo += [int(k) for k in kids]
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def post_json(conn: http.client.HTTPConnection, path: str, body: dict) -> dict:
+    data = json.dumps(body).encode()
+    conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    out = r.read()
+    if r.status != 200:
+        raise RuntimeError(f"{path}: HTTP {r.status}: {out[:200]!r}")
+    return json.loads(out)
+
+
+def exec_latency(port: int, session: str | None) -> tuple[float, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    body = {"command": "echo hi"}
+    if session:
+        body["id"] = session
+    for _ in range(20):  # warm up (and open the session)
+        post_json(conn, "/v1/shell/exec", body)
+    times = []
+    for _ in range(EXECS):
+        t0 = time.perf_counter()
+        r = post_json(conn, "/v1/shell/exec", body)
+        times.append(time.perf_counter() - t0)
+        assert r["data"]["output"].strip() == "hi", r
+    conn.close()
+    times.sort()
+    return statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000
+
+
+def multipart_body(path: str, src: Path, boundary: str):
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n{path}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    size = len(head) + src.stat().st_size + len(tail)
+
+    def gen():
+        yield head
+        with open(src, "rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+        yield tail
+    return size, gen()
+
+
+def file_throughput(port: int, src: Path, dest: Path) -> tuple[float, float]:
+    boundary = "benchboundary7MA4YWxkTrZu0gW"
+    size, body = multipart_body(str(dest), src, boundary)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    t0 = time.perf_counter()
+    conn.putrequest("POST", "/v1/file/upload")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    conn.putheader("Content-Length", str(size))
+    conn.endheaders()
+    for chunk in body:
+        conn.send(chunk)
+    r = conn.getresponse()
+    r.read()
+    up = time.perf_counter() - t0
+    assert r.status == 200, r.status
+    t0 = time.perf_counter()
+    conn.request("GET", f"/v1/file/download?path={dest}")
+    r = conn.getresponse()
+    h = hashlib.sha256()
+    n = 0
+    while chunk := r.read(1 << 20):
+        h.update(chunk)
+        n += len(chunk)
+    down = time.perf_counter() - t0
+    conn.close()
+    assert n == src.stat().st_size
+    mb = src.stat().st_size / 1e6
+    return mb / up, mb / down
+
+
+def sessions_rss(port: int, pid: int, sbx: bool) -> tuple[int, int, int]:
+    """SESSIONS sessions made at once (sbx: PTY shell sessions kept open;
+    peer: concurrent execs, since it keeps none). RSS of the server, and of
+    the server with its children, once they are up; errors counted."""
+    def one(i: int) -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            body = {"command": "echo ready"}
+            if sbx:
+                body["id"] = f"bench-{i}"
+            r = post_json(conn, "/v1/shell/exec", body)
+            return r["success"] and r["data"]["output"].strip() == "ready"
+        except Exception:  # noqa: BLE001 - counted
+            return False
+        finally:
+            conn.close()
+    with concurrent.futures.ThreadPoolExecutor(SESSIONS) as ex:
+        ok = sum(ex.map(one, range(SESSIONS)))
+    time.sleep(0.5)
+    return SESSIONS - ok, rss_kib(pid), rss_kib(pid, children=True)
+
+
+def start_sbx(build: Path, ws: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    p = subprocess.Popen([str(build / "sandbox-agent/sbx-agent"), f"--listen=127.0.0.1:{port}",
+                          f"--workspace={ws}", f"--max-sessions={SESSIONS + 10}",
+                          "--log-level=warn", f"--max-body-bytes={1 << 30}"])
+    wait_up(port, p)
+    return p, port
+
+
+def start_peer(ws: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    p = subprocess.Popen([sys.executable, str(HERE / "peer_asgi.py")], cwd=ws,
+                         env={**os.environ, "PORT": str(port)})
+    wait_up(port, p)
+    return p, port
+
+
+def main() -> None:
+    build = Path(sys.argv[1] if len(sys.argv) > 1 else "build").resolve()
+    tmp = Path(tempfile.mkdtemp(prefix="sbx-bench-"))
+    src = tmp / "src.bin"
+    with open(src, "wb") as f:
+        for _ in range(FILE_MB):
+            f.write(os.urandom(1 << 20))
+    results = {}
+    try:
+        for name, start in (("sbx-agent", lambda ws: start_sbx(build, ws)),
+                            ("peer (Starlette+uvicorn)", start_peer)):
+            ws = tmp / name.split()[0]
+            ws.mkdir()
+            proc, port = start(ws)
+            try:
+                time.sleep(0.5)
+                idle = rss_kib(proc.pid)
+                p50, p99 = exec_latency(port, "bench" if name == "sbx-agent" else None)
+                up, down = file_throughput(port, src, ws / "big.bin")
+                errors, rss, rss_all = sessions_rss(port, proc.pid, name == "sbx-agent")
+                results[name] = dict(p50=p50, p99=p99, up=up, down=down, idle=idle,
+                                     errors=errors, rss=rss, rss_all=rss_all)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    s, q = results["sbx-agent"], results["peer (Starlette+uvicorn)"]
+    print(f"\nbench/agent on {platform.node()} ({os.cpu_count()} cores, "
+          f"{platform.release()}), {EXECS} execs, {FILE_MB} MB file, {SESSIONS} sessions\n")
+    rows = [
+        ("exec `echo hi` p50 (ms)", "p50", "{:.2f}", True),
+        ("exec `echo hi` p99 (ms)", "p99", "{:.2f}", True),
+        (f"upload {FILE_MB} MB (MB/s)", "up", "{:.0f}", False),
+        (f"download {FILE_MB} MB (MB/s)", "down", "{:.0f}", False),
+        ("idle RSS (MiB)", "idle", "{:.1f}", True),
+        (f"RSS with {SESSIONS} sessions, server (MiB)", "rss", "{:.1f}", True),
+        (f"RSS with {SESSIONS} sessions, with children (MiB)", "rss_all", "{:.1f}", True),
+        (f"errors among {SESSIONS} concurrent sessions", "errors", "{:.0f}", True),
+    ]
+    print("| measure | sbx-agent | peer (Starlette+uvicorn) | sbx / peer |")
+    print("|---|---|---|---|")
+    for label, key, fmt, lower_better in rows:
+        a, b = s[key], q[key]
+        if key in ("idle", "rss", "rss_all"):
+            a, b = a / 1024, b / 1024
+        ratio = f"{a / b:.2f}" if b else "-"
+        print(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {ratio} |")
+    print("\ntargets: p50 exec < 3 ms: {}; idle RSS < 6 MiB: {}; {} sessions without error: {}"
+          .format("met" if s["p50"] < 3 else "MISSED", "met" if s["idle"] < 6 * 1024 else "MISSED",
+                  SESSIONS, "met" if s["errors"] == 0 else "MISSED"))
+
+
+if __name__ == "__main__":
+    main()
