@@ -14,6 +14,7 @@
 #include "files.h"
 #include "kernel.h"
 #include "mcp.h"
+#include "packages.h"
 #include "terminal.h"
 #include "watch.h"
 #include "shell.h"
@@ -106,6 +107,16 @@ static int serve(void *arg)
 		  .fn = context_handle_sandbox,
 		  .arg = &a.ctx,
 		  .summary = "The sandbox context: home, workspace, system, runtimes, tools" },
+		{ .method = "GET",
+		  .pattern = "/v1/sandbox/packages/python",
+		  .fn = packages_handle_python,
+		  .arg = uv_default_loop(),
+		  .summary = "Python packages installed (name, version)" },
+		{ .method = "GET",
+		  .pattern = "/v1/sandbox/packages/nodejs",
+		  .fn = packages_handle_nodejs,
+		  .arg = uv_default_loop(),
+		  .summary = "Global Node.js packages (name, version)" },
 		{ .method = "GET",
 		  .pattern = "/v1/ping",
 		  .fn = context_handle_ping,

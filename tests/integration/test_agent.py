@@ -120,3 +120,27 @@ def test_sigterm_stops_cleanly_while_runtimes_are_probed(agent):
     a = agent()
     requests.get(f"{a.url}/v1/ping", timeout=5)
     assert a.stop() == 0
+
+
+def test_installed_packages_through_the_sdk(agent, tmp_path):  # noqa: F811
+    """The answer comes from the runtimes themselves: what python3 on PATH
+    can import is listed, with the version it reports."""
+    import shutil as _shutil
+
+    a = agent(f"--workspace={tmp_path}")
+    c = Sandbox(base_url=a.url)
+    r = c.sandbox.get_python_packages()
+    assert r.success
+    names = {p["name"].lower(): p["version"] for p in r.data}
+    # What python3 on PATH says of itself, asked here directly.
+    own = json.loads(subprocess.run(
+        ["python3", "-c", "import json, importlib.metadata as m; print(json.dumps("
+         "{d.metadata['Name'].lower(): d.version for d in m.distributions()}))"],
+        capture_output=True, text=True, check=True).stdout)
+    assert names and names == own
+    r = c.sandbox.get_nodejs_packages()
+    if _shutil.which("npm"):
+        assert r.success and isinstance(r.data, list)
+        assert all(set(p) == {"name", "version"} for p in r.data)
+    else:
+        assert not r.success and "npm" in r.message
