@@ -95,21 +95,21 @@ struct conn {
 	bool keep_alive;
 	bool closing;
 	bool reading;
-	bool handling;	    /* the request is with its handler */
-	bool complete;	    /* the parser finished a message */
-	bool processing;    /* inside conn_process (no recursion) */
-	bool again;	    /* conn_process must look once more */
-	bool shutting;	    /* uv_shutdown issued */
-	bool headers_ready; /* a streamed route's headers are in: dispatch */
-	bool streaming;	    /* with its handler, body still arriving */
-	bool body_paused;   /* streaming, but not reading for now */
-	bool lingering;	    /* shut down; draining the client's rest */
-	struct sbx_ws *ws;  /* upgraded: frames, not requests, from now on */
+	bool handling;	       /* the request is with its handler */
+	bool complete;	       /* the parser finished a message */
+	bool processing;       /* inside conn_process (no recursion) */
+	bool again;	       /* conn_process must look once more */
+	bool shutting;	       /* uv_shutdown issued */
+	bool headers_ready;    /* a streamed route's headers are in: dispatch */
+	bool streaming;	       /* with its handler, body still arriving */
+	bool body_paused;      /* streaming, but not reading for now */
+	bool lingering;	       /* shut down; draining the client's rest */
+	struct sbx_ws *ws;     /* upgraded: frames, not requests, from now on */
 	struct tunnel *tunnel; /* tunneled: raw bytes to and from upstream */
 };
 
 struct tunnel {
-	struct conn *c; /* NULL once the client side is gone */
+	struct conn *c;		  /* NULL once the client side is gone */
 	struct sbx_http_req *req; /* until connected */
 	uv_tcp_t up;
 	uv_connect_t connect;
@@ -2020,7 +2020,8 @@ int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts 
 		return -ENOTCONN;
 	}
 	if ((rc = parse_addr(o->upstream, &ss))) {
-		sbx_http_respond_error(req, 502, "the upstream address is not an IP address and port");
+		sbx_http_respond_error(req, 502,
+				       "the upstream address is not an IP address and port");
 		return rc;
 	}
 	t = sbx_calloc(1, sizeof(*t));

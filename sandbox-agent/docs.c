@@ -36,6 +36,11 @@ static void operation_id(const char *method, const char *path, char *out, size_t
 	while (o > 0 && out[o - 1] == '_')
 		o--;
 	out[o] = '\0';
+	/* A trailing slash is its own operation ("_slash"), a trailing star "_any". */
+	if (path[0] && path[strlen(path) - 1] == '/')
+		snprintf(out + o, size - o, "_slash");
+	else if (path[0] && path[strlen(path) - 1] == '*')
+		snprintf(out + o, size - o, "_any");
 }
 
 static json_t *operation(const struct sbx_http_route *r, const char *method)

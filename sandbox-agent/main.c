@@ -8,6 +8,7 @@
 #include "api.h"
 #include "auth.h"
 #include "bash.h"
+#include "browser.h"
 #include "context.h"
 #include "docs.h"
 #include "code.h"
@@ -28,6 +29,7 @@
 #include "sbx/metrics.h"
 #include "sbx/version.h"
 
+#include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,6 +40,8 @@ static long max_connections = 1024;
 static long max_file_bytes = 32L << 20;
 static long max_upload_bytes = 8L << 30;
 static char *skills_dir;
+static char *cdp_addr;
+static long browser_width = 1280, browser_height = 720;
 static char *jwt_public_key;
 static char *api_key;
 static long ticket_ttl_s = 30;
@@ -60,6 +64,7 @@ struct agent {
 	struct bash bash;
 	struct skills skills;
 	struct watches watches;
+	struct browser browser;
 	struct docs docs;
 };
 
@@ -451,6 +456,47 @@ static int serve(void *arg)
 		  .arg = &a.mcp,
 		  .summary = "Call an MCP tool with the body as its arguments" },
 		{ .method = "GET",
+		  .pattern = "/v1/browser/info",
+		  .fn = browser_handle_info,
+		  .arg = &a.browser,
+		  .summary =
+			  "The browser: user agent, display size, and a cdp_url for Playwright's connect_over_cdp" },
+		{ .method = "GET",
+		  .pattern = "/v1/browser/screenshot",
+		  .fn = browser_handle_screenshot,
+		  .arg = &a.browser,
+		  .summary = "A picture of the browser's first page (?format=png|jpeg, quality)" },
+		{ .method = "GET",
+		  .pattern = "/cdp/json/version",
+		  .fn = browser_handle_json,
+		  .arg = &a.browser,
+		  .summary = "Chromium's DevTools version, with addresses through the agent" },
+		{ .method = "GET",
+		  .pattern = "/cdp/json",
+		  .fn = browser_handle_json,
+		  .arg = &a.browser,
+		  .summary = "Chromium's DevTools targets, with addresses through the agent" },
+		{ .method = "GET",
+		  .pattern = "/cdp/json/list",
+		  .fn = browser_handle_json,
+		  .arg = &a.browser,
+		  .summary = "Chromium's DevTools targets, with addresses through the agent" },
+		{ .method = "GET",
+		  .pattern = "/cdp/json/version/",
+		  .fn = browser_handle_json,
+		  .arg = &a.browser,
+		  .summary = "The same as /cdp/json/version (Playwright asks with the slash)" },
+		{ .method = "GET",
+		  .pattern = "/cdp/json/list/",
+		  .fn = browser_handle_json,
+		  .arg = &a.browser,
+		  .summary = "The same as /cdp/json/list" },
+		{ .method = "GET",
+		  .pattern = "/cdp/devtools/*",
+		  .fn = browser_handle_devtools,
+		  .arg = &a.browser,
+		  .summary = "The DevTools WebSocket, passed through to Chromium" },
+		{ .method = "GET",
 		  .pattern = "/v1/openapi.json",
 		  .fn = docs_handle_openapi,
 		  .arg = &a.docs,
@@ -505,6 +551,10 @@ static int serve(void *arg)
 	mcp_init(&a.mcp, SBX_VERSION, 1024);
 	terminals_init(&a.terminals, a.loop, a.ctx.workspace, (unsigned)max_sessions);
 	watches_init(&a.watches, a.loop, a.ctx.workspace, 64);
+	a.browser = (struct browser){ .loop = a.loop,
+				      .cdp = cdp_addr && *cdp_addr ? cdp_addr : NULL,
+				      .width = (unsigned)browser_width,
+				      .height = (unsigned)browser_height };
 	skills_init(&a.skills, a.loop, a.ctx.workspace, skills_dir);
 	bash_init(&a.bash, a.loop, a.ctx.workspace, (unsigned)max_sessions,
 		  (size_t)max_output_bytes);
@@ -611,6 +661,26 @@ int main(int argc, char **argv)
 		  .dest = &skills_dir,
 		  .metavar = "DIR",
 		  .help = "where uploaded skill zips are unpacked (default: ~/.sbx/skills)" },
+		{ .name = "cdp",
+		  .type = SBX_OPT_STRING,
+		  .dest = &cdp_addr,
+		  .metavar = "ADDR",
+		  .help = "IP:port of a Chromium's DevTools (--remote-debugging-port): serves "
+			  "/v1/browser and /cdp" },
+		{ .name = "browser-width",
+		  .type = SBX_OPT_INT,
+		  .dest = &browser_width,
+		  .metavar = "PX",
+		  .help = "display width reported by /v1/browser/info",
+		  .min = 1,
+		  .max = 16384 },
+		{ .name = "browser-height",
+		  .type = SBX_OPT_INT,
+		  .dest = &browser_height,
+		  .metavar = "PX",
+		  .help = "display height reported by /v1/browser/info",
+		  .min = 1,
+		  .max = 16384 },
 		{ .name = "jwt-public-key",
 		  .type = SBX_OPT_STRING,
 		  .dest = &jwt_public_key,
@@ -686,7 +756,9 @@ int main(int argc, char **argv)
 			cmd = NULL;
 	}
 	sbx_alloc_install_jansson();
+	curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: the browser's HTTP calls */
 	rc = cmd ? supervisor_run(cmd, serve, NULL, (unsigned)grace_ms) : serve(NULL);
+	curl_global_cleanup();
 	sbx_config_release(&cfg);
 	return rc;
 }

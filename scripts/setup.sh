@@ -3,7 +3,8 @@
 #   1. Debian packages (compilers' libraries from DESIGN section 7, test peers);
 #   2. a Python venv with the packages of tests/requirements.txt, every one
 #      (transitive ones too) at the version tests/constraints.txt pins;
-#   3. the Kubernetes control plane for tests (scripts/k8s-toolchain.sh).
+#   3. the Node.js test clients of tests/node (npm ci from its lock file);
+#   4. the Kubernetes control plane for tests (scripts/k8s-toolchain.sh).
 # Everything is cached outside the repository under $SBX_CACHE (default
 # ~/.cache/sbx); a second run checks stamps and downloads nothing.
 #
@@ -21,6 +22,7 @@ apt_pkgs=(
 	libjansson-dev libjwt-dev libyaml-dev libcurl4-openssl-dev libc-ares-dev
 	libnftables-dev libcmocka-dev libminizip-dev
 	openssl curl iproute2 procps patchelf busybox-static
+	chromium
 )
 
 log() { echo "setup: $*" >&2; }
@@ -53,8 +55,25 @@ install_venv() {
 	echo "export SBX_VENV=$venv"
 }
 
+install_node() {
+	local key dir
+	key=$(cat "$here/tests/node/package.json" "$here/tests/node/package-lock.json" \
+		<(node --version) | sha256sum | cut -c1-12)
+	dir="$cache/node-$key"
+	if [[ ! -f $dir/.complete ]]; then
+		log "installing the Node.js test clients in $dir"
+		rm -rf "$dir"
+		mkdir -p "$dir"
+		cp "$here/tests/node/package.json" "$here/tests/node/package-lock.json" "$dir/"
+		(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+		touch "$dir/.complete"
+	fi
+	echo "export SBX_NODE_MODULES=$dir/node_modules"
+}
+
 install_apt
 install_venv
+install_node
 if [[ ${1:-} != --no-k8s ]]; then
 	echo "export SBX_K8S_BIN=$("$here/scripts/k8s-toolchain.sh")"
 fi

@@ -18,7 +18,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "setup (packages, Python venv, Kubernetes toolchain)"
 eval "$(scripts/setup.sh)"
-export SBX_K8S_BIN SBX_VENV
+export SBX_K8S_BIN SBX_VENV SBX_NODE_MODULES
 
 step "build ($build, warnings are errors)"
 cmake -S . -B "$build" -G Ninja -DSBX_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -1,0 +1,566 @@
+/* The browser endpoints (see browser.h). Talking to Chromium's DevTools
+ * HTTP side (libcurl) and, for screenshots, to a page's DevTools WebSocket
+ * (wslay, client side) happens on the thread pool with bounded timeouts;
+ * the DevTools WebSocket of a client is a byte tunnel (sbx_http_tunnel). */
+#define _GNU_SOURCE
+#include "browser.h"
+
+#include "api.h"
+#include "sbx/alloc.h"
+#include "sbx/base64.h"
+#include "sbx/buf.h"
+#include "sbx/http.h"
+#include "sbx/json.h"
+#include "sbx/log.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <wslay/wslay.h>
+
+#define HTTP_TIMEOUT_S 10
+#define MAX_JSON       (4u << 20)
+#define MAX_SHOT       (64u << 20)
+
+static const char no_browser[] =
+	"no browser in this sandbox: start sbx-agent with --cdp ADDR, the address of a "
+	"Chromium running with --remote-debugging-port";
+
+enum kind { K_INFO, K_JSON, K_SHOT };
+
+struct fetch {
+	uv_work_t work;
+	struct browser *b;
+	struct sbx_http_req *req; /* NULL once the client has gone */
+	enum kind kind;
+	char path[128];
+	char ws_base[600];   /* "ws://host/prefix": where the agent's /cdp is */
+	char host_base[600]; /* "host/prefix" (for devtoolsFrontendUrl's ws=) */
+	char http_base[600]; /* "http://host/prefix" */
+	bool jpeg;
+	int quality;
+	long status;
+	struct sbx_buf body;
+	char *image;
+	size_t image_len;
+	char err[256];
+};
+
+/* ---- the DevTools HTTP side ------------------------------------------------------------ */
+
+static size_t on_curl_data(char *data, size_t size, size_t n, void *arg)
+{
+	return sbx_buf_append(arg, data, size * n) ? 0 : size * n;
+}
+
+/* GET (or PUT) http://cdp/path into body: 0, or -1 with err set. */
+static int devtools_http(struct fetch *f, const char *method, const char *path,
+			 struct sbx_buf *body)
+{
+	char url[256], curl_err[CURL_ERROR_SIZE] = "";
+	CURL *c = curl_easy_init();
+	CURLcode rc;
+
+	if (!c) {
+		snprintf(f->err, sizeof(f->err), "out of memory");
+		return -1;
+	}
+	snprintf(url, sizeof(url), "http://%s%s", f->b->cdp, path);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_curl_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)HTTP_TIMEOUT_S);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+	rc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &f->status);
+	curl_easy_cleanup(c);
+	if (rc != CURLE_OK) {
+		snprintf(f->err, sizeof(f->err),
+			 "the browser's DevTools at %.60s did not answer: %.150s", f->b->cdp,
+			 curl_err[0] ? curl_err : curl_easy_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- a DevTools WebSocket call (blocking, on the thread pool) -------------------------- */
+
+struct wsc {
+	int fd;
+	struct sbx_buf in; /* bytes read past the handshake */
+	size_t in_off;
+	bool done;
+	json_t *reply;
+	char err[160];
+};
+
+static ssize_t wsc_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+			void *user)
+{
+	struct wsc *w = user;
+	ssize_t n;
+
+	if (w->done) {
+		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+		return -1;
+	}
+	if (w->in_off < w->in.len) {
+		n = (ssize_t)(w->in.len - w->in_off < len ? w->in.len - w->in_off : len);
+		memcpy(buf, w->in.data + w->in_off, (size_t)n);
+		w->in_off += (size_t)n;
+		return n;
+	}
+	n = recv(w->fd, buf, len, 0);
+	if (n <= 0) {
+		snprintf(w->err, sizeof(w->err), "the page's DevTools socket %s",
+			 n == 0 ? "closed" : "timed out");
+		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+		return -1;
+	}
+	return n;
+}
+
+static ssize_t wsc_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+			void *user)
+{
+	ssize_t n = send(((struct wsc *)user)->fd, data, len, MSG_NOSIGNAL);
+
+	if (n < 0) {
+		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+		return -1;
+	}
+	return n;
+}
+
+static int wsc_mask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *user)
+{
+	return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
+}
+
+static void wsc_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *m,
+		    void *user)
+{
+	struct wsc *w = user;
+	char err[64];
+	json_t *j;
+
+	if (m->opcode != WSLAY_TEXT_FRAME)
+		return;
+	j = sbx_json_loadb((const char *)m->msg, m->msg_length, MAX_SHOT, err, sizeof(err));
+	/* Events (no id) may come first; the answer carries our id, 1. */
+	if (json_integer_value(json_object_get(j, "id")) == 1) {
+		w->reply = j;
+		w->done = true;
+		return;
+	}
+	json_decref(j);
+}
+
+/* Sends one CDP command ("id": 1) to ws_url and returns its answer. */
+static json_t *devtools_call(const char *ws_url, const char *command, char *err, size_t err_size)
+{
+	static const struct wslay_event_callbacks cb = { .recv_callback = wsc_recv,
+							 .send_callback = wsc_send,
+							 .genmask_callback = wsc_mask,
+							 .on_msg_recv_callback = wsc_msg };
+	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+	struct wsc w = { .fd = -1 };
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct timeval tv = { .tv_sec = HTTP_TIMEOUT_S };
+	char host[64], key_raw[16], *key = NULL, *accept = NULL, head[1024], expect[64];
+	unsigned char digest[SHA_DIGEST_LENGTH];
+	const char *p = ws_url + 5, *slash, *end;
+	unsigned port;
+	size_t n;
+	wslay_event_context_ptr ctx = NULL;
+	struct wslay_event_msg msg = { .opcode = WSLAY_TEXT_FRAME };
+	json_t *reply = NULL;
+
+	/* ws://127.0.0.1:9222/devtools/page/ID: Chromium's own address. */
+	if (strncmp(ws_url, "ws://", 5) || !(slash = strchr(p, '/')) ||
+	    sscanf(p, "%63[0-9.]:%u", host, &port) != 2 ||
+	    inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+		snprintf(err, err_size, "unexpected DevTools address %.100s", ws_url);
+		return NULL;
+	}
+	sa.sin_port = htons((uint16_t)port);
+	w.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(w.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(w.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (w.fd < 0 || connect(w.fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		snprintf(err, err_size, "cannot connect to %s:%u: %s", host, port, strerror(errno));
+		goto out;
+	}
+	RAND_bytes((unsigned char *)key_raw, sizeof(key_raw));
+	sbx_base64_encode(key_raw, sizeof(key_raw), &key, &n);
+	snprintf(head, sizeof(head),
+		 "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
+		 slash, host, port, key ? key : "");
+	if (!key || send(w.fd, head, strlen(head), MSG_NOSIGNAL) < 0) {
+		snprintf(err, err_size, "cannot send the WebSocket handshake");
+		goto out;
+	}
+	/* The handshake answer, and any frames right behind it. */
+	sbx_buf_init(&w.in, MAX_SHOT);
+	while (!(end = w.in.data ? memmem(w.in.data, w.in.len, "\r\n\r\n", 4) : NULL)) {
+		char chunk[4096];
+		ssize_t r = recv(w.fd, chunk, sizeof(chunk), 0);
+
+		if (r <= 0 || w.in.len > 16384 || sbx_buf_append(&w.in, chunk, (size_t)r)) {
+			snprintf(err, err_size, "no WebSocket handshake answer from the browser");
+			goto out;
+		}
+	}
+	snprintf(head, sizeof(head), "%s%s", key, guid);
+	SHA1((unsigned char *)head, strlen(head), digest);
+	sbx_base64_encode(digest, sizeof(digest), &accept, &n);
+	snprintf(expect, sizeof(expect), "Sec-WebSocket-Accept: %s", accept ? accept : "-");
+	if (strncmp(w.in.data, "HTTP/1.1 101", 12) != 0 ||
+	    !memmem(w.in.data, (size_t)(end - w.in.data), expect, strlen(expect))) {
+		snprintf(err, err_size, "the browser refused the WebSocket: %.60s", w.in.data);
+		goto out;
+	}
+	w.in_off = (size_t)(end + 4 - w.in.data);
+	if (wslay_event_context_client_init(&ctx, &cb, &w)) {
+		snprintf(err, err_size, "out of memory");
+		goto out;
+	}
+	wslay_event_config_set_max_recv_msg_length(ctx, MAX_SHOT);
+	msg.msg = (const uint8_t *)command;
+	msg.msg_length = strlen(command);
+	if (wslay_event_queue_msg(ctx, &msg) || wslay_event_send(ctx)) {
+		snprintf(err, err_size, "cannot send the command to the browser");
+		goto out;
+	}
+	while (!w.done) {
+		if (wslay_event_recv(ctx) || !wslay_event_want_read(ctx)) {
+			snprintf(err, err_size, "%s",
+				 w.err[0] ? w.err : "the browser closed the page's socket");
+			goto out;
+		}
+		wslay_event_send(ctx); /* pongs */
+	}
+	reply = w.reply;
+	w.reply = NULL;
+out:
+	if (ctx)
+		wslay_event_context_free(ctx);
+	json_decref(w.reply);
+	sbx_buf_release(&w.in);
+	sbx_free(key);
+	sbx_free(accept);
+	if (w.fd >= 0)
+		close(w.fd);
+	return reply;
+}
+
+/* The first page's DevTools WebSocket address (a blank one is opened if the
+ * browser has none). */
+static int first_page(struct fetch *f, char *out, size_t size)
+{
+	struct sbx_buf b;
+	char err[128];
+	json_t *list, *t;
+	size_t i;
+	int rc = -1;
+
+	sbx_buf_init(&b, MAX_JSON);
+	if (devtools_http(f, "GET", "/json/list", &b)) {
+		sbx_buf_release(&b);
+		return -1;
+	}
+	list = sbx_json_loadb(b.data ? b.data : "", b.len, MAX_JSON, err, sizeof(err));
+	json_array_foreach(list, i, t)
+	{
+		const char *ws = sbx_json_str(t, "webSocketDebuggerUrl");
+
+		if (ws && strcmp(sbx_json_str(t, "type") ?: "", "page") == 0) {
+			snprintf(out, size, "%s", ws);
+			rc = 0;
+			break;
+		}
+	}
+	json_decref(list);
+	sbx_buf_release(&b);
+	if (rc == 0)
+		return 0;
+	sbx_buf_init(&b, MAX_JSON);
+	if (devtools_http(f, "PUT", "/json/new?about:blank", &b) == 0) {
+		json_t *t2 =
+			sbx_json_loadb(b.data ? b.data : "", b.len, MAX_JSON, err, sizeof(err));
+		const char *ws = sbx_json_str(t2, "webSocketDebuggerUrl");
+
+		if (ws) {
+			snprintf(out, size, "%s", ws);
+			rc = 0;
+		}
+		json_decref(t2);
+	}
+	sbx_buf_release(&b);
+	if (rc)
+		snprintf(f->err, sizeof(f->err), "the browser has no page to take a picture of");
+	return rc;
+}
+
+static void take_screenshot(struct fetch *f)
+{
+	char ws[512], cmd[160];
+	json_t *reply;
+	const char *data;
+
+	if (first_page(f, ws, sizeof(ws)))
+		return;
+	snprintf(cmd, sizeof(cmd),
+		 "{\"id\":1,\"method\":\"Page.captureScreenshot\",\"params\":{\"format\":\"%s\"}}",
+		 f->jpeg ? "jpeg" : "png");
+	if (f->jpeg && f->quality)
+		snprintf(cmd, sizeof(cmd),
+			 "{\"id\":1,\"method\":\"Page.captureScreenshot\",\"params\":{\"format\":"
+			 "\"jpeg\",\"quality\":%d}}",
+			 f->quality);
+	reply = devtools_call(ws, cmd, f->err, sizeof(f->err));
+	if (!reply)
+		return;
+	data = sbx_json_str(reply, "result.data");
+	if (!data) {
+		snprintf(f->err, sizeof(f->err), "the browser did not take the picture: %.150s",
+			 sbx_json_str(reply, "error.message") ?: "no data");
+	} else if (sbx_base64_decode(data, strlen(data), &f->image, &f->image_len)) {
+		snprintf(f->err, sizeof(f->err), "the browser sent a picture that is not base64");
+	}
+	json_decref(reply);
+}
+
+static void fetch_work(uv_work_t *w)
+{
+	struct fetch *f = w->data;
+
+	if (f->kind == K_SHOT)
+		take_screenshot(f);
+	else
+		(void)devtools_http(f, "GET", f->path, &f->body);
+}
+
+/* Chromium's addresses in its answers, pointed at the agent instead. */
+static char *rewrite(const struct fetch *f, const char *text)
+{
+	char from_ws[96], from_eq[96];
+	struct sbx_buf out;
+	const char *p = text;
+
+	snprintf(from_ws, sizeof(from_ws), "ws://%s/", f->b->cdp);
+	snprintf(from_eq, sizeof(from_eq), "ws=%s/", f->b->cdp);
+	sbx_buf_init(&out, strlen(text) * 4 + 1024);
+	while (*p) {
+		if (strncmp(p, from_ws, strlen(from_ws)) == 0) {
+			sbx_buf_printf(&out, "%s/cdp/", f->ws_base);
+			p += strlen(from_ws);
+		} else if (strncmp(p, from_eq, strlen(from_eq)) == 0) {
+			sbx_buf_printf(&out, "ws=%s/cdp/", f->host_base);
+			p += strlen(from_eq);
+		} else {
+			sbx_buf_append(&out, p++, 1);
+		}
+	}
+	return sbx_buf_steal(&out);
+}
+
+static void fetch_done(uv_work_t *w, int status)
+{
+	struct fetch *f = w->data;
+	char err[160];
+
+	if (f->req) {
+		struct sbx_http_req *req = f->req;
+
+		sbx_http_on_abort(req, NULL, NULL);
+		if (f->kind == K_SHOT) {
+			if (f->image)
+				sbx_http_respond(req, 200, f->jpeg ? "image/jpeg" : "image/png",
+						 f->image, f->image_len);
+			else
+				api_fail(req, f->err, NULL);
+		} else if (f->err[0] || f->status != 200) {
+			char msg[320];
+
+			snprintf(msg, sizeof(msg), "%s",
+				 f->err[0] ? f->err : "the browser refused");
+			if (f->kind == K_INFO)
+				api_fail(req, msg, NULL);
+			else
+				sbx_http_respond_error(req, 502, msg);
+		} else {
+			char *text = rewrite(f, f->body.data ? f->body.data : "");
+			json_t *j =
+				sbx_json_loadb(text, strlen(text), MAX_JSON * 4, err, sizeof(err));
+
+			if (f->kind == K_JSON) {
+				sbx_http_respond(req, 200, "application/json", text, strlen(text));
+			} else {
+				char cdp_url[700];
+
+				snprintf(cdp_url, sizeof(cdp_url), "%s/cdp", f->http_base);
+				api_ok(req, "Browser",
+				       json_pack(
+					       "{s:s, s:s, s:s, s:n, s:{s:i, s:i}, s:n, s:s?, s:s?}",
+					       "user_agent", sbx_json_str(j, "User-Agent") ?: "",
+					       "cdp_url", cdp_url, "vnc_url", "", "cdp_ui_url",
+					       "viewport", "width", (int)f->b->width, "height",
+					       (int)f->b->height, "page_viewport", "browser",
+					       sbx_json_str(j, "Browser"), "browser_ws_url",
+					       sbx_json_str(j, "webSocketDebuggerUrl")));
+			}
+			json_decref(j);
+			sbx_free(text);
+		}
+	}
+	sbx_buf_release(&f->body);
+	sbx_free(f->image);
+	sbx_free(f);
+}
+
+static void fetch_gone(struct sbx_http_req *req, void *arg)
+{
+	((struct fetch *)arg)->req = NULL;
+}
+
+/* Host and path prefix the client reached the agent by: a proxy in front
+ * says so with X-Forwarded-Host, -Proto and -Prefix. Only plain characters
+ * are taken (they end up inside JSON and URLs). */
+static void bases(struct sbx_http_req *req, struct fetch *f)
+{
+	const char *host = sbx_http_header(req, "X-Forwarded-Host");
+	const char *proto = sbx_http_header(req, "X-Forwarded-Proto");
+	const char *prefix = sbx_http_header(req, "X-Forwarded-Prefix");
+	char pre[301];
+	bool tls;
+
+	if (!host ||
+	    strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
+		    strlen(host))
+		host = sbx_http_header(req, "Host");
+	if (!host || !*host ||
+	    strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
+		    strlen(host))
+		host = "127.0.0.1";
+	if (!prefix ||
+	    strspn(prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._~/-") !=
+		    strlen(prefix))
+		prefix = "";
+	snprintf(pre, sizeof(pre), "%s", prefix);
+	for (size_t n = strlen(pre); n && pre[n - 1] == '/'; n--)
+		pre[n - 1] = '\0'; /* "/x/" and "/x" alike */
+	tls = proto && strcasecmp(proto, "https") == 0;
+	snprintf(f->host_base, sizeof(f->host_base), "%.200s%.300s", host, pre);
+	snprintf(f->ws_base, sizeof(f->ws_base), "%s://%.500s", tls ? "wss" : "ws", f->host_base);
+	snprintf(f->http_base, sizeof(f->http_base), "%s://%.500s", tls ? "https" : "http",
+		 f->host_base);
+}
+
+static void start(struct sbx_http_req *req, struct browser *b, enum kind kind, const char *path)
+{
+	struct fetch *f;
+
+	if (!b->cdp) {
+		if (kind == K_JSON)
+			sbx_http_respond_error(req, 503, no_browser);
+		else
+			api_fail(req, no_browser, NULL);
+		return;
+	}
+	f = sbx_calloc(1, sizeof(*f));
+	if (!f) {
+		sbx_http_respond_error(req, 503, "out of memory");
+		return;
+	}
+	f->b = b;
+	f->req = req;
+	f->kind = kind;
+	f->work.data = f;
+	snprintf(f->path, sizeof(f->path), "%s", path);
+	sbx_buf_init(&f->body, MAX_JSON);
+	bases(req, f);
+	if (kind == K_SHOT) {
+		char v[16];
+
+		f->jpeg = sbx_http_query(req, "format", v, sizeof(v)) > 0 &&
+			  (strcasecmp(v, "jpeg") == 0 || strcasecmp(v, "jpg") == 0);
+		if (sbx_http_query(req, "quality", v, sizeof(v)) > 0)
+			f->quality = atoi(v) < 0 ? 0 : atoi(v) > 100 ? 100 : atoi(v);
+	}
+	sbx_http_on_abort(req, fetch_gone, f);
+	if (uv_queue_work(b->loop, &f->work, fetch_work, fetch_done)) {
+		sbx_http_on_abort(req, NULL, NULL);
+		sbx_buf_release(&f->body);
+		sbx_free(f);
+		sbx_http_respond_error(req, 503, "cannot queue the work");
+	}
+}
+
+void browser_handle_info(struct sbx_http_req *req, void *arg)
+{
+	start(req, arg, K_INFO, "/json/version");
+}
+
+void browser_handle_json(struct sbx_http_req *req, void *arg)
+{
+	const char *path = sbx_http_path(req);
+
+	/* /cdp/json/version, /cdp/json, /cdp/json/list */
+	start(req, arg, K_JSON, path + 4);
+}
+
+void browser_handle_screenshot(struct sbx_http_req *req, void *arg)
+{
+	char v[16];
+
+	if (sbx_http_query(req, "format", v, sizeof(v)) > 0 && strcasecmp(v, "png") &&
+	    strcasecmp(v, "jpeg") && strcasecmp(v, "jpg")) {
+		api_invalid(req, "query.format", "Input should be 'png' or 'jpeg'", "enum");
+		return;
+	}
+	start(req, arg, K_SHOT, "");
+}
+
+void browser_handle_devtools(struct sbx_http_req *req, void *arg)
+{
+	static const char *const drop[] = { "Origin",
+					    "X-Forwarded-For",
+					    "X-Forwarded-Host",
+					    "X-Forwarded-Proto",
+					    "X-Forwarded-Prefix",
+					    NULL };
+	struct browser *b = arg;
+	char path[2048];
+	const char *q = sbx_http_query_string(req);
+
+	if (!b->cdp) {
+		sbx_http_respond_error(req, 503, no_browser);
+		return;
+	}
+	/* /cdp/devtools/browser/ID -> /devtools/browser/ID on Chromium. Its
+	 * DevTools refuse a Host that is not an address, and (since 111) an
+	 * Origin it was not told of: the agent's own auth guards this path. */
+	if (snprintf(path, sizeof(path), "%s%s%s", sbx_http_path(req) + 4, *q ? "?" : "", q) >=
+	    (int)sizeof(path)) {
+		sbx_http_respond_error(req, 414, "path too long");
+		return;
+	}
+	struct sbx_http_tunnel_opts o = { .upstream = b->cdp, .path = path, .drop_headers = drop };
+
+	sbx_http_tunnel(req, &o);
+}

@@ -1,0 +1,159 @@
+"""sbx-agent's browser endpoints against a real headless Chromium (Debian's
+`chromium`): Playwright's connectOverCDP through the agent's cdp_url, the
+DevTools WebSocket passed through, and screenshots."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from agent_sandbox import Sandbox
+from websockets.sync.client import connect
+
+from test_agent import agent  # noqa: F401 - the fixture
+
+REPO = Path(__file__).resolve().parents[2]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    exe = shutil.which("chromium")
+    assert exe, "Debian's chromium is missing: scripts/setup.sh installs it"
+    port = free_port()
+    p = subprocess.Popen([exe, "--headless=new", "--no-sandbox", "--disable-gpu",
+                          "--no-first-run", "--disable-dev-shm-usage",
+                          f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
+                          f"--user-data-dir={tmp_path / 'profile'}", "about:blank"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/json/version", timeout=1)
+            break
+        except requests.RequestException:
+            assert time.monotonic() < deadline, "chromium did not start"
+            time.sleep(0.2)
+    yield f"127.0.0.1:{port}"
+    os.killpg(p.pid, 9)
+    p.wait(10)
+
+
+@pytest.fixture
+def page_server():
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            body = (b"<!doctype html><title>sbx page</title>"
+                    b"<body style='margin:0;background:#ff0000'><h1>served on 127.0.0.1</h1>")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    srv.shutdown()
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_playwright_connects_over_cdp_through_the_agent(agent, chromium, page_server,  # noqa: F811
+                                                        tmp_path):
+    a = agent(f"--cdp={chromium}")
+    info = Sandbox(base_url=a.url).browser.get_info()
+    assert info.success and info.data.cdp_url == f"{a.url}/cdp"
+    assert "HeadlessChrome" in info.data.user_agent
+    assert info.data.viewport.width == 1280 and info.data.viewport.height == 720
+    # Playwright (npm playwright-core), as an agent developer would use it.
+    modules = Path(os.environ.get("SBX_NODE_MODULES", ""))
+    assert (modules / "playwright-core").is_dir(), "scripts/setup.sh installs playwright-core"
+    script = modules.parent / "cdp_screenshot.mjs"
+    shutil.copy(REPO / "tests/node/cdp_screenshot.mjs", script)  # ESM resolves from its folder
+    out = tmp_path / "shot.png"
+    r = subprocess.run(["node", str(script), info.data.cdp_url, page_server, str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"title": "sbx page"}
+    w, h = png_size(out.read_bytes())
+    assert w > 100 and h > 100
+
+
+def test_devtools_websocket_passes_through(agent, chromium, page_server):  # noqa: F811
+    a = agent(f"--cdp={chromium}")
+    version = requests.get(f"{a.url}/cdp/json/version").json()
+    ws_url = version["webSocketDebuggerUrl"]
+    assert ws_url.startswith(f"ws://127.0.0.1:{a.port}/cdp/devtools/browser/")
+    with connect(ws_url, max_size=None) as ws:
+        ws.send(json.dumps({"id": 1, "method": "Target.createTarget",
+                            "params": {"url": page_server}}))
+        while True:
+            m = json.loads(ws.recv(timeout=10))
+            if m.get("id") == 1:
+                break
+        assert m["result"]["targetId"]
+    targets = requests.get(f"{a.url}/cdp/json/list").json()
+    page = [t for t in targets if t["url"] == page_server][0]
+    assert page["webSocketDebuggerUrl"].startswith(f"ws://127.0.0.1:{a.port}/cdp/devtools/page/")
+    # A proxy in front says where the agent is; the addresses follow.
+    v = requests.get(f"{a.url}/cdp/json/version",
+                     headers={"X-Forwarded-Host": "sbx.example", "X-Forwarded-Proto": "https",
+                              "X-Forwarded-Prefix": "/sandboxes/s1/port/8080/"}).json()
+    assert v["webSocketDebuggerUrl"].startswith(
+        "wss://sbx.example/sandboxes/s1/port/8080/cdp/devtools/browser/")
+
+
+def test_screenshot_endpoint(agent, chromium):  # noqa: F811
+    a = agent(f"--cdp={chromium}")
+    c = Sandbox(base_url=a.url)
+    data = b"".join(c.browser.screenshot())
+    w, h = png_size(data)
+    assert w > 100 and h > 100
+    r = requests.get(f"{a.url}/v1/browser/screenshot", params={"format": "jpeg", "quality": 50})
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
+    assert r.content[:2] == b"\xff\xd8"
+    r = requests.get(f"{a.url}/v1/browser/screenshot", params={"format": "gif"})
+    assert r.status_code == 422
+
+
+def test_without_a_browser_every_endpoint_says_so(agent):  # noqa: F811
+    a = agent()
+    c = Sandbox(base_url=a.url)
+    info = c.browser.get_info()
+    assert not info.success and "no browser in this sandbox" in info.message
+    r = requests.get(f"{a.url}/cdp/json/version")
+    assert r.status_code == 503 and "no browser" in r.text
+    r = requests.get(f"{a.url}/v1/browser/screenshot")
+    assert r.status_code == 200 and not r.json()["success"]
+
+
+def test_unreachable_browser_is_a_clear_error(agent):  # noqa: F811
+    a = agent(f"--cdp=127.0.0.1:{free_port()}")
+    info = Sandbox(base_url=a.url).browser.get_info()
+    assert not info.success and "did not answer" in info.message
+    r = requests.get(f"{a.url}/cdp/devtools/browser/x", headers={
+        "Upgrade": "websocket", "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"})
+    assert r.status_code == 502
