@@ -208,9 +208,9 @@ const char *sbx_ws_peer(const struct sbx_ws *ws);
 /* ---- tunnels (upgrades passed through to another server) --------------------- */
 
 struct sbx_http_tunnel_opts {
-	const char *upstream; /* "host:port" (an IP address) */
-	const char *path;     /* the target to ask upstream for ("/x?y") */
-	const char *host;     /* Host header to send (NULL: upstream) */
+	const char *upstream;		 /* "host:port" (an IP address) */
+	const char *path;		 /* the target to ask upstream for ("/x?y") */
+	const char *host;		 /* Host header to send (NULL: upstream) */
 	const char *const *drop_headers; /* NULL-terminated; not passed on */
 };
 
