@@ -17,6 +17,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <http_parser.h>
+#include <nghttp2/nghttp2.h>
 #include <openssl/sha.h>
 #include <wslay/wslay.h>
 #include <stdio.h>
@@ -74,6 +75,13 @@ struct sbx_http_req {
 	struct sbx_buf captured;
 	sbx_http_call_done done;
 	void *done_arg;
+	/* HTTP/2: the stream, its response bytes not yet framed, flow control */
+	int32_t stream_id;
+	struct sbx_buf h2_hdrs; /* request headers as "name\0value\0" until complete */
+	struct sbx_buf h2_out;
+	size_t h2_out_off;
+	size_t h2_unconsumed; /* body bytes not yet given back to the window */
+	bool h2_eof, h2_deferred, h2_paused, h2_body_done, h2_drain_due;
 	int status;
 	void (*on_abort)(struct sbx_http_req *, void *);
 	void *abort_arg;
@@ -95,17 +103,22 @@ struct conn {
 	bool keep_alive;
 	bool closing;
 	bool reading;
-	bool handling;	       /* the request is with its handler */
-	bool complete;	       /* the parser finished a message */
-	bool processing;       /* inside conn_process (no recursion) */
-	bool again;	       /* conn_process must look once more */
-	bool shutting;	       /* uv_shutdown issued */
-	bool headers_ready;    /* a streamed route's headers are in: dispatch */
-	bool streaming;	       /* with its handler, body still arriving */
-	bool body_paused;      /* streaming, but not reading for now */
-	bool lingering;	       /* shut down; draining the client's rest */
-	struct sbx_ws *ws;     /* upgraded: frames, not requests, from now on */
-	struct tunnel *tunnel; /* tunneled: raw bytes to and from upstream */
+	bool handling;			     /* the request is with its handler */
+	bool complete;			     /* the parser finished a message */
+	bool processing;		     /* inside conn_process (no recursion) */
+	bool again;			     /* conn_process must look once more */
+	bool shutting;			     /* uv_shutdown issued */
+	bool headers_ready;		     /* a streamed route's headers are in: dispatch */
+	bool streaming;			     /* with its handler, body still arriving */
+	bool body_paused;		     /* streaming, but not reading for now */
+	bool lingering;			     /* shut down; draining the client's rest */
+	struct sbx_ws *ws;		     /* upgraded: frames, not requests, from now on */
+	struct tunnel *tunnel;		     /* tunneled: raw bytes to and from upstream */
+	nghttp2_session *h2;		     /* HTTP/2 (prior knowledge): streams, not messages */
+	bool seen_request;		     /* an HTTP/1 request began: no HTTP/2 preface now */
+	bool h2_drain;			     /* a stream wants its drain callback */
+	struct sbx_http_req *h2_drains[128]; /* streams whose drain is due */
+	unsigned n_h2_drains;
 };
 
 struct tunnel {
@@ -159,6 +172,16 @@ static void tunnel_from_client(struct tunnel *t, const char *data, size_t len);
 static void tunnel_client_drained(struct tunnel *t);
 static void tunnel_client_gone(struct tunnel *t);
 static int parse_addr(const char *addr, struct sockaddr_storage *ss);
+static bool h2_maybe_start(struct conn *c);
+static void h2_input(struct conn *c, const char *data, size_t len);
+static void h2_flush(struct conn *c);
+static void h2_drop_drain(struct conn *c, struct sbx_http_req *r);
+static void h2_conn_gone(struct conn *c);
+static int h2_respond(struct sbx_http_req *r, int status, const char *content_type,
+		      const void *body, size_t len, bool streamed, long long length);
+static int h2_write(struct sbx_http_req *r, const void *data, size_t len);
+static int h2_end(struct sbx_http_req *r);
+static void h2_resume_body(struct sbx_http_req *r);
 static void split_target(struct sbx_http_req *r);
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -262,6 +285,8 @@ static void req_free(struct sbx_http_req *r)
 	sbx_buf_release(&r->body);
 	sbx_buf_release(&r->resp_headers);
 	sbx_buf_release(&r->captured);
+	sbx_buf_release(&r->h2_hdrs);
+	sbx_buf_release(&r->h2_out);
 	sbx_free(r->headers);
 	for (size_t i = 0; i < r->n_params; i++)
 		sbx_free(r->param_values[i]);
@@ -507,6 +532,11 @@ static void on_written(uv_write_t *w, int status)
 		tunnel_client_drained(c->tunnel);
 		return;
 	}
+	if (c->h2) {
+		if (queued < c->s->o.write_high_water / 2)
+			h2_flush(c);
+		return;
+	}
 	if (r && r->on_drain && queued < c->s->o.write_high_water / 2) {
 		void (*cb)(struct sbx_http_req *, void *) = r->on_drain;
 
@@ -746,6 +776,8 @@ int sbx_http_respond(struct sbx_http_req *req, int status, const char *content_t
 		call_finish(req);
 		return 0;
 	}
+	if (req->stream_id)
+		return h2_respond(req, status, content_type, body, len, false, (long long)len);
 	if (!c || c->closing) {
 		finish(req);
 		return -ECONNRESET;
@@ -801,6 +833,8 @@ int sbx_http_start(struct sbx_http_req *req, int status, const char *content_typ
 		call_capture_start(req, status, content_type);
 		return 0;
 	}
+	if (req->stream_id)
+		return h2_respond(req, status, content_type, NULL, 0, true, -1);
 	if (!c || c->closing)
 		return -ECONNRESET;
 	decide_keep_alive(req);
@@ -834,6 +868,8 @@ int sbx_http_start_sized(struct sbx_http_req *req, int status, const char *conte
 		call_capture_start(req, status, content_type);
 		return 0;
 	}
+	if (req->stream_id)
+		return h2_respond(req, status, content_type, NULL, 0, true, (long long)length);
 	if (!c || c->closing)
 		return -ECONNRESET;
 	decide_keep_alive(req);
@@ -855,6 +891,8 @@ int sbx_http_write(struct sbx_http_req *req, const void *data, size_t len)
 		return -EINVAL;
 	if (req->srv)
 		return sbx_buf_append(&req->captured, data, len) ? -EMSGSIZE : 0;
+	if (req->stream_id)
+		return h2_write(req, data, len);
 	if (!c || c->closing)
 		return -ECONNRESET;
 	if (len == 0 || req->head)
@@ -887,6 +925,8 @@ int sbx_http_end(struct sbx_http_req *req)
 		call_finish(req);
 		return 0;
 	}
+	if (req->stream_id)
+		return h2_end(req);
 	if (c && !c->closing && req->chunked && !req->head)
 		rc = send_parts(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0);
 	if (c && req->sized && req->length_left && !req->head)
@@ -903,6 +943,15 @@ void sbx_http_abort(struct sbx_http_req *req)
 	if (req->srv) {
 		req->status = 502; /* the handler gave up halfway */
 		call_finish(req);
+		return;
+	}
+	if (req->stream_id) {
+		/* One stream gives up, not the whole connection. */
+		if (c && c->h2) {
+			nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, req->stream_id,
+						  NGHTTP2_INTERNAL_ERROR);
+			h2_flush(c);
+		}
 		return;
 	}
 	if (!c) {
@@ -926,6 +975,10 @@ void sbx_http_pause_body(struct sbx_http_req *req)
 {
 	struct conn *c = req->c;
 
+	if (req->stream_id) {
+		req->h2_paused = true;
+		return;
+	}
 	if (!c || !c->streaming || c->body_paused)
 		return;
 	c->body_paused = true;
@@ -940,6 +993,10 @@ void sbx_http_resume_body(struct sbx_http_req *req)
 {
 	struct conn *c = req->c;
 
+	if (req->stream_id) {
+		h2_resume_body(req);
+		return;
+	}
 	if (!c || !c->streaming || !c->body_paused || !req->sink || req->body_ended)
 		return;
 	c->body_paused = false;
@@ -1011,6 +1068,7 @@ static int on_message_begin(http_parser *p)
 	c->req = req_new(c);
 	if (!c->req)
 		return -1;
+	c->seen_request = true;
 	c->s->stats.requests++;
 	/* The headers must arrive within header_timeout, however slowly sent. */
 	uv_timer_start(&c->timer, on_timer, c->s->o.header_timeout_ms, 0);
@@ -1230,6 +1288,8 @@ static void conn_process(struct conn *c)
 		c->again = true;
 		return;
 	}
+	if (!c->seen_request && !c->h2 && h2_maybe_start(c))
+		return;
 	c->processing = true;
 	do {
 		c->again = false;
@@ -1301,6 +1361,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		tunnel_from_client(c->tunnel, buf->base, (size_t)nread);
 		return;
 	}
+	if (c->h2) {
+		h2_input(c, buf->base, (size_t)nread);
+		return;
+	}
 	if (sbx_buf_append(&c->pending, buf->base, (size_t)nread)) {
 		send_early(c, 431, "request too large");
 		return;
@@ -1360,6 +1424,8 @@ static void conn_close(struct conn *c)
 		ws_gone(c->ws);
 	if (c->tunnel)
 		tunnel_client_gone(c->tunnel);
+	if (c->h2)
+		h2_conn_gone(c);
 	if (r) {
 		/* The handler learns that nobody waits for its answer any more. */
 		r->c = NULL;
@@ -2067,4 +2133,541 @@ int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts 
 		return rc;
 	}
 	return 0;
+}
+
+/* ---- HTTP/2 (h2c with prior knowledge, nghttp2) ---------------------------------- */
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#define H2_MAX_STREAMS 100
+#define H2_WINDOW      (1u << 20)
+
+/* A stream's request body, as the handler is ready for it. */
+static void h2_body_to_sink(struct sbx_http_req *r, const char *data, size_t len)
+{
+	struct conn *c = r->c;
+
+	if (r->body_ended)
+		goto consume;
+	r->body_received += len;
+	if (r->body_received > r->body.max) {
+		r->body_ended = true;
+		if (r->sink && r->sink->end)
+			r->sink->end(r, -EFBIG, r->sink_arg);
+		goto consume;
+	}
+	if (!r->sink) {
+		/* The handler has not asked for the body yet: hold it. */
+		if (sbx_buf_append(&r->body, data, len)) {
+			r->body_ended = true;
+			nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id,
+						  NGHTTP2_FLOW_CONTROL_ERROR);
+		}
+		r->h2_unconsumed += len; /* given back when the sink takes it */
+		return;
+	}
+	if (r->sink->data(r, data, len, r->sink_arg) < 0)
+		r->body_ended = true;
+	if (r->h2_paused) {
+		r->h2_unconsumed += len;
+		return;
+	}
+consume:
+	nghttp2_session_consume(c->h2, r->stream_id, len);
+}
+
+static void h2_resume_body(struct sbx_http_req *r)
+{
+	struct conn *c = r->c;
+
+	if (!c || !c->h2)
+		return;
+	r->h2_paused = false;
+	if (r->sink && r->body.len) {
+		/* What came before the sink did. */
+		struct sbx_buf held = r->body;
+
+		sbx_buf_init(&r->body, held.max);
+		if (!r->body_ended && r->sink->data(r, held.data, held.len, r->sink_arg) < 0)
+			r->body_ended = true;
+		sbx_buf_release(&held);
+		if (!r->c)
+			return;
+	}
+	if (r->h2_unconsumed && !r->h2_paused) {
+		nghttp2_session_consume(c->h2, r->stream_id, r->h2_unconsumed);
+		r->h2_unconsumed = 0;
+	}
+	if (r->sink && r->h2_body_done && !r->body_ended && !r->h2_paused) {
+		r->body_ended = true;
+		if (r->sink->end)
+			r->sink->end(r, 0, r->sink_arg);
+	}
+	h2_flush(c);
+}
+
+static void h2_dispatch(struct sbx_http_req *r)
+{
+	struct sbx_http_server *s = r->c->s;
+
+	if (r->early_status == 405 || (!r->early_status && !(r->route && r->route->public))) {
+		if (s->o.authorize && !s->o.authorize(r, s->o.authorize_arg))
+			return;
+	}
+	if (r->early_status)
+		sbx_http_respond_error(r, r->early_status, r->early_message);
+	else if (r->route)
+		r->route->fn(r, r->route->arg);
+	else if (s->o.not_found)
+		s->o.not_found(r, s->o.not_found_arg);
+	else
+		sbx_http_respond_error(r, 404, "no such endpoint");
+}
+
+/* The request's headers are complete: arrange them as HTTP/1's are (the
+ * target first in the arena), route, and dispatch a streamed route now. */
+static int h2_headers_done(struct conn *c, struct sbx_http_req *r, bool end_stream)
+{
+	const char *p = r->h2_hdrs.data, *end = p + r->h2_hdrs.len, *path = NULL, *authority = NULL;
+	const char *clen = NULL;
+
+	for (const char *q = p; q < end;) {
+		const char *name = q, *value = q + strlen(q) + 1;
+
+		if (!strcmp(name, ":path"))
+			path = value;
+		else if (!strcmp(name, ":authority"))
+			authority = value;
+		else if (!strcmp(name, ":method"))
+			snprintf(r->method, sizeof(r->method), "%s", value);
+		else if (!strcmp(name, "content-length"))
+			clen = value;
+		q = value + strlen(value) + 1;
+	}
+	if (!path || !r->method[0])
+		return NGHTTP2_ERR_CALLBACK_FAILURE; /* a malformed request: reset */
+	sbx_buf_reset(&r->arena);
+	if (sbx_buf_append(&r->arena, path, strlen(path) + 1))
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	if (authority && (r->n_headers || true)) {
+		struct hdr *h = sbx_realloc(r->headers, (r->n_headers + 1) * sizeof(*h));
+
+		if (!h)
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		r->headers = h;
+		h[r->n_headers].name = r->arena.len;
+		sbx_buf_append(&r->arena, "Host", 5);
+		h[r->n_headers].value = r->arena.len;
+		sbx_buf_append(&r->arena, authority, strlen(authority) + 1);
+		r->n_headers++;
+	}
+	for (const char *q = p; q < end;) {
+		const char *name = q, *value = q + strlen(q) + 1;
+		struct hdr *h;
+
+		q = value + strlen(value) + 1;
+		if (name[0] == ':')
+			continue;
+		if (r->n_headers >= c->s->o.max_headers)
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		h = sbx_realloc(r->headers, (r->n_headers + 1) * sizeof(*h));
+		if (!h)
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		r->headers = h;
+		h[r->n_headers].name = r->arena.len;
+		if (sbx_buf_append(&r->arena, name, strlen(name) + 1))
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		h[r->n_headers].value = r->arena.len;
+		if (sbx_buf_append(&r->arena, value, strlen(value) + 1))
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		r->n_headers++;
+	}
+	sbx_buf_release(&r->h2_hdrs);
+	r->headers_done = true;
+	r->head = strcmp(r->method, "HEAD") == 0;
+	split_target(r);
+	if (r->path[0] != '/' && strcmp(r->method, "OPTIONS") != 0) {
+		r->early_status = 400;
+		r->early_message = "the request target must be a path";
+	}
+	if (!r->early_status)
+		route(c->s, r);
+	if (!r->early_status && clen && strtoull(clen, NULL, 10) > r->body.max) {
+		snprintf(r->early_text, sizeof(r->early_text),
+			 "request body too large (the limit is %zu bytes)", r->body.max);
+		r->early_status = 413;
+		r->early_message = r->early_text;
+	}
+	if (!r->early_status && r->route && r->route->stream_body) {
+		r->streamed = true;
+		r->h2_body_done = end_stream;
+		h2_dispatch(r);
+		return 0;
+	}
+	if (end_stream || r->early_status)
+		h2_dispatch(r);
+	return 0;
+}
+
+static int h2_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+	struct conn *c = user;
+	struct sbx_http_req *r;
+
+	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	r = req_new(c);
+	if (!r)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	r->stream_id = f->hd.stream_id;
+	sbx_buf_init(&r->h2_hdrs, c->s->o.max_header_bytes);
+	sbx_buf_init(&r->h2_out, SIZE_MAX / 2);
+	c->s->stats.requests++;
+	nghttp2_session_set_stream_user_data(ng, f->hd.stream_id, r);
+	return 0;
+}
+
+static int h2_on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+			size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+			void *user)
+{
+	struct sbx_http_req *r = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+
+	if (!r || r->headers_done)
+		return 0; /* trailers are dropped, as on HTTP/1 */
+	if (sbx_buf_append(&r->h2_hdrs, name, namelen) || sbx_buf_append(&r->h2_hdrs, "", 1) ||
+	    sbx_buf_append(&r->h2_hdrs, value, valuelen) || sbx_buf_append(&r->h2_hdrs, "", 1)) {
+		/* Over the header limit: 431 for this stream alone. */
+		r->early_status = 431;
+		r->early_message = "request headers too large";
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	}
+	return 0;
+}
+
+static int h2_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+	struct conn *c = user;
+	struct sbx_http_req *r = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+	bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+
+	if (!r)
+		return 0;
+	if (f->hd.type == NGHTTP2_HEADERS && !r->headers_done &&
+	    (f->hd.flags & NGHTTP2_FLAG_END_HEADERS))
+		return h2_headers_done(c, r, end);
+	if (end && r->headers_done && !r->started && !r->streamed && !r->early_status)
+		h2_dispatch(r); /* the body is complete */
+	else if (end && r->streamed) {
+		r->h2_body_done = true;
+		if (r->sink && !r->body_ended && !r->h2_paused && !r->body.len) {
+			r->body_ended = true;
+			if (r->sink->end)
+				r->sink->end(r, 0, r->sink_arg);
+		}
+	}
+	return 0;
+}
+
+static int h2_on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+		      size_t len, void *user)
+{
+	struct conn *c = user;
+	struct sbx_http_req *r = nghttp2_session_get_stream_user_data(ng, id);
+
+	if (!r || r->early_status || r->ended) {
+		nghttp2_session_consume(c->h2, id, len);
+		return 0;
+	}
+	if (r->streamed) {
+		h2_body_to_sink(r, (const char *)data, len);
+		return 0;
+	}
+	nghttp2_session_consume(c->h2, id, len);
+	if (sbx_buf_append(&r->body, data, len)) {
+		r->early_status = 413;
+		r->early_message = "request body too large";
+		h2_dispatch(r);
+	}
+	return 0;
+}
+
+static int h2_on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void *user)
+{
+	struct sbx_http_req *r = nghttp2_session_get_stream_user_data(ng, id);
+
+	if (!r)
+		return 0;
+	nghttp2_session_set_stream_user_data(ng, id, NULL);
+	if (r->h2_drain_due)
+		h2_drop_drain(user, r);
+	/* Reset or gone before the answer ended: the handler hears of it. */
+	if (!r->ended && r->on_abort) {
+		r->c = NULL;
+		r->on_abort(r, r->abort_arg);
+	}
+	req_free(r);
+	return 0;
+}
+
+static ssize_t h2_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+			    uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+	struct sbx_http_req *r = src->ptr;
+	struct conn *c = user;
+	size_t left = r->h2_out.len - r->h2_out_off, n = left < length ? left : length;
+
+	memcpy(buf, r->h2_out.data + r->h2_out_off, n);
+	r->h2_out_off += n;
+	if (r->h2_out_off == r->h2_out.len) {
+		sbx_buf_reset(&r->h2_out);
+		r->h2_out_off = 0;
+	}
+	if (r->on_drain && !r->h2_drain_due &&
+	    r->h2_out.len - r->h2_out_off < c->s->o.write_high_water / 2 &&
+	    c->n_h2_drains < sizeof(c->h2_drains) / sizeof(c->h2_drains[0])) {
+		/* Called after framing, outside nghttp2's callbacks. */
+		r->h2_drain_due = true;
+		c->h2_drains[c->n_h2_drains++] = r;
+		c->h2_drain = true;
+	}
+	if (r->h2_eof && r->h2_out.len == r->h2_out_off) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		return (ssize_t)n;
+	}
+	if (!n) {
+		r->h2_deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	return (ssize_t)n;
+}
+
+static void h2_call_drains(struct conn *c);
+
+/* Frames what nghttp2 has to send, as far as the socket keeps up. */
+static void h2_flush(struct conn *c)
+{
+	const uint8_t *data;
+	ssize_t n;
+
+	if (!c->h2 || c->closing)
+		return;
+	while (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= c->s->o.write_high_water &&
+	       (n = nghttp2_session_mem_send(c->h2, &data)) > 0) {
+		if (send_parts(c, data, (size_t)n, NULL, 0, NULL, 0)) {
+			conn_close(c);
+			return;
+		}
+	}
+	if (c->h2_drain)
+		h2_call_drains(c);
+	if (c->h2 && !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2))
+		conn_shutdown(c);
+}
+
+static void h2_drop_drain(struct conn *c, struct sbx_http_req *r)
+{
+	for (unsigned i = 0; i < c->n_h2_drains; i++)
+		if (c->h2_drains[i] == r) {
+			c->h2_drains[i] = c->h2_drains[--c->n_h2_drains];
+			break;
+		}
+	r->h2_drain_due = false;
+}
+
+static void h2_call_drains(struct conn *c)
+{
+	c->h2_drain = false;
+	while (c->n_h2_drains && c->h2) {
+		struct sbx_http_req *r = c->h2_drains[--c->n_h2_drains];
+		void (*cb)(struct sbx_http_req *, void *) = r->on_drain;
+
+		r->h2_drain_due = false;
+		if (cb) {
+			r->on_drain = NULL;
+			cb(r, r->drain_arg);
+		}
+	}
+}
+
+static void h2_input(struct conn *c, const char *data, size_t len)
+{
+	ssize_t n = nghttp2_session_mem_recv(c->h2, (const uint8_t *)data, len);
+
+	if (n < 0) {
+		conn_close(c);
+		return;
+	}
+	h2_flush(c);
+}
+
+/* The response head, and a data source unless there is no body. */
+static int h2_respond(struct sbx_http_req *r, int status, const char *content_type,
+		      const void *body, size_t len, bool streamed, long long length)
+{
+	struct conn *c = r->c;
+	nghttp2_nv nva[64];
+	size_t n = 0;
+	char st[8], cl[24];
+	nghttp2_data_provider dp = { .source.ptr = r, .read_callback = h2_read_body };
+	bool no_body = status < 200 || status == 204 || status == 304 || r->head;
+	char *lines, *p;
+	int rc;
+
+	if (!streamed) {
+		r->ended = true;
+	}
+	if (!c || !c->h2 || c->closing)
+		return -ECONNRESET;
+#define NV(N, V)                                                                       \
+	nva[n++] = (nghttp2_nv){ (uint8_t *)(N), (uint8_t *)(V), strlen(N), strlen(V), \
+				 NGHTTP2_NV_FLAG_NONE }
+	snprintf(st, sizeof(st), "%d", status);
+	NV(":status", st);
+	NV("server", c->s->o.server_name);
+	NV("date", http_date(c->s));
+	if (content_type && !(status < 200 || status == 204 || status == 304))
+		NV("content-type", content_type);
+	if (length >= 0 && !(status < 200 || status == 204 || status == 304)) {
+		snprintf(cl, sizeof(cl), "%lld", length);
+		NV("content-length", cl);
+	}
+	/* The handler's own headers ("Name: value\r\n" lines), lowercased. */
+	lines = r->resp_headers.len ? sbx_strndup(r->resp_headers.data, r->resp_headers.len) : NULL;
+	for (p = lines; p && *p && n < sizeof(nva) / sizeof(nva[0]);) {
+		char *eol = strstr(p, "\r\n"), *colon = strchr(p, ':');
+
+		if (!eol || !colon || colon > eol)
+			break;
+		*eol = *colon = '\0';
+		for (char *q = p; *q; q++)
+			*q = (char)tolower((unsigned char)*q);
+		/* Connection-specific headers have no place in HTTP/2. */
+		if (strcmp(p, "connection") && strcmp(p, "transfer-encoding") &&
+		    strcmp(p, "keep-alive") && strcmp(p, "upgrade"))
+			NV(p, colon + 1 + strspn(colon + 1, " "));
+		p = eol + 2;
+	}
+#undef NV
+	c->s->stats.responses_by_class[status / 100 < 6 ? status / 100 : 5]++;
+	if (!no_body && body && len && sbx_buf_append(&r->h2_out, body, len)) {
+		sbx_free(lines);
+		return -ENOMEM;
+	}
+	r->h2_eof = !streamed;
+	rc = nghttp2_submit_response(c->h2, r->stream_id, nva, n, no_body ? NULL : &dp);
+	sbx_free(lines);
+	if (!no_body && streamed)
+		r->h2_deferred = false;
+	if (no_body && streamed)
+		r->h2_eof = true;
+	h2_flush(c);
+	return rc ? -EIO : 0;
+}
+
+static int h2_write(struct sbx_http_req *r, const void *data, size_t len)
+{
+	struct conn *c = r->c;
+
+	if (!c || !c->h2 || c->closing)
+		return -ECONNRESET;
+	if (len == 0 || r->head)
+		return 0;
+	if (r->sized) {
+		if (len > r->length_left)
+			return -EMSGSIZE;
+		r->length_left -= len;
+	}
+	if (sbx_buf_append(&r->h2_out, data, len))
+		return -ENOMEM;
+	if (r->h2_deferred) {
+		r->h2_deferred = false;
+		nghttp2_session_resume_data(c->h2, r->stream_id);
+	}
+	h2_flush(c);
+	return r->h2_out.len - r->h2_out_off > c->s->o.write_high_water;
+}
+
+static int h2_end(struct sbx_http_req *r)
+{
+	struct conn *c = r->c;
+
+	r->ended = true;
+	r->h2_eof = true;
+	if (!c || !c->h2 || c->closing)
+		return -ECONNRESET;
+	if (r->sized && r->length_left && !r->head) {
+		/* Short of its Content-Length: the stream is reset, not ended. */
+		nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id,
+					  NGHTTP2_INTERNAL_ERROR);
+	} else if (r->h2_deferred) {
+		r->h2_deferred = false;
+		nghttp2_session_resume_data(c->h2, r->stream_id);
+	}
+	h2_flush(c);
+	return 0;
+}
+
+/* The connection opened with HTTP/2's preface: speak HTTP/2 on it. true
+ * when the connection is (or is waiting to be seen as) HTTP/2. */
+static bool h2_maybe_start(struct conn *c)
+{
+	size_t n =
+		c->pending.len < sizeof(h2_preface) - 1 ? c->pending.len : sizeof(h2_preface) - 1;
+	nghttp2_session_callbacks *cbs;
+	nghttp2_option *opt;
+	nghttp2_settings_entry h2_settings[] = {
+		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS },
+		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_WINDOW },
+		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)c->s->o.max_header_bytes },
+	};
+	struct sbx_buf first;
+
+	if (!n || memcmp(c->pending.data, h2_preface, n) != 0)
+		return false;
+	if (n < sizeof(h2_preface) - 1)
+		return true; /* the rest of the preface is still to come */
+	nghttp2_session_callbacks_new(&cbs);
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, h2_on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(cbs, h2_on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2_on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2_on_data);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2_on_stream_close);
+	nghttp2_option_new(&opt);
+	/* Window updates follow what handlers take (streamed bodies pause). */
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
+	if (nghttp2_session_server_new2(&c->h2, cbs, c, opt)) {
+		nghttp2_option_del(opt);
+		nghttp2_session_callbacks_del(cbs);
+		conn_close(c);
+		return true;
+	}
+	nghttp2_option_del(opt);
+	nghttp2_session_callbacks_del(cbs);
+	nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, h2_settings,
+				sizeof(h2_settings) / sizeof(h2_settings[0]));
+	/* Connection-level flow control: a generous window, refilled as used. */
+	nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, 16 * H2_WINDOW);
+	uv_timer_stop(&c->timer);
+	c->keep_alive = true;
+	first = c->pending;
+	sbx_buf_init(&c->pending, first.max);
+	h2_input(c, first.data, first.len);
+	sbx_buf_release(&first);
+	if (!c->reading && !c->closing) {
+		c->reading = true;
+		uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+	}
+	return true;
+}
+
+static void h2_conn_gone(struct conn *c)
+{
+	nghttp2_session *ng = c->h2;
+
+	/* Deleting the session closes its streams: their requests are
+	 * aborted and freed through h2_on_stream_close. */
+	c->h2 = NULL;
+	nghttp2_session_del(ng);
 }
