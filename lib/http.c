@@ -82,6 +82,7 @@ struct sbx_http_req {
 	size_t h2_out_off;
 	size_t h2_unconsumed; /* body bytes not yet given back to the window */
 	bool h2_eof, h2_deferred, h2_paused, h2_body_done, h2_drain_due;
+	struct sbx_http_req *h2_next, *h2_prev; /* the connection's open streams */
 	int status;
 	void (*on_abort)(struct sbx_http_req *, void *);
 	void *abort_arg;
@@ -118,6 +119,7 @@ struct conn {
 	bool seen_request;		     /* an HTTP/1 request began: no HTTP/2 preface now */
 	bool h2_drain;			     /* a stream wants its drain callback */
 	struct sbx_http_req *h2_drains[128]; /* streams whose drain is due */
+	struct sbx_http_req *h2_streams;     /* requests of open streams */
 	unsigned n_h2_drains;
 };
 
@@ -176,6 +178,7 @@ static bool h2_maybe_start(struct conn *c);
 static void h2_input(struct conn *c, const char *data, size_t len);
 static void h2_flush(struct conn *c);
 static void h2_drop_drain(struct conn *c, struct sbx_http_req *r);
+static void h2_unlink(struct conn *c, struct sbx_http_req *r);
 static void h2_conn_gone(struct conn *c);
 static int h2_respond(struct sbx_http_req *r, int status, const char *content_type,
 		      const void *body, size_t len, bool streamed, long long length);
@@ -2320,6 +2323,10 @@ static int h2_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void
 	if (!r)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	r->stream_id = f->hd.stream_id;
+	r->h2_next = c->h2_streams;
+	if (c->h2_streams)
+		c->h2_streams->h2_prev = r;
+	c->h2_streams = r;
 	sbx_buf_init(&r->h2_hdrs, c->s->o.max_header_bytes);
 	sbx_buf_init(&r->h2_out, SIZE_MAX / 2);
 	c->s->stats.requests++;
@@ -2399,8 +2406,7 @@ static int h2_on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, v
 	if (!r)
 		return 0;
 	nghttp2_session_set_stream_user_data(ng, id, NULL);
-	if (r->h2_drain_due)
-		h2_drop_drain(user, r);
+	h2_unlink(user, r);
 	/* Reset or gone before the answer ended: the handler hears of it. */
 	if (!r->ended && r->on_abort) {
 		r->c = NULL;
@@ -2417,7 +2423,8 @@ static ssize_t h2_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 	struct conn *c = user;
 	size_t left = r->h2_out.len - r->h2_out_off, n = left < length ? left : length;
 
-	memcpy(buf, r->h2_out.data + r->h2_out_off, n);
+	if (n)
+		memcpy(buf, r->h2_out.data + r->h2_out_off, n);
 	r->h2_out_off += n;
 	if (r->h2_out_off == r->h2_out.len) {
 		sbx_buf_reset(&r->h2_out);
@@ -2463,6 +2470,19 @@ static void h2_flush(struct conn *c)
 		h2_call_drains(c);
 	if (c->h2 && !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2))
 		conn_shutdown(c);
+}
+
+static void h2_unlink(struct conn *c, struct sbx_http_req *r)
+{
+	if (r->h2_prev)
+		r->h2_prev->h2_next = r->h2_next;
+	else
+		c->h2_streams = r->h2_next;
+	if (r->h2_next)
+		r->h2_next->h2_prev = r->h2_prev;
+	r->h2_next = r->h2_prev = NULL;
+	if (r->h2_drain_due)
+		h2_drop_drain(c, r);
 }
 
 static void h2_drop_drain(struct conn *c, struct sbx_http_req *r)
@@ -2665,9 +2685,17 @@ static bool h2_maybe_start(struct conn *c)
 static void h2_conn_gone(struct conn *c)
 {
 	nghttp2_session *ng = c->h2;
+	struct sbx_http_req *r;
 
-	/* Deleting the session closes its streams: their requests are
-	 * aborted and freed through h2_on_stream_close. */
+	/* Deleting the session does not close its streams through the
+	 * callbacks: their requests are aborted and freed here. */
 	c->h2 = NULL;
+	while ((r = c->h2_streams)) {
+		h2_unlink(c, r);
+		r->c = NULL;
+		if (!r->ended && r->on_abort)
+			r->on_abort(r, r->abort_arg);
+		req_free(r);
+	}
 	nghttp2_session_del(ng);
 }

@@ -458,3 +458,130 @@ def test_websocket_flood_reaches_a_slow_reader_whole_and_in_order(server):
             assert len(m) == 65536 and m[0] == ord("a") + got % 26
             got += 1
         assert got == 200
+
+
+# ---- HTTP/2 (prior knowledge), with the python `h2` client and curl ----
+
+class H2:
+    """A minimal blocking client on the `h2` state machine."""
+
+    def __init__(self, port: int, window: int | None = None):
+        import h2.config
+        import h2.connection
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        if window:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        self.sock.sendall(self.conn.data_to_send())
+        self.responses: dict[int, dict] = {}
+        self.order: list[int] = []
+
+    def request(self, method: str, path: str, body: bytes = b"", headers=()) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(":method", method), (":path", path), (":scheme", "http"),
+                                     (":authority", "t"), *headers], end_stream=not body)
+        if body:
+            self.send_body(sid, body)
+        self.sock.sendall(self.conn.data_to_send())
+        self.responses[sid] = {"headers": None, "body": b"", "done": False, "reset": False}
+        return sid
+
+    def send_body(self, sid: int, body: bytes) -> None:
+        off = 0
+        while off < len(body):
+            room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if room <= 0:
+                self.sock.sendall(self.conn.data_to_send())
+                self.pump()
+                continue
+            chunk = body[off:off + room]
+            off += len(chunk)
+            self.conn.send_data(sid, chunk, end_stream=off >= len(body))
+            self.sock.sendall(self.conn.data_to_send())
+
+    def pump(self, slow: float = 0) -> None:
+        import h2.events
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        for ev in self.conn.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                self.responses[ev.stream_id]["headers"] = dict(ev.headers)
+            elif isinstance(ev, h2.events.DataReceived):
+                self.responses[ev.stream_id]["body"] += ev.data
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                if slow:
+                    time.sleep(slow)
+            elif isinstance(ev, h2.events.StreamEnded):
+                self.responses[ev.stream_id]["done"] = True
+                self.order.append(ev.stream_id)
+            elif isinstance(ev, h2.events.StreamReset):
+                self.responses[ev.stream_id]["reset"] = True
+                self.responses[ev.stream_id]["done"] = True
+        self.sock.sendall(self.conn.data_to_send())
+
+    def wait(self, sid: int, slow: float = 0) -> dict:
+        while not self.responses[sid]["done"]:
+            self.pump(slow)
+        return self.responses[sid]
+
+
+def test_h2_streams_run_side_by_side_on_one_connection(server):
+    s = server()
+    c = H2(s.port)
+    slow = c.request("GET", "/slow?ms=500")
+    fast = [c.request("GET", "/hello") for _ in range(5)]
+    echo = c.request("POST", "/echo", b"x" * 100_000, [("content-type", "text/plain")])
+    for sid in fast:
+        r = c.wait(sid)
+        assert r["headers"][b":status"] == b"200" and r["body"] == b"hello"
+    r = c.wait(echo)
+    assert r["body"] == b"x" * 100_000 and r["headers"][b"content-type"] == b"text/plain"
+    assert c.wait(slow)["body"] == b"slow"
+    assert c.order[-1] == slow, "the slow stream held the others back"
+    missing = c.request("GET", "/nope")
+    r = c.wait(missing)
+    assert r["headers"][b":status"] == b"404" and b"no such endpoint" in r["body"]
+    assert s.stats()["accepted"] == 2  # the H2 connection and the /stats one
+
+
+def test_h2_flow_control_paces_a_big_stream_and_a_streamed_upload(server):
+    s = server()
+    c = H2(s.port, window=65535)
+    sid = c.request("GET", "/stream?n=200&size=65536")
+    r = c.wait(sid, slow=0.0005)
+    pattern = bytes(i % 251 for i in range(65536))
+    assert len(r["body"]) == 200 * 65536 and r["body"][:65536] == pattern
+    assert s.stats()["pauses"] > 0, "the producer never paused"
+    body = os.urandom(3 << 20)
+    sid = c.request("POST", "/sink?pause_ms=2", body)
+    r = c.wait(sid)
+    assert json.loads(r["body"]) == {"bytes": len(body), "fnv1a": fnv1a(body)}
+
+
+def test_h2_reset_stream_aborts_its_handler(server):
+    import h2.errors
+    s = server()
+    c = H2(s.port)
+    sid = c.request("GET", "/slow?ms=5000")
+    time.sleep(0.2)
+    c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+    c.sock.sendall(c.conn.data_to_send())
+    deadline = time.monotonic() + 5
+    while s.stats()["aborts"] < 1:
+        assert time.monotonic() < deadline, "abort callback never ran"
+        time.sleep(0.05)
+    ok = c.request("GET", "/hello")  # the connection lives on
+    assert c.wait(ok)["body"] == b"hello"
+
+
+def test_curl_speaks_h2_with_prior_knowledge_and_http11_still_works(server):
+    s = server()
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-w", " %{http_version}",
+                          f"http://127.0.0.1:{s.port}/items/7/parts/b"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == '{"id":"7","part":"b"} 2'
+    c = s.conn()
+    c.request("GET", "/hello")
+    assert c.getresponse().read() == b"hello"
