@@ -4,6 +4,7 @@
 #include "sbx/http.h"
 
 #include <string.h>
+#include <strings.h>
 
 json_t *api_envelope(bool success, const char *message, json_t *data)
 {
@@ -70,4 +71,32 @@ json_t *api_body_object(struct sbx_http_req *req)
 		return NULL;
 	}
 	return body;
+}
+
+void api_public_base(struct sbx_http_req *req, char *http, size_t http_size, char *ws,
+		     size_t ws_size, char *host_prefix, size_t hp_size)
+{
+	static const char host_chars[] =
+		"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]";
+	static const char path_chars[] =
+		"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._~/-";
+	const char *host = sbx_http_header(req, "X-Forwarded-Host");
+	const char *proto = sbx_http_header(req, "X-Forwarded-Proto");
+	const char *prefix = sbx_http_header(req, "X-Forwarded-Prefix");
+	char pre[301];
+	bool tls;
+
+	if (!host || !*host || strspn(host, host_chars) != strlen(host))
+		host = sbx_http_header(req, "Host");
+	if (!host || !*host || strspn(host, host_chars) != strlen(host))
+		host = "127.0.0.1";
+	if (!prefix || strspn(prefix, path_chars) != strlen(prefix))
+		prefix = "";
+	snprintf(pre, sizeof(pre), "%s", prefix);
+	for (size_t n = strlen(pre); n && pre[n - 1] == '/'; n--)
+		pre[n - 1] = '\0'; /* "/x/" and "/x" alike */
+	tls = proto && strcasecmp(proto, "https") == 0;
+	snprintf(host_prefix, hp_size, "%.200s%.300s", host, pre);
+	snprintf(ws, ws_size, "%s://%s", tls ? "wss" : "ws", host_prefix);
+	snprintf(http, http_size, "%s://%s", tls ? "https" : "http", host_prefix);
 }

@@ -21,6 +21,13 @@ void api_fail(struct sbx_http_req *req, const char *message, json_t *data);
 /* 422 with one detail entry: loc is "body.field" (split on dots). */
 void api_invalid(struct sbx_http_req *req, const char *loc, const char *msg, const char *type);
 
+/* Where the client reached the agent: "http(s)://host/prefix", the same with
+ * ws(s)://, and "host/prefix". A proxy in front says so with
+ * X-Forwarded-Host, -Proto and -Prefix; only plain characters are taken
+ * (the results go into JSON and URLs). */
+void api_public_base(struct sbx_http_req *req, char *http, size_t http_size, char *ws,
+		     size_t ws_size, char *host_prefix, size_t hp_size);
+
 /* The request body as a JSON object; on failure a 422 has been sent and
  * NULL is returned. */
 json_t *api_body_object(struct sbx_http_req *req);

@@ -216,32 +216,46 @@ static bool take_ticket(struct auth *a, const char *ticket)
 	return ok;
 }
 
+int auth_issue_ticket(struct auth *a, char *out, size_t size)
+{
+	unsigned char raw[24];
+	uint64_t *exp;
+
+	if (!auth_enabled(a))
+		return -ENOTSUP;
+	if (size < 2 * sizeof(raw) + 1)
+		return -ENAMETOOLONG;
+	purge_tickets(a);
+	if (RAND_bytes(raw, sizeof(raw)) != 1 || !(exp = sbx_malloc(sizeof(*exp))))
+		return -EAGAIN;
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(out + 2 * i, 3, "%02x", raw[i]);
+	*exp = uv_now(a->loop) + (uint64_t)a->ticket_ttl_s * 1000;
+	if (sbx_map_put(&a->tickets, out, exp, NULL)) {
+		sbx_free(exp);
+		return -E2BIG;
+	}
+	return 0;
+}
+
 void auth_handle_tickets(struct sbx_http_req *req, void *arg)
 {
 	struct auth *a = arg;
-	unsigned char raw[24];
-	char ticket[2 * sizeof(raw) + 1];
-	uint64_t *exp;
+	char ticket[64];
 	json_t *body;
+	int rc = auth_issue_ticket(a, ticket, sizeof(ticket));
 
-	if (!auth_enabled(a)) {
+	if (rc == -ENOTSUP) {
 		/* Not 404: the endpoint exists; this configuration has no use for it. */
 		sbx_http_respond_error(req, 400,
 				       "tickets need authentication to be configured "
 				       "(JWT_PUBLIC_KEY or SANDBOX_API_KEY)");
 		return;
 	}
-	purge_tickets(a);
-	if (RAND_bytes(raw, sizeof(raw)) != 1 || !(exp = sbx_malloc(sizeof(*exp)))) {
-		sbx_http_respond_error(req, 503, "cannot make a ticket now");
-		return;
-	}
-	for (size_t i = 0; i < sizeof(raw); i++)
-		snprintf(ticket + 2 * i, 3, "%02x", raw[i]);
-	*exp = uv_now(a->loop) + (uint64_t)a->ticket_ttl_s * 1000;
-	if (sbx_map_put(&a->tickets, ticket, exp, NULL)) {
-		sbx_free(exp);
-		sbx_http_respond_error(req, 429, "too many tickets outstanding");
+	if (rc) {
+		sbx_http_respond_error(req, rc == -E2BIG ? 429 : 503,
+				       rc == -E2BIG ? "too many tickets outstanding"
+						    : "cannot make a ticket now");
 		return;
 	}
 	body = json_pack("{s:s, s:i}", "ticket", ticket, "expires_in", (int)a->ticket_ttl_s);

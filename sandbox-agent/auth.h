@@ -38,6 +38,9 @@ bool auth_enabled(const struct auth *a);
 
 /* The HTTP server's authorize callback (arg: struct auth *). */
 bool auth_authorize(struct sbx_http_req *req, void *arg);
+/* A single-use ticket into out (49 bytes at least): 0, -ENOTSUP (no auth
+ * configured), -E2BIG (too many outstanding), -EAGAIN. */
+int auth_issue_ticket(struct auth *a, char *out, size_t size);
 /* POST /tickets -> {"ticket": ..., "expires_in": seconds} */
 void auth_handle_tickets(struct sbx_http_req *req, void *arg);
 

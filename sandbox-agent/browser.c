@@ -438,39 +438,6 @@ static void fetch_gone(struct sbx_http_req *req, void *arg)
 	((struct fetch *)arg)->req = NULL;
 }
 
-/* Host and path prefix the client reached the agent by: a proxy in front
- * says so with X-Forwarded-Host, -Proto and -Prefix. Only plain characters
- * are taken (they end up inside JSON and URLs). */
-static void bases(struct sbx_http_req *req, struct fetch *f)
-{
-	const char *host = sbx_http_header(req, "X-Forwarded-Host");
-	const char *proto = sbx_http_header(req, "X-Forwarded-Proto");
-	const char *prefix = sbx_http_header(req, "X-Forwarded-Prefix");
-	char pre[301];
-	bool tls;
-
-	if (!host ||
-	    strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
-		    strlen(host))
-		host = sbx_http_header(req, "Host");
-	if (!host || !*host ||
-	    strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
-		    strlen(host))
-		host = "127.0.0.1";
-	if (!prefix ||
-	    strspn(prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._~/-") !=
-		    strlen(prefix))
-		prefix = "";
-	snprintf(pre, sizeof(pre), "%s", prefix);
-	for (size_t n = strlen(pre); n && pre[n - 1] == '/'; n--)
-		pre[n - 1] = '\0'; /* "/x/" and "/x" alike */
-	tls = proto && strcasecmp(proto, "https") == 0;
-	snprintf(f->host_base, sizeof(f->host_base), "%.200s%.300s", host, pre);
-	snprintf(f->ws_base, sizeof(f->ws_base), "%s://%.500s", tls ? "wss" : "ws", f->host_base);
-	snprintf(f->http_base, sizeof(f->http_base), "%s://%.500s", tls ? "https" : "http",
-		 f->host_base);
-}
-
 static void start(struct sbx_http_req *req, struct browser *b, enum kind kind, const char *path)
 {
 	struct fetch *f;
@@ -493,7 +460,8 @@ static void start(struct sbx_http_req *req, struct browser *b, enum kind kind, c
 	f->work.data = f;
 	snprintf(f->path, sizeof(f->path), "%s", path);
 	sbx_buf_init(&f->body, MAX_JSON);
-	bases(req, f);
+	api_public_base(req, f->http_base, sizeof(f->http_base), f->ws_base, sizeof(f->ws_base),
+			f->host_base, sizeof(f->host_base));
 	if (kind == K_SHOT) {
 		char v[16];
 

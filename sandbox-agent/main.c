@@ -188,6 +188,17 @@ static int serve(void *arg)
 		  .arg = &a.shell,
 		  .summary = "Close one shell session" },
 		{ .method = "GET",
+		  .pattern = "/v1/shell/terminal-url",
+		  .fn = terminals_handle_url,
+		  .arg = &a.terminals,
+		  .summary = "Open a terminal and get the address of its page" },
+		{ .method = "GET",
+		  .pattern = "/terminal",
+		  .fn = terminals_handle_page,
+		  .arg = &a.terminals,
+		  .public = true,
+		  .summary = "The terminal page (its WebSocket needs a credential or ticket)" },
+		{ .method = "GET",
 		  .pattern = "/v1/shell/ws",
 		  .fn = terminals_handle_ws,
 		  .arg = &a.terminals,
@@ -550,6 +561,7 @@ static int serve(void *arg)
 	a.code.kernels = &a.kernels;
 	mcp_init(&a.mcp, SBX_VERSION, 1024);
 	terminals_init(&a.terminals, a.loop, a.ctx.workspace, (unsigned)max_sessions);
+	a.terminals.auth = &a.auth;
 	watches_init(&a.watches, a.loop, a.ctx.workspace, 64);
 	a.browser = (struct browser){ .loop = a.loop,
 				      .cdp = cdp_addr && *cdp_addr ? cdp_addr : NULL,

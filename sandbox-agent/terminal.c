@@ -3,6 +3,9 @@
 #define _GNU_SOURCE
 #include "terminal.h"
 
+#include "api.h"
+#include "auth.h"
+#include "terminal_html.h"
 #include "sbx/alloc.h"
 #include "sbx/buf.h"
 #include "sbx/http.h"
@@ -423,6 +426,38 @@ void terminals_handle_ws(struct sbx_http_req *req, void *arg)
 	} else {
 		send_typed(ws, "ready", "Terminal ready");
 	}
+}
+
+void terminals_handle_url(struct sbx_http_req *req, void *arg)
+{
+	struct terminals *ts = arg;
+	char http[600], ws[600], hp[600], ticket[64], url[1024];
+	const char *err = NULL;
+	struct terminal *t = terminal_start(ts, 0, 0, &err);
+	int rc;
+
+	if (!t) {
+		api_fail(req, err, NULL);
+		return;
+	}
+	t->alone_since = uv_now(ts->loop); /* closed if nobody comes */
+	api_public_base(req, http, sizeof(http), ws, sizeof(ws), hp, sizeof(hp));
+	rc = ts->auth ? auth_issue_ticket(ts->auth, ticket, sizeof(ticket)) : -ENOTSUP;
+	if (rc && rc != -ENOTSUP) {
+		terminal_remove(t, "no ticket for its page");
+		api_fail(req, "cannot make a ticket for the terminal page now", NULL);
+		return;
+	}
+	snprintf(url, sizeof(url), "%s/terminal?session_id=%s%s%s", http, t->id,
+		 rc ? "" : "&ticket=", rc ? "" : ticket);
+	api_ok(req, "Terminal URL", json_string(url));
+}
+
+void terminals_handle_page(struct sbx_http_req *req, void *arg)
+{
+	sbx_http_add_header(req, "Cache-Control", "no-store");
+	sbx_http_respond(req, 200, "text/html; charset=utf-8", terminal_html,
+			 sizeof(terminal_html) - 1);
 }
 
 /* ---- set-up -------------------------------------------------------------------------- */

@@ -15,6 +15,8 @@
  * viewer it is closed after an idle limit; when its shell exits, viewers get
  * the last output and a normal close. Output is paced by the slowest viewer:
  * the terminal is not read while one is behind, so nothing is dropped.
+ * /terminal is a small page on that WebSocket; /v1/shell/terminal-url hands
+ * out its address for a new terminal.
  */
 #ifndef SBX_AGENT_TERMINAL_H
 #define SBX_AGENT_TERMINAL_H
@@ -26,6 +28,7 @@
 #include <uv.h>
 
 struct sbx_http_req;
+struct auth;
 
 struct terminals {
 	uv_loop_t *loop;
@@ -33,7 +36,8 @@ struct terminals {
 	unsigned max;
 	uint64_t idle_ms; /* without a viewer */
 	struct sbx_map all;
-	uv_timer_t tick; /* pings and idle checks */
+	uv_timer_t tick;   /* pings and idle checks */
+	struct auth *auth; /* for the ticket in terminal URLs */
 	bool closing;
 };
 
@@ -41,5 +45,11 @@ int terminals_init(struct terminals *ts, uv_loop_t *loop, const char *workspace,
 void terminals_close(struct terminals *ts);
 
 void terminals_handle_ws(struct sbx_http_req *req, void *arg);
+/* GET /v1/shell/terminal-url: opens a terminal, answers the URL of the
+ * terminal page for it (with a single-use ticket when auth is on). */
+void terminals_handle_url(struct sbx_http_req *req, void *arg);
+/* GET /terminal: the page (public: it holds nothing; its WebSocket is
+ * authorized like any request). */
+void terminals_handle_page(struct sbx_http_req *req, void *arg);
 
 #endif

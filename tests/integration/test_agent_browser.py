@@ -157,3 +157,31 @@ def test_unreachable_browser_is_a_clear_error(agent):  # noqa: F811
         "Upgrade": "websocket", "Connection": "Upgrade",
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"})
     assert r.status_code == 502
+
+
+def test_terminal_page_in_a_real_browser(agent, chromium, tmp_path):  # noqa: F811
+    """GET /v1/shell/terminal-url, then the page it names, opened in Chromium
+    through Playwright: typed keys reach the shell, its output shows. With a
+    key configured, the page's WebSocket gets in on the URL's ticket."""
+    a = agent(f"--cdp={chromium}", f"--workspace={tmp_path}", env=dict(os.environ, SANDBOX_API_KEY="k3y"))
+    c = Sandbox(base_url=a.url, headers={"X-API-Key": "k3y"})
+    r = c.shell.get_terminal_url()
+    assert r.success and r.data.startswith(f"{a.url}/terminal?session_id=")
+    assert "&ticket=" in r.data
+    page = requests.get(r.data)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    modules = Path(os.environ.get("SBX_NODE_MODULES", ""))
+    script = modules.parent / "terminal_page.mjs"
+    shutil.copy(REPO / "tests/node/terminal_page.mjs", script)
+    cdp = requests.get(f"{a.url}/v1/browser/info", headers={"X-API-Key": "k3y"}).json()
+    out = subprocess.run(["node", str(script), cdp["data"]["cdp_url"], r.data,
+                          "echo typed-$((6*7))", "typed-42"],
+                         capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, SBX_API_KEY="k3y"))
+    assert out.returncode == 0, out.stderr
+    assert "typed-42" in json.loads(out.stdout.strip().splitlines()[-1])["screen"]
+    # The ticket was used up by the page's WebSocket.
+    sid = r.data.split("session_id=")[1].split("&")[0]
+    ticket = r.data.split("ticket=")[1]
+    resp = requests.get(f"{a.url}/v1/shell/ws", params={"session_id": sid, "ticket": ticket})
+    assert resp.status_code == 401

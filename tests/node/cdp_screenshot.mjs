@@ -4,7 +4,9 @@
 import { chromium } from 'playwright-core';
 
 const [cdpUrl, pageUrl, out] = process.argv.slice(2);
-const browser = await chromium.connectOverCDP(cdpUrl, { timeout: 20000 });
+// With auth on, the agent wants its key on the DevTools requests too.
+const headers = process.env.SBX_API_KEY ? { 'X-API-Key': process.env.SBX_API_KEY } : undefined;
+const browser = await chromium.connectOverCDP(cdpUrl, { timeout: 20000, headers });
 const context = browser.contexts()[0] ?? await browser.newContext();
 const page = await context.newPage();
 await page.goto(pageUrl);
