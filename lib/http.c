@@ -18,7 +18,9 @@
 #include <errno.h>
 #include <http_parser.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 #include <wslay/wslay.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,6 +32,7 @@
 struct listener {
 	uv_tcp_t tcp;
 	struct sbx_http_server *s;
+	SSL_CTX *tls; /* NULL: cleartext */
 };
 
 struct conn;
@@ -120,6 +123,7 @@ struct conn {
 	bool h2_drain;			     /* a stream wants its drain callback */
 	struct sbx_http_req *h2_drains[128]; /* streams whose drain is due */
 	struct sbx_http_req *h2_streams;     /* requests of open streams */
+	SSL *ssl;			     /* TLS: bytes pass through memory BIOs */
 	unsigned n_h2_drains;
 };
 
@@ -186,6 +190,10 @@ static int h2_write(struct sbx_http_req *r, const void *data, size_t len);
 static int h2_end(struct sbx_http_req *r);
 static void h2_resume_body(struct sbx_http_req *r);
 static void split_target(struct sbx_http_req *r);
+static void conn_input(struct conn *c, const char *data, size_t len);
+static int tls_flush(struct conn *c);
+static void tls_input(struct conn *c, const char *data, size_t len);
+static int tls_attach(struct conn *c, SSL_CTX *ctx);
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -558,6 +566,15 @@ static int send_parts(struct conn *c, const void *a, size_t alen, const void *b,
 
 	if (c->closing)
 		return -ECONNRESET;
+	if (c->ssl) {
+		/* Into the TLS engine; its records go out through tls_flush. */
+		if ((alen && SSL_write(c->ssl, a, (int)alen) <= 0) ||
+		    (blen && SSL_write(c->ssl, b, (int)blen) <= 0) ||
+		    (tlen && SSL_write(c->ssl, t, (int)tlen) <= 0))
+			return -EIO;
+		c->s->stats.bytes_out += alen + blen + tlen;
+		return tls_flush(c);
+	}
 	wr = sbx_malloc(sizeof(*wr) + alen + blen + tlen);
 	if (!wr)
 		return -ENOMEM;
@@ -602,6 +619,10 @@ static void conn_shutdown(struct conn *c)
 	if (c->closing || c->shutting)
 		return;
 	c->shutting = true;
+	if (c->ssl && SSL_is_init_finished(c->ssl)) {
+		SSL_shutdown(c->ssl); /* close_notify, then the TCP half-close */
+		tls_flush(c);
+	}
 	uv_read_stop((uv_stream_t *)&c->tcp);
 	uv_timer_start(&c->timer, on_timer, c->s->o.idle_timeout_ms, 0);
 	c->shutdown.data = c;
@@ -1355,6 +1376,21 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (nread == 0 || c->lingering)
 		return;
+	if (c->ssl) {
+		tls_input(c, buf->base, (size_t)nread);
+		return;
+	}
+	conn_input(c, buf->base, (size_t)nread);
+}
+
+/* Bytes from the client (decrypted, with TLS), as each mode wants them. */
+static void conn_input(struct conn *c, const char *data, size_t len)
+{
+	uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+	const uv_buf_t *buf = &b;
+	ssize_t nread = (ssize_t)len;
+	uv_stream_t *stream = (uv_stream_t *)&c->tcp;
+
 	c->s->stats.bytes_in += (uint64_t)nread;
 	if (c->ws) {
 		ws_input(c->ws, buf->base, (size_t)nread);
@@ -1411,6 +1447,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
 		c->next->prev = c->prev;
 	s->stats.connections_open--;
 	sbx_buf_release(&c->pending);
+	SSL_free(c->ssl);
 	sbx_free(c);
 	maybe_free_server(s);
 }
@@ -1507,6 +1544,10 @@ static void on_connection(uv_stream_t *server, int status)
 	}
 	s->stats.connections_accepted++;
 	uv_tcp_nodelay(&c->tcp, 1);
+	if (l->tls && tls_attach(c, l->tls)) {
+		conn_close(c);
+		return;
+	}
 	conn_start(s, c);
 }
 
@@ -1622,6 +1663,8 @@ static void on_listener_closed(uv_handle_t *h)
 	struct sbx_http_server *s = l->s;
 
 	s->open_listeners--;
+	SSL_CTX_free(l->tls); /* connections hold their own references */
+	l->tls = NULL;
 	maybe_free_server(s);
 }
 
@@ -2698,4 +2741,137 @@ static void h2_conn_gone(struct conn *c)
 		req_free(r);
 	}
 	nghttp2_session_del(ng);
+}
+
+/* ---- TLS (OpenSSL on memory BIOs), with ALPN ---------------------------------------- */
+
+/* Sends what the TLS engine has written (records, alerts). */
+static int tls_flush(struct conn *c)
+{
+	BIO *w = SSL_get_wbio(c->ssl);
+	size_t pending;
+
+	while ((pending = BIO_ctrl_pending(w)) > 0) {
+		struct wreq *wr = sbx_malloc(sizeof(*wr) + pending);
+		uv_buf_t buf;
+		int n;
+
+		if (!wr)
+			return -ENOMEM;
+		wr->c = c;
+		n = BIO_read(w, wr->data, (int)pending);
+		if (n <= 0) {
+			sbx_free(wr);
+			break;
+		}
+		buf = uv_buf_init(wr->data, (unsigned)n);
+		if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &buf, 1, on_written)) {
+			sbx_free(wr);
+			return -EPIPE;
+		}
+	}
+	return 0;
+}
+
+static void tls_input(struct conn *c, const char *data, size_t len)
+{
+	char plain[16384];
+	int n;
+
+	if (BIO_write(SSL_get_rbio(c->ssl), data, (int)len) != (int)len) {
+		conn_close(c);
+		return;
+	}
+	if (!SSL_is_init_finished(c->ssl)) {
+		n = SSL_do_handshake(c->ssl);
+		tls_flush(c);
+		if (n <= 0) {
+			int e = SSL_get_error(c->ssl, n);
+
+			if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+				sbx_log_debug(
+					"TLS handshake failed", SBX_LS("peer", c->peer),
+					SBX_LS("error", ERR_reason_error_string(ERR_peek_error())
+								?: "closed"));
+				ERR_clear_error();
+				conn_close(c);
+			}
+			return;
+		}
+	}
+	while (!c->closing && (n = SSL_read(c->ssl, plain, sizeof(plain))) > 0) {
+		conn_input(c, plain, (size_t)n);
+		if (c->closing || c->lingering || !c->ssl)
+			return;
+	}
+	if (!c->closing) {
+		int e = SSL_get_error(c->ssl, n);
+
+		tls_flush(c);
+		if (e == SSL_ERROR_ZERO_RETURN) {
+			conn_shutdown(c); /* the client's close_notify */
+		} else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+			ERR_clear_error();
+			conn_close(c);
+		}
+	}
+}
+
+static int tls_attach(struct conn *c, SSL_CTX *ctx)
+{
+	BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(BIO_s_mem());
+
+	c->ssl = SSL_new(ctx);
+	if (!c->ssl || !r || !w) {
+		BIO_free(r);
+		BIO_free(w);
+		return -ENOMEM;
+	}
+	SSL_set_bio(c->ssl, r, w);
+	SSL_set_accept_state(c->ssl);
+	return 0;
+}
+
+/* ALPN: HTTP/2 when the client offers it, else HTTP/1.1. */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+		       const unsigned char *in, unsigned int inlen, void *arg)
+{
+	static const unsigned char ours[] = "\x02h2\x08http/1.1";
+
+	if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof(ours) - 1, in,
+				  inlen) != OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_ALERT_FATAL; /* no protocol in common */
+	return SSL_TLSEXT_ERR_OK;
+}
+
+int sbx_http_server_listen_tls(struct sbx_http_server *s, const char *addr, const char *cert_file,
+			       const char *key_file, char *err, size_t err_size)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	int rc;
+
+	if (!ctx) {
+		snprintf(err, err_size, "cannot make a TLS context");
+		return -ENOMEM;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(err, err_size, "TLS certificate %s / key %s: %s", cert_file, key_file,
+			 ERR_reason_error_string(ERR_peek_last_error()) ?: "unusable");
+		ERR_clear_error();
+		SSL_CTX_free(ctx);
+		return -EINVAL;
+	}
+	rc = sbx_http_server_listen(s, addr);
+	if (rc) {
+		snprintf(err, err_size, "cannot listen on %s: %s", addr, uv_strerror(rc));
+		SSL_CTX_free(ctx);
+		return rc;
+	}
+	s->listeners[s->n_listeners - 1].tls = ctx;
+	return 0;
 }

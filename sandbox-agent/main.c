@@ -30,6 +30,7 @@
 #include "sbx/version.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -41,6 +42,7 @@ static long max_file_bytes = 32L << 20;
 static long max_upload_bytes = 8L << 30;
 static char *skills_dir;
 static char *cdp_addr;
+static char *tls_cert, *tls_key;
 static long browser_width = 1280, browser_height = 720;
 static char *jwt_public_key;
 static char *api_key;
@@ -594,9 +596,21 @@ static int serve(void *arg)
 	so.authorize_arg = &a.auth;
 	sbx_http_server_new(a.loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &a.http);
 	a.mcp.http = a.http;
-	if ((rc = sbx_http_server_listen(a.http, listen_addr))) {
+	if (tls_cert || tls_key) {
+		if (!tls_cert || !tls_key) {
+			snprintf(err, sizeof(err), "--tls-cert and --tls-key go together");
+			rc = -EINVAL;
+		} else {
+			rc = sbx_http_server_listen_tls(a.http, listen_addr, tls_cert, tls_key, err,
+							sizeof(err));
+		}
+		if (rc)
+			sbx_log_error("cannot serve TLS", SBX_LS("error", err));
+	} else if ((rc = sbx_http_server_listen(a.http, listen_addr))) {
 		sbx_log_error("cannot listen", SBX_LS("addr", listen_addr),
 			      SBX_LS("error", uv_strerror(rc)));
+	}
+	if (rc) {
 		sbx_http_server_close(a.http, NULL, NULL);
 		goto out_loop;
 	}
@@ -673,6 +687,16 @@ int main(int argc, char **argv)
 		  .dest = &skills_dir,
 		  .metavar = "DIR",
 		  .help = "where uploaded skill zips are unpacked (default: ~/.sbx/skills)" },
+		{ .name = "tls-cert",
+		  .type = SBX_OPT_STRING,
+		  .dest = &tls_cert,
+		  .metavar = "FILE",
+		  .help = "serve TLS (HTTP/2 by ALPN) with this certificate chain (PEM)" },
+		{ .name = "tls-key",
+		  .type = SBX_OPT_STRING,
+		  .dest = &tls_key,
+		  .metavar = "FILE",
+		  .help = "the TLS certificate's private key (PEM)" },
 		{ .name = "cdp",
 		  .type = SBX_OPT_STRING,
 		  .dest = &cdp_addr,

@@ -607,8 +607,11 @@ void skills_handle_delete(struct sbx_http_req *req, void *arg)
 		api_fail(req, "no such skill", NULL);
 		return;
 	}
-	api_ok(req, "Skill deleted", skill_json(s));
+	json_t *gone = skill_json(s);
+
+	/* Files first: the answer must not reach the client before they go. */
 	skill_free(s, true);
+	api_ok(req, "Skill deleted", gone);
 }
 
 struct clearing {

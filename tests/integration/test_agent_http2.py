@@ -9,6 +9,7 @@ import os
 import httpx
 from agent_sandbox import Sandbox
 
+from conftest import make_tls_pair
 from test_agent import agent  # noqa: F401 - the fixture
 
 
@@ -28,3 +29,17 @@ def test_sdk_over_http2(agent, tmp_path):  # noqa: F811
         # Every call went over one HTTP/2 connection.
         resp = http.get(f"{a.url}/v1/ping")
         assert resp.http_version == "HTTP/2" and resp.status_code == 200
+
+
+def test_sdk_over_tls_with_alpn_h2(agent, tmp_path):  # noqa: F811
+    cert, key = make_tls_pair(tmp_path)
+    a = agent(f"--workspace={tmp_path}", f"--tls-cert={cert}", f"--tls-key={key}")
+    url = f"https://127.0.0.1:{a.port}"
+    import ssl
+    with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=str(cert)),
+                      timeout=60) as http:
+        c = Sandbox(base_url=url, httpx_client=http)
+        r = c.shell.exec_command(command="echo over-tls")
+        assert r.data.output.strip() == "over-tls"
+        resp = http.get(f"{url}/v1/ping")
+        assert resp.http_version == "HTTP/2"

@@ -15,7 +15,7 @@ from conftest import zombies_below
 from test_agent import agent  # noqa: F401 - the fixture
 
 
-def frames_until(ws, pred, timeout=10.0):
+def frames_until(ws, pred, timeout=30.0):
     """Reads frames until pred(all output so far) holds; returns the output."""
     out = ""
     deadline = time.monotonic() + timeout
@@ -32,39 +32,39 @@ def test_terminal_runs_commands_and_reattaches(agent, tmp_path):  # noqa: F811
     a = agent(f"--workspace={tmp_path}")
     url = f"ws://127.0.0.1:{a.port}/v1/shell/ws"
     with connect(url) as ws:
-        first = json.loads(ws.recv(timeout=5))
+        first = json.loads(ws.recv(timeout=15))
         assert first["type"] == "session_id"
         sid = first["data"]
-        assert json.loads(ws.recv(timeout=5))["type"] == "ready"
+        assert json.loads(ws.recv(timeout=15))["type"] == "ready"
         ws.send(json.dumps({"type": "input", "data": "export MARK=kept; pwd\n"}))
         out = frames_until(ws, lambda o: str(tmp_path) in o)
         ws.send(json.dumps({"type": "resize", "data": {"cols": 132, "rows": 41}}))
         ws.send(json.dumps({"type": "input", "data": "stty size; echo é-$MARK\n"}))
         out = frames_until(ws, lambda o: "41 132" in o and "é-kept" in o)
         ws.send(json.dumps({"type": "bogus"}))
-        m = json.loads(ws.recv(timeout=5))
+        m = json.loads(ws.recv(timeout=15))
         while m["type"] == "output":
-            m = json.loads(ws.recv(timeout=5))
+            m = json.loads(ws.recv(timeout=15))
         assert m["type"] == "error"
     # The terminal outlives the connection: attach again, state and all.
     with connect(f"{url}?session_id={sid}") as ws:
-        assert json.loads(ws.recv(timeout=5)) == {"type": "session_id", "data": sid}
-        assert json.loads(ws.recv(timeout=5))["type"] == "terminal_restored"
+        assert json.loads(ws.recv(timeout=15)) == {"type": "session_id", "data": sid}
+        assert json.loads(ws.recv(timeout=15))["type"] == "terminal_restored"
         ws.send(json.dumps({"type": "input", "data": "echo again-$MARK\n"}))
         frames_until(ws, lambda o: "again-kept" in o)
     # An unknown session is an error frame, then a policy close.
     with connect(f"{url}?session_id=nope") as ws:
-        assert json.loads(ws.recv(timeout=5)) == {"type": "error", "data": "Session not found"}
+        assert json.loads(ws.recv(timeout=15)) == {"type": "error", "data": "Session not found"}
         with pytest.raises(ConnectionClosed):
-            ws.recv(timeout=5)
+            ws.recv(timeout=15)
         assert ws.close_code == 1008
 
 
 def test_exiting_the_shell_closes_the_socket_and_leaves_no_zombie(agent, tmp_path):  # noqa: F811
     a = agent(f"--workspace={tmp_path}")
     with connect(f"ws://127.0.0.1:{a.port}/v1/shell/ws") as ws:
-        ws.recv(timeout=5)
-        ws.recv(timeout=5)
+        ws.recv(timeout=15)
+        ws.recv(timeout=15)
         ws.send(json.dumps({"type": "input", "data": "echo bye; exit 0\n"}))
         out = ""
         with pytest.raises(ConnectionClosed):
@@ -79,8 +79,8 @@ def test_exiting_the_shell_closes_the_socket_and_leaves_no_zombie(agent, tmp_pat
 def test_big_output_reaches_a_slow_viewer_whole(agent, tmp_path):  # noqa: F811
     a = agent(f"--workspace={tmp_path}")
     with connect(f"ws://127.0.0.1:{a.port}/v1/shell/ws", max_size=None) as ws:
-        ws.recv(timeout=5)
-        ws.recv(timeout=5)
+        ws.recv(timeout=15)
+        ws.recv(timeout=15)
         ws.send(json.dumps({"type": "input",
                             "data": "stty -echo; seq 1 200000; echo END-OF-SEQ\n"}))
         time.sleep(1.0)  # fall behind: the agent must hold the shell back, not drop

@@ -14,8 +14,9 @@ import threading
 import time
 
 import pytest
+import requests
 
-from conftest import assert_no_sanitizer_report, binary
+from conftest import assert_no_sanitizer_report, binary, make_tls_pair
 
 
 class Server:
@@ -585,3 +586,45 @@ def test_curl_speaks_h2_with_prior_knowledge_and_http11_still_works(server):
     c = s.conn()
     c.request("GET", "/hello")
     assert c.getresponse().read() == b"hello"
+
+
+# ---- TLS with ALPN ----
+
+@pytest.fixture
+def tls_files(tmp_path):
+    return make_tls_pair(tmp_path)
+
+
+def test_tls_alpn_picks_h2_or_http11(server, tls_files):
+    import ssl
+    cert, key = tls_files
+    s = server(f"--tls-cert={cert}", f"--tls-key={key}")
+    for offer, want in ((["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1")):
+        ctx = ssl.create_default_context(cafile=str(cert))
+        ctx.set_alpn_protocols(offer)
+        with socket.create_connection(("127.0.0.1", s.port)) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert tls.selected_alpn_protocol() == want
+    # HTTP/1.1 over TLS with keep-alive, a streamed body and a big response.
+    with requests.Session() as rs:
+        body = os.urandom(1 << 20)
+        r = rs.post(f"https://127.0.0.1:{s.port}/sink", data=body, verify=str(cert))
+        assert r.json() == {"bytes": len(body), "fnv1a": fnv1a(body)}
+        r = rs.get(f"https://127.0.0.1:{s.port}/stream?n=64&size=65536", verify=str(cert))
+        assert len(r.content) == 64 * 65536
+    # HTTP/2 over TLS, as curl does it.
+    out = subprocess.run(["curl", "-s", "--http2", "--cacert", str(cert), "-w", " %{http_version}",
+                          f"https://127.0.0.1:{s.port}/hello"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "hello 2"
+
+
+def test_tls_refuses_plain_http_and_bad_certificates(server, tls_files, tmp_path):
+    cert, key = tls_files
+    s = server(f"--tls-cert={cert}", f"--tls-key={key}")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{s.port}/hello", timeout=5)
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    p = subprocess.run([str(binary("tests/tools/sbx-httptool")), f"--tls-cert={tmp_path / 'bad.pem'}",
+                        f"--tls-key={key}"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 1 and "TLS certificate" in p.stderr

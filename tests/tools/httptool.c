@@ -30,6 +30,7 @@
 #include <string.h>
 
 static char *listen_addr = "127.0.0.1:0";
+static char *tls_cert, *tls_key;
 static long max_header_bytes = 65536;
 static long max_body_bytes = 1 << 20;
 static long max_connections = 1024;
@@ -375,6 +376,16 @@ int main(int argc, char **argv)
 		  .dest = &listen_addr,
 		  .metavar = "ADDR",
 		  .help = "address to listen on" },
+		{ .name = "tls-cert",
+		  .type = SBX_OPT_STRING,
+		  .dest = &tls_cert,
+		  .metavar = "FILE",
+		  .help = "serve TLS with this certificate chain (PEM)" },
+		{ .name = "tls-key",
+		  .type = SBX_OPT_STRING,
+		  .dest = &tls_key,
+		  .metavar = "FILE",
+		  .help = "the certificate's private key (PEM)" },
 		{ .name = "max-header-bytes",
 		  .type = SBX_OPT_INT,
 		  .dest = &max_header_bytes,
@@ -432,9 +443,17 @@ int main(int argc, char **argv)
 	so.idle_timeout_ms = (uint64_t)idle_timeout_ms;
 	so.server_name = "sbx-httptool";
 	sbx_http_server_new(loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &server);
-	if ((rc = sbx_http_server_listen(server, listen_addr))) {
+	if (tls_cert) {
+		char err[512];
+
+		if ((rc = sbx_http_server_listen_tls(server, listen_addr, tls_cert,
+						     tls_key ?: tls_cert, err, sizeof(err))))
+			fprintf(stderr, "sbx-httptool: %s\n", err);
+	} else if ((rc = sbx_http_server_listen(server, listen_addr))) {
 		fprintf(stderr, "sbx-httptool: cannot listen on %s: %s\n", listen_addr,
 			uv_strerror(rc));
+	}
+	if (rc) {
 		sbx_http_server_close(server, NULL, NULL);
 		uv_run(loop, UV_RUN_DEFAULT);
 		sbx_config_release(&cfg);

@@ -72,6 +72,12 @@ int sbx_http_server_new(uv_loop_t *loop, const struct sbx_http_server_opts *opts
 /* Listens on "host:port" ("127.0.0.1:8080", "[::1]:0", ":8080" for all).
  * May be called more than once. 0 or a negative uv error. */
 int sbx_http_server_listen(struct sbx_http_server *s, const char *addr);
+/* The same with TLS (1.2 and later): cert_file holds the certificate chain
+ * (PEM), key_file its private key. ALPN offers h2 and http/1.1; a client
+ * that picks h2 speaks HTTP/2 on it. 0, or a negative errno with the
+ * reason in err (an unusable certificate or key, say). */
+int sbx_http_server_listen_tls(struct sbx_http_server *s, const char *addr, const char *cert_file,
+			       const char *key_file, char *err, size_t err_size);
 /* The port of the first listener (useful after ":0"). */
 int sbx_http_server_port(const struct sbx_http_server *s);
 /* Stops accepting, closes idle connections, lets requests in flight finish,
