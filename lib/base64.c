@@ -7,6 +7,9 @@
 #include <errno.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 int sbx_base64_decode(const char *in, size_t len, char **out, size_t *out_len)
 {
@@ -58,4 +61,19 @@ int sbx_base64_encode(const void *in, size_t len, char **out, size_t *out_len)
 	*out_len = (size_t)EVP_EncodeBlock(enc, in, (int)len);
 	*out = (char *)enc;
 	return 0;
+}
+
+void sbx_random_hex(char *out, size_t bytes)
+{
+	unsigned char raw[32];
+
+	if (bytes > sizeof(raw))
+		bytes = sizeof(raw);
+	if (RAND_bytes(raw, (int)bytes) != 1) {
+		for (size_t i = 0; i < bytes; i++)
+			raw[i] = (unsigned char)rand();
+	}
+	for (size_t i = 0; i < bytes; i++)
+		snprintf(out + 2 * i, 3, "%02x", raw[i]);
+	out[2 * bytes] = '\0';
 }

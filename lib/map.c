@@ -148,3 +148,20 @@ void sbx_map_foreach(const struct sbx_map *m, void (*fn)(const char *key, void *
 			fn(e->key, e->value, arg);
 	}
 }
+
+void *sbx_map_pop(struct sbx_map *m)
+{
+	for (size_t i = 0; m->count && i < m->n_buckets; i++) {
+		struct sbx_map_entry *e = m->buckets[i];
+		void *value;
+
+		if (!e)
+			continue;
+		m->buckets[i] = e->next;
+		value = e->value;
+		sbx_free(e);
+		m->count--;
+		return value;
+	}
+	return NULL;
+}

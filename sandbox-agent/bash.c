@@ -6,6 +6,7 @@
 
 #include "api.h"
 #include "sbx/alloc.h"
+#include "sbx/base64.h"
 #include "sbx/buf.h"
 #include "sbx/http.h"
 #include "sbx/json.h"
@@ -13,7 +14,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,17 +76,6 @@ struct bwait {
 	size_t off, eoff;
 	long max_len;
 };
-
-static void random_hex(char *out, size_t bytes)
-{
-	unsigned char raw[16];
-
-	if (bytes > sizeof(raw) || RAND_bytes(raw, (int)bytes) != 1)
-		for (size_t i = 0; i < bytes && i < sizeof(raw); i++)
-			raw[i] = (unsigned char)rand();
-	for (size_t i = 0; i < bytes && i < sizeof(raw); i++)
-		sprintf(out + 2 * i, "%02x", raw[i]);
-}
 
 static void iso_time(time_t t, char *out, size_t size)
 {
@@ -450,7 +439,7 @@ static struct bsession *session_new(struct bash *b, const char *id, const char *
 	if (id && *id)
 		snprintf(s->id, sizeof(s->id), "%s", id);
 	else
-		random_hex(s->id, 8);
+		sbx_random_hex(s->id, 8);
 	snprintf(s->dir, sizeof(s->dir), "%s", dir && *dir ? dir : b->workspace);
 	s->created_at = s->last_used_at = time(NULL);
 	if (sbx_map_put(&b->sessions, s->id, s, NULL)) {
@@ -635,7 +624,7 @@ void bash_handle_exec(struct sbx_http_req *req, void *arg)
 	c->s = s;
 	s->refs++;
 	c->pending = 3;
-	random_hex(c->id, 16);
+	sbx_random_hex(c->id, 16);
 	sbx_buf_init(&c->stdout_buf, b->max_output_bytes);
 	sbx_buf_init(&c->stderr_buf, b->max_output_bytes);
 	s->command_count++;
@@ -875,31 +864,14 @@ int bash_init(struct bash *b, uv_loop_t *loop, const char *workspace, unsigned m
 	return 0;
 }
 
-struct collect {
-	struct bsession *all[256];
-	size_t n;
-};
-
-static void collect_one(const char *key, void *value, void *arg)
-{
-	struct collect *c = arg;
-
-	if (c->n < sizeof(c->all) / sizeof(c->all[0]))
-		c->all[c->n++] = value;
-}
-
 void bash_close(struct bash *b)
 {
-	static struct collect c;
+	struct bsession *s;
 
 	if (b->closing)
 		return;
 	b->closing = true;
-	do {
-		c.n = 0;
-		sbx_map_foreach(&b->sessions, collect_one, &c);
-		for (size_t i = 0; i < c.n; i++)
-			session_close(c.all[i]);
-	} while (c.n);
+	while ((s = sbx_map_pop(&b->sessions)))
+		session_close(s);
 	sbx_map_release(&b->sessions);
 }

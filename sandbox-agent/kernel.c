@@ -8,6 +8,7 @@
 #include "kernel_js.h"
 #include "kernel_py.h"
 #include "sbx/alloc.h"
+#include "sbx/base64.h"
 #include "sbx/buf.h"
 #include "sbx/http.h"
 #include "sbx/json.h"
@@ -15,7 +16,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,17 +86,6 @@ static double now_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (double)ts.tv_sec * 1000.0 + (double)(ts.tv_nsec / 1000000);
-}
-
-static void random_hex(char *out, size_t bytes)
-{
-	unsigned char raw[16];
-
-	if (bytes > sizeof(raw) || RAND_bytes(raw, (int)bytes) != 1)
-		for (size_t i = 0; i < bytes && i < sizeof(raw); i++)
-			raw[i] = (unsigned char)rand();
-	for (size_t i = 0; i < bytes && i < sizeof(raw); i++)
-		sprintf(out + 2 * i, "%02x", raw[i]);
 }
 
 static const char *runtime_path(enum lang lang, char *out, size_t size)
@@ -251,7 +240,7 @@ static void exec_answer(struct kexec *x, json_t *reply, json_t *out, json_t *err
 				  ename ? ename : "Error", "evalue", evalue ? evalue : "",
 				  "traceback", json_is_array(tb) ? json_incref(tb) : json_array()));
 	}
-	random_hex(msg_id, 16);
+	sbx_random_hex(msg_id, 16);
 	switch (x->endpoint) {
 	case EP_JUPYTER:
 		data = json_pack("{s:s, s:s, s:s, s:I, s:o, s:s, s:s}", "kernel_name", "python3",
@@ -554,12 +543,12 @@ static struct kernel *kernel_start(struct kernels *ks, enum lang lang, const cha
 	if (id)
 		snprintf(k->id, sizeof(k->id), "%s", id);
 	else
-		random_hex(k->id, 16);
+		sbx_random_hex(k->id, 16);
 	snprintf(k->key, sizeof(k->key), "%s:%s", lang == PY ? "py" : "js", k->id);
 	snprintf(k->cwd, sizeof(k->cwd), "%s", cwd && *cwd ? cwd : ks->workspace);
 	k->marker[0] = 0x1e;
 	memcpy(k->marker + 1, "SBXK", 4);
-	random_hex(k->marker + 5, 12);
+	sbx_random_hex(k->marker + 5, 12);
 	k->marker[29] = 0x1f;
 	k->mlen = 30;
 	k->created_ms = k->last_used_ms = now_ms();
@@ -761,10 +750,13 @@ static size_t destroy_all(struct kernels *ks, int lang)
 
 void kernels_close(struct kernels *ks)
 {
+	struct kernel *k;
+
 	if (ks->closing)
 		return;
 	ks->closing = true;
-	destroy_all(ks, -1);
+	while ((k = sbx_map_pop(&ks->sessions)))
+		kernel_destroy(k, NULL);
 	uv_close((uv_handle_t *)&ks->reaper, NULL);
 	sbx_map_release(&ks->sessions);
 }

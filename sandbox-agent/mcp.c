@@ -3,13 +3,13 @@
 
 #include "api.h"
 #include "sbx/alloc.h"
+#include "sbx/base64.h"
 #include "sbx/buf.h"
 #include "sbx/http.h"
 #include "sbx/json.h"
 #include "sbx/log.h"
 
 #include <errno.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -500,17 +500,6 @@ static const char *negotiate(const char *asked)
 	return LATEST_VERSION;
 }
 
-static void random_hex(char *out, size_t bytes)
-{
-	unsigned char raw[16];
-
-	if (bytes > sizeof(raw) || RAND_bytes(raw, (int)bytes) != 1)
-		for (size_t i = 0; i < bytes && i < sizeof(raw); i++)
-			raw[i] = (unsigned char)rand();
-	for (size_t i = 0; i < bytes && i < sizeof(raw); i++)
-		sprintf(out + 2 * i, "%02x", raw[i]);
-}
-
 /* One message of the exchange. Requests leave a reply (or a placeholder a
  * tool call fills); notifications and responses leave nothing. */
 static void handle_message(struct exchange *ex, json_t *msg)
@@ -533,7 +522,7 @@ static void handle_message(struct exchange *ex, json_t *msg)
 
 		if (!ex->session[0]) {
 			/* At the session limit the exchange goes on statelessly. */
-			random_hex(ex->session, 16);
+			sbx_random_hex(ex->session, 16);
 			if (sbx_map_put(&ex->m->sessions, ex->session, (void *)1, NULL))
 				ex->session[0] = '\0';
 		}

@@ -7,6 +7,7 @@
 
 #include "api.h"
 #include "sbx/alloc.h"
+#include "sbx/base64.h"
 #include "sbx/buf.h"
 #include "sbx/http.h"
 #include "sbx/json.h"
@@ -15,7 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/rand.h>
 #include <pty.h>
 #include <signal.h>
 #include <stdio.h>
@@ -88,19 +88,6 @@ static void session_settle(struct session *s);
 static void command_done(struct session *s);
 
 /* ---- small helpers ----------------------------------------------------------- */
-
-static void random_hex(char *out, size_t bytes)
-{
-	unsigned char raw[32];
-
-	if (bytes > sizeof(raw) || RAND_bytes(raw, (int)bytes) != 1) {
-		/* RAND_bytes fails only without entropy; ids need not be secret. */
-		for (size_t i = 0; i < bytes; i++)
-			raw[i] = (unsigned char)rand();
-	}
-	for (size_t i = 0; i < bytes; i++)
-		snprintf(out + 2 * i, 3, "%02x", raw[i]);
-}
 
 static void iso_time(time_t t, char *out, size_t size)
 {
@@ -456,8 +443,8 @@ static int session_spawn(struct shell *sh, const char *id, const char *dir, stru
 	if (id)
 		snprintf(s->id, sizeof(s->id), "%s", id);
 	else
-		random_hex(s->id, 8);
-	random_hex(s->nonce, 8);
+		sbx_random_hex(s->id, 8);
+	sbx_random_hex(s->nonce, 8);
 	/* \x01 and \x02 cannot come out of a prompt by accident. */
 	snprintf(s->marker, sizeof(s->marker), "\x01SBX%s;", s->nonce);
 	snprintf(ps1, sizeof(ps1), "\\001SBX%s;$?;${PWD}\\002", s->nonce);

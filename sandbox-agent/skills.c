@@ -614,34 +614,14 @@ void skills_handle_delete(struct sbx_http_req *req, void *arg)
 	api_ok(req, "Skill deleted", gone);
 }
 
-struct clearing {
-	struct skill *all[1024];
-	size_t n;
-};
-
-static void collect_one(const char *key, void *value, void *arg)
-{
-	struct clearing *c = arg;
-
-	if (c->n < sizeof(c->all) / sizeof(c->all[0]))
-		c->all[c->n++] = value;
-}
-
 static size_t clear_all(struct skills *sk, bool remove_files)
 {
-	static struct clearing c;
-	size_t total = 0;
+	struct skill *s;
+	size_t n = 0;
 
-	do {
-		c.n = 0;
-		sbx_map_foreach(&sk->reg, collect_one, &c);
-		for (size_t i = 0; i < c.n; i++) {
-			sbx_map_remove(&sk->reg, c.all[i]->name);
-			skill_free(c.all[i], remove_files);
-		}
-		total += c.n;
-	} while (c.n);
-	return total;
+	for (; (s = sbx_map_pop(&sk->reg)); n++)
+		skill_free(s, remove_files);
+	return n;
 }
 
 void skills_handle_clear(struct sbx_http_req *req, void *arg)

@@ -7,6 +7,7 @@
 #include "auth.h"
 #include "terminal_html.h"
 #include "sbx/alloc.h"
+#include "sbx/base64.h"
 #include "sbx/buf.h"
 #include "sbx/http.h"
 #include "sbx/json.h"
@@ -15,7 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/rand.h>
 #include <pty.h>
 #include <signal.h>
 #include <stdio.h>
@@ -54,17 +54,6 @@ struct terminal {
 	size_t carry_len;
 	uint64_t alone_since; /* loop time the last viewer left (0: watched) */
 };
-
-static void random_hex(char *out, size_t bytes)
-{
-	unsigned char raw[16];
-
-	if (bytes > sizeof(raw) || RAND_bytes(raw, (int)bytes) != 1)
-		for (size_t i = 0; i < bytes && i < sizeof(raw); i++)
-			raw[i] = (unsigned char)rand();
-	for (size_t i = 0; i < bytes && i < sizeof(raw); i++)
-		sprintf(out + 2 * i, "%02x", raw[i]);
-}
 
 static void send_json(struct sbx_ws *ws, json_t *msg)
 {
@@ -273,7 +262,7 @@ static struct terminal *terminal_start(struct terminals *ts, unsigned cols, unsi
 	t->ts = ts;
 	t->pid = pid;
 	t->master = master;
-	random_hex(t->id, 16);
+	sbx_random_hex(t->id, 16);
 	sbx_buf_init(&t->input, MAX_INPUT_QUEUED);
 	uv_poll_init(ts->loop, &t->poll, master);
 	t->poll.data = t;
@@ -521,33 +510,15 @@ int terminals_init(struct terminals *ts, uv_loop_t *loop, const char *workspace,
 	return 0;
 }
 
-struct collect {
-	struct terminal *all[256];
-	size_t n;
-};
-
-static void collect_one(const char *key, void *value, void *arg)
-{
-	struct collect *c = arg;
-
-	if (c->n < sizeof(c->all) / sizeof(c->all[0]))
-		c->all[c->n++] = value;
-}
-
 void terminals_close(struct terminals *ts)
 {
-	static struct collect c_;
-	struct collect *c = &c_;
+	struct terminal *t;
 
 	if (ts->closing)
 		return;
 	ts->closing = true;
-	do {
-		c->n = 0;
-		sbx_map_foreach(&ts->all, collect_one, c);
-		for (size_t i = 0; i < c->n; i++)
-			terminal_remove(c->all[i], "the agent is stopping");
-	} while (c->n);
+	while ((t = sbx_map_pop(&ts->all)))
+		terminal_remove(t, "the agent is stopping");
 	uv_close((uv_handle_t *)&ts->tick, NULL);
 	sbx_map_release(&ts->all);
 }

@@ -6,6 +6,7 @@
 #include "api.h"
 #include "files.h"
 #include "sbx/alloc.h"
+#include "sbx/base64.h"
 #include "sbx/buf.h"
 #include "sbx/http.h"
 #include "sbx/json.h"
@@ -15,7 +16,6 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <limits.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,17 +98,6 @@ static double now_s(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void random_hex(char *out, size_t bytes)
-{
-	unsigned char raw[16];
-
-	if (bytes > sizeof(raw) || RAND_bytes(raw, (int)bytes) != 1)
-		for (size_t i = 0; i < bytes && i < sizeof(raw); i++)
-			raw[i] = (unsigned char)rand();
-	for (size_t i = 0; i < bytes && i < sizeof(raw); i++)
-		sprintf(out + 2 * i, "%02x", raw[i]);
 }
 
 /* ---- filters ---------------------------------------------------------------------- */
@@ -621,7 +610,7 @@ static struct watcher *watcher_new(struct watches *ws, const char *path, bool re
 	w->debounce_ms = debounce_ms;
 	w->next_seq = 1;
 	w->created_at = now_s();
-	random_hex(w->id, 16);
+	sbx_random_hex(w->id, 16);
 	sbx_map_init(&w->dirs, 1u << 20);
 	uv_poll_init(ws->loop, &w->poll, w->fd);
 	uv_timer_init(ws->loop, &w->timer);
@@ -979,31 +968,14 @@ int watches_init(struct watches *ws, uv_loop_t *loop, const char *workspace, uns
 	return 0;
 }
 
-struct collect {
-	struct watcher *all[256];
-	size_t n;
-};
-
-static void collect_one(const char *key, void *value, void *arg)
-{
-	struct collect *c = arg;
-
-	if (c->n < sizeof(c->all) / sizeof(c->all[0]))
-		c->all[c->n++] = value;
-}
-
 void watches_close(struct watches *ws)
 {
-	static struct collect c;
+	struct watcher *w;
 
 	if (ws->closing)
 		return;
 	ws->closing = true;
-	do {
-		c.n = 0;
-		sbx_map_foreach(&ws->all, collect_one, &c);
-		for (size_t i = 0; i < c.n; i++)
-			watcher_stop(c.all[i]);
-	} while (c.n);
+	while ((w = sbx_map_pop(&ws->all)))
+		watcher_stop(w);
 	sbx_map_release(&ws->all);
 }

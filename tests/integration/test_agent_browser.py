@@ -163,7 +163,9 @@ def test_terminal_page_in_a_real_browser(agent, chromium, tmp_path):  # noqa: F8
     """GET /v1/shell/terminal-url, then the page it names, opened in Chromium
     through Playwright: typed keys reach the shell, its output shows. With a
     key configured, the page's WebSocket gets in on the URL's ticket."""
-    a = agent(f"--cdp={chromium}", f"--workspace={tmp_path}", env=dict(os.environ, SANDBOX_API_KEY="k3y"))
+    (tmp_path / "home").mkdir()
+    a = agent(f"--cdp={chromium}", f"--workspace={tmp_path}",
+              env=dict(os.environ, SANDBOX_API_KEY="k3y", HOME=str(tmp_path / "home")))
     c = Sandbox(base_url=a.url, headers={"X-API-Key": "k3y"})
     r = c.shell.get_terminal_url()
     assert r.success and r.data.startswith(f"{a.url}/terminal?session_id=")

@@ -4,6 +4,7 @@ client: the JSON frames, re-attaching, resizing, and the end of a shell."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 
@@ -13,6 +14,15 @@ from websockets.sync.client import connect
 
 from conftest import zombies_below
 from test_agent import agent  # noqa: F401 - the fixture
+
+
+def clean_home(tmp_path) -> dict:
+    """The terminal runs an interactive bash, which reads ~/.bashrc: the
+    host's could do anything (a version manager's rehash, say). A home of
+    its own keeps the test about the agent."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return dict(os.environ, HOME=str(home))
 
 
 def frames_until(ws, pred, timeout=30.0):
@@ -29,7 +39,7 @@ def frames_until(ws, pred, timeout=30.0):
 
 
 def test_terminal_runs_commands_and_reattaches(agent, tmp_path):  # noqa: F811
-    a = agent(f"--workspace={tmp_path}")
+    a = agent(f"--workspace={tmp_path}", env=clean_home(tmp_path))
     url = f"ws://127.0.0.1:{a.port}/v1/shell/ws"
     with connect(url) as ws:
         first = json.loads(ws.recv(timeout=15))
@@ -61,7 +71,7 @@ def test_terminal_runs_commands_and_reattaches(agent, tmp_path):  # noqa: F811
 
 
 def test_exiting_the_shell_closes_the_socket_and_leaves_no_zombie(agent, tmp_path):  # noqa: F811
-    a = agent(f"--workspace={tmp_path}")
+    a = agent(f"--workspace={tmp_path}", env=clean_home(tmp_path))
     with connect(f"ws://127.0.0.1:{a.port}/v1/shell/ws") as ws:
         ws.recv(timeout=15)
         ws.recv(timeout=15)
@@ -77,7 +87,7 @@ def test_exiting_the_shell_closes_the_socket_and_leaves_no_zombie(agent, tmp_pat
 
 
 def test_big_output_reaches_a_slow_viewer_whole(agent, tmp_path):  # noqa: F811
-    a = agent(f"--workspace={tmp_path}")
+    a = agent(f"--workspace={tmp_path}", env=clean_home(tmp_path))
     with connect(f"ws://127.0.0.1:{a.port}/v1/shell/ws", max_size=None) as ws:
         ws.recv(timeout=15)
         ws.recv(timeout=15)

@@ -29,6 +29,9 @@ void *sbx_map_get(const struct sbx_map *m, const char *key);
 int sbx_map_put(struct sbx_map *m, const char *key, void *value, void **old);
 /* Removes the key; returns its value or NULL. */
 void *sbx_map_remove(struct sbx_map *m, const char *key);
+/* Removes some entry and returns its value; NULL when empty. For tearing a
+ * map down: while ((v = sbx_map_pop(m))) destroy(v); */
+void *sbx_map_pop(struct sbx_map *m);
 
 /* Calls fn for every entry; fn may not change the map. Order is unspecified. */
 void sbx_map_foreach(const struct sbx_map *m, void (*fn)(const char *key, void *value, void *arg),

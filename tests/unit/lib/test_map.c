@@ -4,6 +4,8 @@
 #include "sbx/alloc.h"
 #include "sbx/map.h"
 
+#include <stdio.h>
+
 #include <errno.h>
 
 static void put_get_replace_remove(void **state)
@@ -75,6 +77,36 @@ static void full_map_refuses_new_keys_but_replaces(void **state)
 	sbx_map_release(&m);
 }
 
+static void pop_empties_the_map_one_value_at_a_time(void **state)
+{
+	struct sbx_map m;
+	int values[300] = { 0 };
+	char key[16];
+	void *v;
+	size_t popped = 0;
+
+	sbx_map_init(&m, 1000);
+	assert_null(sbx_map_pop(&m));
+	for (int i = 0; i < 300; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		assert_int_equal(sbx_map_put(&m, key, &values[i], NULL), 0);
+	}
+	while ((v = sbx_map_pop(&m))) {
+		assert_int_equal(*(int *)v, 0); /* each value comes out once */
+		*(int *)v = 1;
+		popped++;
+		/* Removing another entry while popping is fine too. */
+		if (popped == 10 && !values[299]) {
+			assert_ptr_equal(sbx_map_remove(&m, "k299"), &values[299]);
+			values[299] = 1;
+		}
+	}
+	assert_int_equal(m.count, 0);
+	for (int i = 0; i < 300; i++)
+		assert_int_equal(values[i], 1);
+	sbx_map_release(&m);
+}
+
 static void allocation_failures_leave_map_consistent(void **state)
 {
 	struct sbx_map m;
@@ -101,6 +133,7 @@ int main(void)
 		cmocka_unit_test(put_get_replace_remove),
 		cmocka_unit_test(many_keys_survive_growth),
 		cmocka_unit_test(full_map_refuses_new_keys_but_replaces),
+		cmocka_unit_test(pop_empties_the_map_one_value_at_a_time),
 		cmocka_unit_test(allocation_failures_leave_map_consistent),
 	};
 
