@@ -69,6 +69,15 @@ def zombies_below(root: int) -> list[tuple[int, str]]:
     return found
 
 
+def assert_no_zombies_below(root: int, timeout: float = 5) -> None:
+    """No zombie stays under root. One may show for a moment (any child that
+    is exiting is one until its parent hears of it), so this waits a little."""
+    deadline = time.monotonic() + timeout
+    while found := zombies_below(root):
+        assert time.monotonic() < deadline, found
+        time.sleep(0.05)
+
+
 def binary(rel: str) -> Path:
     path = BUILD / rel
     if not path.exists():

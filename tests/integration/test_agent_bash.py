@@ -9,7 +9,7 @@ import pytest
 import requests
 from agent_sandbox import Sandbox
 
-from conftest import processes, zombies_below
+from conftest import assert_no_zombies_below, processes
 from test_agent import agent  # noqa: F401 - the fixture
 
 
@@ -95,7 +95,7 @@ def test_hard_timeout_and_kill_end_the_whole_group(sb):
     while ours():
         assert time.monotonic() < deadline, ours()
         time.sleep(0.1)
-    assert not zombies_below(a.proc.pid)
+    assert_no_zombies_below(a.proc.pid)
 
 
 def test_sessions_truncation_and_errors(sb):

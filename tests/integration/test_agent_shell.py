@@ -8,7 +8,7 @@ import pytest
 import requests
 from agent_sandbox import Sandbox
 
-from conftest import processes, zombies_below
+from conftest import assert_no_zombies_below, processes, zombies_below
 from test_agent import agent  # noqa: F401 - the fixture
 
 
@@ -169,7 +169,7 @@ def test_exit_in_a_command_reports_its_status_and_ends_the_session(agent):  # no
     r = c.shell.exec_command(command="exit 3")
     assert r.data.exit_code == 3 and r.data.status == "completed"
     sid = r.data.session_id
-    # The shell is gone (and reaped): the next command there starts a new one.
-    assert not zombies_below(a.proc.pid)
+    # The shell is gone and reaped.
+    assert_no_zombies_below(a.proc.pid)
     r = c.shell.exec_command(id=sid, command="echo again")
     assert r.data.exit_code == 0 and r.data.output.strip() == "again"

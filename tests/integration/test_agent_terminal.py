@@ -12,7 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import zombies_below
+from conftest import assert_no_zombies_below
 from test_agent import agent  # noqa: F401 - the fixture
 
 
@@ -83,7 +83,7 @@ def test_exiting_the_shell_closes_the_socket_and_leaves_no_zombie(agent, tmp_pat
                 out += m.get("data", "") if m["type"] == "output" else ""
         assert "bye" in out and ws.close_code == 1000
     time.sleep(0.2)
-    assert not zombies_below(a.proc.pid)
+    assert_no_zombies_below(a.proc.pid)
 
 
 def test_big_output_reaches_a_slow_viewer_whole(agent, tmp_path):  # noqa: F811
