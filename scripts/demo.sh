@@ -82,6 +82,19 @@ show curl -s http://127.0.0.1:8080/v1/shell/exec -H 'Content-Type: application/j
 	-d '{"command": "uname -sr > report.txt; ls"}'
 show curl -s http://127.0.0.1:8080/v1/file/read -H 'Content-Type: application/json' \
 	-d '{"file": "report.txt"}'
+show curl -s http://127.0.0.1:8080/v1/jupyter/execute -H 'Content-Type: application/json' \
+	-d '{"code": "x = 6 * 7", "session_id": "demo"}'
+show curl -s http://127.0.0.1:8080/v1/jupyter/execute -H 'Content-Type: application/json' \
+	-d '{"code": "x + 0.5", "session_id": "demo"}'
+head -c 3000000 /dev/urandom >"$work/blob.bin"
+show curl -s -F "file=@$work/blob.bin" -F path=uploads/blob.bin \
+	http://127.0.0.1:8080/v1/file/upload
+echo "\$ curl -s 'http://127.0.0.1:8080/v1/file/download?path=uploads/blob.bin' | cmp - $work/blob.bin"
+curl -s 'http://127.0.0.1:8080/v1/file/download?path=uploads/blob.bin' | cmp - "$work/blob.bin" &&
+	echo "(identical)"
+show curl -s http://127.0.0.1:8080/mcp -H 'Content-Type: application/json' \
+	-d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sandbox_execute_bash","arguments":{"command":"echo via MCP"}}}'
+show curl -s --http2-prior-knowledge -o /dev/null -w '%{http_version}\n' http://127.0.0.1:8080/v1/ping
 
 cat <<EOT
 
@@ -91,6 +104,9 @@ cat <<EOT
   $tool --help
   $tool watch /api/v1/namespaces/default/configmaps
   curl -s http://127.0.0.1:8080/v1/sandbox | head -c 400
+  curl -s http://127.0.0.1:8080/v1/openapi.json | head -c 400     (every operation served)
+  a browser on http://127.0.0.1:8080/v1/docs (the API) and on the address that
+    curl -s http://127.0.0.1:8080/v1/shell/terminal-url gives (a terminal)
   $SBX_VENV/bin/python -c 'from agent_sandbox import Sandbox; print(Sandbox(base_url="http://127.0.0.1:8080").shell.exec_command(command="ls /").data.output)'
 sbx-operator, sbx-ingress and sbx-egress exist with their command lines
 (build/*/sbx-* --help); their behaviour arrives with their features.
