@@ -267,3 +267,21 @@ def test_fifos_and_devices_are_refused_without_blocking(sdk):
     assert r.status_code == 400 and r.json()["data"]["error_type"] == "invalid_target"
     (ws / "ok.txt").write_text("still serving\n")
     assert c.file.read_file(file=str(ws / "ok.txt")).data.content == "still serving\n"
+
+
+def test_the_api_and_the_shell_see_the_same_files(sdk):
+    """What the file API writes the shell reads, and the reverse, in both
+    directions and through relative paths (both start in the workspace)."""
+    c, ws, _ = sdk
+    assert c.file.write_file(file="shared/by-api.txt", content="written by the API ✓\n").success
+    r = c.shell.exec_command(command="cat shared/by-api.txt; wc -c < shared/by-api.txt")
+    assert r.data.output.splitlines()[:2] == [
+        "written by the API ✓", str(len("written by the API ✓\n".encode()))]
+    r = c.shell.exec_command(
+        command="printf 'from the shell %s\\n' \"$(id -un)\" > shared/by-shell.txt")
+    assert r.data.exit_code == 0
+    got = c.file.read_file(file="shared/by-shell.txt")
+    user = c.shell.exec_command(command="id -un").data.output.strip()
+    assert got.data.content == f"from the shell {user}\n"
+    listed = c.file.list_path(path=str(ws / "shared"))
+    assert sorted(f.name for f in listed.data.files) == ["by-api.txt", "by-shell.txt"]
