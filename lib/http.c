@@ -2047,7 +2047,6 @@ static void up_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 	}
 	if (n == 0)
 		return;
-	c->s->stats.bytes_in += 0; /* counted as bytes_out when sent to the client */
 	if (send_parts(c, buf->base, (size_t)n, NULL, 0, NULL, 0)) {
 		tunnel_close(t);
 		return;
