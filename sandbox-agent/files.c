@@ -12,6 +12,7 @@
 #include "sbx/log.h"
 
 #include <dirent.h>
+#include <stdatomic.h>
 #include <fnmatch.h>
 #include <regex.h>
 #include <errno.h>
@@ -38,9 +39,26 @@ struct job {
 	json_t *args;	     /* the request body */
 	char path[PATH_MAX]; /* resolved */
 	bool ok;
+	atomic_bool cancelled; /* the client has gone: walks stop early */
+	uint64_t deadline_ms;  /* walks stop here (CLOCK_MONOTONIC) */
 	char message[256];
 	json_t *data; /* the result, or a FileOperationError */
 };
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A walk (list, find, glob, grep) stops when its client has gone or its
+ * time is up; what it found so far is answered, marked truncated. */
+static bool walk_must_stop(struct job *j)
+{
+	return atomic_load(&j->cancelled) || (j->deadline_ms && mono_ms() > j->deadline_ms);
+}
 
 const char *files_error_type(int err)
 {
@@ -246,7 +264,8 @@ int files_open_read(const char *path)
 		close(fd);
 		return S_ISDIR(st.st_mode) ? -EISDIR : -ENODEV;
 	}
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	/* O_NONBLOCK stays: it changes nothing for files on disk, and a
+	 * "regular" file that would block (/proc/kmsg) answers EAGAIN. */
 	return fd;
 }
 
@@ -390,6 +409,10 @@ static int walk(struct lister *l, const char *dir, long depth)
 	if (!d)
 		return -errno;
 	while ((e = readdir(d))) {
+		if (walk_must_stop(l->j)) {
+			l->truncated = true;
+			break;
+		}
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
 		if (!l->hidden && e->d_name[0] == '.')
@@ -728,6 +751,10 @@ static void find_walk(struct finder *fd, const char *dir, const char *rel)
 	if (!d)
 		return;
 	while ((e = readdir(d)) && !fd->truncated) {
+		if (walk_must_stop(fd->j)) {
+			fd->truncated = true;
+			break;
+		}
 		bool is_dir, hit;
 
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
@@ -1111,6 +1138,7 @@ static const struct {
 };
 
 struct grepper {
+	struct job *j;
 	const char *pattern;
 	bool fixed, icase, multiline, recursive;
 	regex_t re;
@@ -1306,6 +1334,10 @@ static void grep_walk(struct grepper *g, const char *dir, const char *rel, int d
 	if (!d)
 		return;
 	while ((e = readdir(d)) && !g->truncated) {
+		if (walk_must_stop(g->j)) {
+			g->truncated = true;
+			break;
+		}
 		if (e->d_name[0] == '.')
 			continue; /* hidden files and folders, and . and .. */
 		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
@@ -1331,7 +1363,7 @@ static long clamp(long v, long lo, long hi)
 static int do_grep(struct job *j)
 {
 	json_t *a = j->args, *mr = json_object_get(a, "max_results");
-	struct grepper g = { .matches = json_array() };
+	struct grepper g = { .j = j, .matches = json_array() };
 	const char *type = json_string_value(json_object_get(a, "type"));
 	struct stat st;
 	char err[160];
@@ -1448,9 +1480,10 @@ static void job_abort(struct sbx_http_req *req, void *arg)
 {
 	struct job *j = arg;
 
-	/* The work goes on (it cannot be stopped halfway safely); the answer
-	 * is dropped. */
+	/* A walk stops at its next entry; other work finishes (it cannot be
+	 * stopped halfway safely). The answer is dropped either way. */
 	j->req = NULL;
+	atomic_store(&j->cancelled, true);
 }
 
 /* ---- validation (422s) ------------------------------------------------------ */
@@ -1551,6 +1584,8 @@ static void start(struct sbx_http_req *req, struct files *f, enum op op, const c
 		job_done(&j->work, 0);
 		return;
 	}
+	if (f->max_walk_ms)
+		j->deadline_ms = mono_ms() + f->max_walk_ms;
 	sbx_http_on_abort(req, job_abort, j);
 	if (uv_queue_work(f->loop, &j->work, run_job, job_done)) {
 		sbx_http_on_abort(req, NULL, NULL);

@@ -23,6 +23,7 @@ struct files {
 	size_t max_read_bytes; /* read and write larger than this: an error */
 	size_t max_list_entries;
 	uint64_t max_upload_bytes; /* one upload's whole multipart body */
+	uint64_t max_walk_ms;	   /* list, find, glob, grep stop after this (0: never) */
 };
 
 void files_handle_read(struct sbx_http_req *req, void *arg);

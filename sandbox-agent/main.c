@@ -40,6 +40,7 @@ static long max_body_bytes = 64L << 20;
 static long max_connections = 1024;
 static long max_file_bytes = 32L << 20;
 static long max_upload_bytes = 8L << 30;
+static long max_walk_seconds = 60;
 static char *skills_dir;
 static char *cdp_addr;
 static char *tls_cert, *tls_key;
@@ -588,7 +589,8 @@ static int serve(void *arg)
 				  .workspace = a.ctx.workspace,
 				  .max_read_bytes = (size_t)max_file_bytes,
 				  .max_list_entries = 100000,
-				  .max_upload_bytes = (uint64_t)max_upload_bytes };
+				  .max_upload_bytes = (uint64_t)max_upload_bytes,
+				  .max_walk_ms = (uint64_t)max_walk_seconds * 1000 };
 	so.max_body_bytes = (size_t)max_body_bytes;
 	so.max_connections = (unsigned)max_connections;
 	so.server_name = "sbx-agent";
@@ -682,6 +684,13 @@ int main(int argc, char **argv)
 		  .help = "largest /v1/file/upload body (streamed to disk, not held in memory)",
 		  .min = 1024,
 		  .max = 1L << 40 },
+		{ .name = "max-walk-seconds",
+		  .type = SBX_OPT_INT,
+		  .dest = &max_walk_seconds,
+		  .metavar = "S",
+		  .help = "list, find, glob and grep stop after this long (answering what they found)",
+		  .min = 1,
+		  .max = 86400 },
 		{ .name = "skills-dir",
 		  .type = SBX_OPT_STRING,
 		  .dest = &skills_dir,

@@ -29,5 +29,5 @@ for t in $targets; do
 	mkdir -p "$work"
 	echo "fuzzing $t for ${mode}s"
 	(cd "$build" && "$build/tests/fuzz/$t" -max_total_time="$mode" -max_len=65536 \
-		-print_final_stats=1 "$work" "$seeds" 2>&1 | tail -12)
+		-timeout=30 -print_final_stats=1 "$work" "$seeds" 2>&1 | tail -12)
 done

@@ -71,7 +71,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	files = (struct files){ .loop = uv_default_loop(),
 				.workspace = workspace,
 				.max_read_bytes = 1 << 16,
-				.max_list_entries = 1000 };
+				.max_list_entries = 1000,
+				.max_walk_ms = 200 }; /* "/" is a big tree to walk */
 	mcp_init(&mcp, "fuzz", 64);
 	sbx_http_server_new(uv_default_loop(), NULL, routes, sizeof(routes) / sizeof(routes[0]),
 			    &server);

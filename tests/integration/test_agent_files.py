@@ -285,3 +285,20 @@ def test_the_api_and_the_shell_see_the_same_files(sdk):
     assert got.data.content == f"from the shell {user}\n"
     listed = c.file.list_path(path=str(ws / "shared"))
     assert sorted(f.name for f in listed.data.files) == ["by-api.txt", "by-shell.txt"]
+
+
+def test_walks_are_bounded_in_time(agent, tmp_path):  # noqa: F811
+    """Grepping the whole file system (/proc and /sys included) answers by the
+    walk limit with what it found, marked truncated, instead of running on."""
+    import time
+    a = agent(f"--workspace={tmp_path}", "--max-walk-seconds=1")
+    c = Sandbox(base_url=a.url)
+    t0 = time.monotonic()
+    r = c.file.grep_files(path="/", pattern="no-such-text-anywhere-3d9f")
+    assert time.monotonic() - t0 < 10
+    assert r.success and r.data.truncated
+    # A "regular" file that would block forever (the kernel log) is an error.
+    if os.access("/proc/kmsg", os.R_OK):
+        t0 = time.monotonic()
+        r = c.file.read_file(file="/proc/kmsg")
+        assert time.monotonic() - t0 < 5 and not r.success
