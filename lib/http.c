@@ -19,6 +19,7 @@
 #include <http_parser.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <wslay/wslay.h>
@@ -843,7 +844,10 @@ int sbx_http_respond_error(struct sbx_http_req *req, int status, const char *mes
 	return rc;
 }
 
-int sbx_http_start(struct sbx_http_req *req, int status, const char *content_type)
+/* The head of a streamed response: chunked (length < 0; close-delimited on
+ * HTTP/1.0) or of a known length. */
+static int start_stream(struct sbx_http_req *req, int status, const char *content_type,
+			long long length)
 {
 	struct conn *c = req->c;
 	struct sbx_buf head;
@@ -853,56 +857,43 @@ int sbx_http_start(struct sbx_http_req *req, int status, const char *content_typ
 		return -EALREADY;
 	req->started = true;
 	req->status = status;
+	if (length >= 0) {
+		req->sized = true;
+		req->length_left = (uint64_t)length;
+	}
 	if (req->srv) {
 		call_capture_start(req, status, content_type);
 		return 0;
 	}
 	if (req->stream_id)
-		return h2_respond(req, status, content_type, NULL, 0, true, -1);
+		return h2_respond(req, status, content_type, NULL, 0, true, length);
 	if (!c || c->closing)
 		return -ECONNRESET;
 	decide_keep_alive(req);
-	/* HTTP/1.0 has no chunked coding: the end of the body is the close. */
-	if (c->parser.http_major == 1 && c->parser.http_minor >= 1)
-		req->chunked = true;
-	else
-		c->keep_alive = false;
+	if (length < 0) {
+		/* HTTP/1.0 has no chunked coding: the end of the body is the close. */
+		if (c->parser.http_major == 1 && c->parser.http_minor >= 1)
+			req->chunked = true;
+		else
+			c->keep_alive = false;
+	}
 	sbx_buf_init(&head, 128 * 1024);
-	rc = build_head(c, req, &head, status, content_type, -1);
+	rc = build_head(c, req, &head, status, content_type, length);
 	if (!rc)
 		rc = send_parts(c, head.data, head.len, NULL, 0, NULL, 0);
 	sbx_buf_release(&head);
 	return rc;
 }
 
+int sbx_http_start(struct sbx_http_req *req, int status, const char *content_type)
+{
+	return start_stream(req, status, content_type, -1);
+}
+
 int sbx_http_start_sized(struct sbx_http_req *req, int status, const char *content_type,
 			 uint64_t length)
 {
-	struct conn *c = req->c;
-	struct sbx_buf head;
-	int rc;
-
-	if (req->started || req->ended)
-		return -EALREADY;
-	req->started = true;
-	req->status = status;
-	req->sized = true;
-	req->length_left = length;
-	if (req->srv) {
-		call_capture_start(req, status, content_type);
-		return 0;
-	}
-	if (req->stream_id)
-		return h2_respond(req, status, content_type, NULL, 0, true, (long long)length);
-	if (!c || c->closing)
-		return -ECONNRESET;
-	decide_keep_alive(req);
-	sbx_buf_init(&head, 128 * 1024);
-	rc = build_head(c, req, &head, status, content_type, (long long)length);
-	if (!rc)
-		rc = send_parts(c, head.data, head.len, NULL, 0, NULL, 0);
-	sbx_buf_release(&head);
-	return rc;
+	return start_stream(req, status, content_type, (long long)length);
 }
 
 int sbx_http_write(struct sbx_http_req *req, const void *data, size_t len)
@@ -1273,6 +1264,24 @@ static void on_timer(uv_timer_t *t)
 		conn_close(c);
 }
 
+/* The authorize check (for non-public routes, 405s and unknown paths),
+ * then the early answer, the route's handler, or the not-found answer. */
+static void run_handler(struct sbx_http_server *s, struct sbx_http_req *r)
+{
+	if (r->early_status == 405 || (!r->early_status && !(r->route && r->route->public))) {
+		if (s->o.authorize && !s->o.authorize(r, s->o.authorize_arg))
+			return;
+	}
+	if (r->early_status)
+		sbx_http_respond_error(r, r->early_status, r->early_message);
+	else if (r->route)
+		r->route->fn(r, r->route->arg);
+	else if (s->o.not_found)
+		s->o.not_found(r, s->o.not_found_arg);
+	else
+		sbx_http_respond_error(r, 404, "no such endpoint");
+}
+
 static void dispatch(struct conn *c)
 {
 	struct sbx_http_req *r = c->req;
@@ -1289,18 +1298,7 @@ static void dispatch(struct conn *c)
 			c->reading = false;
 		}
 	}
-	if (r->early_status == 405 || (!r->early_status && !(r->route && r->route->public))) {
-		if (s->o.authorize && !s->o.authorize(r, s->o.authorize_arg))
-			return;
-	}
-	if (r->early_status)
-		sbx_http_respond_error(r, r->early_status, r->early_message);
-	else if (r->route)
-		r->route->fn(r, r->route->arg);
-	else if (s->o.not_found)
-		s->o.not_found(r, s->o.not_found_arg);
-	else
-		sbx_http_respond_error(r, 404, "no such endpoint");
+	run_handler(s, r);
 }
 
 /* Parses what is pending and dispatches complete requests, one at a time.
@@ -1797,6 +1795,21 @@ static void ws_gone(struct sbx_ws *ws)
 	sbx_free(ws);
 }
 
+void sbx_ws_accept_key(const char *key, char out[SBX_WS_ACCEPT_SIZE])
+{
+	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+	unsigned char digest[SHA_DIGEST_LENGTH];
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+
+	/* With no context (out of memory) the answer is empty: the peer refuses. */
+	out[0] = '\0';
+	if (md && EVP_DigestInit_ex(md, EVP_sha1(), NULL) &&
+	    EVP_DigestUpdate(md, key, strlen(key)) &&
+	    EVP_DigestUpdate(md, guid, sizeof(guid) - 1) && EVP_DigestFinal_ex(md, digest, NULL))
+		EVP_EncodeBlock((unsigned char *)out, digest, sizeof(digest));
+	EVP_MD_CTX_free(md);
+}
+
 /* Does the comma-separated header value hold token (case-insensitive)? */
 static bool has_token(const char *value, const char *token)
 {
@@ -1819,14 +1832,12 @@ int sbx_http_websocket(struct sbx_http_req *req, const struct sbx_ws_callbacks *
 	static const struct wslay_event_callbacks wcb = { .recv_callback = ws_recv_cb,
 							  .send_callback = ws_send_cb,
 							  .on_msg_recv_callback = ws_msg_cb };
-	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 	const char *key = sbx_http_header(req, "Sec-WebSocket-Key");
 	const char *version = sbx_http_header(req, "Sec-WebSocket-Version");
 	struct conn *c = req->c;
-	unsigned char digest[SHA_DIGEST_LENGTH];
-	char *accept = NULL, *raw = NULL;
+	char accept[SBX_WS_ACCEPT_SIZE], *raw = NULL;
 	size_t raw_len = 0;
-	struct sbx_buf head, cat;
+	struct sbx_buf head;
 	struct sbx_ws *ws;
 
 	if (!c || c->closing || req->srv || strcmp(req->method, "GET") != 0 ||
@@ -1855,17 +1866,7 @@ int sbx_http_websocket(struct sbx_http_req *req, const struct sbx_ws_callbacks *
 	wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message ? max_message : 1u << 20);
 	sbx_buf_init(&ws->in, (max_message ? max_message : 1u << 20) + sizeof(c->s->read_buf) +
 				      c->pending.max);
-	sbx_buf_init(&cat, 256);
-	sbx_buf_printf(&cat, "%s%s", key, guid);
-	SHA1((const unsigned char *)cat.data, cat.len, digest);
-	sbx_buf_release(&cat);
-	if (sbx_base64_encode(digest, sizeof(digest), &accept, &raw_len)) {
-		wslay_event_context_free(ws->ctx);
-		sbx_buf_release(&ws->in);
-		sbx_free(ws);
-		sbx_http_respond_error(req, 503, "out of memory");
-		return -ENOMEM;
-	}
+	sbx_ws_accept_key(key, accept);
 	sbx_buf_init(&head, 128 * 1024);
 	sbx_buf_printf(&head,
 		       "HTTP/1.1 101 Switching Protocols\r\nServer: %s\r\nUpgrade: websocket\r\n"
@@ -1876,7 +1877,6 @@ int sbx_http_websocket(struct sbx_http_req *req, const struct sbx_ws_callbacks *
 	sbx_buf_append_str(&head, "\r\n");
 	send_parts(c, head.data, head.len, NULL, 0, NULL, 0);
 	sbx_buf_release(&head);
-	sbx_free(accept);
 	c->s->stats.responses_by_class[1]++;
 	/* The connection is the WebSocket's now; the request is done. */
 	req->started = req->ended = true;
@@ -2253,20 +2253,7 @@ static void h2_resume_body(struct sbx_http_req *r)
 
 static void h2_dispatch(struct sbx_http_req *r)
 {
-	struct sbx_http_server *s = r->c->s;
-
-	if (r->early_status == 405 || (!r->early_status && !(r->route && r->route->public))) {
-		if (s->o.authorize && !s->o.authorize(r, s->o.authorize_arg))
-			return;
-	}
-	if (r->early_status)
-		sbx_http_respond_error(r, r->early_status, r->early_message);
-	else if (r->route)
-		r->route->fn(r, r->route->arg);
-	else if (s->o.not_found)
-		s->o.not_found(r, s->o.not_found_arg);
-	else
-		sbx_http_respond_error(r, 404, "no such endpoint");
+	run_handler(r->c->s, r);
 }
 
 /* The request's headers are complete: arrange them as HTTP/1's are (the

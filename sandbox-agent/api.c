@@ -3,6 +3,7 @@
 
 #include "sbx/http.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -54,6 +55,28 @@ void api_invalid(struct sbx_http_req *req, const char *loc, const char *msg, con
 	}
 	sbx_http_respond_json(req, 422, body);
 	json_decref(body);
+}
+
+bool api_opt_string(struct sbx_http_req *req, json_t *body, const char *field, const char **out)
+{
+	json_t *v = json_object_get(body, field);
+	char loc[64];
+
+	*out = NULL;
+	if (!v || json_is_null(v))
+		return true;
+	if (json_is_string(v)) {
+		*out = json_string_value(v);
+		return true;
+	}
+	snprintf(loc, sizeof(loc), "body.%s", field);
+	api_invalid(req, loc, "Input should be a valid string", "string_type");
+	return false;
+}
+
+json_t *api_body_object_or_empty(struct sbx_http_req *req)
+{
+	return sbx_http_body(req, NULL)[0] ? api_body_object(req) : json_object();
 }
 
 json_t *api_body_object(struct sbx_http_req *req)

@@ -32,4 +32,10 @@ void api_public_base(struct sbx_http_req *req, char *http, size_t http_size, cha
  * NULL is returned. */
 json_t *api_body_object(struct sbx_http_req *req);
 
+/* The body as an object, an empty body being an empty object. */
+json_t *api_body_object_or_empty(struct sbx_http_req *req);
+/* An optional string field: absent or null gives NULL; anything but a
+ * string is a 422 (sent) and false. */
+bool api_opt_string(struct sbx_http_req *req, json_t *body, const char *field, const char **out);
+
 #endif

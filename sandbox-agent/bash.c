@@ -498,23 +498,6 @@ static struct bcmd *session_cmd(struct bsession *s, const char *id)
 
 /* ---- validation ------------------------------------------------------------------------ */
 
-static bool opt_string(struct sbx_http_req *req, json_t *body, const char *f, const char **out)
-{
-	json_t *v = json_object_get(body, f);
-	char loc[64];
-
-	*out = NULL;
-	if (!v || json_is_null(v))
-		return true;
-	if (json_is_string(v)) {
-		*out = json_string_value(v);
-		return true;
-	}
-	snprintf(loc, sizeof(loc), "body.%s", f);
-	api_invalid(req, loc, "Input should be a valid string", "string_type");
-	return false;
-}
-
 static bool opt_number(struct sbx_http_req *req, json_t *body, const char *f, double *out)
 {
 	json_t *v = json_object_get(body, f);
@@ -534,7 +517,7 @@ static bool opt_number(struct sbx_http_req *req, json_t *body, const char *f, do
 
 static bool required_session(struct sbx_http_req *req, json_t *body, const char **id)
 {
-	if (!opt_string(req, body, "session_id", id))
+	if (!api_opt_string(req, body, "session_id", id))
 		return false;
 	if (!*id) {
 		api_invalid(req, "body.session_id", "Field required", "missing");
@@ -577,9 +560,9 @@ void bash_handle_exec(struct sbx_http_req *req, void *arg)
 
 	if (!body)
 		return;
-	if (!opt_string(req, body, "command", &command) ||
-	    !opt_string(req, body, "session_id", &sid) ||
-	    !opt_string(req, body, "exec_dir", &dir) ||
+	if (!api_opt_string(req, body, "command", &command) ||
+	    !api_opt_string(req, body, "session_id", &sid) ||
+	    !api_opt_string(req, body, "exec_dir", &dir) ||
 	    !opt_number(req, body, "timeout", &timeout) ||
 	    !opt_number(req, body, "hard_timeout", &hard) || !dir_ok(req, dir))
 		goto out;
@@ -664,7 +647,7 @@ void bash_handle_output(struct sbx_http_req *req, void *arg)
 
 	if (!body)
 		return;
-	if (!required_session(req, body, &sid) || !opt_string(req, body, "command_id", &cid) ||
+	if (!required_session(req, body, &sid) || !api_opt_string(req, body, "command_id", &cid) ||
 	    !opt_number(req, body, "offset", &off) ||
 	    !opt_number(req, body, "stderr_offset", &eoff) ||
 	    !opt_number(req, body, "wait_timeout", &wait_timeout))
@@ -717,8 +700,8 @@ void bash_handle_write(struct sbx_http_req *req, void *arg)
 
 	if (!body)
 		return;
-	if (!required_session(req, body, &sid) || !opt_string(req, body, "command_id", &cid) ||
-	    !opt_string(req, body, "input", &input))
+	if (!required_session(req, body, &sid) || !api_opt_string(req, body, "command_id", &cid) ||
+	    !api_opt_string(req, body, "input", &input))
 		goto out;
 	if (!input) {
 		api_invalid(req, "body.input", "Field required", "missing");
@@ -767,7 +750,7 @@ void bash_handle_kill(struct sbx_http_req *req, void *arg)
 
 	if (!body)
 		return;
-	if (!required_session(req, body, &sid) || !opt_string(req, body, "signal", &name))
+	if (!required_session(req, body, &sid) || !api_opt_string(req, body, "signal", &name))
 		goto out;
 	if (!name)
 		name = "SIGTERM";
@@ -810,14 +793,14 @@ void bash_handle_sessions(struct sbx_http_req *req, void *arg)
 void bash_handle_create(struct sbx_http_req *req, void *arg)
 {
 	struct bash *b = arg;
-	json_t *body = sbx_http_body(req, NULL)[0] ? api_body_object(req) : json_object();
+	json_t *body = api_body_object_or_empty(req);
 	const char *sid, *dir, *err = NULL;
 	struct bsession *s;
 
 	if (!body)
 		return;
-	if (!opt_string(req, body, "session_id", &sid) ||
-	    !opt_string(req, body, "exec_dir", &dir) || !dir_ok(req, dir))
+	if (!api_opt_string(req, body, "session_id", &sid) ||
+	    !api_opt_string(req, body, "exec_dir", &dir) || !dir_ok(req, dir))
 		goto out;
 	if (sid && strlen(sid) > MAX_ID) {
 		api_invalid(req, "body.session_id", "session_id is longer than 64 characters",

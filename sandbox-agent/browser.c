@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,12 +175,10 @@ static json_t *devtools_call(const char *ws_url, const char *command, char *err,
 							 .send_callback = wsc_send,
 							 .genmask_callback = wsc_mask,
 							 .on_msg_recv_callback = wsc_msg };
-	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 	struct wsc w = { .fd = -1 };
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	struct timeval tv = { .tv_sec = HTTP_TIMEOUT_S };
-	char host[64], key_raw[16], *key = NULL, *accept = NULL, head[1024], expect[64];
-	unsigned char digest[SHA_DIGEST_LENGTH];
+	char host[64], key_raw[16], *key = NULL, accept[SBX_WS_ACCEPT_SIZE], head[1024], expect[64];
 	const char *p = ws_url + 5, *slash, *end;
 	unsigned port;
 	size_t n;
@@ -225,10 +222,8 @@ static json_t *devtools_call(const char *ws_url, const char *command, char *err,
 			goto out;
 		}
 	}
-	snprintf(head, sizeof(head), "%s%s", key, guid);
-	SHA1((unsigned char *)head, strlen(head), digest);
-	sbx_base64_encode(digest, sizeof(digest), &accept, &n);
-	snprintf(expect, sizeof(expect), "Sec-WebSocket-Accept: %s", accept ? accept : "-");
+	sbx_ws_accept_key(key, accept);
+	snprintf(expect, sizeof(expect), "Sec-WebSocket-Accept: %s", accept);
 	if (strncmp(w.in.data, "HTTP/1.1 101", 12) != 0 ||
 	    !memmem(w.in.data, (size_t)(end - w.in.data), expect, strlen(expect))) {
 		snprintf(err, err_size, "the browser refused the WebSocket: %.60s", w.in.data);
@@ -262,7 +257,6 @@ out:
 	json_decref(w.reply);
 	sbx_buf_release(&w.in);
 	sbx_free(key);
-	sbx_free(accept);
 	if (w.fd >= 0)
 		close(w.fd);
 	return reply;

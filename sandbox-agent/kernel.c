@@ -781,27 +781,9 @@ static bool get_timeout(struct sbx_http_req *req, json_t *body, long *out)
 	return true;
 }
 
-/* An optional string field; false after a 422. */
-static bool get_string(struct sbx_http_req *req, json_t *body, const char *field, const char **out)
-{
-	json_t *v = json_object_get(body, field);
-	char loc[64];
-
-	*out = NULL;
-	if (!v || json_is_null(v))
-		return true;
-	if (!json_is_string(v)) {
-		snprintf(loc, sizeof(loc), "body.%s", field);
-		api_invalid(req, loc, "Input should be a valid string", "string_type");
-		return false;
-	}
-	*out = json_string_value(v);
-	return true;
-}
-
 static bool get_cwd(struct sbx_http_req *req, json_t *body, const char **cwd)
 {
-	if (!get_string(req, body, "cwd", cwd))
+	if (!api_opt_string(req, body, "cwd", cwd))
 		return false;
 	if (*cwd && (*cwd)[0] != '/') {
 		api_invalid(req, "body.cwd", "cwd must be an absolute path", "value_error");
@@ -845,8 +827,8 @@ void kernels_handle_jupyter_execute(struct sbx_http_req *req, void *arg)
 	if (!body)
 		return;
 	if (get_code(req, body, &code) && get_timeout(req, body, &timeout) &&
-	    get_string(req, body, "session_id", &id) && get_cwd(req, body, &cwd) &&
-	    get_string(req, body, "kernel_name", &kname) && kernel_name_ok(req, kname))
+	    api_opt_string(req, body, "session_id", &id) && get_cwd(req, body, &cwd) &&
+	    api_opt_string(req, body, "kernel_name", &kname) && kernel_name_ok(req, kname))
 		kernel_submit(arg, req, EP_JUPYTER, PY, id && *id ? id : NULL, code, cwd, timeout,
 			      false);
 	json_decref(body);
@@ -855,14 +837,14 @@ void kernels_handle_jupyter_execute(struct sbx_http_req *req, void *arg)
 void kernels_handle_jupyter_create(struct sbx_http_req *req, void *arg)
 {
 	struct kernels *ks = arg;
-	json_t *body = sbx_http_body(req, NULL)[0] ? api_body_object(req) : json_object();
+	json_t *body = api_body_object_or_empty(req);
 	const char *id, *cwd, *kname, *err = NULL;
 	struct kernel *k;
 
 	if (!body)
 		return;
-	if (!get_string(req, body, "session_id", &id) || !get_cwd(req, body, &cwd) ||
-	    !get_string(req, body, "kernel_name", &kname) || !kernel_name_ok(req, kname))
+	if (!api_opt_string(req, body, "session_id", &id) || !get_cwd(req, body, &cwd) ||
+	    !api_opt_string(req, body, "kernel_name", &kname) || !kernel_name_ok(req, kname))
 		goto out;
 	if (id && strlen(id) > MAX_ID) {
 		api_invalid(req, "body.session_id", "session_id is longer than 64 characters",
@@ -996,7 +978,7 @@ void kernels_handle_nodejs_execute(struct sbx_http_req *req, void *arg)
 	if (!body)
 		return;
 	if (!get_code(req, body, &code) || !get_timeout(req, body, &timeout) ||
-	    !get_string(req, body, "session_id", &id) || !get_cwd(req, body, &cwd))
+	    !api_opt_string(req, body, "session_id", &id) || !get_cwd(req, body, &cwd))
 		goto out;
 	if (((v = json_object_get(body, "stdin")) && !json_is_null(v)) ||
 	    ((v = json_object_get(body, "files")) && !json_is_null(v) && json_object_size(v))) {
@@ -1016,14 +998,14 @@ out:
 void kernels_handle_nodejs_create(struct sbx_http_req *req, void *arg)
 {
 	struct kernels *ks = arg;
-	json_t *body = sbx_http_body(req, NULL)[0] ? api_body_object(req) : json_object();
+	json_t *body = api_body_object_or_empty(req);
 	const char *id, *cwd, *err = NULL;
 	struct kernel *k;
 	long idle;
 
 	if (!body)
 		return;
-	if (!get_string(req, body, "session_id", &id) || !get_cwd(req, body, &cwd) ||
+	if (!api_opt_string(req, body, "session_id", &id) || !get_cwd(req, body, &cwd) ||
 	    !get_idle(req, body, &idle))
 		goto out;
 	if (id && strlen(id) > MAX_ID) {
@@ -1091,7 +1073,7 @@ void kernels_handle_nodejs_update(struct sbx_http_req *req, void *arg)
 		api_fail(req, "no such session", NULL);
 		return;
 	}
-	body = sbx_http_body(req, NULL)[0] ? api_body_object(req) : json_object();
+	body = api_body_object_or_empty(req);
 	if (!body)
 		return;
 	if (get_cwd(req, body, &cwd) && get_idle(req, body, &idle)) {

@@ -254,7 +254,8 @@ static const struct tool *tool_find(const char *name)
 	return NULL;
 }
 
-static json_t *tool_list(void)
+/* The tools as tools/list gives them, schemas parsed (once, at start). */
+static json_t *tool_list_build(void)
 {
 	json_t *list = json_array();
 
@@ -271,17 +272,18 @@ static json_t *tool_list(void)
 }
 
 /* Checks args against the schema's required and property types. */
-static bool args_valid(const struct tool *t, const json_t *args, char *err, size_t size)
+static bool args_valid(const struct mcp *m, const struct tool *t, const json_t *args, char *err,
+		       size_t size)
 {
-	json_error_t e;
-	json_t *schema = json_loads(t->schema, 0, &e), *props, *req, *v, *spec;
+	json_t *schema =
+		json_object_get(json_array_get(m->tools, (size_t)(t - tools)), "inputSchema");
+	json_t *props, *req, *v, *spec;
 	const char *key;
 	size_t i;
 	bool ok = true;
 
 	if (!json_is_object(args)) {
 		snprintf(err, size, "arguments must be an object");
-		json_decref(schema);
 		return false;
 	}
 	req = json_object_get(schema, "required");
@@ -312,7 +314,6 @@ static bool args_valid(const struct tool *t, const json_t *args, char *err, size
 			ok = false;
 		}
 	}
-	json_decref(schema);
 	return ok;
 }
 
@@ -474,7 +475,7 @@ static int tool_start(struct mcp *m, const struct tool *t, const json_t *args, s
 	char *text;
 	int rc;
 
-	if (!args_valid(t, args, err, err_size))
+	if (!args_valid(m, t, args, err, err_size))
 		return -EINVAL;
 	if ((rc = t->build(args, &method, target, sizeof(target), &body, err, err_size)))
 		return rc;
@@ -540,7 +541,7 @@ static void handle_message(struct exchange *ex, json_t *msg)
 		json_array_append_new(ex->replies, rpc_result(id, res));
 		json_decref(res);
 	} else if (strcmp(method, "tools/list") == 0) {
-		json_t *res = json_pack("{s:o}", "tools", tool_list());
+		json_t *res = json_pack("{s:O}", "tools", ex->m->tools);
 
 		json_array_append_new(ex->replies, rpc_result(id, res));
 		json_decref(res);
@@ -681,7 +682,7 @@ static bool known_server(struct sbx_http_req *req)
 void mcp_handle_tools(struct sbx_http_req *req, void *arg)
 {
 	if (known_server(req))
-		api_ok(req, "MCP tools", json_pack("{s:o}", "tools", tool_list()));
+		api_ok(req, "MCP tools", json_pack("{s:O}", "tools", ((struct mcp *)arg)->tools));
 }
 
 void mcp_handle_tool_call(struct sbx_http_req *req, void *arg)
@@ -698,7 +699,7 @@ void mcp_handle_tool_call(struct sbx_http_req *req, void *arg)
 		api_fail(req, "unknown tool", NULL);
 		return;
 	}
-	args = sbx_http_body(req, NULL)[0] ? api_body_object(req) : json_object();
+	args = api_body_object_or_empty(req);
 	if (!args)
 		return;
 	run = sbx_calloc(1, sizeof(*run));
@@ -722,10 +723,12 @@ void mcp_init(struct mcp *m, const char *version, unsigned max_sessions)
 {
 	memset(m, 0, sizeof(*m));
 	m->version = version;
+	m->tools = tool_list_build();
 	sbx_map_init(&m->sessions, max_sessions);
 }
 
 void mcp_release(struct mcp *m)
 {
 	sbx_map_release(&m->sessions);
+	json_decref(m->tools);
 }

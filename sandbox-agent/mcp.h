@@ -17,6 +17,8 @@
 
 #include "sbx/map.h"
 
+#include <jansson.h>
+
 struct sbx_http_req;
 struct sbx_http_server;
 
@@ -24,6 +26,7 @@ struct mcp {
 	struct sbx_http_server *http; /* set once the server exists */
 	const char *version;
 	struct sbx_map sessions; /* id -> (void *)1 */
+	json_t *tools;		 /* the tools/list answer, built once */
 };
 
 void mcp_init(struct mcp *m, const char *version, unsigned max_sessions);

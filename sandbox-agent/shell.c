@@ -871,7 +871,7 @@ void shell_handle_write(struct sbx_http_req *req, void *arg)
 void shell_handle_create(struct sbx_http_req *req, void *arg)
 {
 	struct shell *sh = arg;
-	json_t *body = sbx_http_body(req, NULL)[0] ? api_body_object(req) : json_object();
+	json_t *body = api_body_object_or_empty(req);
 	const char *id = NULL, *dir = NULL;
 	long no_change = -1;
 	struct session *s;

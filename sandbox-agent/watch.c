@@ -788,7 +788,7 @@ void watches_handle_poll(struct sbx_http_req *req, void *arg)
 
 	if (!w)
 		return;
-	body = sbx_http_body(req, NULL)[0] ? api_body_object(req) : json_object();
+	body = api_body_object_or_empty(req);
 	if (!body)
 		return;
 	/* "cursor" in the API description; the SDK sends "since". */

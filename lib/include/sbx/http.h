@@ -203,6 +203,10 @@ struct sbx_ws_callbacks {
  * (beyond: closed with 1009). */
 int sbx_http_websocket(struct sbx_http_req *req, const struct sbx_ws_callbacks *cb, void *arg,
 		       size_t max_message, struct sbx_ws **out);
+/* Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 4.2.2), for both
+ * ends of a handshake. */
+#define SBX_WS_ACCEPT_SIZE 29 /* base64 of a SHA-1, and a NUL */
+void sbx_ws_accept_key(const char *key, char out[SBX_WS_ACCEPT_SIZE]);
 /* Queues a message: 0, 1 above the write high water mark (wait for drain),
  * -ECONNRESET once closed, -ENOMEM. */
 int sbx_ws_send(struct sbx_ws *ws, int opcode, const void *data, size_t len);
