@@ -13,6 +13,7 @@
 #include "docs.h"
 #include "code.h"
 #include "files.h"
+#include "install.h"
 #include "kernel.h"
 #include "mcp.h"
 #include "packages.h"
@@ -773,8 +774,10 @@ int main(int argc, char **argv)
 		.summary =
 			"serves the AIO Sandbox /v1 API inside a sandbox. With 'run -- CMD ARGS' it\n"
 			"also runs the command as the sandbox's main process (signals forwarded,\n"
-			"orphans reaped) and exits with its status.",
-		.usage = "[run [--] CMD [ARG...]]",
+			"orphans reaped) and exits with its status. 'install DIR' copies the agent's\n"
+			"self-contained folder (binary, libraries, loader) into DIR and exits: the\n"
+			"init container of a sandbox pod does this.",
+		.usage = "[run [--] CMD [ARG...] | install DIR]",
 		.env_prefix = "SBX_AGENT_",
 		.opts = opts,
 		.n_opts = sizeof(opts) / sizeof(opts[0]),
@@ -787,6 +790,16 @@ int main(int argc, char **argv)
 		return rc > 0 ? 0 : 2;
 	}
 	/* [run [--] CMD ARGS...]: without a command the agent runs alone. */
+	if (cfg.argi < argc && strcmp(argv[cfg.argi], "install") == 0) {
+		if (cfg.argi + 2 != argc) {
+			fprintf(stderr, "sbx-agent: install wants one folder (see --help)\n");
+			rc = 2;
+		} else {
+			rc = install_bundle(argv[cfg.argi + 1]) ? 1 : 0;
+		}
+		sbx_config_release(&cfg);
+		return rc;
+	}
 	if (cfg.argi < argc) {
 		if (strcmp(argv[cfg.argi], "run") != 0) {
 			fprintf(stderr, "sbx-agent: unexpected argument '%s' (see --help)\n",

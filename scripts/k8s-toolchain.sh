@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes control plane the tests run against: kube-apiserver,
-# kube-controller-manager and kubectl from the Go module k8s.io/kubernetes, and
-# etcd from go.etcd.io/etcd/server/v3, all at the versions pinned by the wrapper
-# module in tests/k8s-toolchain. Binaries are cached outside the repository,
-# keyed by version, so a second run builds nothing.
+# Builds the Kubernetes binaries the tests and the local cluster run, from Go
+# modules at pinned versions, and caches them outside the repository:
+#
+#   control plane and node   kube-apiserver, kube-controller-manager,
+#                            kube-scheduler, kubelet, kube-proxy, kubectl
+#                            (k8s.io/kubernetes) and etcd, at the versions
+#                            the wrapper module tests/k8s-toolchain pins
+#   NetworkPolicy firewall   kube-router        $KUBE_ROUTER_VERSION
+#   cluster DNS              coredns            $COREDNS_VERSION
+#   container runtime        containerd, containerd-shim-runc-v2, ctr
+#                                               $CONTAINERD_VERSION
+#   charts                   helm               $HELM_VERSION
+#
+# Each tool is built once into a folder named after its version; the printed
+# bin folder links them all. A second run checks files and builds nothing.
 #
 #   scripts/k8s-toolchain.sh            build (or reuse) and print the bin dir
 #   scripts/k8s-toolchain.sh --regen V  rewrite the wrapper go.mod for release V
@@ -12,16 +22,26 @@
 # (k8s.io/api, k8s.io/apiserver, ...) at v0.0.0 and replaces them with
 # ./staging paths, which a dependent module cannot see. The wrapper replaces
 # each staging module with the published v0.Y.Z that matches the release.
+# The other tools have no such replaces and build with plain `go install`.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 mod_dir="$here/tests/k8s-toolchain"
 cache_root=${SBX_CACHE:-$HOME/.cache/sbx}
 
+# Pinned versions (docs/dependencies.md says why each one).
+KUBE_ROUTER_VERSION=v2.1.0
+COREDNS_VERSION=v1.15.0
+CONTAINERD_VERSION=v2.3.7
+HELM_VERSION=v4.3.2
+
+K8S_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+
 die() { echo "k8s-toolchain: $*" >&2; exit 1; }
+log() { echo "k8s-toolchain: $*" >&2; }
 
 regen() {
-	local ver=$1 minor staging gomod
+	local ver=$1 minor staging gomod tool tools=()
 	[[ $ver =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] || die "--regen wants a release like v1.36.3, got '$ver'"
 	minor=${BASH_REMATCH[1]}
 	gomod=$(cd /tmp && go list -m -json "k8s.io/kubernetes@$ver" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
@@ -47,47 +67,88 @@ regen() {
 		echo ")"
 	} > "$mod_dir/go.mod"
 	rm -f "$mod_dir/go.sum"
+	for tool in "${K8S_TOOLS[@]}"; do tools+=("k8s.io/kubernetes/cmd/$tool@$ver"); done
 	(cd "$mod_dir" &&
-		go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$ver" \
-			"k8s.io/kubernetes/cmd/kube-controller-manager@$ver" "k8s.io/kubernetes/cmd/kubectl@$ver" \
-			"go.etcd.io/etcd/server/v3@$etcd" &&
+		go get -tool "${tools[@]}" "go.etcd.io/etcd/server/v3@$etcd" &&
 		go mod tidy)
 	echo "wrote $mod_dir/go.mod for $ver ($(echo "$staging" | wc -l) staging modules, etcd $etcd)"
 }
 
+# build_k8s OUT VER: the Kubernetes binaries and etcd that OUT lacks.
+build_k8s() {
+	local out=$1 ver=$2 etcd=$3 ldf pkg t
+	[[ $ver =~ ^v1\.([0-9]+)\. ]] || die "odd version $ver"
+	# Stamp the version the way upstream's build does, so /version is true.
+	ldf="-s -w"
+	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ldf+=" -X $p.gitVersion=$ver -X $p.gitMajor=1 -X $p.gitMinor=${BASH_REMATCH[1]} -X $p.gitTreeState=clean"
+	done
+	for pkg in "${K8S_TOOLS[@]}"; do
+		[[ -x $out/$pkg ]] && continue
+		log "building $pkg $ver (first time only; minutes)"
+		t=$SECONDS
+		(cd "$mod_dir" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "$ldf" \
+			-o "$out/$pkg.tmp" "k8s.io/kubernetes/cmd/$pkg") && mv "$out/$pkg.tmp" "$out/$pkg"
+		log "built $pkg in $((SECONDS - t)) s"
+	done
+	if [[ ! -x $out/etcd ]]; then
+		log "building etcd $etcd"
+		(cd "$mod_dir" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "-s -w" \
+			-o "$out/etcd.tmp" go.etcd.io/etcd/server/v3) && mv "$out/etcd.tmp" "$out/etcd"
+	fi
+}
+
+# go_tool NAME VERSION LDFLAGS TAGS PACKAGE...: `go install` of the packages into
+# $cache_root/tools/NAME-VERSION (done once); prints that folder.
+go_tool() {
+	local name=$1 ver=$2 ldf=$3 tags=$4 dir t
+	shift 4
+	dir="$cache_root/tools/$name-$ver"
+	if [[ ! -f $dir/.complete ]]; then
+		log "building $name $ver (first time only; minutes)"
+		t=$SECONDS
+		rm -rf "$dir"
+		mkdir -p "$dir"
+		CGO_ENABLED=0 GOBIN="$dir" go install -trimpath -tags "$tags" -ldflags "-s -w $ldf" "$@"
+		touch "$dir/.complete"
+		log "built $name in $((SECONDS - t)) s"
+	fi
+	echo "$dir"
+}
+
 build() {
-	local ver etcd out ldf pkg
+	local ver etcd out dir f
 	ver=$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$mod_dir/go.mod")
 	etcd=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2; exit }' "$mod_dir/go.mod")
 	[[ -n $ver && -n $etcd ]] || die "$mod_dir/go.mod pins no k8s.io/kubernetes or etcd"
 	out="$cache_root/k8s/$ver-etcd$etcd/bin"
-	if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kubectl && -x $out/etcd ]]; then
-		echo "$out"
-		return
-	fi
 	mkdir -p "$out"
-	[[ $ver =~ ^v1\.([0-9]+)\. ]] || die "odd version $ver"
-	# Stamp the version the way upstream's build does, so /version is true.
-	local vb=k8s.io/component-base/version
-	local cvb=k8s.io/client-go/pkg/version
-	ldf="-s -w"
-	for p in $vb $cvb; do
-		ldf+=" -X $p.gitVersion=$ver -X $p.gitMajor=1 -X $p.gitMinor=${BASH_REMATCH[1]} -X $p.gitTreeState=clean"
+	build_k8s "$out" "$ver" "$etcd"
+	local dirs=()
+	dir=$(go_tool kube-router "$KUBE_ROUTER_VERSION" \
+		"-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" "" \
+		"github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION")
+	dirs+=("$dir")
+	dir=$(go_tool coredns "$COREDNS_VERSION" "" "" "github.com/coredns/coredns@$COREDNS_VERSION")
+	dirs+=("$dir")
+	dir=$(go_tool containerd "$CONTAINERD_VERSION" \
+		"-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" no_btrfs \
+		"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+		"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+		"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION")
+	dirs+=("$dir")
+	dir=$(go_tool helm "$HELM_VERSION" "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" "" \
+		"helm.sh/helm/v4/cmd/helm@$HELM_VERSION")
+	dirs+=("$dir")
+	for dir in "${dirs[@]}"; do
+		for f in "$dir"/*; do ln -sfn "$f" "$out/$(basename "$f")"; done
 	done
-	for pkg in kube-apiserver kube-controller-manager kubectl; do
-		echo "k8s-toolchain: building $pkg $ver (first time only; minutes)" >&2
-		(cd "$mod_dir" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "$ldf" \
-			-o "$out/$pkg.tmp" "k8s.io/kubernetes/cmd/$pkg") && mv "$out/$pkg.tmp" "$out/$pkg"
-	done
-	echo "k8s-toolchain: building etcd $etcd" >&2
-	(cd "$mod_dir" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "-s -w" \
-		-o "$out/etcd.tmp" go.etcd.io/etcd/server/v3) && mv "$out/etcd.tmp" "$out/etcd"
 	echo "$out"
 }
 
 case ${1:-} in
 --regen) regen "${2:-}" ;;
 "") build ;;
--h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
+-h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' ;;
 *) die "unknown argument '$1' (try --help)" ;;
 esac

@@ -4,7 +4,9 @@
 #   2. a Python venv with the packages of tests/requirements.txt, every one
 #      (transitive ones too) at the version tests/constraints.txt pins;
 #   3. the Node.js test clients of tests/node (npm ci from its lock file);
-#   4. the Kubernetes control plane for tests (scripts/k8s-toolchain.sh).
+#   4. for the test cluster (unless --no-k8s): the node's Debian packages
+#      (runc, CNI plugins, nftables, iptables, ipset, conntrack, mmdebstrap)
+#      and the Kubernetes binaries (scripts/k8s-toolchain.sh).
 # Everything is cached outside the repository under $SBX_CACHE (default
 # ~/.cache/sbx); a second run checks stamps and downloads nothing.
 #
@@ -24,12 +26,18 @@ apt_pkgs=(
 	openssl curl iproute2 procps patchelf busybox-static
 	chromium
 )
+# What the one-node test cluster needs from Debian (docs/development.md). The
+# container runtime itself, containerd v2, is built by scripts/k8s-toolchain.sh.
+node_pkgs=(
+	runc containernetworking-plugins nftables iptables ipset conntrack mmdebstrap
+	util-linux iproute2
+)
 
 log() { echo "setup: $*" >&2; }
 
 install_apt() {
 	local missing=() p
-	for p in "${apt_pkgs[@]}"; do
+	for p in "$@"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 	done
 	[[ ${#missing[@]} -eq 0 ]] && return
@@ -71,7 +79,11 @@ install_node() {
 	echo "export SBX_NODE_MODULES=$dir/node_modules"
 }
 
-install_apt
+if [[ ${1:-} == --no-k8s ]]; then
+	install_apt "${apt_pkgs[@]}"
+else
+	install_apt "${apt_pkgs[@]}" "${node_pkgs[@]}"
+fi
 install_venv
 install_node
 if [[ ${1:-} != --no-k8s ]]; then
