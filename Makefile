@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build test demo fuzz bench bench-agent setup format format-check clean help
+.PHONY: all build images test demo fuzz bench bench-agent setup format format-check clean help
 
 all: build
 
@@ -14,6 +14,8 @@ help:
 	@echo "make demo          start the local stack and show what sbx does"
 	@echo "make build         build the binaries into $(BUILD)/, and the self-contained"
 	@echo "                   agent folder $(BUILD)/agent-bundle (for /opt/sbx)"
+	@echo "make images        write the OCI image archives into $(BUILD)/images and import"
+	@echo "                   them into the test cluster's containerd when it is up"
 	@echo "make fuzz          run every fuzz target for FUZZ_SECONDS each (default 60)"
 	@echo "make bench         run the benchmarks against their peers (bench/)"
 	@echo "make format        reformat the C sources with clang-format"
@@ -28,6 +30,9 @@ build:
 	cmake -S . -B $(BUILD) -G Ninja -DSBX_WERROR=ON >/dev/null
 	ninja -C $(BUILD)
 	scripts/bundle-agent.sh $(BUILD) $(BUILD)/agent-bundle
+
+images: build
+	scripts/images.sh $(BUILD)
 
 test:
 	scripts/test.sh

@@ -118,14 +118,15 @@ static int copy_tree(const char *src, const char *dst, int depth)
 	return rc;
 }
 
-int install_bundle(const char *dest)
+int install_bundle(const char *argv0, const char *dest)
 {
 	char self[PATH_MAX], *slash;
 	struct stat st;
 	int rc;
 
-	if (!realpath("/proc/self/exe", self))
-		return fail("cannot find my own binary", "/proc/self/exe", errno);
+	/* Without /proc (a bare chroot), the path it was started by will do. */
+	if (!realpath("/proc/self/exe", self) && (!strchr(argv0, '/') || !realpath(argv0, self)))
+		return fail("cannot find my own binary from", argv0, errno);
 	/* self is PREFIX/bin/sbx-agent: cut two components. */
 	for (int i = 0; i < 2; i++) {
 		slash = strrchr(self, '/');

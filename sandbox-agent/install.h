@@ -10,10 +10,11 @@
 #ifndef SBX_AGENT_INSTALL_H
 #define SBX_AGENT_INSTALL_H
 
-/* Copies the folder two levels above the running binary (PREFIX) into dest,
+/* Copies the folder two levels above the running binary (PREFIX; found
+ * through /proc/self/exe, or argv0 when that is missing) into dest,
  * which must exist: regular files (mode kept; each written under a temporary
  * name and renamed into place), symbolic links and folders. Returns 0 or a
  * negative errno; the message names the file that failed. */
-int install_bundle(const char *dest);
+int install_bundle(const char *argv0, const char *dest);
 
 #endif

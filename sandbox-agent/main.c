@@ -795,7 +795,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "sbx-agent: install wants one folder (see --help)\n");
 			rc = 2;
 		} else {
-			rc = install_bundle(argv[cfg.argi + 1]) ? 1 : 0;
+			rc = install_bundle(argv[0], argv[cfg.argi + 1]) ? 1 : 0;
 		}
 		sbx_config_release(&cfg);
 		return rc;

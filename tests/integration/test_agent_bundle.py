@@ -91,3 +91,44 @@ def test_bundle_carries_its_own_loader(image):
     interp = subprocess.run(["readelf", "-l", str(agent)], capture_output=True, text=True).stdout
     assert "[Requesting program interpreter: /opt/sbx/lib/" in interp
     assert any(p.name.startswith("ld-linux") for p in (image / "opt/sbx/lib").iterdir())
+
+
+def tree(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under root: its mode and bytes (links: their target)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = (0, os.readlink(p).encode())
+        elif p.is_file():
+            out[rel] = (p.stat().st_mode & 0o7777, p.read_bytes())
+        else:
+            out[rel] = (p.stat().st_mode & 0o7777, b"")
+    return out
+
+
+def test_install_copies_the_bundle_as_an_init_container_does(image):
+    env = {"PATH": "/bin"}
+    (image / "work/sbx").mkdir()
+    r = subprocess.run([CHROOT, str(image), "/opt/sbx/bin/sbx-agent", "install", "/work/sbx"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "copied /opt/sbx into /work/sbx" in r.stderr
+    assert tree(image / "work/sbx") == tree(image / "opt/sbx")
+    assert not list((image / "work/sbx").rglob("*.tmp"))
+    # Again over the first copy (a restarted init container): the same result.
+    r = subprocess.run([CHROOT, str(image), "/opt/sbx/bin/sbx-agent", "install", "/work/sbx"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and tree(image / "work/sbx") == tree(image / "opt/sbx")
+    assert_no_sanitizer_report(r.stderr)
+
+
+def test_install_names_what_is_wrong(image):
+    env = {"PATH": "/bin"}
+    for args, message in [(["install", "/work/missing"], "no such folder: /work/missing"),
+                          (["install"], "install wants one folder"),
+                          (["install", "/work", "/tmp"], "install wants one folder")]:
+        r = subprocess.run([CHROOT, str(image), "/opt/sbx/bin/sbx-agent", *args],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode != 0 and message in r.stderr, (args, r.stderr)
+        assert_no_sanitizer_report(r.stderr)
