@@ -1,23 +1,242 @@
-/* sbx-operator: reconciles Sandbox objects into a Pod, a Service and a NetworkPolicy each.
+/* sbx-operator: reconciles Sandbox objects into a Pod, a Service and a
+ * NetworkPolicy each, and reports their state in the Sandbox's status.
  *
- * main() only parses the configuration, wires the modules and runs the loop.
- * This build has the configuration surface only; the reconciler arrives with its own
- * issue, and until then the program says so and exits 1.
+ * main() only parses the configuration, wires the modules (the Kubernetes
+ * client, the reconciler, the health and metrics server) and runs the loop.
  */
+#include "reconcile.h"
+#include "sandbox.h"
+
+#include "sbx/alloc.h"
+#include "sbx/buf.h"
 #include "sbx/config.h"
+#include "sbx/http.h"
+#include "sbx/kube.h"
+#include "sbx/kube_config.h"
 #include "sbx/log.h"
+#include "sbx/loop.h"
+#include "sbx/metrics.h"
 #include "sbx/version.h"
 
+#include <curl/curl.h>
 #include <stdio.h>
+#include <string.h>
+
+static char *kubeconfig;
+static char *kube_context;
+static char *gateway_url = "";
+static char *agent_image = "sbx.local/sbx-agent:dev";
+static char *cluster_domain = "cluster.local";
+static char *ingress_namespace = "sbx-system";
+static char *ingress_selector = "app.kubernetes.io/name=sbx-ingress";
+static struct sbx_strv deny_cidrs;
+static char *listen_addr = ":8081";
+static long workers = 4;
+
+/* Where a sandbox may never connect: private and shared ranges (pods,
+ * Services, nodes of any usual cluster) and link-local (cloud metadata). */
+static const char *const default_deny_cidrs[] = {
+	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", NULL,
+};
+
+struct operator
+{
+	uv_loop_t *loop;
+	struct sbx_kube *kube;
+	struct reconciler *rec;
+	struct sbx_http_server *http;
+	struct sbx_signals signals;
+	struct sandbox_settings settings;
+	const char **deny;
+};
+
+static void healthz(struct sbx_http_req *req, void *arg)
+{
+	(void)arg;
+	sbx_http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
+}
+
+static void readyz(struct sbx_http_req *req, void *arg)
+{
+	struct operator* op = arg;
+
+	if (reconciler_synced(op->rec))
+		sbx_http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
+	else
+		sbx_http_respond_error(req, 503, "the caches have not listed everything yet");
+}
+
+static void metrics(struct sbx_buf *b, void *arg)
+{
+	struct operator* op = arg;
+	const struct reconciler_stats *s = reconciler_stats(op->rec);
+
+	sbx_metrics_sample(b, "sbx_operator_reconciles_total", "counter",
+			   "Reconcile passes finished", "", (double)s->passes);
+	sbx_metrics_sample(b, "sbx_operator_reconcile_errors_total", "counter",
+			   "Reconcile passes that failed and were retried", "",
+			   (double)s->failures);
+	sbx_metrics_sample(b, "sbx_operator_reconcile_seconds_total", "counter",
+			   "Time spent in reconcile passes", "", (double)s->pass_us_total / 1e6);
+	sbx_metrics_sample(b, "sbx_operator_child_writes_total", "counter",
+			   "Pods, Services and NetworkPolicies created, changed or deleted", "",
+			   (double)(s->writes + s->deletes));
+	sbx_metrics_sample(b, "sbx_operator_status_writes_total", "counter",
+			   "Sandbox status updates", "", (double)s->status_writes);
+	sbx_metrics_sample(b, "sbx_operator_conflicts_total", "counter",
+			   "Status writes refused with 409 (the Sandbox had changed)", "",
+			   (double)s->conflicts);
+	sbx_metrics_sample(b, "sbx_operator_queue_depth", "gauge", "Sandbox keys waiting", "",
+			   (double)reconciler_queue_len(op->rec));
+	sbx_metrics_sample(b, "sbx_operator_sandboxes", "gauge", "Sandboxes in the cache", "",
+			   (double)reconciler_sandboxes(op->rec));
+	sbx_metrics_sample(b, "sbx_operator_synced", "gauge", "1 when every cache has listed", "",
+			   reconciler_synced(op->rec) ? 1 : 0);
+	sbx_metrics_http_server(b, op->http, "sbx_operator");
+}
+
+static void on_http_closed(void *arg)
+{
+	struct operator* op = arg;
+
+	sbx_signals_close(&op->signals);
+}
+
+static void on_stop(void *arg)
+{
+	struct operator* op = arg;
+
+	sbx_log_info("stopping");
+	reconciler_stop(op->rec);
+	sbx_kube_free(op->kube);
+	op->kube = NULL;
+	sbx_http_server_close(op->http, on_http_closed, op);
+}
+
+static int run(struct operator* op)
+{
+	const struct sbx_http_route routes[] = {
+		{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true },
+		{ .method = "GET", .pattern = "/readyz", .fn = readyz, .arg = op, .public = true },
+		{ .method = "GET",
+		  .pattern = "/metrics",
+		  .fn = sbx_metrics_handle,
+		  .public = true },
+	};
+	struct sbx_http_server_opts so = { .server_name = "sbx-operator" };
+	struct sbx_kube_config kc = { 0 };
+	struct sbx_kube_opts ko = { .user_agent = "sbx-operator/" SBX_VERSION };
+	char err[512];
+	int rc;
+
+	if ((rc = sbx_kube_config_load(&kc, kubeconfig, kube_context, err, sizeof(err)))) {
+		sbx_log_error("cannot reach the Kubernetes API", SBX_LS("error", err));
+		return 1;
+	}
+	sbx_log_info("Kubernetes API", SBX_LS("server", kc.server), SBX_LS("from", kc.source));
+	rc = sbx_kube_new(op->loop, &kc, &ko, &op->kube);
+	sbx_kube_config_release(&kc);
+	if (rc) {
+		sbx_log_error("cannot create the Kubernetes client", SBX_LERR(rc));
+		return 1;
+	}
+	if ((rc = reconciler_new(op->loop, op->kube, &op->settings, (unsigned)workers, &op->rec))) {
+		sbx_log_error("cannot create the reconciler", SBX_LERR(rc));
+		sbx_kube_free(op->kube);
+		return 1;
+	}
+	sbx_http_server_new(op->loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &op->http);
+	if ((rc = sbx_http_server_listen(op->http, listen_addr))) {
+		sbx_log_error("cannot listen", SBX_LS("addr", listen_addr),
+			      SBX_LS("error", uv_strerror(rc)));
+		sbx_http_server_close(op->http, NULL, NULL);
+		reconciler_stop(op->rec);
+		sbx_kube_free(op->kube);
+		uv_run(op->loop, UV_RUN_DEFAULT);
+		reconciler_free(op->rec);
+		return 1;
+	}
+	sbx_metrics_register(metrics, op);
+	sbx_signals_init(op->loop, &op->signals, on_stop, op);
+	reconciler_start(op->rec);
+	sbx_log_info("running", SBX_LS("listen", listen_addr),
+		     SBX_LI("port", sbx_http_server_port(op->http)), SBX_LS("version", SBX_VERSION),
+		     SBX_LS("agent_image", agent_image), SBX_LS("gateway_url", gateway_url),
+		     SBX_LI("workers", workers));
+	uv_run(op->loop, UV_RUN_DEFAULT);
+	reconciler_free(op->rec);
+	return 0;
+}
 
 int main(int argc, char **argv)
 {
+	const struct sbx_opt opts[] = {
+		{ .name = "kubeconfig",
+		  .type = SBX_OPT_STRING,
+		  .dest = &kubeconfig,
+		  .metavar = "FILE",
+		  .env = "KUBECONFIG",
+		  .help = "kubeconfig file (else in-cluster, else ~/.kube/config)" },
+		{ .name = "context",
+		  .type = SBX_OPT_STRING,
+		  .dest = &kube_context,
+		  .metavar = "NAME",
+		  .help = "kubeconfig context (default: the current one)" },
+		{ .name = "gateway-url",
+		  .type = SBX_OPT_STRING,
+		  .dest = &gateway_url,
+		  .metavar = "URL",
+		  .help = "base of endpoint URLs: URL/sandboxes/ID/port/PORT (unset: the Service's "
+			  "in-cluster URL)" },
+		{ .name = "agent-image",
+		  .type = SBX_OPT_STRING,
+		  .dest = &agent_image,
+		  .metavar = "IMAGE",
+		  .help = "image with the agent bundle at /opt/sbx" },
+		{ .name = "cluster-domain",
+		  .type = SBX_OPT_STRING,
+		  .dest = &cluster_domain,
+		  .metavar = "DOMAIN",
+		  .help = "the cluster's DNS domain, for serviceFQDN" },
+		{ .name = "ingress-namespace",
+		  .type = SBX_OPT_STRING,
+		  .dest = &ingress_namespace,
+		  .metavar = "NS",
+		  .help = "namespace of the sbx-ingress pods" },
+		{ .name = "ingress-selector",
+		  .type = SBX_OPT_STRING,
+		  .dest = &ingress_selector,
+		  .metavar = "KEY=VALUE",
+		  .help = "label of the sbx-ingress pods: the only pods a sandbox admits" },
+		{ .name = "deny-cidr",
+		  .type = SBX_OPT_LIST,
+		  .dest = &deny_cidrs,
+		  .metavar = "CIDR",
+		  .help = "a range sandboxes never reach (repeat; default: 10/8, 172.16/12, "
+			  "192.168/16, 100.64/10, 169.254/16)" },
+		{ .name = "listen",
+		  .type = SBX_OPT_STRING,
+		  .dest = &listen_addr,
+		  .metavar = "ADDR",
+		  .help = "health and metrics: /healthz, /readyz, /metrics" },
+		{ .name = "workers",
+		  .type = SBX_OPT_INT,
+		  .dest = &workers,
+		  .metavar = "N",
+		  .help = "Sandboxes reconciled at once",
+		  .min = 1,
+		  .max = 256 },
+	};
 	struct sbx_config cfg = {
 		.program = "sbx-operator",
-		.summary =
-			"reconciles Sandbox objects into a Pod, a Service and a NetworkPolicy each.",
+		.summary = "reconciles Sandbox objects (sbx.dev/v1alpha1) into a Pod, a ClusterIP\n"
+			   "Service and a NetworkPolicy each, and reports phase, conditions and\n"
+			   "endpoint URLs in their status.",
 		.env_prefix = "SBX_OPERATOR_",
+		.opts = opts,
+		.n_opts = sizeof(opts) / sizeof(opts[0]),
 	};
+	struct operator op = { .loop = uv_default_loop() };
 	int rc = sbx_config_load(&cfg, argc, argv);
 
 	if (rc)
@@ -28,8 +247,29 @@ int main(int argc, char **argv)
 		sbx_config_release(&cfg);
 		return 2;
 	}
-	sbx_log_error("the reconciler is not part of this build yet",
-		      SBX_LS("version", SBX_VERSION));
+	if (!strchr(ingress_selector, '=')) {
+		fprintf(stderr, "sbx-operator: --ingress-selector wants KEY=VALUE, got '%s'\n",
+			ingress_selector);
+		sbx_config_release(&cfg);
+		return 2;
+	}
+	op.deny = sbx_calloc(deny_cidrs.n + 1, sizeof(*op.deny));
+	for (size_t i = 0; i < deny_cidrs.n; i++)
+		op.deny[i] = deny_cidrs.v[i];
+	op.settings = (struct sandbox_settings){
+		.agent_image = agent_image,
+		.gateway_url = gateway_url,
+		.cluster_domain = cluster_domain,
+		.ingress_namespace = ingress_namespace,
+		.ingress_pod_label = ingress_selector,
+		.deny_cidrs = deny_cidrs.n ? op.deny : default_deny_cidrs,
+	};
+	sbx_alloc_install_jansson();
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	rc = run(&op);
+	curl_global_cleanup();
+	sbx_loop_close(op.loop);
+	sbx_free(op.deny);
 	sbx_config_release(&cfg);
-	return 1;
+	return rc;
 }

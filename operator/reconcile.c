@@ -1,0 +1,482 @@
+/* The reconciler (reconcile.h): informers, the work queue, and one pass per
+ * Sandbox key, made of asynchronous steps: the Service, the NetworkPolicy,
+ * the Pod, then the status. */
+#include "reconcile.h"
+
+#include "sbx/alloc.h"
+#include "sbx/informer.h"
+#include "sbx/json.h"
+#include "sbx/kube.h"
+#include "sbx/log.h"
+#include "sbx/workqueue.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define FIELD_MANAGER "sbx-operator"
+
+enum child_kind { CHILD_SERVICE, CHILD_POLICY, CHILD_POD, CHILD_COUNT };
+
+static const struct child_type {
+	const char *group, *version, *resource, *kind;
+} child_types[CHILD_COUNT] = {
+	[CHILD_SERVICE] = { "", "v1", "services", "Service" },
+	[CHILD_POLICY] = { "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy" },
+	[CHILD_POD] = { "", "v1", "pods", "Pod" },
+};
+
+/* One pass over one Sandbox: lives from process() to sbx_workqueue_done. */
+struct pass {
+	struct reconciler *r;
+	struct pass *prev, *next; /* in flight, so shutdown can free it */
+	char *key;
+	char ns[64], name[254], id[64];
+	json_t *sandbox; /* a reference to the cached object */
+	enum child_kind child;
+	const char *conflict; /* a child kind we may not touch, for the status */
+	uint64_t start_us;
+};
+
+struct reconciler {
+	uv_loop_t *loop;
+	struct sbx_kube *kube;
+	const struct sandbox_settings *settings;
+	struct sbx_informer *sandboxes;
+	struct sbx_informer *children[CHILD_COUNT];
+	struct sbx_workqueue *queue;
+	struct pass *passes;
+	unsigned synced;
+	struct reconciler_stats stats;
+};
+
+static void step(struct pass *p);
+
+static uint64_t now_us(void)
+{
+	return uv_hrtime() / 1000;
+}
+
+/* -- queueing ------------------------------------------------------------- */
+
+static void enqueue_obj(struct reconciler *r, const json_t *sandbox)
+{
+	char key[320];
+
+	if (sbx_informer_key(sandbox, key, sizeof(key)) == 0)
+		sbx_workqueue_add(r->queue, key);
+}
+
+static void on_sandbox_add(json_t *obj, void *arg)
+{
+	enqueue_obj(arg, obj);
+}
+
+static void on_sandbox_update(json_t *old_obj, json_t *new_obj, void *arg)
+{
+	(void)old_obj;
+	enqueue_obj(arg, new_obj);
+}
+
+/* A child changed: its Sandbox (named by the label) gets a pass. */
+static void enqueue_owner(struct reconciler *r, const json_t *child)
+{
+	const char *ns = sbx_json_str(child, "metadata.namespace");
+	const json_t *labels = json_object_get(json_object_get(child, "metadata"), "labels");
+	const char *name = json_string_value(json_object_get(labels, SANDBOX_LABEL));
+	char key[320];
+
+	if (!ns || !name || (size_t)snprintf(key, sizeof(key), "%s/%s", ns, name) >= sizeof(key))
+		return;
+	sbx_workqueue_add(r->queue, key);
+}
+
+static void on_child_add(json_t *obj, void *arg)
+{
+	enqueue_owner(arg, obj);
+}
+
+static void on_child_update(json_t *old_obj, json_t *new_obj, void *arg)
+{
+	(void)old_obj;
+	enqueue_owner(arg, new_obj);
+}
+
+static void on_synced(void *arg)
+{
+	struct reconciler *r = arg;
+
+	if (++r->synced == 1 + CHILD_COUNT)
+		sbx_log_info("caches synced",
+			     SBX_LI("sandboxes", (long long)sbx_informer_count(r->sandboxes)));
+}
+
+bool reconciler_synced(const struct reconciler *r)
+{
+	if (!r->sandboxes || !sbx_informer_synced(r->sandboxes))
+		return false;
+	for (int k = 0; k < CHILD_COUNT; k++)
+		if (!r->children[k] || !sbx_informer_synced(r->children[k]))
+			return false;
+	return true;
+}
+
+/* -- one pass --------------------------------------------------------------- */
+
+static void pass_end(struct pass *p, int rc)
+{
+	struct reconciler *r = p->r;
+
+	r->stats.passes++;
+	r->stats.pass_us_total += now_us() - p->start_us;
+	if (rc < 0)
+		r->stats.failures++;
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		r->passes = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	sbx_workqueue_done(r->queue, p->key, rc);
+	json_decref(p->sandbox);
+	sbx_free(p->key);
+	sbx_free(p);
+}
+
+static void child_path(struct pass *p, enum child_kind k, char *out, size_t size)
+{
+	const struct child_type *t = &child_types[k];
+
+	sbx_kube_path(out, size, t->group, t->version, p->ns, t->resource, p->name, NULL);
+}
+
+static void log_failure(struct pass *p, const char *what, const struct sbx_kube_response *res)
+{
+	sbx_log_warn(what, SBX_LS("sandbox", p->key), SBX_LI("status", res->status),
+		     SBX_LS("error", sbx_kube_status_message(res)));
+}
+
+static void on_child_written(const struct sbx_kube_response *res, void *arg)
+{
+	struct pass *p = arg;
+
+	if (res->rc || res->status / 100 != 2) {
+		/* A Pod field that cannot change in place: delete, the next pass recreates. */
+		if (p->child == CHILD_POD && res->status == 422 &&
+		    sbx_informer_get(p->r->children[CHILD_POD], p->ns, p->name)) {
+			char path[512];
+
+			sbx_log_info("pod spec changed in an immutable field; recreating",
+				     SBX_LS("sandbox", p->key));
+			child_path(p, CHILD_POD, path, sizeof(path));
+			p->r->stats.deletes++;
+			p->child = CHILD_COUNT; /* the status follows the deletion */
+			if (sbx_kube_delete(p->r->kube, path, "Background", on_child_written, p) ==
+			    0)
+				return;
+		}
+		log_failure(p, "cannot write a child", res);
+		pass_end(p, res->status == 409 ? -EAGAIN : -EIO);
+		return;
+	}
+	p->r->stats.writes++;
+	p->child++;
+	step(p);
+}
+
+static void on_existing_child(const struct sbx_kube_response *res, void *arg)
+{
+	struct pass *p = arg;
+
+	if (res->rc || res->status / 100 != 2) {
+		log_failure(p, "cannot read a child", res);
+		pass_end(p, -EIO);
+		return;
+	}
+	/* Ours, created by an earlier pass the cache has not caught up with: the
+	 * informer's event brings the next pass. Not ours: never touched. */
+	if (!sandbox_child_owned(res->body, sbx_json_str(p->sandbox, "metadata.uid")))
+		p->conflict = child_types[p->child].kind;
+	p->child++;
+	step(p);
+}
+
+static void on_child_created(const struct sbx_kube_response *res, void *arg)
+{
+	struct pass *p = arg;
+	char path[512];
+
+	if (res->rc == 0 && res->status == 409) {
+		child_path(p, p->child, path, sizeof(path));
+		if (sbx_kube_get(p->r->kube, path, on_existing_child, p) == 0)
+			return;
+	}
+	on_child_written(res, arg);
+}
+
+static void on_status_written(const struct sbx_kube_response *res, void *arg)
+{
+	struct pass *p = arg;
+
+	if (res->rc || res->status / 100 != 2) {
+		/* 409: the Sandbox changed since the cache saw it; its update brings a new pass. */
+		if (res->status == 409)
+			p->r->stats.conflicts++;
+		else
+			log_failure(p, "cannot write the status", res);
+		pass_end(p, res->status == 409 ? 0 : -EIO);
+		return;
+	}
+	p->r->stats.status_writes++;
+	pass_end(p, 0);
+}
+
+static void write_status(struct pass *p)
+{
+	struct reconciler *r = p->r;
+	json_t *pod = sbx_informer_get(r->children[CHILD_POD], p->ns, p->name);
+	const char *uid = sbx_json_str(p->sandbox, "metadata.uid");
+	json_t *status, *obj;
+	char now[32], path[512];
+	time_t t = time(NULL);
+	struct tm tm;
+
+	if (pod && !sandbox_child_owned(pod, uid))
+		pod = NULL;
+	gmtime_r(&t, &tm);
+	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	status = sandbox_status(p->sandbox, p->id, pod, r->settings, now);
+	if (p->conflict) {
+		json_t *ready = json_array_get(json_object_get(status, "conditions"), 0);
+		char msg[512];
+
+		snprintf(msg, sizeof(msg),
+			 "a %s named %s exists and is not this Sandbox's; it is left alone",
+			 p->conflict, p->name);
+		json_object_set_new(ready, "status", json_string("False"));
+		json_object_set_new(ready, "reason", json_string("ChildConflict"));
+		json_object_set_new(ready, "message", json_string(msg));
+		json_object_set_new(status, "phase", json_string("Failed"));
+	}
+	if (sandbox_status_equal(status, json_object_get(p->sandbox, "status"))) {
+		json_decref(status);
+		pass_end(p, 0);
+		return;
+	}
+	/* PUT /status with the cached object: its resourceVersion makes it conditional. */
+	obj = json_deep_copy(p->sandbox);
+	json_object_set_new(obj, "status", status);
+	sbx_kube_path(path, sizeof(path), "sbx.dev", "v1alpha1", p->ns, "sandboxes", p->name, NULL);
+	if (sbx_kube_update_status(r->kube, path, obj, on_status_written, p) != 0)
+		pass_end(p, -EIO);
+	json_decref(obj);
+}
+
+static json_t *desired_child(struct pass *p, enum child_kind k, const char **err)
+{
+	switch (k) {
+	case CHILD_SERVICE:
+		return sandbox_service(p->sandbox, p->id, p->r->settings);
+	case CHILD_POLICY:
+		return sandbox_network_policy(p->sandbox, p->id, p->r->settings);
+	case CHILD_POD:
+		return sandbox_pod(p->sandbox, p->id, p->r->settings, err);
+	default:
+		return NULL;
+	}
+}
+
+/* The next child that needs a write, or the status. */
+static void step(struct pass *p)
+{
+	struct reconciler *r = p->r;
+	const char *uid = sbx_json_str(p->sandbox, "metadata.uid");
+	const char *err = NULL;
+	char path[512];
+
+	for (; p->child < CHILD_COUNT; p->child++) {
+		json_t *cached = sbx_informer_get(r->children[p->child], p->ns, p->name);
+		bool paused = sbx_json_bool(p->sandbox, "spec.paused", false);
+		json_t *desired;
+		int rc;
+
+		if (cached && !sandbox_child_owned(cached, uid)) {
+			p->conflict = child_types[p->child].kind;
+			continue;
+		}
+		child_path(p, p->child, path, sizeof(path));
+		if (p->child == CHILD_POD && paused) {
+			if (!cached)
+				continue;
+			r->stats.deletes++;
+			if (sbx_kube_delete(r->kube, path, "Background", on_child_written, p) == 0)
+				return;
+			pass_end(p, -EIO);
+			return;
+		}
+		desired = desired_child(p, p->child, &err);
+		if (!desired) {
+			sbx_log_warn("cannot build a child", SBX_LS("sandbox", p->key),
+				     SBX_LS("error", err ? err : "out of memory"));
+			continue;
+		}
+		if (sandbox_child_current(cached, desired, uid)) {
+			json_decref(desired);
+			continue;
+		}
+		/* Create what the cache has not seen: a 409 then means someone else's
+		 * object (the cache only holds labelled ones), which apply would take
+		 * over. What is ours is updated by server-side apply. */
+		if (cached) {
+			rc = sbx_kube_apply(r->kube, path, desired, FIELD_MANAGER, true,
+					    on_child_written, p);
+		} else {
+			const struct child_type *t = &child_types[p->child];
+
+			sbx_kube_path(path, sizeof(path), t->group, t->version, p->ns, t->resource,
+				      NULL, NULL);
+			rc = sbx_kube_create(r->kube, path, desired, on_child_created, p);
+		}
+		json_decref(desired);
+		if (rc) {
+			pass_end(p, rc);
+			return;
+		}
+		return;
+	}
+	write_status(p);
+}
+
+static void process(struct sbx_workqueue *q, const char *key, void *arg)
+{
+	struct reconciler *r = arg;
+	const char *slash = strchr(key, '/');
+	struct pass *p;
+	json_t *sbx;
+	const char *id;
+
+	(void)q;
+	if (!reconciler_synced(r)) {
+		/* Until every cache is full, a missing child only means not seen yet. */
+		sbx_workqueue_done(r->queue, key, 0);
+		sbx_workqueue_add_after(r->queue, key, 200);
+		return;
+	}
+	if (!slash || slash - key >= 64 || strlen(slash + 1) >= 254) {
+		sbx_workqueue_done(r->queue, key, 0);
+		return;
+	}
+	p = sbx_calloc(1, sizeof(*p));
+	p->r = r;
+	p->key = sbx_strdup(key);
+	p->start_us = now_us();
+	snprintf(p->ns, sizeof(p->ns), "%.*s", (int)(slash - key), key);
+	snprintf(p->name, sizeof(p->name), "%s", slash + 1);
+	p->next = r->passes;
+	if (r->passes)
+		r->passes->prev = p;
+	r->passes = p;
+	sbx = sbx_informer_get(r->sandboxes, p->ns, p->name);
+	/* Gone, or going: the garbage collector removes the children it owns. */
+	if (!sbx || json_object_get(json_object_get(sbx, "metadata"), "deletionTimestamp")) {
+		pass_end(p, 0);
+		return;
+	}
+	p->sandbox = json_incref(sbx);
+	id = sbx_json_str(sbx, "status.id");
+	if (id && *id && strlen(id) < sizeof(p->id))
+		snprintf(p->id, sizeof(p->id), "%s", id);
+	else
+		sandbox_new_id(p->name, p->id, sizeof(p->id));
+	step(p);
+}
+
+/* -- life ----------------------------------------------------------------- */
+
+int reconciler_new(uv_loop_t *loop, struct sbx_kube *kube, const struct sandbox_settings *settings,
+		   unsigned workers, struct reconciler **out)
+{
+	struct reconciler *r = sbx_calloc(1, sizeof(*r));
+	struct sbx_workqueue_opts qo = { .concurrency = workers ? workers : 1 };
+	struct sbx_informer_handlers sh = { on_sandbox_add, on_sandbox_update, NULL, on_synced };
+	struct sbx_informer_handlers ch = { on_child_add, on_child_update, on_child_add,
+					    on_synced };
+	struct sbx_informer_opts so = { .path = "/apis/sbx.dev/v1alpha1/sandboxes" };
+	char paths[CHILD_COUNT][128];
+	int rc;
+
+	r->loop = loop;
+	r->kube = kube;
+	r->settings = settings;
+	if ((rc = sbx_workqueue_new(loop, &qo, process, r, &r->queue)))
+		goto out_free;
+	if ((rc = sbx_informer_new(kube, &so, &sh, r, &r->sandboxes)))
+		goto out_queue;
+	for (int k = 0; k < CHILD_COUNT; k++) {
+		const struct child_type *t = &child_types[k];
+		struct sbx_informer_opts co = { .path = paths[k], .label_selector = SANDBOX_LABEL };
+
+		sbx_kube_path(paths[k], sizeof(paths[k]), t->group, t->version, NULL, t->resource,
+			      NULL, NULL);
+		if ((rc = sbx_informer_new(kube, &co, &ch, r, &r->children[k])))
+			goto out_informers;
+	}
+	*out = r;
+	return 0;
+out_informers:
+	for (int k = 0; k < CHILD_COUNT; k++)
+		sbx_informer_free(r->children[k]);
+	sbx_informer_free(r->sandboxes);
+out_queue:
+	sbx_workqueue_free(r->queue);
+out_free:
+	sbx_free(r);
+	return rc;
+}
+
+int reconciler_start(struct reconciler *r)
+{
+	int rc = sbx_informer_start(r->sandboxes);
+
+	for (int k = 0; rc == 0 && k < CHILD_COUNT; k++)
+		rc = sbx_informer_start(r->children[k]);
+	return rc;
+}
+
+size_t reconciler_sandboxes(const struct reconciler *r)
+{
+	return r->sandboxes ? sbx_informer_count(r->sandboxes) : 0;
+}
+
+size_t reconciler_queue_len(const struct reconciler *r)
+{
+	return sbx_workqueue_len(r->queue);
+}
+
+const struct reconciler_stats *reconciler_stats(const struct reconciler *r)
+{
+	return &r->stats;
+}
+
+void reconciler_stop(struct reconciler *r)
+{
+	sbx_informer_free(r->sandboxes);
+	r->sandboxes = NULL;
+	for (int k = 0; k < CHILD_COUNT; k++) {
+		sbx_informer_free(r->children[k]);
+		r->children[k] = NULL;
+	}
+}
+
+void reconciler_free(struct reconciler *r)
+{
+	if (!r)
+		return;
+	reconciler_stop(r);
+	/* The client is gone, and with it the passes' requests: free their memory. */
+	while (r->passes)
+		pass_end(r->passes, 0);
+	sbx_workqueue_free(r->queue);
+	sbx_free(r);
+}

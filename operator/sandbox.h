@@ -1,0 +1,63 @@
+/* What a Sandbox should be made of: its pod, Service and NetworkPolicy, and
+ * its status, as pure functions of the Sandbox object, the operator's
+ * settings and what was observed. No I/O here, so every rule is unit-tested
+ * (tests/unit/operator/test_sandbox.c); reconcile.c sends what these build.
+ *
+ * Every child is named after the Sandbox, carries the labels sbx.dev/sandbox
+ * (the Sandbox's name) and sbx.dev/id, a controller ownerReference to the
+ * Sandbox, and the annotation sbx.dev/spec-hash: a digest of what was asked
+ * for, so the operator writes a child only when that changes.
+ */
+#ifndef SBX_OPERATOR_SANDBOX_H
+#define SBX_OPERATOR_SANDBOX_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define SANDBOX_LABEL		"sbx.dev/sandbox"
+#define SANDBOX_ID_LABEL	"sbx.dev/id"
+#define SANDBOX_HASH_ANNOTATION "sbx.dev/spec-hash"
+#define SANDBOX_API_VERSION	"sbx.dev/v1alpha1"
+
+struct sandbox_settings {
+	const char *agent_image;       /* image holding the agent bundle at /opt/sbx */
+	const char *gateway_url;       /* base of endpoint URLs, e.g. https://sbx.example.com */
+	const char *cluster_domain;    /* cluster.local */
+	const char *ingress_namespace; /* where sbx-ingress runs */
+	const char *ingress_pod_label; /* "key=value" selecting sbx-ingress pods */
+	const char *const *deny_cidrs; /* egress never reaches these (NULL-terminated) */
+};
+
+/* A new id for a Sandbox called name: name (cut to 57) + "-" + 5 random
+ * characters, a DNS label. out needs 64 bytes. */
+void sandbox_new_id(const char *name, char *out, size_t size);
+
+/* The children for sandbox with the given id. Each returns a new object, or
+ * NULL with *err set to a message (an invalid spec the schema let through). */
+json_t *sandbox_pod(const json_t *sandbox, const char *id, const struct sandbox_settings *s,
+		    const char **err);
+json_t *sandbox_service(const json_t *sandbox, const char *id, const struct sandbox_settings *s);
+json_t *sandbox_network_policy(const json_t *sandbox, const char *id,
+			       const struct sandbox_settings *s);
+
+/* Stamps obj's metadata.annotations[sbx.dev/spec-hash] with a digest of obj
+ * (without that annotation). */
+void sandbox_stamp_hash(json_t *obj);
+/* True when child exists, is controlled by the Sandbox with this uid, and
+ * carries the same spec hash as desired. */
+bool sandbox_child_current(const json_t *child, const json_t *desired, const char *owner_uid);
+/* True when child is controlled by the Sandbox with this uid. */
+bool sandbox_child_owned(const json_t *child, const char *owner_uid);
+
+/* The status the Sandbox should show, given its pod (NULL: none yet) and
+ * service. now is an RFC 3339 time for new condition transitions. Returns a
+ * new object; conditions keep their lastTransitionTime while their status
+ * does not change. */
+json_t *sandbox_status(const json_t *sandbox, const char *id, const json_t *pod,
+		       const struct sandbox_settings *s, const char *now);
+
+/* True when the two status objects say the same thing. */
+bool sandbox_status_equal(const json_t *a, const json_t *b);
+
+#endif

@@ -1,0 +1,218 @@
+"""sbx-operator against a real apiserver (and the controller-manager's
+garbage collector): a Sandbox becomes a Pod, a Service and a NetworkPolicy
+it owns, its status follows the pod, edits reach the children, a deleted
+child comes back, a foreign object is never touched, and deleting the
+Sandbox removes everything. There is no kubelet here: the test writes the
+pod's status the way a kubelet would. (tests/e2e runs it on a real node.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from conftest import REPO, assert_no_sanitizer_report, binary
+from k8s_control_plane import free_port
+
+CRD = REPO / "manifests" / "crd" / "sbx.dev_sandboxes.yaml"
+
+
+def wait_for(what, check, timeout=30):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (subprocess.CalledProcessError, KeyError, IndexError, TypeError) as e:
+            last = e
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not after {timeout} s (last: {last!r})")
+
+
+class Operator:
+    def __init__(self, cp, tmp_path, *args):
+        self.cp = cp
+        self.port = free_port()
+        self.log = tmp_path / "operator.log"
+        self.proc = subprocess.Popen(
+            [str(binary("operator/sbx-operator")), f"--kubeconfig={cp.kubeconfig}",
+             f"--listen=127.0.0.1:{self.port}", "--gateway-url=https://sbx.example.com",
+             "--agent-image=sbx.local/sbx-agent:test", "--log-level=debug", *args],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
+        wait_for("the operator's /readyz", lambda: self.get("/readyz")[0] == 200)
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            return 0, ""
+
+    def metric(self, name):
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+    def stop(self):
+        self.proc.terminate()
+        assert self.proc.wait(15) == 0
+        assert_no_sanitizer_report(self.log.read_text())
+
+
+@pytest.fixture(scope="module")
+def crd(control_plane):
+    control_plane.kubectl("apply", "-f", str(CRD))
+    control_plane.kubectl("wait", "--for=condition=Established", "crd/sandboxes.sbx.dev",
+                          "--timeout=60s")
+    return control_plane
+
+
+@pytest.fixture
+def operator(crd, tmp_path):
+    op = Operator(crd, tmp_path)
+    yield op
+    op.stop()
+
+
+def get(cp, ns, kind, name, check=True):
+    r = cp.kubectl("-n", ns, "get", kind, name, "-o", "json", check=check)
+    return json.loads(r.stdout) if r.returncode == 0 else None
+
+
+def apply_sandbox(cp, ns, name, **spec):
+    spec.setdefault("image", "sbx.local/sandbox-base:dev")
+    cp.kubectl("-n", ns, "apply", "-f", "-", input=yaml.safe_dump(
+        {"apiVersion": "sbx.dev/v1alpha1", "kind": "Sandbox", "metadata": {"name": name},
+         "spec": spec}))
+    return get(cp, ns, "sandbox", name)
+
+
+def be_kubelet(cp, ns, pod, ready=True, ip="10.244.0.9"):
+    """Writes the status a kubelet would for a running (ready) pod."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status = {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+              "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                              "lastTransitionTime": now}]}
+    cp.kubectl("-n", ns, "patch", "pod", pod, "--subresource=status", "--type=merge",
+               "-p", json.dumps({"status": status}))
+
+
+def test_a_sandbox_becomes_its_children_and_its_status_follows_the_pod(operator, namespace):
+    cp = operator.cp
+    sbx = apply_sandbox(cp, namespace, "s1", ports=[{"name": "web", "port": 3000}],
+                        command=["sleep", "infinity"])
+    uid = sbx["metadata"]["uid"]
+    pod = wait_for("the pod", lambda: get(cp, namespace, "pod", "s1", check=False))
+    svc = get(cp, namespace, "service", "s1")
+    np = get(cp, namespace, "networkpolicy", "s1")
+    for child in (pod, svc, np):
+        ref = child["metadata"]["ownerReferences"][0]
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == ("Sandbox", "s1", uid, True)
+        assert child["metadata"]["labels"]["sbx.dev/sandbox"] == "s1"
+    st = wait_for("an id in status", lambda: get(cp, namespace, "sandbox", "s1").get("status"))
+    sid = st["id"]
+    assert sid.startswith("s1-") and len(sid) == 8
+    assert pod["metadata"]["labels"]["sbx.dev/id"] == sid
+    assert pod["spec"]["initContainers"][0]["image"] == "sbx.local/sbx-agent:test"
+    assert pod["spec"]["containers"][0]["command"] == \
+        ["/opt/sbx/bin/sbx-agent", "run", "--", "sleep", "infinity"]
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("agent", 8080), ("web", 3000)]
+    assert svc["spec"]["selector"] == {"sbx.dev/id": sid}
+    assert st["phase"] == "Pending" and st["serviceFQDN"] == f"s1.{namespace}.svc.cluster.local"
+    assert [e["url"] for e in st["endpoints"]] == [
+        f"https://sbx.example.com/sandboxes/{sid}/port/8080",
+        f"https://sbx.example.com/sandboxes/{sid}/port/3000"]
+    assert st["conditions"][0]["type"] == "Ready" and st["conditions"][0]["status"] == "False"
+
+    be_kubelet(cp, namespace, "s1")
+    st = wait_for("phase Running", lambda: (s := get(cp, namespace, "sandbox", "s1")["status"])
+                  ["phase"] == "Running" and s)
+    assert st["podIP"] == "10.244.0.9" and st["podName"] == "s1"
+    assert st["conditions"][0]["status"] == "True" and st["conditions"][0]["reason"] == "SandboxReady"
+    assert st["id"] == sid  # assigned once
+    out = cp.kubectl("-n", namespace, "get", "sbx", "s1").stdout
+    assert sid in out and "Running" in out and f"/sandboxes/{sid}/port/8080" in out
+
+    # Settled: no more writes, however often the operator looks.
+    writes = operator.metric("sbx_operator_status_writes_total")
+    children = operator.metric("sbx_operator_child_writes_total")
+    cp.kubectl("-n", namespace, "annotate", "sandbox", "s1", "touched=1")  # a pass, nothing new
+    wait_for("a pass after the touch", lambda: operator.metric("sbx_operator_queue_depth") == 0)
+    time.sleep(0.5)  # a pass that would write has had time to; none may
+    assert operator.metric("sbx_operator_status_writes_total") == writes
+    assert operator.metric("sbx_operator_child_writes_total") == children
+
+
+def test_edits_reach_the_children_and_deleted_children_come_back(operator, namespace):
+    cp = operator.cp
+    apply_sandbox(cp, namespace, "s2")
+    pod = wait_for("the pod", lambda: get(cp, namespace, "pod", "s2", check=False))
+    # A new port: the Service gains it; the pod's ports cannot change in place,
+    # so the pod is made anew.
+    apply_sandbox(cp, namespace, "s2", ports=[{"port": 6080}])
+    wait_for("the Service's new port", lambda: [p["port"] for p in get(
+        cp, namespace, "service", "s2")["spec"]["ports"]] == [8080, 6080])
+    new = wait_for("a new pod", lambda: (p := get(cp, namespace, "pod", "s2", check=False)) and
+                   p["metadata"]["uid"] != pod["metadata"]["uid"] and
+                   not p["metadata"].get("deletionTimestamp") and p)
+    assert [p["containerPort"] for p in new["spec"]["containers"][0]["ports"]] == [8080, 6080]
+    # Deleted children come back.
+    old_svc = get(cp, namespace, "service", "s2")["metadata"]["uid"]
+    cp.kubectl("-n", namespace, "delete", "service/s2", "networkpolicy/s2", "--wait=false")
+    wait_for("the Service again", lambda: (s := get(cp, namespace, "service", "s2", check=False))
+             and s["metadata"]["uid"] != old_svc)
+    wait_for("the NetworkPolicy again", lambda: get(cp, namespace, "networkpolicy", "s2", check=False))
+    # Paused: the pod goes, the Service and the id stay.
+    sid = get(cp, namespace, "sandbox", "s2")["status"]["id"]
+    cp.kubectl("-n", namespace, "patch", "sandbox", "s2", "--type=merge", "-p", '{"spec":{"paused":true}}')
+    wait_for("phase Paused", lambda: get(cp, namespace, "sandbox", "s2")["status"]["phase"] == "Paused")
+    wait_for("no pod", lambda: (p := get(cp, namespace, "pod", "s2", check=False)) is None
+             or p["metadata"].get("deletionTimestamp"))
+    assert get(cp, namespace, "service", "s2") and get(cp, namespace, "sandbox", "s2")["status"]["id"] == sid
+    cp.kubectl("-n", namespace, "patch", "sandbox", "s2", "--type=merge", "-p", '{"spec":{"paused":false}}')
+    wait_for("the pod again", lambda: (p := get(cp, namespace, "pod", "s2", check=False))
+             and not p["metadata"].get("deletionTimestamp"))
+    assert get(cp, namespace, "sandbox", "s2")["status"]["id"] == sid
+
+
+def test_objects_it_does_not_own_are_never_touched(operator, namespace):
+    cp = operator.cp
+    cp.kubectl("-n", namespace, "create", "service", "clusterip", "s3", "--tcp=80:80")
+    before = get(cp, namespace, "service", "s3")
+    apply_sandbox(cp, namespace, "s3")
+    st = wait_for("a ChildConflict", lambda: (s := get(cp, namespace, "sandbox", "s3").get("status"))
+                  and s["conditions"][0]["reason"] == "ChildConflict" and s)
+    assert "Service named s3 exists and is not this Sandbox's" in st["conditions"][0]["message"]
+    after = get(cp, namespace, "service", "s3")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    # The rest is made as usual.
+    wait_for("the pod", lambda: get(cp, namespace, "pod", "s3", check=False))
+
+
+def test_deleting_the_sandbox_removes_its_children(operator, namespace):
+    cp = operator.cp
+    apply_sandbox(cp, namespace, "s4")
+    wait_for("the children", lambda: get(cp, namespace, "pod", "s4", check=False) and
+             get(cp, namespace, "networkpolicy", "s4", check=False))
+    cp.kubectl("-n", namespace, "delete", "sandbox", "s4")
+    for kind in ("pod", "service", "networkpolicy"):
+        wait_for(f"the {kind} gone (garbage collector)",
+                 lambda: get(cp, namespace, kind, "s4", check=False) is None, 60)
+
+
+def test_health_and_metrics(operator):
+    assert operator.get("/healthz") == (200, '{"status":"ok"}')
+    assert operator.get("/readyz")[0] == 200
+    text = operator.get("/metrics")[1]
+    for name in ("sbx_operator_reconciles_total", "sbx_operator_queue_depth",
+                 "sbx_operator_sandboxes", "sbx_operator_synced 1"):
+        assert name in text
