@@ -93,6 +93,15 @@ def control_plane(tmp_path_factory):
     cp.stop()
 
 
+@pytest.fixture(scope="session")
+def crd(control_plane):
+    """The control plane with the Sandbox CRD installed and established."""
+    control_plane.kubectl("apply", "-f", str(REPO / "manifests" / "crd" / "sbx.dev_sandboxes.yaml"))
+    control_plane.kubectl("wait", "--for=condition=Established", "crd/sandboxes.sbx.dev",
+                          "--timeout=60s")
+    return control_plane
+
+
 @pytest.fixture
 def namespace(control_plane, request):
     """A fresh namespace per test, so tests never see each other's objects."""

@@ -9,18 +9,6 @@ import json
 import pytest
 import yaml
 
-from conftest import REPO
-
-CRD = REPO / "manifests" / "crd" / "sbx.dev_sandboxes.yaml"
-
-
-@pytest.fixture(scope="module")
-def crd(control_plane):
-    control_plane.kubectl("apply", "-f", str(CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "crd/sandboxes.sbx.dev",
-                          "--timeout=60s")
-    return control_plane
-
 
 def sandbox(name: str, **spec) -> str:
     spec.setdefault("image", "sbx.local/sandbox-base:dev")

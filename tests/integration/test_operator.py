@@ -15,10 +15,9 @@ import urllib.request
 import pytest
 import yaml
 
-from conftest import REPO, assert_no_sanitizer_report, binary
+from conftest import assert_no_sanitizer_report, binary
 from k8s_control_plane import free_port
 
-CRD = REPO / "manifests" / "crd" / "sbx.dev_sandboxes.yaml"
 
 
 def wait_for(what, check, timeout=30):
@@ -67,13 +66,6 @@ class Operator:
         assert self.proc.wait(15) == 0
         assert_no_sanitizer_report(self.log.read_text())
 
-
-@pytest.fixture(scope="module")
-def crd(control_plane):
-    control_plane.kubectl("apply", "-f", str(CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "crd/sandboxes.sbx.dev",
-                          "--timeout=60s")
-    return control_plane
 
 
 @pytest.fixture
