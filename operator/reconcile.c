@@ -35,6 +35,7 @@ struct pass {
 	char ns[64], name[254], id[64];
 	json_t *sandbox; /* a reference to the cached object */
 	enum child_kind child;
+	bool expired;	      /* past its expiry, kept (expiryPolicy Retain) */
 	const char *conflict; /* a child kind we may not touch, for the status */
 	uint64_t start_us;
 };
@@ -48,6 +49,7 @@ struct reconciler {
 	struct sbx_workqueue *queue;
 	struct pass *passes;
 	unsigned synced;
+	bool stopped;
 	struct reconciler_stats stats;
 };
 
@@ -114,7 +116,7 @@ static void on_synced(void *arg)
 
 bool reconciler_synced(const struct reconciler *r)
 {
-	if (!r->sandboxes || !sbx_informer_synced(r->sandboxes))
+	if (r->stopped || !r->sandboxes || !sbx_informer_synced(r->sandboxes))
 		return false;
 	for (int k = 0; k < CHILD_COUNT; k++)
 		if (!r->children[k] || !sbx_informer_synced(r->children[k]))
@@ -246,7 +248,7 @@ static void write_status(struct pass *p)
 		pod = NULL;
 	gmtime_r(&t, &tm);
 	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	status = sandbox_status(p->sandbox, p->id, pod, r->settings, now);
+	status = sandbox_status(p->sandbox, p->id, pod, r->settings, now, p->expired);
 	if (p->conflict) {
 		json_t *ready = json_array_get(json_object_get(status, "conditions"), 0);
 		char msg[512];
@@ -306,7 +308,7 @@ static void step(struct pass *p)
 			continue;
 		}
 		child_path(p, p->child, path, sizeof(path));
-		if (p->child == CHILD_POD && paused) {
+		if (p->child == CHILD_POD && (paused || p->expired)) {
 			if (!cached)
 				continue;
 			r->stats.deletes++;
@@ -346,6 +348,47 @@ static void step(struct pass *p)
 		return;
 	}
 	write_status(p);
+}
+
+static void on_sandbox_deleted(const struct sbx_kube_response *res, void *arg)
+{
+	struct pass *p = arg;
+
+	if (res->rc || (res->status / 100 != 2 && res->status != 404)) {
+		log_failure(p, "cannot delete the expired Sandbox", res);
+		pass_end(p, -EIO);
+		return;
+	}
+	sbx_log_info("expired: deleted", SBX_LS("sandbox", p->key));
+	p->r->stats.deletes++;
+	pass_end(p, 0);
+}
+
+/* Past expiry: Delete removes the Sandbox (the garbage collector takes the
+ * children); Retain keeps it without a pod. Before: a pass at expiry time.
+ * Returns true when the pass is finished here. */
+static bool expire(struct pass *p)
+{
+	const char *policy = sbx_json_str(p->sandbox, "spec.expiryPolicy");
+	time_t exp, now = time(NULL);
+	char path[512];
+
+	if (sandbox_expiry(p->sandbox, &exp) != 0)
+		return false;
+	if (now < exp) {
+		/* Timers, not polling: one delayed add per Sandbox, re-armed by
+		 * every pass (a renewal moves it). */
+		sbx_workqueue_add_after(p->r->queue, p->key, (uint64_t)(exp - now) * 1000 + 50);
+		return false;
+	}
+	if (policy && strcmp(policy, "Retain") == 0) {
+		p->expired = true;
+		return false;
+	}
+	sbx_kube_path(path, sizeof(path), "sbx.dev", "v1alpha1", p->ns, "sandboxes", p->name, NULL);
+	if (sbx_kube_delete(p->r->kube, path, "Background", on_sandbox_deleted, p) != 0)
+		pass_end(p, -EIO);
+	return true;
 }
 
 static void process(struct sbx_workqueue *q, const char *key, void *arg)
@@ -389,7 +432,8 @@ static void process(struct sbx_workqueue *q, const char *key, void *arg)
 		snprintf(p->id, sizeof(p->id), "%s", id);
 	else
 		sandbox_new_id(p->name, p->id, sizeof(p->id));
-	step(p);
+	if (!expire(p))
+		step(p);
 }
 
 /* -- life ----------------------------------------------------------------- */
@@ -451,7 +495,7 @@ size_t reconciler_sandboxes(const struct reconciler *r)
 
 size_t reconciler_queue_len(const struct reconciler *r)
 {
-	return sbx_workqueue_len(r->queue);
+	return r->stopped ? 0 : sbx_workqueue_len(r->queue);
 }
 
 const struct reconciler_stats *reconciler_stats(const struct reconciler *r)
@@ -461,12 +505,18 @@ const struct reconciler_stats *reconciler_stats(const struct reconciler *r)
 
 void reconciler_stop(struct reconciler *r)
 {
+	if (r->stopped)
+		return;
+	r->stopped = true;
 	sbx_informer_free(r->sandboxes);
 	r->sandboxes = NULL;
 	for (int k = 0; k < CHILD_COUNT; k++) {
 		sbx_informer_free(r->children[k]);
 		r->children[k] = NULL;
 	}
+	/* Cancels the delayed adds (expiry timers), so the loop can end; keys in
+	 * process stay valid until their sbx_workqueue_done in reconciler_free. */
+	sbx_workqueue_free(r->queue);
 }
 
 void reconciler_free(struct reconciler *r)
@@ -477,6 +527,5 @@ void reconciler_free(struct reconciler *r)
 	/* The client is gone, and with it the passes' requests: free their memory. */
 	while (r->passes)
 		pass_end(r->passes, 0);
-	sbx_workqueue_free(r->queue);
 	sbx_free(r);
 }

@@ -361,21 +361,19 @@ static void format_time(time_t t, char *out, size_t size)
 	strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* spec.expiresAt, else creation + ttlSeconds; NULL when neither is set. */
-static json_t *expiry(const json_t *sandbox)
+int sandbox_expiry(const json_t *sandbox, time_t *out)
 {
 	const json_t *spec = json_object_get(sandbox, "spec");
 	long long ttl;
 	time_t created;
-	char buf[32];
 
 	if (sbx_json_str(spec, "expiresAt"))
-		return json_deep_copy(json_object_get(spec, "expiresAt"));
+		return parse_time(sbx_json_str(spec, "expiresAt"), out);
 	if (sbx_json_int(spec, "ttlSeconds", &ttl) ||
 	    parse_time(sbx_json_str(sandbox, "metadata.creationTimestamp"), &created))
-		return NULL;
-	format_time(created + (time_t)ttl, buf, sizeof(buf));
-	return json_string(buf);
+		return -1;
+	*out = created + (time_t)ttl;
+	return 0;
 }
 
 static const json_t *pod_condition(const json_t *pod, const char *type)
@@ -436,6 +434,9 @@ static json_t *ready_condition(const json_t *sandbox, const json_t *pod, const c
 		status = "True";
 		reason = "SandboxReady";
 		message = "the pod is ready and the agent answers";
+	} else if (strcmp(phase, "Expired") == 0) {
+		reason = "Expired";
+		message = "the sandbox expired; expiryPolicy Retain keeps it without its pod";
 	} else if (strcmp(phase, "Paused") == 0) {
 		reason = "Paused";
 		message = "spec.paused is true: the pod is deleted, the Service and id are kept";
@@ -459,11 +460,13 @@ static json_t *ready_condition(const json_t *sandbox, const json_t *pod, const c
 			 "observedGeneration", (json_int_t)gen);
 }
 
-static const char *sandbox_phase(const json_t *sandbox, const json_t *pod)
+static const char *sandbox_phase(const json_t *sandbox, const json_t *pod, bool expired)
 {
 	const char *pp = sbx_json_str(pod, "status.phase");
 	const json_t *ready = pod_condition(pod, "Ready");
 
+	if (expired)
+		return "Expired";
 	if (sbx_json_bool(sandbox, "spec.paused", false))
 		return "Paused";
 	if (!pod)
@@ -503,14 +506,15 @@ static json_t *endpoints(const json_t *sandbox, const char *id, const char *fqdn
 }
 
 json_t *sandbox_status(const json_t *sandbox, const char *id, const json_t *pod,
-		       const struct sandbox_settings *s, const char *now)
+		       const struct sandbox_settings *s, const char *now, bool expired)
 {
 	const char *name = sbx_json_str(sandbox, "metadata.name");
 	const char *ns = sbx_json_str(sandbox, "metadata.namespace");
-	const char *phase = sandbox_phase(sandbox, pod);
+	const char *phase = sandbox_phase(sandbox, pod, expired);
 	long long gen = 0;
-	char fqdn[512];
-	json_t *st, *exp;
+	char fqdn[512], when[32];
+	json_t *st;
+	time_t exp;
 
 	snprintf(fqdn, sizeof(fqdn), "%s.%s.svc.%s", name ?: "", ns ?: "",
 		 s->cluster_domain ?: "cluster.local");
@@ -520,12 +524,14 @@ json_t *sandbox_status(const json_t *sandbox, const char *id, const json_t *pod,
 		       endpoints(sandbox, id, fqdn, s), "conditions",
 		       ready_condition(sandbox, pod, phase, now), "observedGeneration",
 		       (json_int_t)gen);
-	if (pod && strcmp(phase, "Paused") != 0) {
+	if (pod && strcmp(phase, "Paused") != 0 && strcmp(phase, "Expired") != 0) {
 		copy_field(st, "podName", json_object_get(pod, "metadata"), "name");
 		copy_field(st, "podIP", json_object_get(pod, "status"), "podIP");
 	}
-	if ((exp = expiry(sandbox)))
-		json_object_set_new(st, "expiresAt", exp);
+	if (sandbox_expiry(sandbox, &exp) == 0) {
+		format_time(exp, when, sizeof(when));
+		json_object_set_new(st, "expiresAt", json_string(when));
+	}
 	return st;
 }
 

@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #define SANDBOX_LABEL		"sbx.dev/sandbox"
 #define SANDBOX_ID_LABEL	"sbx.dev/id"
@@ -50,12 +51,16 @@ bool sandbox_child_current(const json_t *child, const json_t *desired, const cha
 /* True when child is controlled by the Sandbox with this uid. */
 bool sandbox_child_owned(const json_t *child, const char *owner_uid);
 
+/* When the Sandbox expires: spec.expiresAt, else creation + ttlSeconds.
+ * 0, or -1 when it never does. */
+int sandbox_expiry(const json_t *sandbox, time_t *out);
+
 /* The status the Sandbox should show, given its pod (NULL: none yet) and
- * service. now is an RFC 3339 time for new condition transitions. Returns a
- * new object; conditions keep their lastTransitionTime while their status
- * does not change. */
+ * whether it has expired (with expiryPolicy Retain). now is an RFC 3339 time
+ * for new condition transitions. Returns a new object; conditions keep their
+ * lastTransitionTime while their status does not change. */
 json_t *sandbox_status(const json_t *sandbox, const char *id, const json_t *pod,
-		       const struct sandbox_settings *s, const char *now);
+		       const struct sandbox_settings *s, const char *now, bool expired);
 
 /* True when the two status objects say the same thing. */
 bool sandbox_status_equal(const json_t *a, const json_t *b);

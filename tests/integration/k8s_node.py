@@ -801,7 +801,7 @@ kind: ConfigMap
 metadata: {{name: coredns, namespace: kube-system}}
 data:
   Corefile: |
-    .:1053 {{
+    .:53 {{
         errors
         health :8080
         ready :8181
@@ -826,14 +826,18 @@ spec:
       priorityClassName: system-cluster-critical
       dnsPolicy: Default
       terminationGracePeriodSeconds: 1
+      # Port 53 as on every cluster (NetworkPolicies name it), without root
+      # or file capabilities: the pod's own network namespace allows it.
+      securityContext:
+        sysctls: [{{name: net.ipv4.ip_unprivileged_port_start, value: "53"}}]
       containers:
       - name: coredns
         image: {image}
         imagePullPolicy: Never
         args: [-conf, /etc/coredns/Corefile]
         ports:
-        - {{name: dns, containerPort: 1053, protocol: UDP}}
-        - {{name: dns-tcp, containerPort: 1053, protocol: TCP}}
+        - {{name: dns, containerPort: 53, protocol: UDP}}
+        - {{name: dns-tcp, containerPort: 53, protocol: TCP}}
         readinessProbe: {{httpGet: {{path: /ready, port: 8181}}, periodSeconds: 1}}
         livenessProbe: {{httpGet: {{path: /health, port: 8080}}, periodSeconds: 10}}
         resources: {{requests: {{cpu: 50m, memory: 32Mi}}, limits: {{memory: 128Mi}}}}
@@ -854,8 +858,8 @@ spec:
   clusterIP: {DNS_SVC_IP}
   selector: {{k8s-app: kube-dns}}
   ports:
-  - {{name: dns, port: 53, targetPort: 1053, protocol: UDP}}
-  - {{name: dns-tcp, port: 53, targetPort: 1053, protocol: TCP}}
+  - {{name: dns, port: 53, targetPort: 53, protocol: UDP}}
+  - {{name: dns-tcp, port: 53, targetPort: 53, protocol: TCP}}
 """
 
 

@@ -208,3 +208,35 @@ def test_health_and_metrics(operator):
     for name in ("sbx_operator_reconciles_total", "sbx_operator_queue_depth",
                  "sbx_operator_sandboxes", "sbx_operator_synced 1"):
         assert name in text
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def test_expiry_deletes_or_retains_on_time_and_renewal_moves_it(operator, namespace):
+    cp = operator.cp
+    t0 = time.time()
+    apply_sandbox(cp, namespace, "gone", expiresAt=iso(t0 + 4))
+    apply_sandbox(cp, namespace, "kept", expiresAt=iso(t0 + 4), expiryPolicy="Retain")
+    apply_sandbox(cp, namespace, "renewed", expiresAt=iso(t0 + 4))
+    wait_for("the pods", lambda: all(get(cp, namespace, "pod", n, check=False)
+                                     for n in ("gone", "kept", "renewed")))
+    st = get(cp, namespace, "sandbox", "kept")["status"]
+    assert st["expiresAt"] == iso(t0 + 4)
+    cp.kubectl("-n", namespace, "patch", "sandbox", "renewed", "--type=merge",
+               "-p", json.dumps({"spec": {"expiresAt": iso(t0 + 3600)}}))
+    # Delete: the Sandbox goes at its time (not before), its children with it.
+    wait_for("the expired Sandbox deleted",
+             lambda: get(cp, namespace, "sandbox", "gone", check=False) is None, 20)
+    assert time.time() >= int(t0 + 4) - 0.01
+    # Retain: kept, without its pod, phase Expired.
+    st = wait_for("phase Expired", lambda: (s := get(cp, namespace, "sandbox", "kept")["status"])
+                  ["phase"] == "Expired" and s, 20)
+    assert st["conditions"][0]["reason"] == "Expired" and "podIP" not in st
+    wait_for("the retained Sandbox's pod deleted", lambda: (
+        p := get(cp, namespace, "pod", "kept", check=False)) is None or p["metadata"].get("deletionTimestamp"))
+    assert get(cp, namespace, "service", "kept")
+    # Renewed: still there, with the new time in status.
+    r = get(cp, namespace, "sandbox", "renewed")
+    assert r["status"]["expiresAt"] == iso(t0 + 3600) and r["status"]["phase"] != "Expired"

@@ -254,7 +254,7 @@ static void the_status_follows_the_pod(void **state)
 {
 	json_t *sbx = minimal(), *st, *pod;
 
-	st = sandbox_status(sbx, "s1-abcde", NULL, &settings, "2026-12-03T10:00:01Z");
+	st = sandbox_status(sbx, "s1-abcde", NULL, &settings, "2026-12-03T10:00:01Z", false);
 	assert_json(st, "phase", "\"Pending\"");
 	assert_json(st, "conditions.[0].reason", "\"PodNotCreated\"");
 	assert_json(st, "serviceFQDN", "\"s1.team-a.svc.cluster.local\"");
@@ -270,7 +270,7 @@ static void the_status_follows_the_pod(void **state)
 
 	pod = pod_with("{\"phase\":\"Pending\",\"containerStatuses\":[{\"state\":{\"waiting\":"
 		       "{\"reason\":\"ErrImagePull\",\"message\":\"no such image\"}}}]}");
-	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:00:02Z");
+	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:00:02Z", false);
 	assert_json(st, "conditions.[0].reason", "\"ErrImagePull\"");
 	assert_json(st, "conditions.[0].message", "\"no such image\"");
 	/* Still False: the transition time of the first False stays. */
@@ -281,14 +281,14 @@ static void the_status_follows_the_pod(void **state)
 	pod = pod_with(
 		"{\"phase\":\"Pending\",\"conditions\":[{\"type\":\"PodScheduled\","
 		"\"status\":\"False\",\"reason\":\"Unschedulable\",\"message\":\"0/1 nodes\"}]}");
-	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:00:02Z");
+	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:00:02Z", false);
 	assert_json(st, "conditions.[0].reason", "\"Unschedulable\"");
 	json_decref(st);
 	json_decref(pod);
 
 	pod = pod_with("{\"phase\":\"Running\",\"podIP\":\"10.244.0.7\",\"conditions\":"
 		       "[{\"type\":\"Ready\",\"status\":\"True\"}]}");
-	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:00:03Z");
+	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:00:03Z", false);
 	assert_json(st, "phase", "\"Running\"");
 	assert_json(st, "podIP", "\"10.244.0.7\"");
 	assert_json(st, "podName", "\"s1\"");
@@ -296,12 +296,12 @@ static void the_status_follows_the_pod(void **state)
 	assert_json(st, "conditions.[0].lastTransitionTime", "\"2026-12-03T10:00:03Z\"");
 	/* Asked again with nothing changed: the same status, so no write. */
 	json_object_set_new(sbx, "status", st);
-	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:05:00Z");
+	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:05:00Z", false);
 	assert_true(sandbox_status_equal(st, json_object_get(sbx, "status")));
 	json_decref(st);
 
 	json_object_set_new(json_object_get(sbx, "spec"), "paused", json_true());
-	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:06:00Z");
+	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:06:00Z", false);
 	assert_json(st, "phase", "\"Paused\"");
 	assert_json(st, "podIP", "null");
 	assert_json(st, "conditions.[0].reason", "\"Paused\"");
@@ -317,16 +317,29 @@ static void expiry_comes_from_the_spec_or_the_ttl(void **state)
 	const struct sandbox_settings no_gateway = { .cluster_domain = "cluster.local" };
 
 	json_object_set_new(json_object_get(sbx, "spec"), "ttlSeconds", json_integer(3600));
-	st = sandbox_status(sbx, "s1-abcde", NULL, &no_gateway, "2026-12-03T10:00:01Z");
+	st = sandbox_status(sbx, "s1-abcde", NULL, &no_gateway, "2026-12-03T10:00:01Z", false);
 	assert_json(st, "expiresAt", "\"2026-12-03T11:00:00Z\"");
 	/* Without a gateway, URLs name the Service. */
 	assert_json(st, "endpoints.[0].url", "\"http://s1.team-a.svc.cluster.local:8080\"");
 	json_decref(st);
 	json_object_set_new(json_object_get(sbx, "spec"), "expiresAt",
 			    json_string("2027-01-01T00:00:00Z"));
-	st = sandbox_status(sbx, "s1-abcde", NULL, &no_gateway, "2026-12-03T10:00:01Z");
+	st = sandbox_status(sbx, "s1-abcde", NULL, &no_gateway, "2026-12-03T10:00:01Z", false);
 	assert_json(st, "expiresAt", "\"2027-01-01T00:00:00Z\"");
 	json_decref(st);
+	/* Expired with Retain: no pod in the status, and the condition says why. */
+	st = sandbox_status(sbx, "s1-abcde", NULL, &no_gateway, "2027-01-01T00:00:01Z", true);
+	assert_json(st, "phase", "\"Expired\"");
+	assert_json(st, "conditions.[0].reason", "\"Expired\"");
+	json_decref(st);
+	time_t t;
+	json_object_del(json_object_get(sbx, "spec"), "expiresAt");
+	json_object_del(json_object_get(sbx, "spec"), "ttlSeconds");
+	assert_int_equal(sandbox_expiry(sbx, &t), -1);
+	json_object_set_new(json_object_get(sbx, "spec"), "expiresAt",
+			    json_string("2027-01-01T00:00:00.5Z"));
+	assert_int_equal(sandbox_expiry(sbx, &t), 0);
+	assert_int_equal((long long)t, 1798761600LL);
 	json_decref(sbx);
 	(void)state;
 }
