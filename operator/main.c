@@ -86,6 +86,8 @@ static void metrics(struct sbx_buf *b, void *arg)
 	sbx_metrics_sample(b, "sbx_operator_conflicts_total", "counter",
 			   "Status writes refused with 409 (the Sandbox had changed)", "",
 			   (double)s->conflicts);
+	sbx_metrics_sample(b, "sbx_operator_events_total", "counter",
+			   "Kubernetes Events posted on Sandboxes", "", (double)s->events);
 	sbx_metrics_sample(b, "sbx_operator_queue_depth", "gauge", "Sandbox keys waiting", "",
 			   (double)reconciler_queue_len(op->rec));
 	sbx_metrics_sample(b, "sbx_operator_sandboxes", "gauge", "Sandboxes in the cache", "",

@@ -234,6 +234,54 @@ static void on_status_written(const struct sbx_kube_response *res, void *arg)
 	pass_end(p, 0);
 }
 
+static void on_event_posted(const struct sbx_kube_response *res, void *arg)
+{
+	(void)arg;
+	if (res->rc || res->status / 100 != 2)
+		sbx_log_warn("cannot post an event", SBX_LI("status", res->status),
+			     SBX_LS("error", sbx_kube_status_message(res)));
+}
+
+/* A Kubernetes Event on the Sandbox when its phase or its Ready reason
+ * changes, so `kubectl describe sandbox` tells the story: Warning for a
+ * reason that needs the user (a bad image, a crash loop, a conflict). */
+static void post_event(struct pass *p, const json_t *old_status, const json_t *status,
+		       const char *now)
+{
+	const json_t *old_ready = json_array_get(json_object_get(old_status, "conditions"), 0);
+	const json_t *ready = json_array_get(json_object_get(status, "conditions"), 0);
+	const char *phase = sbx_json_str(status, "phase"), *old_phase;
+	const char *reason = sbx_json_str(ready, "reason"), *old_reason;
+	const char *type = "Normal";
+	char path[256], prefix[260];
+	json_t *ev;
+
+	old_phase = sbx_json_str(old_status, "phase");
+	old_reason = sbx_json_str(old_ready, "reason");
+	if (!phase || !reason ||
+	    (old_phase && old_reason && !strcmp(phase, old_phase) && !strcmp(reason, old_reason)))
+		return;
+	if (strcmp(reason, "SandboxReady") && strcmp(reason, "PodNotCreated") &&
+	    strcmp(reason, "PodNotReady") && strcmp(reason, "Paused") && strcmp(reason, "Expired"))
+		type = "Warning";
+	snprintf(prefix, sizeof(prefix), "%s.", p->name);
+	ev = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s?},"
+		       " s:s, s:s, s:s, s:{s:s}, s:s, s:s, s:i, s:s}",
+		       "apiVersion", "v1", "kind", "Event", "metadata", "generateName", prefix,
+		       "namespace", p->ns, "involvedObject", "apiVersion", SANDBOX_API_VERSION,
+		       "kind", "Sandbox", "name", p->name, "namespace", p->ns, "uid",
+		       sbx_json_str(p->sandbox, "metadata.uid"), "reason", reason, "message",
+		       sbx_json_str(ready, "message") ?: reason, "type", type, "source",
+		       "component", FIELD_MANAGER, "firstTimestamp", now, "lastTimestamp", now,
+		       "count", 1, "reportingComponent", FIELD_MANAGER);
+	if (!ev)
+		return;
+	sbx_kube_path(path, sizeof(path), "", "v1", p->ns, "events", NULL, NULL);
+	if (sbx_kube_create(p->r->kube, path, ev, on_event_posted, NULL) == 0)
+		p->r->stats.events++;
+	json_decref(ev);
+}
+
 static void write_status(struct pass *p)
 {
 	struct reconciler *r = p->r;
@@ -266,6 +314,7 @@ static void write_status(struct pass *p)
 		pass_end(p, 0);
 		return;
 	}
+	post_event(p, json_object_get(p->sandbox, "status"), status, now);
 	/* PUT /status with the cached object: its resourceVersion makes it conditional. */
 	obj = json_deep_copy(p->sandbox);
 	json_object_set_new(obj, "status", status);

@@ -24,7 +24,7 @@ struct sbx_kube;
 struct reconciler;
 
 struct reconciler_stats {
-	uint64_t passes, failures, writes, status_writes, conflicts, deletes;
+	uint64_t passes, failures, writes, status_writes, conflicts, deletes, events;
 	uint64_t pass_us_total; /* summed duration of passes */
 };
 

@@ -240,3 +240,23 @@ def test_expiry_deletes_or_retains_on_time_and_renewal_moves_it(operator, namesp
     # Renewed: still there, with the new time in status.
     r = get(cp, namespace, "sandbox", "renewed")
     assert r["status"]["expiresAt"] == iso(t0 + 3600) and r["status"]["phase"] != "Expired"
+
+
+def test_a_bad_image_is_told_in_the_status_and_in_kubectl_describe(operator, namespace):
+    cp = operator.cp
+    apply_sandbox(cp, namespace, "bad", image="sbx.local/no-such-image:1")
+    wait_for("the pod", lambda: get(cp, namespace, "pod", "bad", check=False))
+    # What a kubelet reports when the image cannot be had.
+    cp.kubectl("-n", namespace, "patch", "pod", "bad", "--subresource=status", "--type=merge",
+               "-p", json.dumps({"status": {"phase": "Pending", "containerStatuses": [{
+                   "name": "sandbox", "image": "sbx.local/no-such-image:1", "imageID": "",
+                   "ready": False, "restartCount": 0, "started": False,
+                   "state": {"waiting": {"reason": "ErrImageNeverPull",
+                                         "message": "image sbx.local/no-such-image:1 is not present"}}}]}}))
+    st = wait_for("the reason in status", lambda: (s := get(cp, namespace, "sandbox", "bad")["status"])
+                  ["conditions"][0]["reason"] == "ErrImageNeverPull" and s)
+    assert st["phase"] == "Pending" and "is not present" in st["conditions"][0]["message"]
+    out = wait_for("the event in kubectl describe", lambda: (
+        d := cp.kubectl("-n", namespace, "describe", "sandbox", "bad").stdout) and
+        "ErrImageNeverPull" in d and d)
+    assert "Warning" in out and "image sbx.local/no-such-image:1 is not present" in out
