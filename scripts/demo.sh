@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `make demo`: a real one-node Kubernetes on this machine (scripts/cluster.sh),
-# sbx's images built and imported, and a sandbox pod made the way the operator
-# will make it: the agent copied by an init container from sbx.local/sbx-agent
-# into an image that does not have it (sbx.local/sandbox-base, Debian), a
-# ClusterIP Service in front, and a tour of the agent's /v1 API through that
-# Service, the official SDK included. It stays up until Ctrl-C, then takes the
+# sbx's images built and imported, the Sandbox CRD and sbx-operator installed
+# with kubectl, and a Sandbox applied: the operator makes its pod (the agent
+# copied by an init container from sbx.local/sbx-agent into an image that does
+# not have it, sbx.local/sandbox-base), its Service and its NetworkPolicy, and
+# the demo tours the agent's /v1 API through that Service, the official SDK
+# included. It stays up until Ctrl-C, then takes the
 # node down and restores the host; with SBX_DEMO_EXIT=1 or no terminal it
 # tears down right after the tour. Needs root.
 set -euo pipefail
@@ -35,46 +36,37 @@ show "$kubectl" get nodes -o wide
 show "$kubectl" get pods -A
 
 echo
-echo "==> a sandbox pod: $SBX_IMAGE_SANDBOX_BASE, with the agent from $SBX_IMAGE_AGENT"
+echo "==> sbx: the Sandbox CRD and sbx-operator ($SBX_IMAGE_OPERATOR)"
+"$kubectl" apply -f manifests/crd/ >/dev/null
+"$kubectl" wait --for=condition=Established crd/sandboxes.sbx.dev --timeout=60s >/dev/null
+sed -e "s|image: sbx.local/sbx-operator:dev|image: $SBX_IMAGE_OPERATOR|" \
+	-e "s|--agent-image=sbx.local/sbx-agent:dev|--agent-image=$SBX_IMAGE_AGENT|" \
+	manifests/operator/operator.yaml | "$kubectl" apply -f -
+"$kubectl" -n sbx-system rollout status deployment/sbx-operator --timeout=120s
+
+echo
+echo "==> kubectl apply a Sandbox: $SBX_IMAGE_SANDBOX_BASE, the agent injected"
 "$kubectl" create namespace demo >/dev/null
 until "$kubectl" -n demo get serviceaccount default >/dev/null 2>&1; do sleep 0.2; done
-"$kubectl" -n demo apply -f - <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: sandbox-1, labels: {app: sandbox-1}}
-spec:
-  terminationGracePeriodSeconds: 2
-  automountServiceAccountToken: false
-  initContainers:
-  - name: install-agent
-    image: $SBX_IMAGE_AGENT
-    imagePullPolicy: Never
-    args: [install, /sbx]
-    volumeMounts: [{name: sbx, mountPath: /sbx}]
-  containers:
-  - name: main
-    image: $SBX_IMAGE_SANDBOX_BASE
-    imagePullPolicy: Never
-    command: [/opt/sbx/bin/sbx-agent, run, --, sleep, infinity]
-    env: [{name: WORKSPACE, value: /root}]
-    ports: [{name: agent, containerPort: 8080}]
-    readinessProbe: {httpGet: {path: /v1/ping, port: 8080}, periodSeconds: 1}
-    volumeMounts: [{name: sbx, mountPath: /opt/sbx, readOnly: true}]
-    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}, seccompProfile: {type: RuntimeDefault}}
-  volumes: [{name: sbx, emptyDir: {}}]
----
-apiVersion: v1
-kind: Service
+cat >"$work/sandbox.yaml" <<EOF
+apiVersion: sbx.dev/v1alpha1
+kind: Sandbox
 metadata: {name: sandbox-1}
 spec:
-  selector: {app: sandbox-1}
-  ports: [{name: agent, port: 8080}]
+  image: $SBX_IMAGE_SANDBOX_BASE
+  command: [sleep, infinity]
+  workingDir: /root
+  ports: [{name: web, port: 3000}]
+  ttlSeconds: 3600
 EOF
+cat "$work/sandbox.yaml"
 t0=$(date +%s%N)
-"$kubectl" -n demo wait --for=condition=Ready pod/sandbox-1 --timeout=120s >/dev/null
-echo "pod created -> Ready in $((($(date +%s%N) - t0) / 1000000)) ms"
-show "$kubectl" -n demo get pod,svc -o wide
-show "$kubectl" -n demo logs sandbox-1 -c install-agent
+"$kubectl" -n demo apply -f "$work/sandbox.yaml"
+"$kubectl" -n demo wait --for=jsonpath='{.status.phase}'=Running sandbox/sandbox-1 --timeout=120s >/dev/null
+echo "Sandbox applied -> Running in $((($(date +%s%N) - t0) / 1000000)) ms"
+show "$kubectl" -n demo get sbx
+show "$kubectl" -n demo get pod,svc,networkpolicy -o wide
+show "$kubectl" -n demo logs sandbox-1 -c sbx-agent-install
 svc=$("$kubectl" -n demo get svc sandbox-1 -o jsonpath='{.spec.clusterIP}')
 url="http://$svc:8080"
 until curl -fs "$url/v1/ping" >/dev/null; do sleep 0.2; done
@@ -119,8 +111,8 @@ cat <<EOT
   curl -s $url/v1/sandbox | head -c 400
   a browser on $url/v1/docs (the API)
   scripts/cluster.sh status | down
-sbx-operator, sbx-ingress and sbx-egress images are imported ($SBX_IMAGE_OPERATOR, ...);
-their behaviour arrives with their features.
+  $kubectl -n demo describe sandbox sandbox-1
+sbx-ingress and sbx-egress images are imported; their behaviour arrives with their features.
 EOT
 if [[ ${SBX_DEMO_EXIT:-0} == 1 || ! -t 0 ]]; then
 	echo "Stopping now (no terminal, or SBX_DEMO_EXIT=1); run 'make demo' in a terminal to keep it up."

@@ -1,0 +1,137 @@
+"""sbx-operator on the real node, installed as users install it (the CRD and
+manifests/operator/ with kubectl), driven with kubectl: a Sandbox becomes a
+running pod with the agent injected, the official SDK runs commands in it,
+its declared port answers, and its NetworkPolicy admits only the gateway."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from agent_sandbox import Sandbox
+
+from conftest import REPO, wait_until
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+@pytest.fixture(scope="module")
+def operator(kube):
+    """The CRD and the operator's manifests, with this build's images."""
+    kube.kubectl("apply", "-f", str(REPO / "manifests" / "crd"))
+    kube.kubectl("wait", "--for=condition=Established", "crd/sandboxes.sbx.dev", "--timeout=60s")
+    text = (REPO / "manifests" / "operator" / "operator.yaml").read_text()
+    text = text.replace("image: sbx.local/sbx-operator:dev", f"image: {kube.image('operator')}")
+    text = text.replace("--agent-image=sbx.local/sbx-agent:dev",
+                        f"--agent-image={kube.image('agent')}")
+    kube.kubectl("apply", "-f", "-", input=text)
+    r = kube.kubectl("-n", "sbx-system", "rollout", "status", "deployment/sbx-operator",
+                     "--timeout=120s", check=False, timeout=130)
+    if r.returncode != 0:
+        pods = kube.kubectl("-n", "sbx-system", "describe", "pods", check=False).stdout
+        pytest.fail(f"the operator did not become available: {r.stderr}\n{pods[-3000:]}")
+    yield kube
+    logs = kube.kubectl("-n", "sbx-system", "logs", "deployment/sbx-operator", check=False).stdout
+    kube.kubectl("-n", "sbx-system", "delete", "deployment", "sbx-operator", "--wait=false")
+    for mark in SANITIZER_MARKS:
+        assert mark not in logs, logs
+
+
+def sandbox_yaml(kube, name: str, **spec) -> str:
+    spec.setdefault("image", kube.image("sandbox-base"))
+    return yaml.safe_dump({"apiVersion": "sbx.dev/v1alpha1", "kind": "Sandbox",
+                           "metadata": {"name": name}, "spec": spec})
+
+
+def wait_running(kube, ns: str, name: str) -> dict:
+    """Until the phase is Running and the agent answers through the Service
+    (kube-proxy programs it a moment after the pod is Ready)."""
+    r = kube.kubectl("-n", ns, "wait", "--for=jsonpath={.status.phase}=Running", f"sandbox/{name}",
+                     "--timeout=120s", check=False, timeout=130)
+    if r.returncode != 0:
+        desc = kube.kubectl("-n", ns, "describe", "sandbox,pods", check=False).stdout
+        pytest.fail(f"sandbox {name} not Running: {r.stderr}\n{desc[-4000:]}")
+    sbx = kube.get(ns, "sandbox", name)
+    svc = kube.cluster_ip(ns, sbx["status"]["serviceName"])
+    wait_until("the agent through the Service",
+               lambda: kube.fetch_from_host(f"http://{svc}:8080/v1/ping") is not None, 30)
+    return sbx
+
+
+def test_kubectl_apply_a_sandbox_then_the_sdk_and_the_declared_port_answer(operator, ns):
+    kube = operator
+    kube.apply(ns, sandbox_yaml(kube, "work", command=["python3", "-m", "http.server", "3000"],
+                                workingDir="/srv", ports=[{"name": "web", "port": 3000}]))
+    sbx = wait_running(kube, ns, "work")
+    st = sbx["status"]
+    assert st["conditions"][0]["type"] == "Ready" and st["conditions"][0]["status"] == "True"
+    out = kube.kubectl("-n", ns, "get", "sbx").stdout.splitlines()
+    assert out[0].split() == ["NAME", "ID", "PHASE", "ENDPOINT", "AGE"]
+    assert out[1].split()[:4] == ["work", st["id"], "Running", st["endpoints"][0]["url"]]
+    pod = kube.get(ns, "pod", "work")
+    assert pod["status"]["containerStatuses"][0]["imageID"] == kube.image_id("sandbox-base")
+    assert pod["status"]["initContainerStatuses"][0]["imageID"] == kube.image_id("agent")
+
+    # The agent and the declared port, through the Service, from a pod the
+    # NetworkPolicy admits: one labelled as the gateway, in its namespace.
+    svc = kube.cluster_ip(ns, st["serviceName"])
+    gateway_ns = "sbx-system"
+    kube.apply(gateway_ns, f"""apiVersion: v1
+kind: Pod
+metadata: {{name: gw-{ns[-4:]}, labels: {{app.kubernetes.io/name: sbx-ingress}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: main, image: {kube.image('busybox')}, imagePullPolicy: Never, command: [sleep, "3600"]}}
+""")
+    gw = f"gw-{ns[-4:]}"
+    try:
+        kube.wait_ready(gateway_ns, gw)
+        ping = wait_until("the agent from the gateway's pod",
+                          lambda: kube.fetch_from_pod(gateway_ns, gw, f"http://{svc}:8080/v1/ping"), 30)
+        assert json.loads(ping)
+        page = kube.fetch_from_pod(gateway_ns, gw, f"http://{svc}:3000/")
+        assert page and "Directory listing" in page
+        # Another pod, even in the sandbox's own namespace, is refused.
+        kube.apply(ns, f"""apiVersion: v1
+kind: Pod
+metadata: {{name: neighbour, labels: {{app: neighbour}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: main, image: {kube.image('busybox')}, imagePullPolicy: Never, command: [sleep, "3600"]}}
+""")
+        kube.wait_ready(ns, "neighbour")
+        assert kube.fetch_from_pod(ns, "neighbour", f"http://{svc}:8080/v1/ping") is None
+        assert kube.fetch_from_pod(ns, "neighbour", f"http://{st['podIP']}:3000/") is None
+    finally:
+        kube.kubectl("-n", gateway_ns, "delete", "pod", gw, "--wait=false", check=False)
+
+    # The official SDK from the host (the node is not a pod: policies do not
+    # apply to it), with cd and export kept across calls.
+    shell = Sandbox(base_url=f"http://{svc}:8080", timeout=30).shell
+    r = shell.exec_command(command="pwd; cd /tmp && export STAGE=operator")
+    assert r.data.output == "/srv\n"
+    r = shell.exec_command(id=r.data.session_id, command="echo $STAGE in $(pwd)")
+    assert r.data.output == "operator in /tmp\n"
+
+
+def test_a_sandbox_reaches_neither_the_apiserver_nor_another_sandbox(operator, ns):
+    kube = operator
+    kube.apply(ns, sandbox_yaml(kube, "a") + "---\n" + sandbox_yaml(kube, "b"))
+    a, b = wait_running(kube, ns, "a"), wait_running(kube, ns, "b")
+    shell = Sandbox(base_url=f"http://{kube.cluster_ip(ns, 'a')}:8080", timeout=30).shell
+    probe = "curl -s -o /dev/null -m 3 -w '%{http_code}' "
+    r = shell.exec_command(command=probe + f"http://{b['status']['podIP']}:8080/v1/ping; echo \" $?\"")
+    assert r.data.output.split()[-1] != "0", r.data.output
+    r = shell.exec_command(command=probe + f"http://{kube.cluster_ip(ns, 'b')}:8080/v1/ping; echo \" $?\"")
+    assert r.data.output.split()[-1] != "0", r.data.output
+    r = shell.exec_command(command=probe + "-k https://10.96.0.1/version; echo \" $?\"")
+    assert r.data.output.split()[-1] != "0", r.data.output
+    # No API credentials in a sandbox by default.
+    r = shell.exec_command(command="ls /var/run/secrets/kubernetes.io/serviceaccount 2>&1; true")
+    assert "No such file" in r.data.output
+    # The cluster DNS stays reachable: names resolve.
+    r = shell.exec_command(command="getent hosts kubernetes.default.svc.cluster.local")
+    assert "10.96.0.1" in r.data.output
