@@ -874,6 +874,9 @@ def main() -> int:
             print(f"node {NODE} is Ready; kubectl: {c.bin / 'kubectl'}; logs: {c.state / 'logs'}")
             print(f"export KUBECONFIG={c.kubeconfig}")
         elif cmd == "down":
+            if not c.state.exists():
+                print("down: no cluster is up; nothing to do")
+                return 0
             diff = c.down()
             if diff:
                 print("the host is not as it was before up:\n  " + "\n  ".join(diff))
