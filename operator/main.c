@@ -4,6 +4,7 @@
  * main() only parses the configuration, wires the modules (the Kubernetes
  * client, the reconciler, the health and metrics server) and runs the loop.
  */
+#include "leader.h"
 #include "reconcile.h"
 #include "sandbox.h"
 
@@ -21,6 +22,7 @@
 #include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static char *kubeconfig;
 static char *kube_context;
@@ -32,6 +34,11 @@ static char *ingress_selector = "app.kubernetes.io/name=sbx-ingress";
 static struct sbx_strv deny_cidrs;
 static char *listen_addr = ":8081";
 static long workers = 4;
+static bool leader_elect;
+static char *lease_namespace = "sbx-system";
+static char *lease_name = "sbx-operator";
+static char *identity;
+static long lease_seconds = 10;
 
 /* Where a sandbox may never connect: private and shared ranges (pods,
  * Services, nodes of any usual cluster) and link-local (cloud metadata). */
@@ -44,10 +51,12 @@ struct operator
 	uv_loop_t *loop;
 	struct sbx_kube *kube;
 	struct reconciler *rec;
+	struct leader *leader;
 	struct sbx_http_server *http;
 	struct sbx_signals signals;
 	struct sandbox_settings settings;
 	const char **deny;
+	int exit_code;
 };
 
 static void healthz(struct sbx_http_req *req, void *arg)
@@ -60,7 +69,10 @@ static void readyz(struct sbx_http_req *req, void *arg)
 {
 	struct operator* op = arg;
 
-	if (reconciler_synced(op->rec))
+	/* A standby is ready: it serves its endpoints and waits for the lease. */
+	if (op->leader && !leader_is_leader(op->leader))
+		sbx_http_respond(req, 200, "application/json", "{\"status\":\"standby\"}", 20);
+	else if (reconciler_synced(op->rec))
 		sbx_http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
 	else
 		sbx_http_respond_error(req, 503, "the caches have not listed everything yet");
@@ -94,6 +106,9 @@ static void metrics(struct sbx_buf *b, void *arg)
 			   (double)reconciler_sandboxes(op->rec));
 	sbx_metrics_sample(b, "sbx_operator_synced", "gauge", "1 when every cache has listed", "",
 			   reconciler_synced(op->rec) ? 1 : 0);
+	sbx_metrics_sample(b, "sbx_operator_leader", "gauge",
+			   "1 when this replica reconciles (always, without --leader-elect)", "",
+			   !op->leader || leader_is_leader(op->leader) ? 1 : 0);
 	sbx_metrics_http_server(b, op->http, "sbx_operator");
 }
 
@@ -109,10 +124,57 @@ static void on_stop(void *arg)
 	struct operator* op = arg;
 
 	sbx_log_info("stopping");
+	leader_free(op->leader);
+	op->leader = NULL;
 	reconciler_stop(op->rec);
 	sbx_kube_free(op->kube);
 	op->kube = NULL;
 	sbx_http_server_close(op->http, on_http_closed, op);
+}
+
+static void on_elected(void *arg)
+{
+	struct operator* op = arg;
+
+	reconciler_start(op->rec);
+}
+
+/* A leader that could not renew may already be replaced: stop writing at
+ * once, and let the Deployment start this replica again as a candidate. */
+static void on_lost(void *arg)
+{
+	struct operator* op = arg;
+
+	sbx_log_error("no longer the leader; exiting");
+	op->exit_code = 1;
+	on_stop(op);
+}
+
+static int start_leading(struct operator* op)
+{
+	char host[256];
+	struct leader_opts lo = { .ns = lease_namespace,
+				  .name = lease_name,
+				  .identity = identity,
+				  .lease_s = (unsigned)lease_seconds,
+				  .renew_s =
+					  (unsigned)(lease_seconds / 3 ? lease_seconds / 3 : 1) };
+	struct leader_handlers lh = { on_elected, on_lost };
+	int rc;
+
+	if (!leader_elect)
+		return reconciler_start(op->rec);
+	if (!lo.identity || !*lo.identity) {
+		if (gethostname(host, sizeof(host)) != 0)
+			snprintf(host, sizeof(host), "sbx-operator");
+		host[sizeof(host) - 1] = '\0';
+		lo.identity = host;
+	}
+	if ((rc = leader_new(op->loop, op->kube, &lo, &lh, op, &op->leader)))
+		return rc;
+	sbx_log_info("waiting for the leader lease", SBX_LS("namespace", lease_namespace),
+		     SBX_LS("name", lease_name), SBX_LS("identity", lo.identity));
+	return leader_start(op->leader);
 }
 
 static int run(struct operator* op)
@@ -160,14 +222,18 @@ static int run(struct operator* op)
 	}
 	sbx_metrics_register(metrics, op);
 	sbx_signals_init(op->loop, &op->signals, on_stop, op);
-	reconciler_start(op->rec);
+	if ((rc = start_leading(op))) {
+		sbx_log_error("cannot start", SBX_LERR(rc));
+		op->exit_code = 1;
+		on_stop(op);
+	}
 	sbx_log_info("running", SBX_LS("listen", listen_addr),
 		     SBX_LI("port", sbx_http_server_port(op->http)), SBX_LS("version", SBX_VERSION),
 		     SBX_LS("agent_image", agent_image), SBX_LS("gateway_url", gateway_url),
 		     SBX_LI("workers", workers));
 	uv_run(op->loop, UV_RUN_DEFAULT);
 	reconciler_free(op->rec);
-	return 0;
+	return op->exit_code;
 }
 
 int main(int argc, char **argv)
@@ -228,6 +294,34 @@ int main(int argc, char **argv)
 		  .help = "Sandboxes reconciled at once",
 		  .min = 1,
 		  .max = 256 },
+		{ .name = "leader-elect",
+		  .type = SBX_OPT_BOOL,
+		  .dest = &leader_elect,
+		  .help = "reconcile only while holding the Lease (run several replicas)" },
+		{ .name = "leader-election-namespace",
+		  .type = SBX_OPT_STRING,
+		  .dest = &lease_namespace,
+		  .metavar = "NS",
+		  .env = "POD_NAMESPACE",
+		  .help = "namespace of the Lease" },
+		{ .name = "leader-election-name",
+		  .type = SBX_OPT_STRING,
+		  .dest = &lease_name,
+		  .metavar = "NAME",
+		  .help = "name of the Lease" },
+		{ .name = "leader-election-identity",
+		  .type = SBX_OPT_STRING,
+		  .dest = &identity,
+		  .metavar = "ID",
+		  .env = "POD_NAME",
+		  .help = "this replica's name in the Lease (default: the host name)" },
+		{ .name = "lease-seconds",
+		  .type = SBX_OPT_INT,
+		  .dest = &lease_seconds,
+		  .metavar = "S",
+		  .min = 3,
+		  .max = 300,
+		  .help = "a leader that has not renewed for this long is replaced" },
 	};
 	struct sbx_config cfg = {
 		.program = "sbx-operator",

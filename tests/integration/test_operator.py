@@ -260,3 +260,41 @@ def test_a_bad_image_is_told_in_the_status_and_in_kubectl_describe(operator, nam
         d := cp.kubectl("-n", namespace, "describe", "sandbox", "bad").stdout) and
         "ErrImageNeverPull" in d and d)
     assert "Warning" in out and "image sbx.local/no-such-image:1 is not present" in out
+
+
+def test_two_replicas_one_leader_and_a_takeover_when_it_dies(crd, namespace, tmp_path):
+    cp = crd
+    lease = f"sbx-operator-{namespace[-6:]}"
+    args = ["--leader-elect", f"--leader-election-namespace={namespace}",
+            f"--leader-election-name={lease}", "--lease-seconds=6"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Operator(cp, tmp_path / "a", "--leader-election-identity=replica-a", *args)
+    b = Operator(cp, tmp_path / "b", "--leader-election-identity=replica-b", *args)
+    try:
+        holder = wait_for("a holder", lambda: get(cp, namespace, "lease", lease, check=False)
+                          and get(cp, namespace, "lease", lease)["spec"]["holderIdentity"])
+        leader, standby = (a, b) if holder == "replica-a" else (b, a)
+        wait_for("the leader's metric", lambda: leader.metric("sbx_operator_leader") == 1)
+        assert standby.metric("sbx_operator_leader") == 0
+        assert standby.get("/readyz") == (200, '{"status":"standby"}')
+        apply_sandbox(cp, namespace, "first")
+        wait_for("the first Sandbox reconciled", lambda: get(cp, namespace, "pod", "first", check=False))
+        assert standby.metric("sbx_operator_reconciles_total") == 0
+
+        # The leader dies without a word; the standby takes over once the lease runs out.
+        leader.proc.kill()
+        leader.proc.wait()
+        t0 = time.monotonic()
+        apply_sandbox(cp, namespace, "second")
+        wait_for("the second Sandbox reconciled by the new leader",
+                 lambda: get(cp, namespace, "pod", "second", check=False), 20)
+        took = time.monotonic() - t0
+        assert took < 15, took
+        spec = get(cp, namespace, "lease", lease)["spec"]
+        assert spec["holderIdentity"] != holder and spec["leaseTransitions"] >= 1
+        assert standby.metric("sbx_operator_leader") == 1
+    finally:
+        for op in (a, b):
+            if op.proc.poll() is None:
+                op.stop()
