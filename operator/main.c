@@ -32,6 +32,7 @@ static char *cluster_domain = "cluster.local";
 static char *ingress_namespace = "sbx-system";
 static char *ingress_selector = "app.kubernetes.io/name=sbx-ingress";
 static struct sbx_strv deny_cidrs;
+static struct sbx_strv namespaces;
 static char *listen_addr = ":8081";
 static long workers = 4;
 static bool leader_elect;
@@ -56,6 +57,7 @@ struct operator
 	struct sbx_signals signals;
 	struct sandbox_settings settings;
 	const char **deny;
+	const char **namespaces;
 	int exit_code;
 };
 
@@ -204,7 +206,8 @@ static int run(struct operator* op)
 		sbx_log_error("cannot create the Kubernetes client", SBX_LERR(rc));
 		return 1;
 	}
-	if ((rc = reconciler_new(op->loop, op->kube, &op->settings, (unsigned)workers, &op->rec))) {
+	if ((rc = reconciler_new(op->loop, op->kube, &op->settings, (unsigned)workers,
+				 op->namespaces, &op->rec))) {
 		sbx_log_error("cannot create the reconciler", SBX_LERR(rc));
 		sbx_kube_free(op->kube);
 		return 1;
@@ -294,6 +297,11 @@ int main(int argc, char **argv)
 		  .help = "Sandboxes reconciled at once",
 		  .min = 1,
 		  .max = 256 },
+		{ .name = "namespace",
+		  .type = SBX_OPT_LIST,
+		  .dest = &namespaces,
+		  .metavar = "NS",
+		  .help = "watch only this namespace (repeat; default: all)" },
 		{ .name = "leader-elect",
 		  .type = SBX_OPT_BOOL,
 		  .dest = &leader_elect,
@@ -351,6 +359,9 @@ int main(int argc, char **argv)
 		sbx_config_release(&cfg);
 		return 2;
 	}
+	op.namespaces = sbx_calloc(namespaces.n + 1, sizeof(*op.namespaces));
+	for (size_t i = 0; i < namespaces.n; i++)
+		op.namespaces[i] = namespaces.v[i];
 	op.deny = sbx_calloc(deny_cidrs.n + 1, sizeof(*op.deny));
 	for (size_t i = 0; i < deny_cidrs.n; i++)
 		op.deny[i] = deny_cidrs.v[i];
@@ -368,6 +379,7 @@ int main(int argc, char **argv)
 	curl_global_cleanup();
 	sbx_loop_close(op.loop);
 	sbx_free(op.deny);
+	sbx_free(op.namespaces);
 	sbx_config_release(&cfg);
 	return rc;
 }

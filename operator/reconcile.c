@@ -40,12 +40,19 @@ struct pass {
 	uint64_t start_us;
 };
 
+/* The informers of one watched namespace ("" for all of them). */
+struct scope {
+	char ns[64];
+	struct sbx_informer *sandboxes;
+	struct sbx_informer *children[CHILD_COUNT];
+};
+
 struct reconciler {
 	uv_loop_t *loop;
 	struct sbx_kube *kube;
 	const struct sandbox_settings *settings;
-	struct sbx_informer *sandboxes;
-	struct sbx_informer *children[CHILD_COUNT];
+	struct scope *scopes;
+	size_t n_scopes;
 	struct sbx_workqueue *queue;
 	struct pass *passes;
 	unsigned synced;
@@ -54,6 +61,24 @@ struct reconciler {
 };
 
 static void step(struct pass *p);
+
+/* The scope that watches namespace ns, or NULL when none does. */
+static struct scope *scope_of(const struct reconciler *r, const char *ns)
+{
+	for (size_t i = 0; i < r->n_scopes; i++)
+		if (!r->scopes[i].ns[0] || strcmp(r->scopes[i].ns, ns) == 0)
+			return &r->scopes[i];
+	return NULL;
+}
+
+static json_t *cached(const struct reconciler *r, int kind, const char *ns, const char *name)
+{
+	struct scope *sc = scope_of(r, ns);
+
+	if (!sc)
+		return NULL;
+	return sbx_informer_get(kind < 0 ? sc->sandboxes : sc->children[kind], ns, name);
+}
 
 static uint64_t now_us(void)
 {
@@ -109,18 +134,24 @@ static void on_synced(void *arg)
 {
 	struct reconciler *r = arg;
 
-	if (++r->synced == 1 + CHILD_COUNT)
+	if (++r->synced == r->n_scopes * (1 + CHILD_COUNT))
 		sbx_log_info("caches synced",
-			     SBX_LI("sandboxes", (long long)sbx_informer_count(r->sandboxes)));
+			     SBX_LI("sandboxes", (long long)reconciler_sandboxes(r)));
 }
 
 bool reconciler_synced(const struct reconciler *r)
 {
-	if (r->stopped || !r->sandboxes || !sbx_informer_synced(r->sandboxes))
+	if (r->stopped)
 		return false;
-	for (int k = 0; k < CHILD_COUNT; k++)
-		if (!r->children[k] || !sbx_informer_synced(r->children[k]))
+	for (size_t i = 0; i < r->n_scopes; i++) {
+		const struct scope *sc = &r->scopes[i];
+
+		if (!sc->sandboxes || !sbx_informer_synced(sc->sandboxes))
 			return false;
+		for (int k = 0; k < CHILD_COUNT; k++)
+			if (!sc->children[k] || !sbx_informer_synced(sc->children[k]))
+				return false;
+	}
 	return true;
 }
 
@@ -166,7 +197,7 @@ static void on_child_written(const struct sbx_kube_response *res, void *arg)
 	if (res->rc || res->status / 100 != 2) {
 		/* A Pod field that cannot change in place: delete, the next pass recreates. */
 		if (p->child == CHILD_POD && res->status == 422 &&
-		    sbx_informer_get(p->r->children[CHILD_POD], p->ns, p->name)) {
+		    cached(p->r, CHILD_POD, p->ns, p->name)) {
 			char path[512];
 
 			sbx_log_info("pod spec changed in an immutable field; recreating",
@@ -285,7 +316,7 @@ static void post_event(struct pass *p, const json_t *old_status, const json_t *s
 static void write_status(struct pass *p)
 {
 	struct reconciler *r = p->r;
-	json_t *pod = sbx_informer_get(r->children[CHILD_POD], p->ns, p->name);
+	json_t *pod = cached(r, CHILD_POD, p->ns, p->name);
 	const char *uid = sbx_json_str(p->sandbox, "metadata.uid");
 	json_t *status, *obj;
 	char now[32], path[512];
@@ -347,18 +378,18 @@ static void step(struct pass *p)
 	char path[512];
 
 	for (; p->child < CHILD_COUNT; p->child++) {
-		json_t *cached = sbx_informer_get(r->children[p->child], p->ns, p->name);
+		json_t *child = cached(r, (int)p->child, p->ns, p->name);
 		bool paused = sbx_json_bool(p->sandbox, "spec.paused", false);
 		json_t *desired;
 		int rc;
 
-		if (cached && !sandbox_child_owned(cached, uid)) {
+		if (child && !sandbox_child_owned(child, uid)) {
 			p->conflict = child_types[p->child].kind;
 			continue;
 		}
 		child_path(p, p->child, path, sizeof(path));
 		if (p->child == CHILD_POD && (paused || p->expired)) {
-			if (!cached)
+			if (!child)
 				continue;
 			r->stats.deletes++;
 			if (sbx_kube_delete(r->kube, path, "Background", on_child_written, p) == 0)
@@ -372,14 +403,14 @@ static void step(struct pass *p)
 				     SBX_LS("error", err ? err : "out of memory"));
 			continue;
 		}
-		if (sandbox_child_current(cached, desired, uid)) {
+		if (sandbox_child_current(child, desired, uid)) {
 			json_decref(desired);
 			continue;
 		}
 		/* Create what the cache has not seen: a 409 then means someone else's
 		 * object (the cache only holds labelled ones), which apply would take
 		 * over. What is ours is updated by server-side apply. */
-		if (cached) {
+		if (child) {
 			rc = sbx_kube_apply(r->kube, path, desired, FIELD_MANAGER, true,
 					    on_child_written, p);
 		} else {
@@ -469,7 +500,7 @@ static void process(struct sbx_workqueue *q, const char *key, void *arg)
 	if (r->passes)
 		r->passes->prev = p;
 	r->passes = p;
-	sbx = sbx_informer_get(r->sandboxes, p->ns, p->name);
+	sbx = cached(r, -1, p->ns, p->name);
 	/* Gone, or going: the garbage collector removes the children it owns. */
 	if (!sbx || json_object_get(json_object_get(sbx, "metadata"), "deletionTimestamp")) {
 		pass_end(p, 0);
@@ -477,6 +508,17 @@ static void process(struct sbx_workqueue *q, const char *key, void *arg)
 	}
 	p->sandbox = json_incref(sbx);
 	id = sbx_json_str(sbx, "status.id");
+	/* The cache may not show the status an earlier pass wrote yet; the
+	 * children that pass made carry the id too. Only a Sandbox with
+	 * neither gets a new one. */
+	for (int k = 0; (!id || !*id) && k < CHILD_COUNT; k++) {
+		json_t *child = cached(r, k, p->ns, p->name);
+
+		if (child && sandbox_child_owned(child, sbx_json_str(sbx, "metadata.uid")))
+			id = json_string_value(json_object_get(
+				json_object_get(json_object_get(child, "metadata"), "labels"),
+				SANDBOX_ID_LABEL));
+	}
 	if (id && *id && strlen(id) < sizeof(p->id))
 		snprintf(p->id, sizeof(p->id), "%s", id);
 	else
@@ -487,59 +529,96 @@ static void process(struct sbx_workqueue *q, const char *key, void *arg)
 
 /* -- life ----------------------------------------------------------------- */
 
-int reconciler_new(uv_loop_t *loop, struct sbx_kube *kube, const struct sandbox_settings *settings,
-		   unsigned workers, struct reconciler **out)
+static int scope_init(struct reconciler *r, struct scope *sc, const char *ns)
 {
-	struct reconciler *r = sbx_calloc(1, sizeof(*r));
-	struct sbx_workqueue_opts qo = { .concurrency = workers ? workers : 1 };
 	struct sbx_informer_handlers sh = { on_sandbox_add, on_sandbox_update, NULL, on_synced };
 	struct sbx_informer_handlers ch = { on_child_add, on_child_update, on_child_add,
 					    on_synced };
-	struct sbx_informer_opts so = { .path = "/apis/sbx.dev/v1alpha1/sandboxes" };
-	char paths[CHILD_COUNT][128];
+	char path[256];
 	int rc;
 
+	snprintf(sc->ns, sizeof(sc->ns), "%s", ns ? ns : "");
+	sbx_kube_path(path, sizeof(path), "sbx.dev", "v1alpha1", ns, "sandboxes", NULL, NULL);
+	if ((rc = sbx_informer_new(r->kube, &(struct sbx_informer_opts){ .path = path }, &sh, r,
+				   &sc->sandboxes)))
+		return rc;
+	for (int k = 0; k < CHILD_COUNT; k++) {
+		const struct child_type *t = &child_types[k];
+
+		sbx_kube_path(path, sizeof(path), t->group, t->version, ns, t->resource, NULL,
+			      NULL);
+		if ((rc = sbx_informer_new(r->kube,
+					   &(struct sbx_informer_opts){
+						   .path = path, .label_selector = SANDBOX_LABEL },
+					   &ch, r, &sc->children[k])))
+			return rc;
+	}
+	return 0;
+}
+
+static void scopes_free(struct reconciler *r)
+{
+	for (size_t i = 0; i < r->n_scopes; i++) {
+		sbx_informer_free(r->scopes[i].sandboxes);
+		r->scopes[i].sandboxes = NULL;
+		for (int k = 0; k < CHILD_COUNT; k++) {
+			sbx_informer_free(r->scopes[i].children[k]);
+			r->scopes[i].children[k] = NULL;
+		}
+	}
+}
+
+int reconciler_new(uv_loop_t *loop, struct sbx_kube *kube, const struct sandbox_settings *settings,
+		   unsigned workers, const char *const *namespaces, struct reconciler **out)
+{
+	struct reconciler *r = sbx_calloc(1, sizeof(*r));
+	struct sbx_workqueue_opts qo = { .concurrency = workers ? workers : 1 };
+	size_t n = 0;
+	int rc;
+
+	while (namespaces && namespaces[n])
+		n++;
 	r->loop = loop;
 	r->kube = kube;
 	r->settings = settings;
+	r->n_scopes = n ? n : 1;
+	r->scopes = sbx_calloc(r->n_scopes, sizeof(*r->scopes));
 	if ((rc = sbx_workqueue_new(loop, &qo, process, r, &r->queue)))
 		goto out_free;
-	if ((rc = sbx_informer_new(kube, &so, &sh, r, &r->sandboxes)))
-		goto out_queue;
-	for (int k = 0; k < CHILD_COUNT; k++) {
-		const struct child_type *t = &child_types[k];
-		struct sbx_informer_opts co = { .path = paths[k], .label_selector = SANDBOX_LABEL };
-
-		sbx_kube_path(paths[k], sizeof(paths[k]), t->group, t->version, NULL, t->resource,
-			      NULL, NULL);
-		if ((rc = sbx_informer_new(kube, &co, &ch, r, &r->children[k])))
+	for (size_t i = 0; i < r->n_scopes; i++)
+		if ((rc = scope_init(r, &r->scopes[i], n ? namespaces[i] : NULL)))
 			goto out_informers;
-	}
 	*out = r;
 	return 0;
 out_informers:
-	for (int k = 0; k < CHILD_COUNT; k++)
-		sbx_informer_free(r->children[k]);
-	sbx_informer_free(r->sandboxes);
-out_queue:
+	scopes_free(r);
 	sbx_workqueue_free(r->queue);
 out_free:
+	sbx_free(r->scopes);
 	sbx_free(r);
 	return rc;
 }
 
 int reconciler_start(struct reconciler *r)
 {
-	int rc = sbx_informer_start(r->sandboxes);
+	int rc = 0;
 
-	for (int k = 0; rc == 0 && k < CHILD_COUNT; k++)
-		rc = sbx_informer_start(r->children[k]);
+	for (size_t i = 0; rc == 0 && i < r->n_scopes; i++) {
+		rc = sbx_informer_start(r->scopes[i].sandboxes);
+		for (int k = 0; rc == 0 && k < CHILD_COUNT; k++)
+			rc = sbx_informer_start(r->scopes[i].children[k]);
+	}
 	return rc;
 }
 
 size_t reconciler_sandboxes(const struct reconciler *r)
 {
-	return r->sandboxes ? sbx_informer_count(r->sandboxes) : 0;
+	size_t n = 0;
+
+	for (size_t i = 0; i < r->n_scopes; i++)
+		if (r->scopes[i].sandboxes)
+			n += sbx_informer_count(r->scopes[i].sandboxes);
+	return n;
 }
 
 size_t reconciler_queue_len(const struct reconciler *r)
@@ -557,12 +636,7 @@ void reconciler_stop(struct reconciler *r)
 	if (r->stopped)
 		return;
 	r->stopped = true;
-	sbx_informer_free(r->sandboxes);
-	r->sandboxes = NULL;
-	for (int k = 0; k < CHILD_COUNT; k++) {
-		sbx_informer_free(r->children[k]);
-		r->children[k] = NULL;
-	}
+	scopes_free(r);
 	/* Cancels the delayed adds (expiry timers), so the loop can end; keys in
 	 * process stay valid until their sbx_workqueue_done in reconciler_free. */
 	sbx_workqueue_free(r->queue);
@@ -576,5 +650,6 @@ void reconciler_free(struct reconciler *r)
 	/* The client is gone, and with it the passes' requests: free their memory. */
 	while (r->passes)
 		pass_end(r->passes, 0);
+	sbx_free(r->scopes);
 	sbx_free(r);
 }

@@ -28,9 +28,11 @@ struct reconciler_stats {
 	uint64_t pass_us_total; /* summed duration of passes */
 };
 
-/* settings must outlive the reconciler. workers: keys processed at once. */
+/* settings must outlive the reconciler. workers: keys processed at once.
+ * namespaces: NULL-terminated list of namespaces to watch (NULL or empty: all
+ * of them); Sandboxes elsewhere are not seen at all. */
 int reconciler_new(uv_loop_t *loop, struct sbx_kube *kube, const struct sandbox_settings *settings,
-		   unsigned workers, struct reconciler **out);
+		   unsigned workers, const char *const *namespaces, struct reconciler **out);
 int reconciler_start(struct reconciler *r);
 /* Every informer has listed once (the /readyz condition). */
 bool reconciler_synced(const struct reconciler *r);

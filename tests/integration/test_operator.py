@@ -298,3 +298,23 @@ def test_two_replicas_one_leader_and_a_takeover_when_it_dies(crd, namespace, tmp
         for op in (a, b):
             if op.proc.poll() is None:
                 op.stop()
+
+
+def test_namespace_limits_what_it_sees(crd, namespace, tmp_path):
+    cp = crd
+    other = namespace[:40] + "-other"
+    cp.kubectl("create", "namespace", other)
+    try:
+        op = Operator(cp, tmp_path, f"--namespace={namespace}")
+        try:
+            apply_sandbox(cp, other, "elsewhere")
+            apply_sandbox(cp, namespace, "here")
+            wait_for("the watched namespace's Sandbox", lambda: get(cp, namespace, "pod", "here", check=False))
+            # Its caches hold only the watched namespace: the other one is not even seen.
+            assert op.metric("sbx_operator_sandboxes") == 1
+            assert "status" not in get(cp, other, "sandbox", "elsewhere")
+            assert get(cp, other, "pod", "elsewhere", check=False) is None
+        finally:
+            op.stop()
+    finally:
+        cp.kubectl("delete", "namespace", other, "--wait=false", check=False)
