@@ -56,8 +56,7 @@ struct operator
 	struct sbx_http_server *http;
 	struct sbx_signals signals;
 	struct sandbox_settings settings;
-	const char **deny;
-	const char **namespaces;
+	const char *const *namespaces; /* NULL: all */
 	int exit_code;
 };
 
@@ -359,27 +358,21 @@ int main(int argc, char **argv)
 		sbx_config_release(&cfg);
 		return 2;
 	}
-	op.namespaces = sbx_calloc(namespaces.n + 1, sizeof(*op.namespaces));
-	for (size_t i = 0; i < namespaces.n; i++)
-		op.namespaces[i] = namespaces.v[i];
-	op.deny = sbx_calloc(deny_cidrs.n + 1, sizeof(*op.deny));
-	for (size_t i = 0; i < deny_cidrs.n; i++)
-		op.deny[i] = deny_cidrs.v[i];
+	/* A config list is NULL-terminated once it has items. */
+	op.namespaces = namespaces.n ? (const char *const *)namespaces.v : NULL;
 	op.settings = (struct sandbox_settings){
 		.agent_image = agent_image,
 		.gateway_url = gateway_url,
 		.cluster_domain = cluster_domain,
 		.ingress_namespace = ingress_namespace,
 		.ingress_pod_label = ingress_selector,
-		.deny_cidrs = deny_cidrs.n ? op.deny : default_deny_cidrs,
+		.deny_cidrs = deny_cidrs.n ? (const char *const *)deny_cidrs.v : default_deny_cidrs,
 	};
 	sbx_alloc_install_jansson();
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	rc = run(&op);
 	curl_global_cleanup();
 	sbx_loop_close(op.loop);
-	sbx_free(op.deny);
-	sbx_free(op.namespaces);
 	sbx_config_release(&cfg);
 	return rc;
 }

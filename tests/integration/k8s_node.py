@@ -744,12 +744,11 @@ conntrack: {{maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeo
         now = host_snapshot()
         for t in sorted(set(now["nft tables"]) - set(before["nft tables"])):
             run("nft", "delete", "table", *t.split(), check=False)
-        for c in sorted(set(host_snapshot()["nft chains"]) - set(before["nft chains"])):
-            fam, table, chain = c.split()
-            run("nft", "flush", "chain", fam, table, chain, check=False)
-        for c in sorted(set(host_snapshot()["nft chains"]) - set(before["nft chains"])):
-            fam, table, chain = c.split()
-            run("nft", "delete", "chain", fam, table, chain, check=False)
+        # Flush them all before deleting any: a rule may jump to another added chain.
+        added = [c.split() for c in sorted(set(host_snapshot()["nft chains"]) - set(before["nft chains"]))]
+        for verb in ("flush", "delete"):
+            for fam, table, chain in added:
+                run("nft", verb, "chain", fam, table, chain, check=False)
         for s in sorted(set(now["ipsets"]) - set(before["ipsets"])):
             run("ipset", "destroy", s, check=False)
         # cgroups the kubelet and containerd made, deepest first.
