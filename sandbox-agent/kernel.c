@@ -26,6 +26,7 @@
 #define DEFAULT_TIMEOUT_S  30
 #define MAX_TIMEOUT_S	   3600
 #define INTERRUPT_GRACE_MS 3000
+#define NODE_FALLBACK_MS   2000
 #define JUPYTER_IDLE_S	   1800	 /* sessions expire after 30 minutes idle */
 #define NODE_IDLE_S	   86400 /* the API's default max_idle_time */
 #define REAP_EVERY_MS	   10000
@@ -209,6 +210,7 @@ static void exec_answer(struct kexec *x, json_t *reply, json_t *out, json_t *err
 	json_t *outputs = json_array(), *tb = json_object_get(reply, "traceback"), *data;
 	json_t *result = json_object_get(reply, "result");
 	json_int_t count = json_integer_value(json_object_get(reply, "execution_count"));
+	bool timed_out = strcmp(status, "timeout") == 0;
 	char msg_id[33];
 	const char *message;
 
@@ -228,9 +230,9 @@ static void exec_answer(struct kexec *x, json_t *reply, json_t *out, json_t *err
 		const char *evalue = json_string_value(json_object_get(reply, "evalue"));
 
 		if (!reply) {
-			ename = k->timed_out ? "TimeoutError" : "KernelDied";
+			ename = timed_out ? "TimeoutError" : "KernelDied";
 			evalue = why;
-		} else if (k->timed_out) {
+		} else if (timed_out) {
 			ename = "TimeoutError";
 			evalue = "the execution ran past its timeout and was interrupted";
 		}
@@ -262,7 +264,7 @@ static void exec_answer(struct kexec *x, json_t *reply, json_t *out, json_t *err
 		data = NULL;
 	}
 	message = !reply		      ? why
-		  : k->timed_out	      ? "Execution timed out"
+		  : timed_out		      ? "Execution timed out"
 		  : strcmp(status, "ok") == 0 ? "Code executed successfully"
 					      : "Code raised an error";
 	sbx_http_on_abort(x->req, NULL, NULL);
@@ -479,9 +481,11 @@ static void kernel_send_next(struct kernel *k)
 		kernel_destroy(k, "cannot write to the interpreter");
 		return;
 	}
-	/* The interrupt comes at the timeout; Node's vm stops sync code itself
-	 * at the same moment, so the signal is the fallback there. */
-	uv_timer_start(&k->timer, on_timer, (uint64_t)x->timeout_s * 1000, 0);
+	/* Python is interrupted at the timeout. Node's driver keeps the timeout
+	 * itself (a SIGINT landing just after its vm stopped would interrupt the
+	 * next cell), so the signal there is a late fallback only. */
+	uv_timer_start(&k->timer, on_timer,
+		       (uint64_t)x->timeout_s * 1000 + (k->lang == JS ? NODE_FALLBACK_MS : 0), 0);
 }
 
 static void kernel_destroy(struct kernel *k, const char *why)

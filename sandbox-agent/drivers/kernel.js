@@ -29,21 +29,37 @@ sandbox.globalThis = sandbox;
 const context = vm.createContext(sandbox);
 let count = 0;
 
+const timedOut = { name: 'TimeoutError', message: 'the execution ran past its timeout' };
+
+// The promise's value, or a throw of timedOut at the deadline.
+function settle(promise, deadline, req) {
+  if (!req.timeout_ms) return promise;
+  let timer;
+  const late = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(timedOut), Math.max(0, deadline - Date.now()));
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 async function run(req) {
   count += 1;
   const reply = { execution_count: count, status: 'ok', result: null };
   try {
     if (req.cwd) process.chdir(req.cwd);
     const script = new vm.Script(req.code || '', { filename: `cell-${count}.js` });
+    const deadline = Date.now() + (req.timeout_ms || 0);
+    // The timeout is kept here, not by a signal from the agent: the vm stops
+    // sync code at it, and a returned promise is raced against what is left.
     let value = script.runInContext(context, {
       timeout: req.timeout_ms || undefined, breakOnSigint: true,
     });
-    if (value && typeof value.then === 'function') value = await value;
+    if (value && typeof value.then === 'function') value = await settle(value, deadline, req);
     if (value !== undefined) reply.result = util.inspect(value);
   } catch (e) {
     // Errors thrown in the context come from its own realm: no instanceof.
     const err = (typeof e === 'object' && e !== null) ? e : { name: 'Error', message: String(e) };
-    reply.status = 'error';
+    reply.status = err.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT' || e === timedOut
+      ? 'timeout' : 'error';
     reply.ename = err.name || 'Error';
     reply.evalue = err.message !== undefined ? String(err.message) : String(e);
     // The error line, then the frames of the user's cells (not the driver's).

@@ -167,7 +167,15 @@ def test_nodejs_sessions(sb):
                               timeout=1)
     assert r.data.status == "timeout"
     r = c.nodejs.execute_code(code="console.log(n)", session_id="web", stateful=True)
-    assert r.data.stdout == "42\n"
+    assert r.data.stdout == "42\n" and r.data.status == "ok"
+    # So does a promise that never settles, and nothing of either reaches
+    # the cells after them.
+    r = c.nodejs.execute_code(code="new Promise(() => {})", session_id="web", stateful=True,
+                              timeout=1)
+    assert r.data.status == "timeout" and r.data.outputs[-1].ename == "TimeoutError"
+    for _ in range(3):
+        r = c.nodejs.execute_code(code="console.log(n)", session_id="web", stateful=True)
+        assert r.data.stdout == "42\n" and r.data.status == "ok"
     assert "web" in c.nodejs.list_sessions().data.sessions
     assert c.nodejs.get_session("web").data.session.session_id == "web"
     assert c.nodejs.update_session("web", max_idle_time=60).data.session.max_idle_time == 60000
