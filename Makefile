@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build images test demo fuzz bench bench-agent setup format format-check clean help
+.PHONY: all build images test demo fuzz bench bench-agent bench-operator setup format format-check clean help
 
 all: build
 
@@ -43,11 +43,17 @@ demo:
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
-bench: bench-agent
+bench: bench-agent bench-operator
 
 # The venv that scripts/setup.sh made (it prints where).
 bench-agent: build
 	$$(scripts/setup.sh --no-k8s | sed -n 's/^export SBX_VENV=//p')/bin/python bench/agent/run.py $(BUILD)
+
+# Against the apiserver (and agent-sandbox's controller), then on the real node.
+bench-operator: images
+	scripts/setup.sh >/dev/null
+	$$(scripts/setup.sh --no-k8s | sed -n 's/^export SBX_VENV=//p')/bin/python bench/operator/run.py $(BUILD)
+	$$(scripts/setup.sh --no-k8s | sed -n 's/^export SBX_VENV=//p')/bin/python bench/operator/node.py $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.h.in')

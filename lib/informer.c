@@ -60,6 +60,14 @@ static const char *rv_of(const json_t *obj)
 
 /* ---- applying changes --------------------------------------------------- */
 
+/* A new reference to what the cache keeps of obj: the trim's object, or obj. */
+static json_t *keep(struct sbx_informer *inf, json_t *obj)
+{
+	json_t *kept = inf->opts.trim ? inf->opts.trim(obj, inf->arg) : NULL;
+
+	return kept ? kept : json_incref(obj);
+}
+
 static void apply_upsert(struct sbx_informer *inf, json_t *obj)
 {
 	char key[KEY_MAX];
@@ -104,10 +112,13 @@ static void on_watch_event(enum sbx_watch_type t, json_t *obj, void *arg)
 {
 	struct sbx_informer *inf = arg;
 
-	if (t == SBX_WATCH_DELETED)
+	if (t == SBX_WATCH_DELETED) {
 		apply_delete(inf, obj);
-	else
+	} else {
+		obj = keep(inf, obj);
 		apply_upsert(inf, obj);
+		json_decref(obj);
+	}
 }
 
 static void on_watch_gone(void *arg)
@@ -257,7 +268,8 @@ static void on_list(const struct sbx_kube_response *r, void *arg)
 			json_object_set_new(it, "apiVersion", json_string(inf->item_api_version));
 		if (sbx_informer_key(it, key, sizeof(key)))
 			continue;
-		if (sbx_map_put(&inf->next, key, json_incref(it), NULL)) {
+		it = keep(inf, it);
+		if (sbx_map_put(&inf->next, key, it, NULL)) {
 			json_decref(it);
 			sbx_log_error("informer cache full; object not cached",
 				      SBX_LS("path", inf->path), SBX_LS("key", key));
@@ -393,6 +405,27 @@ json_t *sbx_informer_get(const struct sbx_informer *inf, const char *ns, const c
 	if (n < 0 || (size_t)n >= sizeof(key))
 		return NULL;
 	return sbx_map_get(&inf->cache, key);
+}
+
+struct informer_walk {
+	void (*fn)(json_t *obj, void *arg);
+	void *arg;
+};
+
+static void walk_one(const char *key, void *value, void *arg)
+{
+	const struct informer_walk *w = arg;
+
+	(void)key;
+	w->fn(value, w->arg);
+}
+
+void sbx_informer_foreach(const struct sbx_informer *inf, void (*fn)(json_t *obj, void *arg),
+			  void *arg)
+{
+	struct informer_walk w = { fn, arg };
+
+	sbx_map_foreach(&inf->cache, walk_one, &w);
 }
 
 size_t sbx_informer_count(const struct sbx_informer *inf)

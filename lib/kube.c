@@ -43,6 +43,18 @@ struct sbx_kube_req {
 	char errbuf[CURL_ERROR_SIZE];
 };
 
+/* The methods counted by sbx_kube_requests; a stream is a WATCH. */
+static const char *const method_names[] = { "GET", "POST", "PUT", "PATCH", "DELETE", "WATCH" };
+#define N_METHODS (sizeof(method_names) / sizeof(method_names[0]))
+
+static int method_index(const char *method)
+{
+	for (size_t i = 0; i < N_METHODS; i++)
+		if (strcmp(method, method_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
 struct sbx_kube {
 	uv_loop_t *loop;
 	CURLM *multi;
@@ -62,6 +74,7 @@ struct sbx_kube {
 	struct sbx_kube_req *active;
 	int http_version;
 	long connects;
+	unsigned long sent[N_METHODS]; /* requests by method_names */
 };
 
 struct sock_ctx {
@@ -620,7 +633,16 @@ static int submit(struct sbx_kube *k, const char *method, const char *path,
 	kick(k);
 	if (out)
 		*out = r;
+	if ((rc = method_index(data ? "WATCH" : method)) >= 0)
+		k->sent[rc]++;
 	return 0;
+}
+
+unsigned long sbx_kube_requests(const struct sbx_kube *k, const char *method)
+{
+	int i = method_index(method);
+
+	return i >= 0 ? k->sent[i] : 0;
 }
 
 int sbx_kube_request(struct sbx_kube *k, const char *method, const char *path,

@@ -32,6 +32,9 @@ static char *cluster_domain = "cluster.local";
 static char *ingress_namespace = "sbx-system";
 static char *ingress_selector = "app.kubernetes.io/name=sbx-ingress";
 static struct sbx_strv deny_cidrs;
+static char *egress_image = "sbx.local/sbx-egress:dev";
+static struct sbx_strv egress_allow;
+static struct sbx_strv egress_deny;
 static struct sbx_strv namespaces;
 static char *listen_addr = ":8081";
 static long workers = 4;
@@ -83,14 +86,28 @@ static void metrics(struct sbx_buf *b, void *arg)
 {
 	struct operator* op = arg;
 	const struct reconciler_stats *s = reconciler_stats(op->rec);
+	size_t phases[RECONCILER_PHASES];
 
 	sbx_metrics_sample(b, "sbx_operator_reconciles_total", "counter",
 			   "Reconcile passes finished", "", (double)s->passes);
 	sbx_metrics_sample(b, "sbx_operator_reconcile_errors_total", "counter",
 			   "Reconcile passes that failed and were retried", "",
 			   (double)s->failures);
-	sbx_metrics_sample(b, "sbx_operator_reconcile_seconds_total", "counter",
-			   "Time spent in reconcile passes", "", (double)s->pass_us_total / 1e6);
+	sbx_buf_printf(
+		b, "# HELP sbx_operator_reconcile_duration_seconds How long reconcile passes take\n"
+		   "# TYPE sbx_operator_reconcile_duration_seconds histogram\n");
+	for (int i = 0; i < RECONCILER_BUCKETS; i++) {
+		char le[48];
+
+		snprintf(le, sizeof(le), "le=\"%g\"", reconciler_bucket_bounds[i]);
+		sbx_metrics_more(b, "sbx_operator_reconcile_duration_seconds_bucket", le,
+				 (double)s->pass_buckets[i]);
+	}
+	sbx_metrics_more(b, "sbx_operator_reconcile_duration_seconds_bucket", "le=\"+Inf\"",
+			 (double)s->passes);
+	sbx_metrics_more(b, "sbx_operator_reconcile_duration_seconds_sum", "",
+			 (double)s->pass_us_total / 1e6);
+	sbx_metrics_more(b, "sbx_operator_reconcile_duration_seconds_count", "", (double)s->passes);
 	sbx_metrics_sample(b, "sbx_operator_child_writes_total", "counter",
 			   "Pods, Services and NetworkPolicies created, changed or deleted", "",
 			   (double)(s->writes + s->deletes));
@@ -105,6 +122,34 @@ static void metrics(struct sbx_buf *b, void *arg)
 			   (double)reconciler_queue_len(op->rec));
 	sbx_metrics_sample(b, "sbx_operator_sandboxes", "gauge", "Sandboxes in the cache", "",
 			   (double)reconciler_sandboxes(op->rec));
+	reconciler_phases(op->rec, phases);
+	for (int i = 0; i < RECONCILER_PHASES; i++) {
+		char label[48];
+
+		snprintf(label, sizeof(label), "phase=\"%s\"",
+			 reconciler_phase_names[i][0] ? reconciler_phase_names[i] : "None");
+		if (i == 0)
+			sbx_metrics_sample(b, "sbx_operator_sandboxes_by_phase", "gauge",
+					   "Cached Sandboxes by status.phase (None: no status yet)",
+					   label, (double)phases[i]);
+		else
+			sbx_metrics_more(b, "sbx_operator_sandboxes_by_phase", label,
+					 (double)phases[i]);
+	}
+	for (int i = 0; i < 6; i++) {
+		static const char *const verbs[] = { "GET",   "POST",	"PUT",
+						     "PATCH", "DELETE", "WATCH" };
+		char label[32];
+
+		snprintf(label, sizeof(label), "verb=\"%s\"", verbs[i]);
+		if (i == 0)
+			sbx_metrics_sample(b, "sbx_operator_apiserver_requests_total", "counter",
+					   "Requests sent to the apiserver, by verb", label,
+					   (double)sbx_kube_requests(op->kube, verbs[i]));
+		else
+			sbx_metrics_more(b, "sbx_operator_apiserver_requests_total", label,
+					 (double)sbx_kube_requests(op->kube, verbs[i]));
+	}
 	sbx_metrics_sample(b, "sbx_operator_synced", "gauge", "1 when every cache has listed", "",
 			   reconciler_synced(op->rec) ? 1 : 0);
 	sbx_metrics_sample(b, "sbx_operator_leader", "gauge",
@@ -231,8 +276,8 @@ static int run(struct operator* op)
 	}
 	sbx_log_info("running", SBX_LS("listen", listen_addr),
 		     SBX_LI("port", sbx_http_server_port(op->http)), SBX_LS("version", SBX_VERSION),
-		     SBX_LS("agent_image", agent_image), SBX_LS("gateway_url", gateway_url),
-		     SBX_LI("workers", workers));
+		     SBX_LS("agent_image", agent_image), SBX_LS("egress_image", egress_image),
+		     SBX_LS("gateway_url", gateway_url), SBX_LI("workers", workers));
 	uv_run(op->loop, UV_RUN_DEFAULT);
 	reconciler_free(op->rec);
 	return op->exit_code;
@@ -284,6 +329,24 @@ int main(int argc, char **argv)
 		  .metavar = "CIDR",
 		  .help = "a range sandboxes never reach (repeat; default: 10/8, 172.16/12, "
 			  "192.168/16, 100.64/10, 169.254/16)" },
+		{ .name = "egress-image",
+		  .type = SBX_OPT_STRING,
+		  .dest = &egress_image,
+		  .metavar = "IMAGE",
+		  .help = "the sbx-egress sidecar's image, for Sandboxes with spec.egress (empty: "
+			  "such Sandboxes fail with InvalidSpec)" },
+		{ .name = "egress-always-allow",
+		  .type = SBX_OPT_LIST,
+		  .dest = &egress_allow,
+		  .metavar = "TARGET",
+		  .help = "a name, *.name, IP or CIDR every egress policy allows, above its own "
+			  "rules (repeat; e.g. a telemetry collector)" },
+		{ .name = "egress-always-deny",
+		  .type = SBX_OPT_LIST,
+		  .dest = &egress_deny,
+		  .metavar = "TARGET",
+		  .help = "a name, *.name, IP or CIDR every egress policy denies, above its own "
+			  "rules (repeat; default: the --deny-cidr ranges)" },
 		{ .name = "listen",
 		  .type = SBX_OPT_STRING,
 		  .dest = &listen_addr,
@@ -367,7 +430,11 @@ int main(int argc, char **argv)
 		.ingress_namespace = ingress_namespace,
 		.ingress_pod_label = ingress_selector,
 		.deny_cidrs = deny_cidrs.n ? (const char *const *)deny_cidrs.v : default_deny_cidrs,
+		.egress_image = egress_image,
+		.egress_always_allow = egress_allow.n ? (const char *const *)egress_allow.v : NULL,
 	};
+	op.settings.egress_always_deny =
+		egress_deny.n ? (const char *const *)egress_deny.v : op.settings.deny_cidrs;
 	sbx_alloc_install_jansson();
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	rc = run(&op);

@@ -15,15 +15,17 @@
 #include <string.h>
 #include <time.h>
 
-#define FIELD_MANAGER "sbx-operator"
+#define COMPONENT "sbx-operator" /* the source of its Events */
 
-enum child_kind { CHILD_SERVICE, CHILD_POLICY, CHILD_POD, CHILD_COUNT };
+/* In the order a pass writes them: the pod last, after the ConfigMap it mounts. */
+enum child_kind { CHILD_SERVICE, CHILD_POLICY, CHILD_CONFIG, CHILD_POD, CHILD_COUNT };
 
 static const struct child_type {
 	const char *group, *version, *resource, *kind;
 } child_types[CHILD_COUNT] = {
 	[CHILD_SERVICE] = { "", "v1", "services", "Service" },
 	[CHILD_POLICY] = { "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy" },
+	[CHILD_CONFIG] = { "", "v1", "configmaps", "ConfigMap" },
 	[CHILD_POD] = { "", "v1", "pods", "Pod" },
 };
 
@@ -37,6 +39,8 @@ struct pass {
 	enum child_kind child;
 	bool expired;	      /* past its expiry, kept (expiryPolicy Retain) */
 	const char *conflict; /* a child kind we may not touch, for the status */
+	const char *invalid;  /* why a child cannot be built from the spec */
+	json_t *made_pod;     /* the pod this pass created (the cache has not seen it yet) */
 	uint64_t start_us;
 };
 
@@ -59,6 +63,11 @@ struct reconciler {
 	bool stopped;
 	struct reconciler_stats stats;
 };
+
+const double reconciler_bucket_bounds[RECONCILER_BUCKETS] = { 0.001, 0.0025, 0.005, 0.01, 0.025,
+							      0.05,  0.1,    0.5,   2.5 };
+const char *const reconciler_phase_names[RECONCILER_PHASES] = { "Pending", "Running", "Paused",
+								"Expired", "Failed",  "" };
 
 static void step(struct pass *p);
 
@@ -155,14 +164,132 @@ bool reconciler_synced(const struct reconciler *r)
 	return true;
 }
 
+/* -- what the caches keep ---------------------------------------------------- */
+
+/* Copies from's fields named in keys (NULL-terminated) into a new object. */
+static json_t *pick(const json_t *from, const char *const *keys)
+{
+	json_t *out = json_object(), *v;
+
+	for (; *keys; keys++)
+		if ((v = json_object_get(from, *keys)))
+			json_object_set(out, *keys, v);
+	return out;
+}
+
+/* A child's metadata as the passes use it: identity, labels, the hash
+ * annotations and the controller reference. No managedFields (most of a
+ * server-side-applied object's size). */
+static json_t *child_meta(const json_t *meta)
+{
+	static const char *const keys[] = {
+		"name", "namespace", "uid", "resourceVersion", "deletionTimestamp", "labels", NULL
+	};
+	json_t *out = pick(meta, keys), *ann = json_object_get(meta, "annotations"), *v;
+	json_t *refs = json_array(), *ref;
+	size_t i;
+
+	if (ann) {
+		json_t *a = json_object();
+
+		if ((v = json_object_get(ann, SANDBOX_HASH_ANNOTATION)))
+			json_object_set(a, SANDBOX_HASH_ANNOTATION, v);
+		if ((v = json_object_get(ann, SANDBOX_POLICY_HASH_ANNOTATION)))
+			json_object_set(a, SANDBOX_POLICY_HASH_ANNOTATION, v);
+		json_object_set_new(out, "annotations", a);
+	}
+	json_array_foreach(json_object_get(meta, "ownerReferences"), i, ref)
+	{
+		static const char *const rkeys[] = { "uid", "controller", "kind", "name", NULL };
+
+		json_array_append_new(refs, pick(ref, rkeys));
+	}
+	json_object_set_new(out, "ownerReferences", refs);
+	return out;
+}
+
+/* A pod's container statuses: name and state (waiting/terminated reasons). */
+static json_t *container_states(const json_t *list)
+{
+	static const char *const keys[] = { "name", "state", "ready", NULL };
+	json_t *out = json_array(), *c;
+	size_t i;
+
+	json_array_foreach(list, i, c) json_array_append_new(out, pick(c, keys));
+	return out;
+}
+
+static json_t *trim_child(json_t *obj, void *arg)
+{
+	static const char *const top[] = { "apiVersion", "kind", NULL };
+	json_t *out = pick(obj, top), *st = json_object_get(obj, "status");
+
+	(void)arg;
+	json_object_set_new(out, "metadata", child_meta(json_object_get(obj, "metadata")));
+	/* What the drift check compares (sandbox_child_drifted): a Service's
+	 * type, selector and ports, a NetworkPolicy's spec, a ConfigMap's data. */
+	if (strcmp(sbx_json_str(obj, "kind") ?: "", "Service") == 0) {
+		static const char *const keys[] = { "type", "selector", "ports", NULL };
+
+		json_object_set_new(out, "spec", pick(json_object_get(obj, "spec"), keys));
+	} else if (strcmp(sbx_json_str(obj, "kind") ?: "", "NetworkPolicy") == 0) {
+		json_object_set(out, "spec", json_object_get(obj, "spec"));
+	} else if (json_object_get(obj, "data")) {
+		json_object_set(out, "data", json_object_get(obj, "data"));
+	}
+	if (st && strcmp(sbx_json_str(obj, "kind") ?: "", "Pod") == 0) {
+		static const char *const skeys[] = { "phase", "podIP", "conditions", NULL };
+		json_t *s = pick(st, skeys);
+
+		if (json_object_get(st, "initContainerStatuses"))
+			json_object_set_new(
+				s, "initContainerStatuses",
+				container_states(json_object_get(st, "initContainerStatuses")));
+		if (json_object_get(st, "containerStatuses"))
+			json_object_set_new(
+				s, "containerStatuses",
+				container_states(json_object_get(st, "containerStatuses")));
+		json_object_set_new(out, "status", s);
+	}
+	return out;
+}
+
+/* A Sandbox without what the operator never reads: managedFields and kubectl's
+ * copy of the last applied object. */
+static json_t *trim_sandbox(json_t *obj, void *arg)
+{
+	json_t *meta = json_object_get(obj, "metadata");
+	json_t *out, *ann;
+
+	(void)arg;
+	if (!json_object_get(meta, "managedFields") &&
+	    !json_object_get(json_object_get(meta, "annotations"),
+			     "kubectl.kubernetes.io/last-applied-configuration"))
+		return NULL;
+	out = json_copy(obj);
+	meta = json_copy(meta);
+	json_object_del(meta, "managedFields");
+	if ((ann = json_object_get(meta, "annotations"))) {
+		ann = json_copy(ann);
+		json_object_del(ann, "kubectl.kubernetes.io/last-applied-configuration");
+		json_object_set_new(meta, "annotations", ann);
+	}
+	json_object_set_new(out, "metadata", meta);
+	return out;
+}
+
 /* -- one pass --------------------------------------------------------------- */
 
 static void pass_end(struct pass *p, int rc)
 {
 	struct reconciler *r = p->r;
+	uint64_t took = now_us() - p->start_us;
 
 	r->stats.passes++;
-	r->stats.pass_us_total += now_us() - p->start_us;
+	r->stats.pass_us_total += took;
+	for (int i = 0; i < RECONCILER_BUCKETS; i++)
+		if ((double)took <= reconciler_bucket_bounds[i] * 1e6)
+			r->stats.pass_buckets[i]++;
 	if (rc < 0)
 		r->stats.failures++;
 	if (p->prev)
@@ -172,6 +299,7 @@ static void pass_end(struct pass *p, int rc)
 	if (p->next)
 		p->next->prev = p->prev;
 	sbx_workqueue_done(r->queue, p->key, rc);
+	json_decref(p->made_pod);
 	json_decref(p->sandbox);
 	sbx_free(p->key);
 	sbx_free(p);
@@ -194,7 +322,8 @@ static void on_child_written(const struct sbx_kube_response *res, void *arg)
 {
 	struct pass *p = arg;
 
-	if (res->rc || res->status / 100 != 2) {
+	/* 404: deleted already (or by someone else); the cache catches up. */
+	if (res->rc || (res->status / 100 != 2 && res->status != 404)) {
 		/* A Pod field that cannot change in place: delete, the next pass recreates. */
 		if (p->child == CHILD_POD && res->status == 422 &&
 		    cached(p->r, CHILD_POD, p->ns, p->name)) {
@@ -213,7 +342,12 @@ static void on_child_written(const struct sbx_kube_response *res, void *arg)
 		pass_end(p, res->status == 409 ? -EAGAIN : -EIO);
 		return;
 	}
-	p->r->stats.writes++;
+	if (res->status / 100 == 2)
+		p->r->stats.writes++;
+	/* The status this pass writes describes the pod just made, so the pass
+	 * its informer event brings finds nothing new to write. */
+	if (p->child == CHILD_POD && res->status == 201 && json_is_object(res->body))
+		p->made_pod = json_incref(res->body);
 	p->child++;
 	step(p);
 }
@@ -303,8 +437,8 @@ static void post_event(struct pass *p, const json_t *old_status, const json_t *s
 		       "kind", "Sandbox", "name", p->name, "namespace", p->ns, "uid",
 		       sbx_json_str(p->sandbox, "metadata.uid"), "reason", reason, "message",
 		       sbx_json_str(ready, "message") ?: reason, "type", type, "source",
-		       "component", FIELD_MANAGER, "firstTimestamp", now, "lastTimestamp", now,
-		       "count", 1, "reportingComponent", FIELD_MANAGER);
+		       "component", COMPONENT, "firstTimestamp", now, "lastTimestamp", now, "count",
+		       1, "reportingComponent", COMPONENT);
 	if (!ev)
 		return;
 	sbx_kube_path(path, sizeof(path), "", "v1", p->ns, "events", NULL, NULL);
@@ -325,6 +459,8 @@ static void write_status(struct pass *p)
 
 	if (pod && !sandbox_child_owned(pod, uid))
 		pod = NULL;
+	if (!pod)
+		pod = p->made_pod;
 	gmtime_r(&t, &tm);
 	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	status = sandbox_status(p->sandbox, p->id, pod, r->settings, now, p->expired);
@@ -338,6 +474,13 @@ static void write_status(struct pass *p)
 		json_object_set_new(ready, "status", json_string("False"));
 		json_object_set_new(ready, "reason", json_string("ChildConflict"));
 		json_object_set_new(ready, "message", json_string(msg));
+		json_object_set_new(status, "phase", json_string("Failed"));
+	} else if (p->invalid) {
+		json_t *ready = json_array_get(json_object_get(status, "conditions"), 0);
+
+		json_object_set_new(ready, "status", json_string("False"));
+		json_object_set_new(ready, "reason", json_string("InvalidSpec"));
+		json_object_set_new(ready, "message", json_string(p->invalid));
 		json_object_set_new(status, "phase", json_string("Failed"));
 	}
 	if (sandbox_status_equal(status, json_object_get(p->sandbox, "status"))) {
@@ -362,6 +505,8 @@ static json_t *desired_child(struct pass *p, enum child_kind k, const char **err
 		return sandbox_service(p->sandbox, p->id, p->r->settings);
 	case CHILD_POLICY:
 		return sandbox_network_policy(p->sandbox, p->id, p->r->settings);
+	case CHILD_CONFIG:
+		return sandbox_egress_config(p->sandbox, p->id, p->r->settings);
 	case CHILD_POD:
 		return sandbox_pod(p->sandbox, p->id, p->r->settings, err);
 	default:
@@ -379,7 +524,7 @@ static void step(struct pass *p)
 
 	for (; p->child < CHILD_COUNT; p->child++) {
 		json_t *child = cached(r, (int)p->child, p->ns, p->name);
-		bool paused = sbx_json_bool(p->sandbox, "spec.paused", false);
+		bool paused = sbx_json_bool(p->sandbox, "spec.paused", false), stopped;
 		json_t *desired;
 		int rc;
 
@@ -388,7 +533,22 @@ static void step(struct pass *p)
 			continue;
 		}
 		child_path(p, p->child, path, sizeof(path));
-		if (p->child == CHILD_POD && (paused || p->expired)) {
+		/* Not wanted: the pod of a paused or expired Sandbox, the egress
+		 * ConfigMap without spec.egress (its builder returns NULL, no error).
+		 * An owned one goes. */
+		stopped = p->child == CHILD_POD && (paused || p->expired);
+		err = NULL;
+		desired = stopped ? NULL : desired_child(p, p->child, &err);
+		if (!desired && !err && !stopped && p->child != CHILD_CONFIG)
+			err = "out of memory";
+		if (!desired && err) {
+			sbx_log_warn("cannot build a child", SBX_LS("sandbox", p->key),
+				     SBX_LS("kind", child_types[p->child].kind),
+				     SBX_LS("error", err));
+			p->invalid = err;
+			continue;
+		}
+		if (!desired) {
 			if (!child)
 				continue;
 			r->stats.deletes++;
@@ -397,22 +557,18 @@ static void step(struct pass *p)
 			pass_end(p, -EIO);
 			return;
 		}
-		desired = desired_child(p, p->child, &err);
-		if (!desired) {
-			sbx_log_warn("cannot build a child", SBX_LS("sandbox", p->key),
-				     SBX_LS("error", err ? err : "out of memory"));
-			continue;
-		}
 		if (sandbox_child_current(child, desired, uid)) {
 			json_decref(desired);
 			continue;
 		}
 		/* Create what the cache has not seen: a 409 then means someone else's
-		 * object (the cache only holds labelled ones), which apply would take
-		 * over. What is ours is updated by server-side apply. */
+		 * object (the cache only holds labelled ones), never taken over.
+		 * What is ours is updated with a JSON merge patch of the whole desired
+		 * object: lists are replaced whole, so a removed port, rule or init
+		 * container goes (server-side apply would keep what the create, a
+		 * different manager, set), and what the apiserver defaults stays. */
 		if (child) {
-			rc = sbx_kube_apply(r->kube, path, desired, FIELD_MANAGER, true,
-					    on_child_written, p);
+			rc = sbx_kube_merge_patch(r->kube, path, desired, on_child_written, p);
 		} else {
 			const struct child_type *t = &child_types[p->child];
 
@@ -539,18 +695,21 @@ static int scope_init(struct reconciler *r, struct scope *sc, const char *ns)
 
 	snprintf(sc->ns, sizeof(sc->ns), "%s", ns ? ns : "");
 	sbx_kube_path(path, sizeof(path), "sbx.dev", "v1alpha1", ns, "sandboxes", NULL, NULL);
-	if ((rc = sbx_informer_new(r->kube, &(struct sbx_informer_opts){ .path = path }, &sh, r,
-				   &sc->sandboxes)))
+	if ((rc = sbx_informer_new(
+		     r->kube, &(struct sbx_informer_opts){ .path = path, .trim = trim_sandbox },
+		     &sh, r, &sc->sandboxes)))
 		return rc;
 	for (int k = 0; k < CHILD_COUNT; k++) {
 		const struct child_type *t = &child_types[k];
 
 		sbx_kube_path(path, sizeof(path), t->group, t->version, ns, t->resource, NULL,
 			      NULL);
-		if ((rc = sbx_informer_new(r->kube,
-					   &(struct sbx_informer_opts){
-						   .path = path, .label_selector = SANDBOX_LABEL },
-					   &ch, r, &sc->children[k])))
+		if ((rc = sbx_informer_new(
+			     r->kube,
+			     &(struct sbx_informer_opts){ .path = path,
+							  .label_selector = SANDBOX_LABEL,
+							  .trim = trim_child },
+			     &ch, r, &sc->children[k])))
 			return rc;
 	}
 	return 0;
@@ -619,6 +778,26 @@ size_t reconciler_sandboxes(const struct reconciler *r)
 		if (r->scopes[i].sandboxes)
 			n += sbx_informer_count(r->scopes[i].sandboxes);
 	return n;
+}
+
+static void count_phase(json_t *sandbox, void *arg)
+{
+	size_t *counts = arg;
+	const char *phase = sbx_json_str(sandbox, "status.phase") ?: "";
+	int i;
+
+	for (i = 0; i < RECONCILER_PHASES - 1; i++)
+		if (strcmp(phase, reconciler_phase_names[i]) == 0)
+			break;
+	counts[i]++;
+}
+
+void reconciler_phases(const struct reconciler *r, size_t counts[RECONCILER_PHASES])
+{
+	memset(counts, 0, RECONCILER_PHASES * sizeof(counts[0]));
+	for (size_t i = 0; !r->stopped && i < r->n_scopes; i++)
+		if (r->scopes[i].sandboxes)
+			sbx_informer_foreach(r->scopes[i].sandboxes, count_phase, counts);
 }
 
 size_t reconciler_queue_len(const struct reconciler *r)

@@ -23,10 +23,20 @@
 struct sbx_kube;
 struct reconciler;
 
+/* Upper bounds (seconds) of the pass-duration histogram's buckets. */
+#define RECONCILER_BUCKETS 9
+extern const double reconciler_bucket_bounds[RECONCILER_BUCKETS];
+
 struct reconciler_stats {
 	uint64_t passes, failures, writes, status_writes, conflicts, deletes, events;
-	uint64_t pass_us_total; /* summed duration of passes */
+	uint64_t pass_us_total;			   /* summed duration of passes */
+	uint64_t pass_buckets[RECONCILER_BUCKETS]; /* passes no longer than each bound */
 };
+
+/* Sandbox phases as counted by reconciler_phases; the last, "", is a
+ * Sandbox without a status yet. */
+#define RECONCILER_PHASES 6
+extern const char *const reconciler_phase_names[RECONCILER_PHASES];
 
 /* settings must outlive the reconciler. workers: keys processed at once.
  * namespaces: NULL-terminated list of namespaces to watch (NULL or empty: all
@@ -37,6 +47,8 @@ int reconciler_start(struct reconciler *r);
 /* Every informer has listed once (the /readyz condition). */
 bool reconciler_synced(const struct reconciler *r);
 size_t reconciler_sandboxes(const struct reconciler *r);
+/* The cached Sandboxes by status.phase, in reconciler_phase_names order. */
+void reconciler_phases(const struct reconciler *r, size_t counts[RECONCILER_PHASES]);
 size_t reconciler_queue_len(const struct reconciler *r);
 const struct reconciler_stats *reconciler_stats(const struct reconciler *r);
 /* Shutdown is two steps around sbx_kube_free: reconciler_stop frees the

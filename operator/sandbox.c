@@ -12,8 +12,21 @@
 #include <string.h>
 #include <time.h>
 
-#define AGENT_VOLUME "sbx-agent"
-#define AGENT_PREFIX "/opt/sbx"
+#define AGENT_VOLUME  "sbx-agent"
+#define AGENT_PREFIX  "/opt/sbx"
+#define EGRESS_VOLUME "sbx-egress-policy"
+
+/* The first 16 bytes of text's SHA-256, in hex (out: 33 bytes). */
+static void digest_hex(const char *text, char out[33])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+
+	out[0] = '\0';
+	EVP_Digest(text, strlen(text), md, &md_len, EVP_sha256(), NULL);
+	for (unsigned int i = 0; i < 16 && i < md_len; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
 
 void sandbox_new_id(const char *name, char *out, size_t size)
 {
@@ -169,29 +182,76 @@ static json_t *install_container(const struct sandbox_settings *s)
 			 "requests", "cpu", "10m", "memory", "16Mi");
 }
 
+/* The egress sidecar: a native sidecar (an init container that keeps
+ * running), started before everything else and passed as started only once
+ * its rules are in, so no other container runs unfiltered. It alone has
+ * NET_ADMIN, and root (capabilities of a non-root process do not survive
+ * exec without ambient ones, which Kubernetes does not set). Its policy is
+ * the ConfigMap, mounted read-only: a rule change reaches it without a
+ * restart. */
+static json_t *egress_container(const struct sandbox_settings *s)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:[s, s],"
+			 " s:{s:b, s:b, s:b, s:i, s:{s:[s], s:[s]}},"
+			 " s:[{s:s, s:s, s:b}],"
+			 " s:[{s:s, s:i, s:s}],"
+			 " s:{s:{s:s, s:s}, s:i, s:i},"
+			 " s:{s:{s:s, s:s}, s:{s:s}}}",
+			 "name", "sbx-egress", "image", s->egress_image, "imagePullPolicy",
+			 "IfNotPresent", "restartPolicy", "Always", "args",
+			 "--policy-file=" SANDBOX_EGRESS_DIR "/" SANDBOX_EGRESS_FILE,
+			 "--listen=:15380", "securityContext", "allowPrivilegeEscalation", 0,
+			 "readOnlyRootFilesystem", 1, "runAsNonRoot", 0, "runAsUser", 0,
+			 "capabilities", "drop", "ALL", "add", "NET_ADMIN", "volumeMounts", "name",
+			 EGRESS_VOLUME, "mountPath", SANDBOX_EGRESS_DIR, "readOnly", 1, "ports",
+			 "name", "egress-health", "containerPort", SANDBOX_EGRESS_HEALTH_PORT,
+			 "protocol", "TCP", "startupProbe", "httpGet", "path", "/readyz", "port",
+			 "egress-health", "periodSeconds", 1, "failureThreshold", 60, "resources",
+			 "requests", "cpu", "10m", "memory", "16Mi", "limits", "memory", "64Mi");
+}
+
 json_t *sandbox_pod(const json_t *sandbox, const char *id, const struct sandbox_settings *s,
 		    const char **err)
 {
 	const json_t *spec = json_object_get(sandbox, "spec");
 	bool agent = agent_enabled(spec);
+	bool egress = json_is_object(json_object_get(spec, "egress"));
 	const char *sa = sbx_json_str(spec, "serviceAccountName");
-	json_t *pod, *ps, *vols = json_array(), *v;
+	json_t *pod, *ps, *vols, *inits, *v;
 	size_t i;
 
 	if (!sbx_json_str(spec, "image")) {
 		*err = "spec.image is missing";
-		json_decref(vols);
 		return NULL;
 	}
+	if (egress && !(s->egress_image && *s->egress_image)) {
+		*err = "spec.egress is set, but sbx-operator runs without --egress-image: "
+		       "no sandbox with egress rules can start";
+		return NULL;
+	}
+	vols = json_array();
+	inits = json_array();
 	ps = json_pack("{s:b, s:b, s:i, s:{s:{s:s}}, s:[o]}", "automountServiceAccountToken",
 		       sa != NULL, "enableServiceLinks", 0, "terminationGracePeriodSeconds", 10,
 		       "securityContext", "seccompProfile", "type", "RuntimeDefault", "containers",
 		       main_container(spec, agent));
+	if (egress) {
+		json_array_append_new(inits, egress_container(s));
+		json_array_append_new(vols, json_pack("{s:s, s:{s:s?, s:[{s:s, s:s}]}}", "name",
+						      EGRESS_VOLUME, "configMap", "name",
+						      sbx_json_str(sandbox, "metadata.name"),
+						      "items", "key", SANDBOX_EGRESS_FILE, "path",
+						      SANDBOX_EGRESS_FILE));
+	}
 	if (agent) {
-		json_object_set_new(ps, "initContainers", json_pack("[o]", install_container(s)));
+		json_array_append_new(inits, install_container(s));
 		json_array_append_new(vols,
 				      json_pack("{s:s, s:{}}", "name", AGENT_VOLUME, "emptyDir"));
 	}
+	if (json_array_size(inits))
+		json_object_set_new(ps, "initContainers", inits);
+	else
+		json_decref(inits);
 	json_array_foreach(json_object_get(spec, "volumes"), i, v) json_array_append(vols, v);
 	if (json_array_size(vols))
 		json_object_set_new(ps, "volumes", vols);
@@ -276,11 +336,56 @@ json_t *sandbox_network_policy(const json_t *sandbox, const char *id,
 	return np;
 }
 
+/* The policy text the sidecar reads: spec.egress with the operator's lists,
+ * keys sorted and indented, so `kubectl get configmap -o yaml` reads well and
+ * the same policy is always the same text. */
+static char *egress_policy_text(const json_t *egress, const struct sandbox_settings *s)
+{
+	json_t *pol = json_pack("{s:O, s:o, s:[], s:[]}", "defaultAction",
+				json_object_get(egress, "defaultAction"), "rules",
+				json_array_size(json_object_get(egress, "rules"))
+					? json_deep_copy(json_object_get(egress, "rules"))
+					: json_array(),
+				"alwaysAllow", "alwaysDeny");
+	char *text;
+
+	if (!pol)
+		return NULL;
+	for (size_t i = 0; s->egress_always_allow && s->egress_always_allow[i]; i++)
+		json_array_append_new(json_object_get(pol, "alwaysAllow"),
+				      json_string(s->egress_always_allow[i]));
+	for (size_t i = 0; s->egress_always_deny && s->egress_always_deny[i]; i++)
+		json_array_append_new(json_object_get(pol, "alwaysDeny"),
+				      json_string(s->egress_always_deny[i]));
+	text = json_dumps(pol, JSON_SORT_KEYS | JSON_INDENT(2));
+	json_decref(pol);
+	return text;
+}
+
+json_t *sandbox_egress_config(const json_t *sandbox, const char *id,
+			      const struct sandbox_settings *s)
+{
+	const json_t *egress = json_object_get(json_object_get(sandbox, "spec"), "egress");
+	char *text, hash[33];
+	json_t *cm;
+
+	if (!json_is_object(egress) || !(text = egress_policy_text(egress, s)))
+		return NULL;
+	digest_hex(text, hash);
+	cm = json_pack("{s:s, s:s, s:o, s:{s:s}}", "apiVersion", "v1", "kind", "ConfigMap",
+		       "metadata", child_metadata(sandbox, id), "data", SANDBOX_EGRESS_FILE, text);
+	free(text);
+	if (!cm)
+		return NULL;
+	json_object_set_new(json_object_get(cm, "metadata"), "annotations",
+			    json_pack("{s:s}", SANDBOX_POLICY_HASH_ANNOTATION, hash));
+	sandbox_stamp_hash(cm);
+	return cm;
+}
+
 void sandbox_stamp_hash(json_t *obj)
 {
 	json_t *meta = json_object_get(obj, "metadata"), *ann;
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int md_len = 0;
 	char hex[33], *text;
 
 	/* The digest is of the object without its own annotation (and without
@@ -296,10 +401,8 @@ void sandbox_stamp_hash(json_t *obj)
 	text = json_dumps(obj, JSON_SORT_KEYS | JSON_COMPACT);
 	if (!text)
 		return;
-	EVP_Digest(text, strlen(text), md, &md_len, EVP_sha256(), NULL);
+	digest_hex(text, hex);
 	free(text);
-	for (unsigned int i = 0; i < 16 && i < md_len; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
 	if (!ann) {
 		ann = json_object();
 		json_object_set_new(meta, "annotations", ann);
@@ -323,6 +426,51 @@ bool sandbox_child_owned(const json_t *child, const char *owner_uid)
 	return false;
 }
 
+/* True when every field of want is in have with the same value (have may
+ * hold more: what the apiserver defaults); arrays match element by element. */
+static bool json_subset(const json_t *want, const json_t *have)
+{
+	const char *key;
+	json_t *v;
+	size_t i;
+
+	if (json_is_object(want)) {
+		if (!json_is_object(have))
+			return false;
+		json_object_foreach(
+			(json_t *)want, key,
+			v) if (!json_subset(v, json_object_get(have, key))) return false;
+		return true;
+	}
+	if (json_is_array(want)) {
+		if (!json_is_array(have) || json_array_size(want) != json_array_size(have))
+			return false;
+		json_array_foreach(want, i,
+				   v) if (!json_subset(v, json_array_get(have, i))) return false;
+		return true;
+	}
+	return have && json_equal(want, have);
+}
+
+bool sandbox_child_drifted(const json_t *child, const json_t *desired)
+{
+	static const char *const parts[] = { "spec", "data", NULL };
+	const char *kind = sbx_json_str(desired, "kind");
+
+	if (!json_subset(json_object_get(json_object_get(desired, "metadata"), "labels"),
+			 json_object_get(json_object_get(child, "metadata"), "labels")))
+		return true;
+	/* A pod's spec is the kubelet's to run and mostly immutable; the hash
+	 * covers what the operator asked for. */
+	if (kind && strcmp(kind, "Pod") == 0)
+		return false;
+	for (const char *const *p = parts; *p; p++)
+		if (json_object_get(desired, *p) &&
+		    !json_subset(json_object_get(desired, *p), json_object_get(child, *p)))
+			return true;
+	return false;
+}
+
 bool sandbox_child_current(const json_t *child, const json_t *desired, const char *owner_uid)
 {
 	const json_t *a, *b;
@@ -333,7 +481,7 @@ bool sandbox_child_current(const json_t *child, const json_t *desired, const cha
 			    SANDBOX_HASH_ANNOTATION);
 	b = json_object_get(json_object_get(json_object_get(desired, "metadata"), "annotations"),
 			    SANDBOX_HASH_ANNOTATION);
-	return a && b && json_equal(a, b);
+	return a && b && json_equal(a, b) && !sandbox_child_drifted(child, desired);
 }
 
 /* "2026-12-03T11:30:00Z" <-> seconds since the epoch (UTC, no fraction). */
@@ -460,6 +608,26 @@ static json_t *ready_condition(const json_t *sandbox, const json_t *pod, const c
 			 "observedGeneration", (json_int_t)gen);
 }
 
+/* The pod's PodScheduled condition as the Sandbox's own (NULL without one):
+ * whether, and why not, the scheduler has placed the pod. */
+static json_t *scheduled_condition(const json_t *sandbox, const json_t *pod, const char *now)
+{
+	const json_t *c = pod_condition(pod, "PodScheduled");
+	const char *status = sbx_json_str(c, "status");
+	long long gen = 0;
+
+	if (!c || !status)
+		return NULL;
+	sbx_json_int(sandbox, "metadata.generation", &gen);
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "type", "PodScheduled", "status", status,
+			 "reason",
+			 sbx_json_str(c, "reason")
+				 ?: (strcmp(status, "True") == 0 ? "Scheduled" : "Unschedulable"),
+			 "message", sbx_json_str(c, "message") ?: "", "lastTransitionTime",
+			 sbx_json_str(c, "lastTransitionTime") ?: now, "observedGeneration",
+			 (json_int_t)gen);
+}
+
 static const char *sandbox_phase(const json_t *sandbox, const json_t *pod, bool expired)
 {
 	const char *pp = sbx_json_str(pod, "status.phase");
@@ -505,6 +673,27 @@ static json_t *endpoints(const json_t *sandbox, const char *id, const char *fqdn
 	return out;
 }
 
+/* status.egress: the policy the operator wrote for the sidecar (NULL when
+ * spec.egress is not set). */
+static json_t *egress_status(const json_t *sandbox, const char *id,
+			     const struct sandbox_settings *s)
+{
+	const json_t *egress = json_object_get(json_object_get(sandbox, "spec"), "egress");
+	json_t *cm = sandbox_egress_config(sandbox, id, s), *st;
+
+	if (!cm)
+		return NULL;
+	st = json_pack("{s:s?, s:s?, s:O, s:I}", "configMap", sbx_json_str(cm, "metadata.name"),
+		       "policyHash",
+		       json_string_value(json_object_get(
+			       json_object_get(json_object_get(cm, "metadata"), "annotations"),
+			       SANDBOX_POLICY_HASH_ANNOTATION)),
+		       "defaultAction", json_object_get(egress, "defaultAction"), "rules",
+		       (json_int_t)json_array_size(json_object_get(egress, "rules")));
+	json_decref(cm);
+	return st;
+}
+
 json_t *sandbox_status(const json_t *sandbox, const char *id, const json_t *pod,
 		       const struct sandbox_settings *s, const char *now, bool expired)
 {
@@ -513,7 +702,7 @@ json_t *sandbox_status(const json_t *sandbox, const char *id, const json_t *pod,
 	const char *phase = sandbox_phase(sandbox, pod, expired);
 	long long gen = 0;
 	char fqdn[512], when[32];
-	json_t *st;
+	json_t *st, *egress;
 	time_t exp;
 
 	snprintf(fqdn, sizeof(fqdn), "%s.%s.svc.%s", name ?: "", ns ?: "",
@@ -525,13 +714,19 @@ json_t *sandbox_status(const json_t *sandbox, const char *id, const json_t *pod,
 		       ready_condition(sandbox, pod, phase, now), "observedGeneration",
 		       (json_int_t)gen);
 	if (pod && strcmp(phase, "Paused") != 0 && strcmp(phase, "Expired") != 0) {
+		json_t *sched = scheduled_condition(sandbox, pod, now);
+
 		copy_field(st, "podName", json_object_get(pod, "metadata"), "name");
 		copy_field(st, "podIP", json_object_get(pod, "status"), "podIP");
+		if (sched)
+			json_array_append_new(json_object_get(st, "conditions"), sched);
 	}
 	if (sandbox_expiry(sandbox, &exp) == 0) {
 		format_time(exp, when, sizeof(when));
 		json_object_set_new(st, "expiresAt", json_string(when));
 	}
+	if ((egress = egress_status(sandbox, id, s)))
+		json_object_set_new(st, "egress", egress);
 	return st;
 }
 

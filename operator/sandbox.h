@@ -28,7 +28,18 @@ struct sandbox_settings {
 	const char *ingress_namespace; /* where sbx-ingress runs */
 	const char *ingress_pod_label; /* "key=value" selecting sbx-ingress pods */
 	const char *const *deny_cidrs; /* egress never reaches these (NULL-terminated) */
+	const char *egress_image;      /* the sbx-egress sidecar, for spec.egress */
+	/* Written into every egress policy, above the Sandbox's own rules
+	 * (NULL-terminated; NULL: none). */
+	const char *const *egress_always_allow;
+	const char *const *egress_always_deny;
 };
+
+/* Where the egress sidecar finds its policy, and its health port. */
+#define SANDBOX_EGRESS_DIR	       "/etc/sbx/egress"
+#define SANDBOX_EGRESS_FILE	       "policy.json"
+#define SANDBOX_EGRESS_HEALTH_PORT     15380
+#define SANDBOX_POLICY_HASH_ANNOTATION "sbx.dev/policy-hash"
 
 /* A new id for a Sandbox called name: name (cut to 57) + "-" + 5 random
  * characters, a DNS label. out needs 64 bytes. */
@@ -41,13 +52,22 @@ json_t *sandbox_pod(const json_t *sandbox, const char *id, const struct sandbox_
 json_t *sandbox_service(const json_t *sandbox, const char *id, const struct sandbox_settings *s);
 json_t *sandbox_network_policy(const json_t *sandbox, const char *id,
 			       const struct sandbox_settings *s);
+/* The ConfigMap holding the egress policy the sidecar enforces (data
+ * policy.json: spec.egress plus the operator's always-allow and always-deny
+ * lists), or NULL when spec.egress is not set (then there is none). */
+json_t *sandbox_egress_config(const json_t *sandbox, const char *id,
+			      const struct sandbox_settings *s);
 
 /* Stamps obj's metadata.annotations[sbx.dev/spec-hash] with a digest of obj
  * (without that annotation). */
 void sandbox_stamp_hash(json_t *obj);
-/* True when child exists, is controlled by the Sandbox with this uid, and
- * carries the same spec hash as desired. */
+/* True when child exists, is controlled by the Sandbox with this uid,
+ * carries the same spec hash as desired, and has not drifted from it. */
 bool sandbox_child_current(const json_t *child, const json_t *desired, const char *owner_uid);
+/* True when someone changed what the operator set in child: a label, or (but
+ * for pods) a field of desired's spec or data, compared as a subset so that
+ * what the apiserver adds by default does not count. */
+bool sandbox_child_drifted(const json_t *child, const json_t *desired);
 /* True when child is controlled by the Sandbox with this uid. */
 bool sandbox_child_owned(const json_t *child, const char *owner_uid);
 

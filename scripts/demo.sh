@@ -41,6 +41,7 @@ echo "==> sbx: the Sandbox CRD and sbx-operator ($SBX_IMAGE_OPERATOR)"
 "$kubectl" wait --for=condition=Established crd/sandboxes.sbx.dev --timeout=60s >/dev/null
 sed -e "s|image: sbx.local/sbx-operator:dev|image: $SBX_IMAGE_OPERATOR|" \
 	-e "s|--agent-image=sbx.local/sbx-agent:dev|--agent-image=$SBX_IMAGE_AGENT|" \
+	-e "s|--egress-image=sbx.local/sbx-egress:dev|--egress-image=$SBX_IMAGE_EGRESS|" \
 	manifests/operator/operator.yaml | "$kubectl" apply -f -
 "$kubectl" -n sbx-system rollout status deployment/sbx-operator --timeout=120s
 

@@ -25,6 +25,8 @@ def operator(kube):
     text = text.replace("image: sbx.local/sbx-operator:dev", f"image: {kube.image('operator')}")
     text = text.replace("--agent-image=sbx.local/sbx-agent:dev",
                         f"--agent-image={kube.image('agent')}")
+    text = text.replace("--egress-image=sbx.local/sbx-egress:dev",
+                        f"--egress-image={kube.image('egress')}")
     kube.kubectl("apply", "-f", "-", input=text)
     r = kube.kubectl("-n", "sbx-system", "rollout", "status", "deployment/sbx-operator",
                      "--timeout=120s", check=False, timeout=130)

@@ -11,7 +11,9 @@ admin kubeconfig, waits until /readyz answers, and stops everything again.
 from __future__ import annotations
 
 import datetime
+import http.client
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -119,6 +121,27 @@ class Pki:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
+class ApiClient:
+    """requests on one HTTPS connection to the apiserver (a context manager)."""
+
+    def __init__(self, port: int, ctx: ssl.SSLContext):
+        self.conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+
+    def request(self, method: str, path: str, body=None,
+                content_type: str = "application/json") -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        self.conn.request(method, path, body=data, headers={"Content-Type": content_type})
+        r = self.conn.getresponse()
+        text = r.read()
+        return r.status, json.loads(text) if text else {}
+
+    def __enter__(self) -> "ApiClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
+
+
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on loopback."""
 
@@ -195,6 +218,10 @@ class ControlPlane:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
+
+    def client(self) -> "ApiClient":
+        """One kept-alive admin connection, for tests that write fast."""
+        return ApiClient(self.port, self._ssl())
 
     # -- parts -------------------------------------------------------------
     def start_etcd(self) -> None:

@@ -42,7 +42,8 @@ class Operator:
         self.proc = subprocess.Popen(
             [str(binary("operator/sbx-operator")), f"--kubeconfig={cp.kubeconfig}",
              f"--listen=127.0.0.1:{self.port}", "--gateway-url=https://sbx.example.com",
-             "--agent-image=sbx.local/sbx-agent:test", "--log-level=debug", *args],
+             "--agent-image=sbx.local/sbx-agent:test", "--egress-image=sbx.local/sbx-egress:test",
+             "--log-level=debug", *args],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
         wait_for("the operator's /readyz", lambda: self.get("/readyz")[0] == 200)
 
@@ -157,6 +158,15 @@ def test_edits_reach_the_children_and_deleted_children_come_back(operator, names
                    p["metadata"]["uid"] != pod["metadata"]["uid"] and
                    not p["metadata"].get("deletionTimestamp") and p)
     assert [p["containerPort"] for p in new["spec"]["containers"][0]["ports"]] == [8080, 6080]
+    # A hand edit of a child is undone: here, a NetworkPolicy opened to every pod.
+    np = get(cp, namespace, "networkpolicy", "s2")
+    cp.kubectl("-n", namespace, "patch", "networkpolicy", "s2", "--type=merge",
+               "-p", json.dumps({"spec": {"ingress": [{}]}}))
+    wait_for("the NetworkPolicy restored", lambda: get(
+        cp, namespace, "networkpolicy", "s2")["spec"]["ingress"] == np["spec"]["ingress"])
+    cp.kubectl("-n", namespace, "label", "service", "s2", "sbx.dev/id=someone-else", "--overwrite")
+    wait_for("the Service's label restored", lambda: get(
+        cp, namespace, "service", "s2")["metadata"]["labels"]["sbx.dev/id"] == np["metadata"]["labels"]["sbx.dev/id"])
     # Deleted children come back.
     old_svc = get(cp, namespace, "service", "s2")["metadata"]["uid"]
     cp.kubectl("-n", namespace, "delete", "service/s2", "networkpolicy/s2", "--wait=false")
@@ -174,6 +184,78 @@ def test_edits_reach_the_children_and_deleted_children_come_back(operator, names
     wait_for("the pod again", lambda: (p := get(cp, namespace, "pod", "s2", check=False))
              and not p["metadata"].get("deletionTimestamp"))
     assert get(cp, namespace, "sandbox", "s2")["status"]["id"] == sid
+
+
+def policy_of(cp, ns, name):
+    cm = get(cp, ns, "configmap", name, check=False)
+    return cm and (json.loads(cm["data"]["policy.json"]), cm)
+
+
+def test_egress_rules_become_a_sidecar_and_a_configmap_that_follows_them(operator, namespace):
+    cp = operator.cp
+    rules = [{"action": "allow", "target": "*.pypi.org"}]
+    sbx = apply_sandbox(cp, namespace, "eg", egress={"defaultAction": "deny", "rules": rules})
+    pod = wait_for("the pod", lambda: get(cp, namespace, "pod", "eg", check=False))
+    # The sidecar starts first, alone with NET_ADMIN, and gates the rest on its probe.
+    side, install = pod["spec"]["initContainers"]
+    assert (side["name"], side["image"], side["restartPolicy"]) == \
+        ("sbx-egress", "sbx.local/sbx-egress:test", "Always")
+    assert side["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    assert side["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert "--policy-file=/etc/sbx/egress/policy.json" in side["args"]
+    assert side["volumeMounts"] == [{"name": "sbx-egress-policy", "mountPath": "/etc/sbx/egress",
+                                     "readOnly": True}]
+    for c in [install, *pod["spec"]["containers"]]:
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}, c["name"]
+    vol = {v["name"]: v for v in pod["spec"]["volumes"]}["sbx-egress-policy"]
+    assert vol["configMap"]["name"] == "eg"
+    # The ConfigMap is the Sandbox's, and says what the sidecar enforces.
+    policy, cm = wait_for("the ConfigMap", lambda: policy_of(cp, namespace, "eg"))
+    ref = cm["metadata"]["ownerReferences"][0]
+    assert (ref["kind"], ref["uid"], ref["controller"]) == ("Sandbox", sbx["metadata"]["uid"], True)
+    assert policy["defaultAction"] == "deny" and policy["rules"] == rules
+    assert policy["alwaysAllow"] == [] and "169.254.0.0/16" in policy["alwaysDeny"]
+    st = wait_for("status.egress", lambda: get(cp, namespace, "sandbox", "eg")["status"]["egress"])
+    assert st == {"configMap": "eg", "defaultAction": "deny", "rules": 1,
+                  "policyHash": cm["metadata"]["annotations"]["sbx.dev/policy-hash"]}
+
+    # A rule change reaches the ConfigMap (the sidecar's volume) and leaves the pod running.
+    rules.append({"action": "allow", "target": "files.example.com"})
+    apply_sandbox(cp, namespace, "eg", egress={"defaultAction": "deny", "rules": rules})
+    wait_for("the new rule in the ConfigMap",
+             lambda: policy_of(cp, namespace, "eg")[0]["rules"] == rules)
+    new = wait_for("status.egress of the new policy",
+                   lambda: (e := get(cp, namespace, "sandbox", "eg")["status"]["egress"])["rules"] == 2 and e)
+    assert new["policyHash"] != st["policyHash"]
+    assert get(cp, namespace, "pod", "eg")["metadata"]["uid"] == pod["metadata"]["uid"]
+    # Someone edits the ConfigMap by hand: the operator puts the policy back.
+    cp.kubectl("-n", namespace, "patch", "configmap", "eg", "--type=merge",
+               "-p", json.dumps({"data": {"policy.json": '{"defaultAction":"allow"}'}}))
+    wait_for("the policy restored", lambda: policy_of(cp, namespace, "eg")[0]["rules"] == rules)
+
+    # Without spec.egress: no ConfigMap, no sidecar (a new pod: init containers are fixed).
+    cp.kubectl("-n", namespace, "patch", "sandbox", "eg", "--type=json",
+               "-p", '[{"op": "remove", "path": "/spec/egress"}]')
+    wait_for("the ConfigMap gone", lambda: get(cp, namespace, "configmap", "eg", check=False) is None)
+    plain = wait_for("a pod without the sidecar", lambda: (
+        p := get(cp, namespace, "pod", "eg", check=False)) and not p["metadata"].get("deletionTimestamp")
+        and p["metadata"]["uid"] != pod["metadata"]["uid"] and p)
+    assert [c["name"] for c in plain["spec"]["initContainers"]] == ["sbx-agent-install"]
+    wait_for("status without egress", lambda: "egress" not in get(cp, namespace, "sandbox", "eg")["status"])
+
+
+def test_egress_without_a_sidecar_image_fails_with_a_reason(crd, namespace, tmp_path):
+    op = Operator(crd, tmp_path, "--egress-image=")
+    try:
+        apply_sandbox(crd, namespace, "noeg", egress={"defaultAction": "allow"})
+        st = wait_for("InvalidSpec", lambda: (s := get(crd, namespace, "sandbox", "noeg").get("status"))
+                      and s["conditions"][0]["reason"] == "InvalidSpec" and s)
+        assert st["phase"] == "Failed" and "--egress-image" in st["conditions"][0]["message"]
+        assert get(crd, namespace, "pod", "noeg", check=False) is None
+        # The rest of it is made: the Sandbox still has its Service and id.
+        assert get(crd, namespace, "service", "noeg")["spec"]["selector"] == {"sbx.dev/id": st["id"]}
+    finally:
+        op.stop()
 
 
 def test_objects_it_does_not_own_are_never_touched(operator, namespace):
@@ -318,3 +400,128 @@ def test_namespace_limits_what_it_sees(crd, namespace, tmp_path):
             op.stop()
     finally:
         cp.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def children_of(cp, ns, kind):
+    return json.loads(cp.kubectl("-n", ns, "get", kind, "-l", "sbx.dev/sandbox",
+                                 "-o", "json").stdout)["items"]
+
+
+def test_an_operator_killed_midway_leaves_no_duplicates_or_orphans(crd, namespace, tmp_path):
+    cp = crd
+    names = [f"r{i:02}" for i in range(40)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = Operator(cp, tmp_path / "a")
+    docs = yaml.safe_dump_all([{"apiVersion": "sbx.dev/v1alpha1", "kind": "Sandbox",
+                                "metadata": {"name": n}, "spec": {"image": "sbx.local/sandbox-base:dev"}}
+                               for n in names])
+    apply = subprocess.Popen([str(cp.bin / "kubectl"), f"--kubeconfig={cp.kubeconfig}", "-n",
+                              namespace, "apply", "-f", "-"], stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    apply.stdin.write(docs)
+    apply.stdin.close()
+    # Killed without a word while the Sandboxes are still coming in.
+    wait_for("the first pods", lambda: len(children_of(cp, namespace, "pods")) >= 3)
+    first.proc.kill()
+    first.proc.wait()
+    done_at_kill = len(children_of(cp, namespace, "pods"))
+    assert apply.wait(60) == 0, apply.stderr.read()
+    assert done_at_kill < len(names), "the operator had finished before it was killed"
+    ids = {s["metadata"]["name"]: s["status"]["id"] for s in json.loads(cp.kubectl(
+        "-n", namespace, "get", "sandboxes", "-o", "json").stdout)["items"] if s.get("status")}
+
+    second = Operator(cp, tmp_path / "b")
+    try:
+        def complete():
+            sandboxes = json.loads(cp.kubectl("-n", namespace, "get", "sandboxes", "-o",
+                                              "json").stdout)["items"]
+            return all(s.get("status", {}).get("id") for s in sandboxes) and \
+                all(len(children_of(cp, namespace, k)) == len(names)
+                    for k in ("pods", "services", "networkpolicies")) and sandboxes
+        sandboxes = wait_for("every Sandbox with its children and an id", complete, 60)
+        by_name = {s["metadata"]["name"]: s for s in sandboxes}
+        assert sorted(by_name) == names
+        for name, sid in ids.items():  # ids are assigned once, whoever assigned them
+            assert by_name[name]["status"]["id"] == sid, name
+        assert len({s["status"]["id"] for s in sandboxes}) == len(names)
+        # One child of each kind per Sandbox, owned by it, with its id: no duplicate, no orphan.
+        for kind in ("pods", "services", "networkpolicies"):
+            for child in children_of(cp, namespace, kind):
+                owner = by_name[child["metadata"]["labels"]["sbx.dev/sandbox"]]
+                assert child["metadata"]["name"] == owner["metadata"]["name"]
+                assert child["metadata"]["labels"]["sbx.dev/id"] == owner["status"]["id"], kind
+                ref = child["metadata"]["ownerReferences"][0]
+                assert ref["uid"] == owner["metadata"]["uid"] and ref["controller"]
+    finally:
+        second.stop()
+
+
+def test_an_apiserver_restart_is_survived_and_410_gone_makes_it_relist(operator, namespace):
+    cp = operator.cp
+    apply_sandbox(cp, namespace, "before")
+    wait_for("the pod", lambda: get(cp, namespace, "pod", "before", check=False))
+    # A write the operator does not watch moves the store past what its watches
+    # last saw; the restarted apiserver's watch cache starts there, so resuming
+    # them from their old resourceVersion gets 410 Gone.
+    cp.kubectl("-n", namespace, "create", "configmap", "unwatched")
+    cp.restart_apiserver()
+    wait_for("a relist after 410 Gone",
+             lambda: "relist needed" in operator.log.read_text(), 60)
+    wait_for("ready again", lambda: operator.get("/readyz")[0] == 200, 60)
+    # It goes on: a new Sandbox is made, a deleted child of an old one comes back.
+    apply_sandbox(cp, namespace, "after")
+    wait_for("the new Sandbox's pod", lambda: get(cp, namespace, "pod", "after", check=False), 60)
+    old = get(cp, namespace, "service", "before")["metadata"]["uid"]
+    cp.kubectl("-n", namespace, "delete", "service", "before")
+    wait_for("the Service back", lambda: (s := get(cp, namespace, "service", "before", check=False))
+             and s["metadata"]["uid"] != old)
+    # The relist did not double anything it holds.
+    assert operator.metric("sbx_operator_sandboxes") == len(json.loads(cp.kubectl(
+        "get", "sandboxes", "-A", "-o", "json").stdout)["items"])
+
+
+def test_status_conflicts_are_retried_until_the_status_is_current(operator, namespace):
+    cp = operator.cp
+    apply_sandbox(cp, namespace, "busy")
+    wait_for("an id", lambda: get(cp, namespace, "sandbox", "busy").get("status"))
+    path = f"/apis/sbx.dev/v1alpha1/namespaces/{namespace}/sandboxes/busy"
+    conflicts = operator.metric("sbx_operator_conflicts_total")
+    t0 = int(time.time()) + 3600
+    # Each edit moves status.expiresAt, so the operator writes a status per
+    # edit, from a cache that the next edit has already made stale: 409s.
+    with cp.client() as api:
+        for i in range(400):
+            status, body = api.request("PATCH", path, {"spec": {"expiresAt": iso(t0 + i)}},
+                                       "application/merge-patch+json")
+            assert status == 200, body
+            if i >= 20 and i % 10 == 0 and operator.metric("sbx_operator_conflicts_total") > conflicts:
+                break
+    assert operator.metric("sbx_operator_conflicts_total") > conflicts, "no conflict was provoked"
+    last = iso(t0 + i)
+    sbx = wait_for("the status of the last edit", lambda: (
+        s := get(cp, namespace, "sandbox", "busy"))["status"]["expiresAt"] == last and
+        s["status"]["observedGeneration"] == s["metadata"]["generation"] and s)
+    assert sbx["status"]["conditions"][0]["observedGeneration"] == sbx["metadata"]["generation"]
+
+
+def test_an_operator_upgrade_patches_running_pods_in_place(crd, namespace, tmp_path):
+    cp = crd
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old = Operator(cp, tmp_path / "old")
+    try:
+        apply_sandbox(cp, namespace, "kept")
+        pod = wait_for("the pod", lambda: get(cp, namespace, "pod", "kept", check=False))
+    finally:
+        old.stop()
+    # The same Sandbox under an operator with a new agent image: the init
+    # container's image is mutable, so the pod is patched, not made anew.
+    new = Operator(cp, tmp_path / "new", "--agent-image=sbx.local/sbx-agent:next")
+    try:
+        patched = wait_for("the new agent image", lambda: (
+            p := get(cp, namespace, "pod", "kept"))["spec"]["initContainers"][0]["image"]
+            == "sbx.local/sbx-agent:next" and p)
+        assert patched["metadata"]["uid"] == pod["metadata"]["uid"]
+    finally:
+        new.stop()

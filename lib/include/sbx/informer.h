@@ -25,6 +25,11 @@ struct sbx_informer_opts {
 	size_t max_objects;	      /* cache bound (100000) */
 	unsigned watch_timeout_s;     /* see sbx_watch_opts (300) */
 	unsigned long backoff_max_ms; /* list and watch retry cap (30000) */
+	/* What to cache of an object (NULL: all of it): a new reference to a
+	 * smaller object, or NULL to keep obj as it is. It must keep
+	 * metadata.name, namespace and resourceVersion. Handlers and
+	 * sbx_informer_get see only what it kept; called with the handlers' arg. */
+	json_t *(*trim)(json_t *obj, void *arg);
 };
 
 /* Objects are borrowed for the call; keep a reference with json_incref. */
@@ -44,6 +49,10 @@ void sbx_informer_free(struct sbx_informer *inf);
 /* Cached object by namespace (NULL for cluster-scoped) and name; borrowed. */
 json_t *sbx_informer_get(const struct sbx_informer *inf, const char *ns, const char *name);
 size_t sbx_informer_count(const struct sbx_informer *inf);
+/* Calls fn for every cached object (borrowed; the cache must not change
+ * during the walk). */
+void sbx_informer_foreach(const struct sbx_informer *inf, void (*fn)(json_t *obj, void *arg),
+			  void *arg);
 bool sbx_informer_synced(const struct sbx_informer *inf);
 /* Complete lists done so far (1 after start; more after 410s). */
 unsigned long sbx_informer_lists(const struct sbx_informer *inf);

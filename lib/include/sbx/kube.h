@@ -86,6 +86,9 @@ uv_loop_t *sbx_kube_loop(const struct sbx_kube *k);
 
 /* Which HTTP version the client's last completed request used (1, 2). */
 int sbx_kube_http_version(const struct sbx_kube *k);
+/* Requests sent so far with this method: "GET", "POST", "PUT", "PATCH",
+ * "DELETE", or "WATCH" for streams (whose GETs are not counted as GET). */
+unsigned long sbx_kube_requests(const struct sbx_kube *k, const char *method);
 /* Connections opened so far (for tests and metrics: should stay 1). */
 long sbx_kube_connects(const struct sbx_kube *k);
 

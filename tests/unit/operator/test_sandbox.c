@@ -14,6 +14,8 @@ static const struct sandbox_settings settings = {
 	.ingress_namespace = "sbx-system",
 	.ingress_pod_label = "app.kubernetes.io/name=sbx-ingress",
 	.deny_cidrs = deny,
+	.egress_image = "sbx.local/sbx-egress:dev",
+	.egress_always_deny = deny,
 };
 
 static json_t *load(const char *text)
@@ -238,6 +240,21 @@ static void a_child_is_current_only_when_owned_and_unchanged(void **state)
 	free(before);
 	json_decref(a);
 	json_decref(b);
+	/* What the apiserver adds by default is no drift; a changed or removed
+	 * value of the operator's is. */
+	a = sandbox_network_policy(sbx, "s1-abcde", &settings);
+	b = json_deep_copy(a);
+	json_object_set_new(json_object_get(b, "spec"), "added", json_string("by default"));
+	assert_false(sandbox_child_drifted(b, a));
+	json_array_clear(json_object_get(json_object_get(b, "spec"), "ingress"));
+	assert_true(sandbox_child_drifted(b, a));
+	json_decref(b);
+	b = json_deep_copy(a);
+	json_object_del(json_object_get(json_object_get(b, "metadata"), "labels"),
+			SANDBOX_ID_LABEL);
+	assert_true(sandbox_child_drifted(b, a));
+	json_decref(a);
+	json_decref(b);
 	json_decref(sbx);
 	(void)state;
 }
@@ -283,6 +300,10 @@ static void the_status_follows_the_pod(void **state)
 		"\"status\":\"False\",\"reason\":\"Unschedulable\",\"message\":\"0/1 nodes\"}]}");
 	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:00:02Z", false);
 	assert_json(st, "conditions.[0].reason", "\"Unschedulable\"");
+	/* The pod's PodScheduled, mirrored. */
+	assert_json(st, "conditions.[1].type", "\"PodScheduled\"");
+	assert_json(st, "conditions.[1].status", "\"False\"");
+	assert_json(st, "conditions.[1].message", "\"0/1 nodes\"");
 	json_decref(st);
 	json_decref(pod);
 
@@ -309,6 +330,105 @@ static void the_status_follows_the_pod(void **state)
 	json_decref(pod);
 	json_decref(sbx);
 	(void)state;
+}
+
+static json_t *with_egress(const char *rules)
+{
+	json_t *sbx = minimal(), *eg = load(rules);
+
+	json_object_set_new(json_object_get(sbx, "spec"), "egress", eg);
+	return sbx;
+}
+
+static void egress_adds_a_native_sidecar_and_a_policy_configmap(void **state)
+{
+	json_t *sbx = with_egress("{\"defaultAction\":\"deny\",\"rules\":"
+				  "[{\"action\":\"allow\",\"target\":\"*.pypi.org\"}]}");
+	json_t *plain = minimal();
+	const char *err = NULL;
+	json_t *pod = sandbox_pod(sbx, "s1-abcde", &settings, &err);
+	json_t *cm = sandbox_egress_config(sbx, "s1-abcde", &settings);
+	json_t *st =
+		sandbox_status(sbx, "s1-abcde", NULL, &settings, "2026-12-03T10:00:00Z", false);
+	json_t *policy;
+
+	(void)state;
+	assert_non_null(pod);
+	/* First of the init containers, a sidecar, the only one with NET_ADMIN. */
+	assert_json(pod, "spec.initContainers.[0].name", "\"sbx-egress\"");
+	assert_json(pod, "spec.initContainers.[0].restartPolicy", "\"Always\"");
+	assert_json(pod, "spec.initContainers.[0].securityContext.capabilities",
+		    "{\"add\":[\"NET_ADMIN\"],\"drop\":[\"ALL\"]}");
+	assert_json(pod, "spec.initContainers.[0].startupProbe.httpGet.path", "\"/readyz\"");
+	assert_json(pod, "spec.initContainers.[1].name", "\"sbx-agent-install\"");
+	assert_json(pod, "spec.containers.[0].securityContext.capabilities",
+		    "{\"drop\":[\"ALL\"]}");
+	assert_json(pod, "spec.volumes.[0].configMap.name", "\"s1\"");
+	/* The ConfigMap: the rules and the operator's lists, owned and labelled. */
+	assert_non_null(cm);
+	assert_json(cm, "metadata.ownerReferences.[0].uid", "\"u-1\"");
+	assert_string_equal(json_string_value(json_object_get(
+				    json_object_get(json_object_get(cm, "metadata"), "labels"),
+				    SANDBOX_ID_LABEL)),
+			    "s1-abcde");
+	policy = load(
+		json_string_value(json_object_get(json_object_get(cm, "data"), "policy.json")));
+	assert_json(policy, "",
+		    "{\"alwaysAllow\":[],\"alwaysDeny\":[\"10.0.0.0/8\",\"169.254.169.254/32\"],"
+		    "\"defaultAction\":\"deny\",\"rules\":[{\"action\":\"allow\","
+		    "\"target\":\"*.pypi.org\"}]}");
+	assert_json(st, "egress.configMap", "\"s1\"");
+	assert_json(st, "egress.rules", "1");
+	assert_string_equal(sbx_json_str(st, "egress.policyHash"),
+			    json_string_value(json_object_get(
+				    json_object_get(json_object_get(cm, "metadata"), "annotations"),
+				    SANDBOX_POLICY_HASH_ANNOTATION)));
+	/* Without spec.egress: no ConfigMap, no sidecar, no status.egress. */
+	assert_null(sandbox_egress_config(plain, "s1-abcde", &settings));
+	json_decref(st);
+	st = sandbox_status(plain, "s1-abcde", NULL, &settings, "2026-12-03T10:00:00Z", false);
+	assert_null(json_object_get(st, "egress"));
+	json_decref(policy);
+	json_decref(cm);
+	json_decref(pod);
+	json_decref(st);
+	json_decref(sbx);
+	json_decref(plain);
+}
+
+static void a_rule_change_changes_the_configmap_and_not_the_pod(void **state)
+{
+	json_t *a = with_egress("{\"defaultAction\":\"deny\"}");
+	json_t *b = with_egress("{\"defaultAction\":\"deny\",\"rules\":"
+				"[{\"action\":\"allow\",\"target\":\"example.com\"}]}");
+	const char *err = NULL;
+	json_t *pa = sandbox_pod(a, "s1-abcde", &settings, &err);
+	json_t *pb = sandbox_pod(b, "s1-abcde", &settings, &err);
+	json_t *ca = sandbox_egress_config(a, "s1-abcde", &settings);
+	json_t *cb = sandbox_egress_config(b, "s1-abcde", &settings);
+	json_t *ca2 = sandbox_egress_config(a, "s1-abcde", &settings);
+	struct sandbox_settings no_image = settings;
+
+	(void)state;
+	assert_true(sandbox_child_current(pb, pa, "u-1"));
+	assert_false(sandbox_child_current(cb, ca, "u-1"));
+	assert_true(sandbox_child_current(ca2, ca, "u-1")); /* the same policy, the same text */
+	/* Edited by hand, with its hash left alone: drifted, so not current. */
+	json_object_set_new(json_object_get(ca2, "data"), SANDBOX_EGRESS_FILE,
+			    json_string("{\"defaultAction\":\"allow\"}"));
+	assert_true(sandbox_child_drifted(ca2, ca));
+	assert_false(sandbox_child_current(ca2, ca, "u-1"));
+	/* An operator without the sidecar's image cannot build such a pod, and says why. */
+	no_image.egress_image = NULL;
+	assert_null(sandbox_pod(a, "s1-abcde", &no_image, &err));
+	assert_non_null(strstr(err, "--egress-image"));
+	json_decref(pa);
+	json_decref(pb);
+	json_decref(ca);
+	json_decref(cb);
+	json_decref(ca2);
+	json_decref(a);
+	json_decref(b);
 }
 
 static void expiry_comes_from_the_spec_or_the_ttl(void **state)
@@ -355,6 +475,8 @@ int main(void)
 		cmocka_unit_test(the_service_and_the_policy_expose_the_declared_ports_only),
 		cmocka_unit_test(a_child_is_current_only_when_owned_and_unchanged),
 		cmocka_unit_test(the_status_follows_the_pod),
+		cmocka_unit_test(egress_adds_a_native_sidecar_and_a_policy_configmap),
+		cmocka_unit_test(a_rule_change_changes_the_configmap_and_not_the_pod),
 		cmocka_unit_test(expiry_comes_from_the_spec_or_the_ttl),
 	};
 
