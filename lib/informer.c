@@ -1,5 +1,6 @@
 /* Informer (see sbx/informer.h). Owns its cache (a map of key -> json_t
- * reference), its watch and a retry timer for failed lists. */
+ * reference, or -> struct packed with opts.compact), its watch and a retry
+ * timer for failed lists. */
 #include "sbx/informer.h"
 
 #include "sbx/alloc.h"
@@ -37,7 +38,67 @@ struct sbx_informer {
 	unsigned long lists;
 };
 
+/* A cached object in compact mode: its text, and its resourceVersion so
+ * that a relist can compare without parsing. */
+struct packed {
+	char rv[32];
+	char text[];
+};
+
 static void list_page(struct sbx_informer *inf, const char *cont);
+
+/* ---- the cache's values ---------------------------------------------------- */
+
+/* What the cache stores for obj (a new reference, or a packed copy). */
+static void *store(const struct sbx_informer *inf, json_t *obj)
+{
+	const char *rv = sbx_json_str(obj, "metadata.resourceVersion");
+	struct packed *p;
+	char *text;
+	size_t len;
+
+	if (!inf->opts.compact)
+		return json_incref(obj);
+	if (!(text = json_dumps(obj, JSON_COMPACT)))
+		return NULL;
+	len = strlen(text);
+	if ((p = sbx_malloc(sizeof(*p) + len + 1))) {
+		snprintf(p->rv, sizeof(p->rv), "%s", rv ? rv : "");
+		memcpy(p->text, text, len + 1);
+	}
+	free(text);
+	return p;
+}
+
+/* A new reference to the object a cache value holds. */
+static json_t *load(const struct sbx_informer *inf, void *value)
+{
+	const struct packed *p = value;
+
+	if (!value)
+		return NULL;
+	if (!inf->opts.compact)
+		return json_incref(value);
+	return json_loads(p->text, 0, NULL);
+}
+
+static const char *stored_rv(const struct sbx_informer *inf, void *value)
+{
+	const char *rv;
+
+	if (inf->opts.compact)
+		return ((const struct packed *)value)->rv;
+	rv = sbx_json_str(value, "metadata.resourceVersion");
+	return rv ? rv : "";
+}
+
+static void drop_stored(const struct sbx_informer *inf, void *value)
+{
+	if (inf->opts.compact)
+		sbx_free(value);
+	else
+		json_decref(value);
+}
 
 int sbx_informer_key(const json_t *obj, char *out, size_t size)
 {
@@ -71,27 +132,32 @@ static json_t *keep(struct sbx_informer *inf, json_t *obj)
 static void apply_upsert(struct sbx_informer *inf, json_t *obj)
 {
 	char key[KEY_MAX];
-	void *old = NULL;
-	int rc;
+	void *value, *old = NULL;
+	int rc = -ENOMEM;
 
 	if (sbx_informer_key(obj, key, sizeof(key)))
 		return;
-	json_incref(obj);
-	rc = sbx_map_put(&inf->cache, key, obj, &old);
-	if (rc) {
+	value = store(inf, obj);
+	if (!value || (rc = sbx_map_put(&inf->cache, key, value, &old))) {
 		/* Losing an object silently would break every controller above us. */
 		sbx_log_error("informer cache full; object not cached", SBX_LS("path", inf->path),
 			      SBX_LS("key", key),
 			      SBX_LI("max_objects", (long long)inf->opts.max_objects),
 			      SBX_LERR(rc));
-		json_decref(obj);
+		if (value)
+			drop_stored(inf, value);
 		return;
 	}
-	if (old && inf->h.on_update)
-		inf->h.on_update(old, obj, inf->arg);
-	else if (!old && inf->h.on_add)
+	if (old && inf->h.on_update) {
+		json_t *was = load(inf, old);
+
+		inf->h.on_update(was, obj, inf->arg);
+		json_decref(was);
+	} else if (!old && inf->h.on_add) {
 		inf->h.on_add(obj, inf->arg);
-	json_decref(old);
+	}
+	if (old)
+		drop_stored(inf, old);
 }
 
 static void apply_delete(struct sbx_informer *inf, json_t *obj)
@@ -105,7 +171,8 @@ static void apply_delete(struct sbx_informer *inf, json_t *obj)
 	/* Report the final state the server sent, which is newer than ours. */
 	if (inf->h.on_delete)
 		inf->h.on_delete(obj, inf->arg);
-	json_decref(old);
+	if (old)
+		drop_stored(inf, old);
 }
 
 static void on_watch_event(enum sbx_watch_type t, json_t *obj, void *arg)
@@ -132,7 +199,7 @@ static void on_watch_gone(void *arg)
 
 struct diff {
 	struct sbx_informer *inf;
-	json_t **gone; /* cached objects missing from the new list */
+	void **gone; /* cached values missing from the new list */
 	size_t n_gone;
 };
 
@@ -173,19 +240,20 @@ static void finish_list(struct sbx_informer *inf)
 	sbx_map_release(&inf->next);
 	sbx_map_init(&inf->next, inf->opts.max_objects);
 	for (size_t i = 0; i < d.n_gone; i++) {
-		json_t *obj = json_incref(d.gone[i]);
+		json_t *obj = load(inf, d.gone[i]);
 
-		apply_delete(inf, obj);
+		if (obj)
+			apply_delete(inf, obj);
 		json_decref(obj);
 	}
 	for (size_t i = 0; i < n_fresh; i++) {
 		char key[KEY_MAX];
-		json_t *old = NULL;
+		void *old = NULL;
 
 		if (!sbx_informer_key(fresh[i], key, sizeof(key)))
 			old = sbx_map_get(&inf->cache, key);
 		/* Unchanged objects are not reported again. */
-		if (!old || strcmp(rv_of(old), rv_of(fresh[i])) != 0)
+		if (!old || strcmp(stored_rv(inf, old), rv_of(fresh[i])) != 0)
 			apply_upsert(inf, fresh[i]);
 		json_decref(fresh[i]);
 	}
@@ -370,11 +438,17 @@ int sbx_informer_start(struct sbx_informer *inf)
 	return 0;
 }
 
+static void drop_cached(const char *key, void *value, void *arg)
+{
+	(void)key;
+	drop_stored(arg, value);
+}
+
 static void on_informer_closed(uv_handle_t *h)
 {
 	struct sbx_informer *inf = h->data;
 
-	sbx_map_foreach(&inf->cache, drop_next, NULL);
+	sbx_map_foreach(&inf->cache, drop_cached, inf);
 	sbx_map_release(&inf->cache);
 	sbx_map_foreach(&inf->next, drop_next, NULL);
 	sbx_map_release(&inf->next);
@@ -404,28 +478,7 @@ json_t *sbx_informer_get(const struct sbx_informer *inf, const char *ns, const c
 
 	if (n < 0 || (size_t)n >= sizeof(key))
 		return NULL;
-	return sbx_map_get(&inf->cache, key);
-}
-
-struct informer_walk {
-	void (*fn)(json_t *obj, void *arg);
-	void *arg;
-};
-
-static void walk_one(const char *key, void *value, void *arg)
-{
-	const struct informer_walk *w = arg;
-
-	(void)key;
-	w->fn(value, w->arg);
-}
-
-void sbx_informer_foreach(const struct sbx_informer *inf, void (*fn)(json_t *obj, void *arg),
-			  void *arg)
-{
-	struct informer_walk w = { fn, arg };
-
-	sbx_map_foreach(&inf->cache, walk_one, &w);
+	return load(inf, sbx_map_get(&inf->cache, key));
 }
 
 size_t sbx_informer_count(const struct sbx_informer *inf)

@@ -8,14 +8,19 @@
 #include "sbx/json.h"
 #include "sbx/kube.h"
 #include "sbx/log.h"
+#include "sbx/map.h"
 #include "sbx/workqueue.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #define COMPONENT "sbx-operator" /* the source of its Events */
+/* Objects per list page: the transient peak of a (re)list is a page parsed
+ * in full, managedFields and all, per informer. */
+#define LIST_PAGE 100
 
 /* In the order a pass writes them: the pod last, after the ConfigMap it mounts. */
 enum child_kind { CHILD_SERVICE, CHILD_POLICY, CHILD_CONFIG, CHILD_POD, CHILD_COUNT };
@@ -41,6 +46,8 @@ struct pass {
 	const char *conflict; /* a child kind we may not touch, for the status */
 	const char *invalid;  /* why a child cannot be built from the spec */
 	json_t *made_pod;     /* the pod this pass created (the cache has not seen it yet) */
+	int rc;		      /* what the pass ends with once its status is written */
+	char failed[512];     /* why a child could not be written, for the status */
 	uint64_t start_us;
 };
 
@@ -62,6 +69,9 @@ struct reconciler {
 	unsigned synced;
 	bool stopped;
 	struct reconciler_stats stats;
+	/* Each cached Sandbox's phase ("ns/name" -> index + 1), and the counts. */
+	struct sbx_map phases;
+	size_t phase_counts[RECONCILER_PHASES];
 };
 
 const double reconciler_bucket_bounds[RECONCILER_BUCKETS] = { 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -70,6 +80,7 @@ const char *const reconciler_phase_names[RECONCILER_PHASES] = { "Pending", "Runn
 								"Expired", "Failed",  "" };
 
 static void step(struct pass *p);
+static void write_status(struct pass *p);
 
 /* The scope that watches namespace ns, or NULL when none does. */
 static struct scope *scope_of(const struct reconciler *r, const char *ns)
@@ -80,6 +91,7 @@ static struct scope *scope_of(const struct reconciler *r, const char *ns)
 	return NULL;
 }
 
+/* A new reference to the cached Sandbox (kind -1) or child, or NULL. */
 static json_t *cached(const struct reconciler *r, int kind, const char *ns, const char *name)
 {
 	struct scope *sc = scope_of(r, ns);
@@ -104,15 +116,49 @@ static void enqueue_obj(struct reconciler *r, const json_t *sandbox)
 		sbx_workqueue_add(r->queue, key);
 }
 
+/* Counts Sandboxes by phase as the cache changes (a walk of a large compact
+ * cache at every scrape would parse every object). */
+static void track_phase(struct reconciler *r, const json_t *sandbox, bool gone)
+{
+	const char *phase = sbx_json_str(sandbox, "status.phase") ?: "";
+	uintptr_t i, old;
+	char key[320];
+
+	if (sbx_informer_key(sandbox, key, sizeof(key)))
+		return;
+	if (gone) {
+		old = (uintptr_t)sbx_map_remove(&r->phases, key);
+	} else {
+		void *was = NULL;
+
+		for (i = 0; i < RECONCILER_PHASES - 1; i++)
+			if (strcmp(phase, reconciler_phase_names[i]) == 0)
+				break;
+		if (sbx_map_put(&r->phases, key, (void *)(i + 1), &was))
+			return;
+		r->phase_counts[i]++;
+		old = (uintptr_t)was;
+	}
+	if (old)
+		r->phase_counts[old - 1]--;
+}
+
 static void on_sandbox_add(json_t *obj, void *arg)
 {
+	track_phase(arg, obj, false);
 	enqueue_obj(arg, obj);
 }
 
 static void on_sandbox_update(json_t *old_obj, json_t *new_obj, void *arg)
 {
 	(void)old_obj;
+	track_phase(arg, new_obj, false);
 	enqueue_obj(arg, new_obj);
+}
+
+static void on_sandbox_delete(json_t *obj, void *arg)
+{
+	track_phase(arg, obj, true);
 }
 
 /* A child changed: its Sandbox (named by the label) gets a pass. */
@@ -325,8 +371,12 @@ static void on_child_written(const struct sbx_kube_response *res, void *arg)
 	/* 404: deleted already (or by someone else); the cache catches up. */
 	if (res->rc || (res->status / 100 != 2 && res->status != 404)) {
 		/* A Pod field that cannot change in place: delete, the next pass recreates. */
-		if (p->child == CHILD_POD && res->status == 422 &&
-		    cached(p->r, CHILD_POD, p->ns, p->name)) {
+		json_t *pod = p->child == CHILD_POD && res->status == 422
+				      ? cached(p->r, CHILD_POD, p->ns, p->name)
+				      : NULL;
+
+		json_decref(pod); /* only whether it is there */
+		if (pod) {
 			char path[512];
 
 			sbx_log_info("pod spec changed in an immutable field; recreating",
@@ -338,8 +388,13 @@ static void on_child_written(const struct sbx_kube_response *res, void *arg)
 			    0)
 				return;
 		}
+		/* Told in the status (and an Event), then retried with backoff. */
 		log_failure(p, "cannot write a child", res);
-		pass_end(p, res->status == 409 ? -EAGAIN : -EIO);
+		snprintf(p->failed, sizeof(p->failed), "cannot write the %s: %s",
+			 child_types[p->child < CHILD_COUNT ? p->child : CHILD_POD].kind,
+			 sbx_kube_status_message(res));
+		p->rc = res->status == 409 ? -EAGAIN : -EIO;
+		write_status(p);
 		return;
 	}
 	if (res->status / 100 == 2)
@@ -392,11 +447,11 @@ static void on_status_written(const struct sbx_kube_response *res, void *arg)
 			p->r->stats.conflicts++;
 		else
 			log_failure(p, "cannot write the status", res);
-		pass_end(p, res->status == 409 ? 0 : -EIO);
+		pass_end(p, res->status == 409 ? p->rc : -EIO);
 		return;
 	}
 	p->r->stats.status_writes++;
-	pass_end(p, 0);
+	pass_end(p, p->rc);
 }
 
 static void on_event_posted(const struct sbx_kube_response *res, void *arg)
@@ -447,10 +502,23 @@ static void post_event(struct pass *p, const json_t *old_status, const json_t *s
 	json_decref(ev);
 }
 
+/* Sets the Ready condition of status to False with reason and message, and
+ * its phase (unless NULL). */
+static void not_ready(json_t *status, const char *phase, const char *reason, const char *message)
+{
+	json_t *ready = json_array_get(json_object_get(status, "conditions"), 0);
+
+	json_object_set_new(ready, "status", json_string("False"));
+	json_object_set_new(ready, "reason", json_string(reason));
+	json_object_set_new(ready, "message", json_string(message));
+	if (phase)
+		json_object_set_new(status, "phase", json_string(phase));
+}
+
 static void write_status(struct pass *p)
 {
 	struct reconciler *r = p->r;
-	json_t *pod = cached(r, CHILD_POD, p->ns, p->name);
+	json_t *seen = cached(r, CHILD_POD, p->ns, p->name), *pod = seen;
 	const char *uid = sbx_json_str(p->sandbox, "metadata.uid");
 	json_t *status, *obj;
 	char now[32], path[512];
@@ -464,28 +532,23 @@ static void write_status(struct pass *p)
 	gmtime_r(&t, &tm);
 	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	status = sandbox_status(p->sandbox, p->id, pod, r->settings, now, p->expired);
+	json_decref(seen);
 	if (p->conflict) {
-		json_t *ready = json_array_get(json_object_get(status, "conditions"), 0);
 		char msg[512];
 
 		snprintf(msg, sizeof(msg),
 			 "a %s named %s exists and is not this Sandbox's; it is left alone",
 			 p->conflict, p->name);
-		json_object_set_new(ready, "status", json_string("False"));
-		json_object_set_new(ready, "reason", json_string("ChildConflict"));
-		json_object_set_new(ready, "message", json_string(msg));
-		json_object_set_new(status, "phase", json_string("Failed"));
+		not_ready(status, "Failed", "ChildConflict", msg);
 	} else if (p->invalid) {
-		json_t *ready = json_array_get(json_object_get(status, "conditions"), 0);
-
-		json_object_set_new(ready, "status", json_string("False"));
-		json_object_set_new(ready, "reason", json_string("InvalidSpec"));
-		json_object_set_new(ready, "message", json_string(p->invalid));
-		json_object_set_new(status, "phase", json_string("Failed"));
+		not_ready(status, "Failed", "InvalidSpec", p->invalid);
+	} else if (p->failed[0]) {
+		/* Retried: the phase stays what it was. */
+		not_ready(status, NULL, "ChildWriteFailed", p->failed);
 	}
 	if (sandbox_status_equal(status, json_object_get(p->sandbox, "status"))) {
 		json_decref(status);
-		pass_end(p, 0);
+		pass_end(p, p->rc);
 		return;
 	}
 	post_event(p, json_object_get(p->sandbox, "status"), status, now);
@@ -515,73 +578,82 @@ static json_t *desired_child(struct pass *p, enum child_kind k, const char **err
 }
 
 /* The next child that needs a write, or the status. */
-static void step(struct pass *p)
+/* One child's turn in a pass: 0 to go on to the next kind, 1 when a request
+ * now carries the pass on, -1 when the pass has ended. */
+static int visit_child(struct pass *p, json_t *child)
 {
 	struct reconciler *r = p->r;
 	const char *uid = sbx_json_str(p->sandbox, "metadata.uid");
+	bool paused = sbx_json_bool(p->sandbox, "spec.paused", false);
+	bool stopped = p->child == CHILD_POD && (paused || p->expired);
 	const char *err = NULL;
 	char path[512];
+	json_t *desired;
+	int rc;
 
-	for (; p->child < CHILD_COUNT; p->child++) {
-		json_t *child = cached(r, (int)p->child, p->ns, p->name);
-		bool paused = sbx_json_bool(p->sandbox, "spec.paused", false), stopped;
-		json_t *desired;
-		int rc;
-
-		if (child && !sandbox_child_owned(child, uid)) {
-			p->conflict = child_types[p->child].kind;
-			continue;
-		}
-		child_path(p, p->child, path, sizeof(path));
-		/* Not wanted: the pod of a paused or expired Sandbox, the egress
-		 * ConfigMap without spec.egress (its builder returns NULL, no error).
-		 * An owned one goes. */
-		stopped = p->child == CHILD_POD && (paused || p->expired);
-		err = NULL;
-		desired = stopped ? NULL : desired_child(p, p->child, &err);
-		if (!desired && !err && !stopped && p->child != CHILD_CONFIG)
-			err = "out of memory";
-		if (!desired && err) {
-			sbx_log_warn("cannot build a child", SBX_LS("sandbox", p->key),
-				     SBX_LS("kind", child_types[p->child].kind),
-				     SBX_LS("error", err));
-			p->invalid = err;
-			continue;
-		}
-		if (!desired) {
-			if (!child)
-				continue;
-			r->stats.deletes++;
-			if (sbx_kube_delete(r->kube, path, "Background", on_child_written, p) == 0)
-				return;
-			pass_end(p, -EIO);
-			return;
-		}
-		if (sandbox_child_current(child, desired, uid)) {
-			json_decref(desired);
-			continue;
-		}
-		/* Create what the cache has not seen: a 409 then means someone else's
-		 * object (the cache only holds labelled ones), never taken over.
-		 * What is ours is updated with a JSON merge patch of the whole desired
-		 * object: lists are replaced whole, so a removed port, rule or init
-		 * container goes (server-side apply would keep what the create, a
-		 * different manager, set), and what the apiserver defaults stays. */
-		if (child) {
-			rc = sbx_kube_merge_patch(r->kube, path, desired, on_child_written, p);
-		} else {
-			const struct child_type *t = &child_types[p->child];
-
-			sbx_kube_path(path, sizeof(path), t->group, t->version, p->ns, t->resource,
-				      NULL, NULL);
-			rc = sbx_kube_create(r->kube, path, desired, on_child_created, p);
-		}
+	if (child && !sandbox_child_owned(child, uid)) {
+		p->conflict = child_types[p->child].kind;
+		return 0;
+	}
+	child_path(p, p->child, path, sizeof(path));
+	/* Not wanted: the pod of a paused or expired Sandbox, the egress
+	 * ConfigMap without spec.egress (its builder returns NULL, no error).
+	 * An owned one goes. */
+	desired = stopped ? NULL : desired_child(p, p->child, &err);
+	if (!desired && !err && !stopped && p->child != CHILD_CONFIG)
+		err = "out of memory";
+	if (!desired && err) {
+		sbx_log_warn("cannot build a child", SBX_LS("sandbox", p->key),
+			     SBX_LS("kind", child_types[p->child].kind), SBX_LS("error", err));
+		p->invalid = err;
+		return 0;
+	}
+	if (!desired) {
+		if (!child)
+			return 0;
+		r->stats.deletes++;
+		if (sbx_kube_delete(r->kube, path, "Background", on_child_written, p) == 0)
+			return 1;
+		pass_end(p, -EIO);
+		return -1;
+	}
+	if (sandbox_child_current(child, desired, uid)) {
 		json_decref(desired);
-		if (rc) {
-			pass_end(p, rc);
+		return 0;
+	}
+	/* Create what the cache has not seen: a 409 then means someone else's
+	 * object (the cache only holds labelled ones), never taken over.
+	 * What is ours is updated with a JSON merge patch of the whole desired
+	 * object: lists are replaced whole, so a removed port, rule or init
+	 * container goes (server-side apply would keep what the create, a
+	 * different manager, set), and what the apiserver defaults stays. */
+	if (child) {
+		rc = sbx_kube_merge_patch(r->kube, path, desired, on_child_written, p);
+	} else {
+		const struct child_type *t = &child_types[p->child];
+
+		sbx_kube_path(path, sizeof(path), t->group, t->version, p->ns, t->resource, NULL,
+			      NULL);
+		rc = sbx_kube_create(r->kube, path, desired, on_child_created, p);
+	}
+	json_decref(desired);
+	if (rc) {
+		pass_end(p, rc);
+		return -1;
+	}
+	return 1;
+}
+
+/* The next child that needs a write, or the status. */
+static void step(struct pass *p)
+{
+	for (; p->child < CHILD_COUNT; p->child++) {
+		json_t *child = cached(p->r, (int)p->child, p->ns, p->name);
+		int rc = visit_child(p, child);
+
+		json_decref(child);
+		if (rc)
 			return;
-		}
-		return;
 	}
 	write_status(p);
 }
@@ -659,25 +731,31 @@ static void process(struct sbx_workqueue *q, const char *key, void *arg)
 	sbx = cached(r, -1, p->ns, p->name);
 	/* Gone, or going: the garbage collector removes the children it owns. */
 	if (!sbx || json_object_get(json_object_get(sbx, "metadata"), "deletionTimestamp")) {
+		json_decref(sbx);
 		pass_end(p, 0);
 		return;
 	}
-	p->sandbox = json_incref(sbx);
+	p->sandbox = sbx;
 	id = sbx_json_str(sbx, "status.id");
+	if (id && *id && strlen(id) < sizeof(p->id))
+		snprintf(p->id, sizeof(p->id), "%s", id);
 	/* The cache may not show the status an earlier pass wrote yet; the
 	 * children that pass made carry the id too. Only a Sandbox with
 	 * neither gets a new one. */
-	for (int k = 0; (!id || !*id) && k < CHILD_COUNT; k++) {
+	for (int k = 0; !p->id[0] && k < CHILD_COUNT; k++) {
 		json_t *child = cached(r, k, p->ns, p->name);
 
-		if (child && sandbox_child_owned(child, sbx_json_str(sbx, "metadata.uid")))
-			id = json_string_value(json_object_get(
-				json_object_get(json_object_get(child, "metadata"), "labels"),
-				SANDBOX_ID_LABEL));
+		id = child && sandbox_child_owned(child, sbx_json_str(sbx, "metadata.uid"))
+			     ? json_string_value(json_object_get(
+				       json_object_get(json_object_get(child, "metadata"),
+						       "labels"),
+				       SANDBOX_ID_LABEL))
+			     : NULL;
+		if (id && *id && strlen(id) < sizeof(p->id))
+			snprintf(p->id, sizeof(p->id), "%s", id);
+		json_decref(child);
 	}
-	if (id && *id && strlen(id) < sizeof(p->id))
-		snprintf(p->id, sizeof(p->id), "%s", id);
-	else
+	if (!p->id[0])
 		sandbox_new_id(p->name, p->id, sizeof(p->id));
 	if (!expire(p))
 		step(p);
@@ -687,7 +765,8 @@ static void process(struct sbx_workqueue *q, const char *key, void *arg)
 
 static int scope_init(struct reconciler *r, struct scope *sc, const char *ns)
 {
-	struct sbx_informer_handlers sh = { on_sandbox_add, on_sandbox_update, NULL, on_synced };
+	struct sbx_informer_handlers sh = { on_sandbox_add, on_sandbox_update, on_sandbox_delete,
+					    on_synced };
 	struct sbx_informer_handlers ch = { on_child_add, on_child_update, on_child_add,
 					    on_synced };
 	char path[256];
@@ -695,9 +774,12 @@ static int scope_init(struct reconciler *r, struct scope *sc, const char *ns)
 
 	snprintf(sc->ns, sizeof(sc->ns), "%s", ns ? ns : "");
 	sbx_kube_path(path, sizeof(path), "sbx.dev", "v1alpha1", ns, "sandboxes", NULL, NULL);
-	if ((rc = sbx_informer_new(
-		     r->kube, &(struct sbx_informer_opts){ .path = path, .trim = trim_sandbox },
-		     &sh, r, &sc->sandboxes)))
+	if ((rc = sbx_informer_new(r->kube,
+				   &(struct sbx_informer_opts){ .path = path,
+								.trim = trim_sandbox,
+								.compact = true,
+								.page_size = LIST_PAGE },
+				   &sh, r, &sc->sandboxes)))
 		return rc;
 	for (int k = 0; k < CHILD_COUNT; k++) {
 		const struct child_type *t = &child_types[k];
@@ -708,7 +790,9 @@ static int scope_init(struct reconciler *r, struct scope *sc, const char *ns)
 			     r->kube,
 			     &(struct sbx_informer_opts){ .path = path,
 							  .label_selector = SANDBOX_LABEL,
-							  .trim = trim_child },
+							  .trim = trim_child,
+							  .compact = true,
+							  .page_size = LIST_PAGE },
 			     &ch, r, &sc->children[k])))
 			return rc;
 	}
@@ -731,7 +815,10 @@ int reconciler_new(uv_loop_t *loop, struct sbx_kube *kube, const struct sandbox_
 		   unsigned workers, const char *const *namespaces, struct reconciler **out)
 {
 	struct reconciler *r = sbx_calloc(1, sizeof(*r));
-	struct sbx_workqueue_opts qo = { .concurrency = workers ? workers : 1 };
+	/* A failed write is retried after 5 ms, doubling up to 30 s: a user who
+	 * fixes the cause (a quota, say) sees the Sandbox recover soon. */
+	struct sbx_workqueue_opts qo = { .concurrency = workers ? workers : 1,
+					 .max_delay_ms = 30000 };
 	size_t n = 0;
 	int rc;
 
@@ -742,6 +829,7 @@ int reconciler_new(uv_loop_t *loop, struct sbx_kube *kube, const struct sandbox_
 	r->settings = settings;
 	r->n_scopes = n ? n : 1;
 	r->scopes = sbx_calloc(r->n_scopes, sizeof(*r->scopes));
+	sbx_map_init(&r->phases, 1000000);
 	if ((rc = sbx_workqueue_new(loop, &qo, process, r, &r->queue)))
 		goto out_free;
 	for (size_t i = 0; i < r->n_scopes; i++)
@@ -753,6 +841,7 @@ out_informers:
 	scopes_free(r);
 	sbx_workqueue_free(r->queue);
 out_free:
+	sbx_map_release(&r->phases);
 	sbx_free(r->scopes);
 	sbx_free(r);
 	return rc;
@@ -780,24 +869,9 @@ size_t reconciler_sandboxes(const struct reconciler *r)
 	return n;
 }
 
-static void count_phase(json_t *sandbox, void *arg)
-{
-	size_t *counts = arg;
-	const char *phase = sbx_json_str(sandbox, "status.phase") ?: "";
-	int i;
-
-	for (i = 0; i < RECONCILER_PHASES - 1; i++)
-		if (strcmp(phase, reconciler_phase_names[i]) == 0)
-			break;
-	counts[i]++;
-}
-
 void reconciler_phases(const struct reconciler *r, size_t counts[RECONCILER_PHASES])
 {
-	memset(counts, 0, RECONCILER_PHASES * sizeof(counts[0]));
-	for (size_t i = 0; !r->stopped && i < r->n_scopes; i++)
-		if (r->scopes[i].sandboxes)
-			sbx_informer_foreach(r->scopes[i].sandboxes, count_phase, counts);
+	memcpy(counts, r->phase_counts, sizeof(r->phase_counts));
 }
 
 size_t reconciler_queue_len(const struct reconciler *r)
@@ -829,6 +903,7 @@ void reconciler_free(struct reconciler *r)
 	/* The client is gone, and with it the passes' requests: free their memory. */
 	while (r->passes)
 		pass_end(r->passes, 0);
+	sbx_map_release(&r->phases);
 	sbx_free(r->scopes);
 	sbx_free(r);
 }

@@ -11,8 +11,9 @@ kubelet, so pods are created but never run):
   - latency: from the POST to the moment a watch sees the last of the Sandbox's
     children (sbx: Pod, Service, NetworkPolicy; agent-sandbox: Pod, Service), p50/p99;
   - writes per Sandbox: the apiserver's own apiserver_request_total for writes
-    (CREATE, UPDATE, PATCH, APPLY, DELETE) once every Sandbox has its status, minus
-    the benchmark's own creates, divided by the count; by resource too;
+    (POST, PUT, PATCH, APPLY, DELETE) once every Sandbox has its status, minus
+    the benchmark's own creates and what the apiserver writes itself (ClusterIP
+    allocations, its leases), divided by the count; by resource too;
   - RSS of the controller with BENCH_SANDBOXES, then with BENCH_SCALE (10,000) in all
     (the rest created as fast as the apiserver takes them), after its queue drained.
 The peer is agent-sandbox-controller v1.0.1 from the Go module proxy, built once
@@ -46,14 +47,22 @@ N = int(os.environ.get("BENCH_SANDBOXES", "1000"))
 RATE = float(os.environ.get("BENCH_RATE", "100"))
 SCALE = int(os.environ.get("BENCH_SCALE", "10000"))
 PEER = os.environ.get("BENCH_PEER", "1") != "0"
+WORKERS = int(os.environ.get("BENCH_WORKERS", "0"))  # 0: sbx-operator's default
 CONNS = 4
 NS = "bench"
-WRITE_VERBS = {"CREATE", "UPDATE", "PATCH", "APPLY", "DELETE"}
+WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
+APISERVER_OWN = ("ipaddresses", "leases")
 
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU time of a process so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:
@@ -172,9 +181,23 @@ class Sbx(Controller):
         self.proc = subprocess.Popen(
             [str(build / "operator" / "sbx-operator"), f"--kubeconfig={self.cp.kubeconfig}",
              f"--listen=127.0.0.1:{port}", "--gateway-url=https://sbx.example.com",
-             "--log-level=warn"],
+             "--log-level=warn", *([f"--workers={WORKERS}"] if WORKERS else [])],
             stdout=subprocess.DEVNULL, stderr=open(self.workdir / "sbx-operator.log", "w"))
         wait(lambda: http_ok(port, "/readyz"), "sbx-operator ready")
+        self.port = port
+
+    def stats(self) -> dict[str, float]:
+        """The operator's own counters, for the report."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        c.request("GET", "/metrics")
+        out = {}
+        for line in c.getresponse().read().decode().splitlines():
+            m = re.match(r"(sbx_operator_(?:reconciles|reconcile_errors|conflicts|status_writes|"
+                         r"child_writes|events)_total|sbx_operator_apiserver_requests_total)"
+                         r"(\{[^}]*\})? (\S+)$", line)
+            if m:
+                out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+        return out
 
     def sandbox(self, name: str) -> dict:
         return {"apiVersion": "sbx.dev/v1alpha1", "kind": "Sandbox", "metadata": {"name": name},
@@ -214,7 +237,7 @@ class AgentSandbox(Controller):
     def sandbox(self, name: str) -> dict:
         return {"apiVersion": f"agents.x-k8s.io/{self.version}", "kind": "Sandbox",
                 "metadata": {"name": name},
-                "spec": {"podTemplate": {"spec": {"containers": [{
+                "spec": {"service": True, "podTemplate": {"spec": {"containers": [{
                     "name": "sandbox", "image": "sbx.local/sandbox-base:dev",
                     "ports": [{"containerPort": 3000}]}]}}}}
 
@@ -292,7 +315,7 @@ def settle(cp: ControlPlane, ctl: Controller, total: int, timeout: float) -> flo
 
 
 def run_one(cls, build: Path, workdir: Path) -> dict:
-    with ControlPlane(workdir / cls.name) as cp:
+    with ControlPlane(workdir / cls.name, service_cidr="10.96.0.0/16") as cp:
         ctl = cls(cp, workdir)
         cp.kubectl("create", "namespace", NS)
         ctl.start(build)
@@ -302,23 +325,33 @@ def run_one(cls, build: Path, workdir: Path) -> dict:
             watches = [Watch(cp, path, sel, rv) for path, sel in ctl.children]
             names = [f"s{i:05}" for i in range(N)]
             before = apiserver_writes(cp)
+            pids = {"controller": ctl.proc.pid, "apiserver": cp.procs["kube-apiserver"].pid,
+                    "etcd": cp.procs["etcd"].pid}
+            cpu0 = {k: cpu_s(p) for k, p in pids.items()}
             t0 = time.monotonic()
             sent = create_all(cp, ctl, names, RATE)
             create_s = time.monotonic() - t0
             wait(lambda: all(len(w.first) >= N for w in watches), f"{ctl.name}: children", 300)
             done = settle(cp, ctl, N, 300)
+            cpu = {k: cpu_s(p) - cpu0[k] for k, p in pids.items()}
             time.sleep(2)  # writes that follow the status (events, second passes) land
             writes = diff(apiserver_writes(cp), before)
             writes["sandboxes"] = writes.get("sandboxes", 0) - N  # the benchmark's own
+            # What the apiserver writes itself: ClusterIP allocations, its leases.
+            own_writes = {k: writes.pop(k) for k in APISERVER_OWN if k in writes}
             lat = [max(w.first[n] for w in watches) - sent[n] for n in names]
             rss_n = rss_kib(ctl.proc.pid)
+            own = ctl.stats() if hasattr(ctl, "stats") else {}
             result = {
                 "name": ctl.name, "create_s": create_s, "total_s": done - t0,
                 "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000,
                 "max_ms": max(lat) * 1000,
                 "writes": sum(writes.values()) / N,
                 "writes_by": {k: v / N for k, v in sorted(writes.items()) if v > 0},
+                "apiserver_own": {k: v / N for k, v in sorted(own_writes.items())},
                 "rss_n_mib": rss_n / 1024,
+                "own": {k: v / N for k, v in own.items()},
+                "cpu_s": cpu,
             }
             if SCALE > N:
                 more = [f"s{i:05}" for i in range(N, SCALE)]
@@ -358,7 +391,15 @@ def main() -> int:
         print(line)
     for r in results:
         print(f"\n{r['name']} writes per Sandbox by resource: " +
-              ", ".join(f"{k} {v:.2f}" for k, v in r["writes_by"].items()))
+              ", ".join(f"{k} {v:.2f}" for k, v in r["writes_by"].items()) +
+              " (and the apiserver's own: " +
+              ", ".join(f"{k} {v:.2f}" for k, v in r["apiserver_own"].items()) + ")")
+        print(f"{r['name']} CPU seconds until every status: " +
+              ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_s"].items()))
+        if r["own"]:
+            print(f"{r['name']}'s own counters per Sandbox: " +
+                  ", ".join(f"{k.replace('sbx_operator_', '')} {v:.2f}"
+                            for k, v in r["own"].items()))
     print(json.dumps(results, indent=1), file=open(workdir / "results.json", "w"))
     return 0
 

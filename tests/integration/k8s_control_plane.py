@@ -145,7 +145,8 @@ class ApiClient:
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on loopback."""
 
-    def __init__(self, workdir: Path | None = None, bin_dir: Path | None = None):
+    def __init__(self, workdir: Path | None = None, bin_dir: Path | None = None,
+                 service_cidr: str = "10.0.0.0/24"):
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sbx-k8s-")
@@ -160,6 +161,7 @@ class ControlPlane:
         # A static bearer token for the token forms of kubeconfig/in-cluster.
         self.token = "sbx-test-" + os.urandom(12).hex()
         self.token_file = self.dir / "tokens.csv"
+        self.service_cidr = service_cidr  # 253 Services; benchmarks want more
 
     @property
     def server(self) -> str:
@@ -253,7 +255,7 @@ class ControlPlane:
             f"--secure-port={port}",
             f"--tls-cert-file={p.serving_crt}", f"--tls-private-key-file={p.serving_key}",
             f"--client-ca-file={p.ca}",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-cluster-ip-range={self.service_cidr}",
             "--authorization-mode=RBAC", "--allow-privileged=true",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}",

@@ -138,18 +138,22 @@ def test_watch_reports_gone_for_expired_resource_version(control_plane, namespac
     assert watch.until(lambda e: e["type"] == "ADDED")["name"] == "after"
 
 
-def test_informer_survives_apiserver_restart(control_plane, namespace, lines, tmp_path):
+@pytest.mark.parametrize("compact", [False, True], ids=["objects", "compact"])
+def test_informer_survives_apiserver_restart(control_plane, namespace, lines, tmp_path, compact):
     """Changes made while the informer's apiserver is down arrive after it returns.
 
     A second apiserver on the same etcd takes the writes meanwhile, as in an HA
     control plane; the informer resumes its watch or relists on 410 Gone and
-    reports each change once."""
+    reports each change once. In compact mode (objects kept as text) the old
+    object of an update and what the cache returns are the same as with
+    parsed objects."""
     cp, ns = control_plane, namespace
     for n in ("keep", "change", "remove"):
         kubetool(cp, "create", cm_path(ns), json.dumps({"metadata": {"name": n},
                                                          "data": {"v": "1"}}))
     inf = lines([binary("tests/tools/sbx-kubetool"), f"--kubeconfig={cp.kubeconfig}",
-                 "--backoff-max-ms=500", "informer", cm_path(ns)])
+                 "--backoff-max-ms=500", *(["--compact"] if compact else []),
+                 "informer", cm_path(ns)])
     synced = inf.until(lambda e: e["event"] == "synced")
     assert synced["count"] == 3 and synced["lists"] == 1
 
@@ -178,6 +182,7 @@ def test_informer_survives_apiserver_restart(control_plane, namespace, lines, tm
     kubetool(cp, "merge-patch", cm_path(ns, "keep"), '{"data":{"v":"3"}}')
     e = inf.until(lambda e: e["event"] == "update" and e["name"] == "keep")
     assert e["data"]["v"] == "3" and e["count"] == 3
+    assert e["old_data"] == {"v": "1"} and e["cached_data"] == {"v": "3"}
 
 
 def test_informer_pages_share_one_http2_connection(control_plane, namespace, lines):
@@ -188,7 +193,7 @@ def test_informer_pages_share_one_http2_connection(control_plane, namespace, lin
     inf = lines([binary("tests/tools/sbx-kubetool"), f"--kubeconfig={cp.kubeconfig}",
                  "--page-size=2", "informer", cm_path(ns)])
     synced = inf.until(lambda e: e["event"] == "synced")
-    assert synced["count"] == 9
+    assert synced["count"] == 9 and synced["gets"] == 5  # five pages
     assert sorted(e["name"] for e in inf.seen if e["event"] == "add") == \
         [f"p{i}" for i in range(9)]
     assert synced["http_version"] == 2

@@ -258,6 +258,47 @@ def test_egress_without_a_sidecar_image_fails_with_a_reason(crd, namespace, tmp_
         op.stop()
 
 
+def test_a_child_the_apiserver_refuses_is_told_and_retried(operator, namespace):
+    """An admission policy (as a cluster's policy engine would have) refuses the
+    Service: the Sandbox says why, and gets its Service once the policy goes."""
+    cp = operator.cp
+    name = f"no-refused-services-{namespace[-6:]}"
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": name},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [{
+                      "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                      "resources": ["services"]}]},
+                  "validations": [{"expression": "object.metadata.name != 'refused'",
+                                   "message": "no Service may be called refused here"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1",
+         "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+         "spec": {"policyName": name, "validationActions": ["Deny"],
+                  "matchResources": {"namespaceSelector": {"matchLabels": {
+                      "kubernetes.io/metadata.name": namespace}}}}}]))
+    try:
+        wait_for("the policy in force", lambda: cp.kubectl(
+            "-n", namespace, "create", "service", "clusterip", "refused", "--tcp=80:80",
+            "--dry-run=server", check=False).returncode != 0)
+        apply_sandbox(cp, namespace, "refused")
+        st = wait_for("ChildWriteFailed", lambda: (
+            s := get(cp, namespace, "sandbox", "refused").get("status"))
+            and s["conditions"][0]["reason"] == "ChildWriteFailed" and s)
+        assert st["conditions"][0]["message"].startswith("cannot write the Service: ")
+        assert "no Service may be called refused here" in st["conditions"][0]["message"]
+        out = wait_for("the event in kubectl describe", lambda: (
+            d := cp.kubectl("-n", namespace, "describe", "sandbox", "refused").stdout) and
+            "ChildWriteFailed" in d and d)
+        assert "Warning" in out
+    finally:
+        cp.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name)
+    # The cause is gone: a retry (backoff up to 30 s) makes the Service.
+    wait_for("the Service", lambda: get(cp, namespace, "service", "refused", check=False), 45)
+    wait_for("the reason gone", lambda: get(cp, namespace, "sandbox", "refused")["status"]
+             ["conditions"][0]["reason"] != "ChildWriteFailed", 45)
+
+
 def test_objects_it_does_not_own_are_never_touched(operator, namespace):
     cp = operator.cp
     cp.kubectl("-n", namespace, "create", "service", "clusterip", "s3", "--tcp=80:80")

@@ -33,6 +33,7 @@ static char *resource_version;
 static long watch_timeout_s = 300;
 static long backoff_max_ms = 2000;
 static long page_size = 500;
+static bool compact;
 
 struct tool {
 	uv_loop_t *loop;
@@ -101,37 +102,47 @@ static void on_watch_gone(void *arg)
 	sbx_watch_start(t->watch, NULL);
 }
 
-static void informer_line(struct tool *t, const char *event, json_t *obj)
+/* One line per handler call: the object, the old one's data (updates), and
+ * the data of what the cache now returns for that name. */
+static void informer_line(struct tool *t, const char *event, json_t *obj, json_t *old)
 {
-	print_line(json_pack("{s:s, s:s?, s:s?, s:O?, s:I, s:I, s:I, s:i}", "event", event, "name",
-			     obj ? sbx_json_str(obj, "metadata.name") : NULL, "rv",
+	const char *name = obj ? sbx_json_str(obj, "metadata.name") : NULL;
+	json_t *cached =
+		name ? sbx_informer_get(t->informer, sbx_json_str(obj, "metadata.namespace"), name)
+		     : NULL;
+
+	print_line(json_pack("{s:s, s:s?, s:s?, s:O?, s:O?, s:O?, s:I, s:I, s:I, s:i, s:I}",
+			     "event", event, "name", name, "rv",
 			     obj ? sbx_json_str(obj, "metadata.resourceVersion") : NULL, "data",
-			     obj ? json_object_get(obj, "data") : NULL, "lists",
+			     obj ? json_object_get(obj, "data") : NULL, "old_data",
+			     old ? json_object_get(old, "data") : NULL, "cached_data",
+			     cached ? json_object_get(cached, "data") : NULL, "lists",
 			     (json_int_t)sbx_informer_lists(t->informer), "count",
 			     (json_int_t)sbx_informer_count(t->informer), "connects",
 			     (json_int_t)sbx_kube_connects(t->kube), "http_version",
-			     sbx_kube_http_version(t->kube)));
+			     sbx_kube_http_version(t->kube), "gets",
+			     (json_int_t)sbx_kube_requests(t->kube, "GET")));
+	json_decref(cached);
 }
 
 static void on_inf_add(json_t *obj, void *arg)
 {
-	informer_line(arg, "add", obj);
+	informer_line(arg, "add", obj, NULL);
 }
 
 static void on_inf_update(json_t *old_obj, json_t *new_obj, void *arg)
 {
-	(void)old_obj;
-	informer_line(arg, "update", new_obj);
+	informer_line(arg, "update", new_obj, old_obj);
 }
 
 static void on_inf_delete(json_t *obj, void *arg)
 {
-	informer_line(arg, "delete", obj);
+	informer_line(arg, "delete", obj, NULL);
 }
 
 static void on_inf_synced(void *arg)
 {
-	informer_line(arg, "synced", NULL);
+	informer_line(arg, "synced", NULL, NULL);
 }
 
 static void on_stop(void *arg)
@@ -212,8 +223,10 @@ static int run_stream(struct tool *t, const char *verb, const char *path)
 		return sbx_watch_start(t->watch, resource_version);
 	}
 	struct sbx_informer_opts o = { .path = path,
+				       .page_size = (unsigned)page_size,
 				       .watch_timeout_s = (unsigned)watch_timeout_s,
-				       .backoff_max_ms = (unsigned long)backoff_max_ms };
+				       .backoff_max_ms = (unsigned long)backoff_max_ms,
+				       .compact = compact };
 	struct sbx_informer_handlers h = { on_inf_add, on_inf_update, on_inf_delete,
 					   on_inf_synced };
 
@@ -273,6 +286,10 @@ int main(int argc, char **argv)
 		  .help = "informer: objects per list page",
 		  .min = 1,
 		  .max = 10000 },
+		{ .name = "compact",
+		  .type = SBX_OPT_BOOL,
+		  .dest = &compact,
+		  .help = "informer: keep objects as compact text (sbx_informer_opts.compact)" },
 		{ .name = "backoff-max-ms",
 		  .type = SBX_OPT_INT,
 		  .dest = &backoff_max_ms,

@@ -30,6 +30,10 @@ struct sbx_informer_opts {
 	 * metadata.name, namespace and resourceVersion. Handlers and
 	 * sbx_informer_get see only what it kept; called with the handlers' arg. */
 	json_t *(*trim)(json_t *obj, void *arg);
+	/* Keep each object as compact JSON text (about a third of the memory of
+	 * parsed objects), parsed again by sbx_informer_get; for large caches
+	 * read a few objects at a time. */
+	bool compact;
 };
 
 /* Objects are borrowed for the call; keep a reference with json_incref. */
@@ -46,13 +50,11 @@ int sbx_informer_new(struct sbx_kube *k, const struct sbx_informer_opts *opts,
 int sbx_informer_start(struct sbx_informer *inf);
 void sbx_informer_free(struct sbx_informer *inf);
 
-/* Cached object by namespace (NULL for cluster-scoped) and name; borrowed. */
+/* Cached object by namespace (NULL for cluster-scoped) and name: a new
+ * reference (json_decref it), or NULL. With opts.compact each call parses a
+ * new copy. */
 json_t *sbx_informer_get(const struct sbx_informer *inf, const char *ns, const char *name);
 size_t sbx_informer_count(const struct sbx_informer *inf);
-/* Calls fn for every cached object (borrowed; the cache must not change
- * during the walk). */
-void sbx_informer_foreach(const struct sbx_informer *inf, void (*fn)(json_t *obj, void *arg),
-			  void *arg);
 bool sbx_informer_synced(const struct sbx_informer *inf);
 /* Complete lists done so far (1 after start; more after 410s). */
 unsigned long sbx_informer_lists(const struct sbx_informer *inf);
