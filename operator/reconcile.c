@@ -34,6 +34,12 @@ static const struct child_type {
 	[CHILD_POD] = { "", "v1", "pods", "Pod" },
 };
 
+/* One child request of a pass: what its callback needs to know. */
+struct child_op {
+	struct pass *p;
+	enum child_kind kind;
+};
+
 /* One pass over one Sandbox: lives from process() to sbx_workqueue_done. */
 struct pass {
 	struct reconciler *r;
@@ -41,7 +47,12 @@ struct pass {
 	char *key;
 	char ns[64], name[254], id[64];
 	json_t *sandbox; /* a reference to the cached object */
-	enum child_kind child;
+	int stage;	 /* 0: Service, NetworkPolicy, ConfigMap; 1: Pod; 2: status */
+	int inflight;	 /* child requests of this stage not answered yet */
+	bool recreate;	 /* the pod was deleted to be made anew (422) */
+	struct child_op ops[CHILD_COUNT];
+	json_t *written; /* the status being written, for its Event */
+	char now[32];
 	bool expired;	      /* past its expiry, kept (expiryPolicy Retain) */
 	const char *conflict; /* a child kind we may not touch, for the status */
 	const char *invalid;  /* why a child cannot be built from the spec */
@@ -69,6 +80,10 @@ struct reconciler {
 	unsigned synced;
 	bool stopped;
 	struct reconciler_stats stats;
+	/* "ns/name" -> the resourceVersion a status write of ours was based on,
+	 * until the cache shows the Sandbox past it: a pass on the stale copy
+	 * would write the same status again and get a 409. */
+	struct sbx_map written;
 	/* Each cached Sandbox's phase ("ns/name" -> index + 1), and the counts. */
 	struct sbx_map phases;
 	size_t phase_counts[RECONCILER_PHASES];
@@ -79,8 +94,9 @@ const double reconciler_bucket_bounds[RECONCILER_BUCKETS] = { 0.001, 0.0025, 0.0
 const char *const reconciler_phase_names[RECONCILER_PHASES] = { "Pending", "Running", "Paused",
 								"Expired", "Failed",  "" };
 
-static void step(struct pass *p);
 static void write_status(struct pass *p);
+static void post_event(struct pass *p, const json_t *old_status, const json_t *status,
+		       const char *now);
 
 /* The scope that watches namespace ns, or NULL when none does. */
 static struct scope *scope_of(const struct reconciler *r, const char *ns)
@@ -149,15 +165,26 @@ static void on_sandbox_add(json_t *obj, void *arg)
 	enqueue_obj(arg, obj);
 }
 
+/* The cache has moved past a status write of ours (or the Sandbox is gone). */
+static void forget_written(struct reconciler *r, const json_t *sandbox)
+{
+	char key[320];
+
+	if (r->written.count && sbx_informer_key(sandbox, key, sizeof(key)) == 0)
+		sbx_free(sbx_map_remove(&r->written, key));
+}
+
 static void on_sandbox_update(json_t *old_obj, json_t *new_obj, void *arg)
 {
 	(void)old_obj;
+	forget_written(arg, new_obj);
 	track_phase(arg, new_obj, false);
 	enqueue_obj(arg, new_obj);
 }
 
 static void on_sandbox_delete(json_t *obj, void *arg)
 {
+	forget_written(arg, obj);
 	track_phase(arg, obj, true);
 }
 
@@ -346,6 +373,7 @@ static void pass_end(struct pass *p, int rc)
 		p->next->prev = p->prev;
 	sbx_workqueue_done(r->queue, p->key, rc);
 	json_decref(p->made_pod);
+	json_decref(p->written);
 	json_decref(p->sandbox);
 	sbx_free(p->key);
 	sbx_free(p);
@@ -364,74 +392,85 @@ static void log_failure(struct pass *p, const char *what, const struct sbx_kube_
 		     SBX_LS("error", sbx_kube_status_message(res)));
 }
 
+static void next_stage(struct pass *p);
+
+/* A child request is answered: the stage goes on when it was the last. */
+static void op_done(struct child_op *op)
+{
+	struct pass *p = op->p;
+
+	if (--p->inflight == 0)
+		next_stage(p);
+}
+
+/* Records why a child could not be written: told in the status (and an
+ * Event) once the stage ends, then the pass is retried with backoff. */
+static void child_failed(struct pass *p, enum child_kind kind, const struct sbx_kube_response *res)
+{
+	log_failure(p, "cannot write a child", res);
+	if (!p->failed[0])
+		snprintf(p->failed, sizeof(p->failed), "cannot write the %s: %s",
+			 child_types[kind].kind, sbx_kube_status_message(res));
+	p->rc = res->status == 409 ? -EAGAIN : -EIO;
+}
+
 static void on_child_written(const struct sbx_kube_response *res, void *arg)
 {
-	struct pass *p = arg;
+	struct child_op *op = arg;
+	struct pass *p = op->p;
 
 	/* 404: deleted already (or by someone else); the cache catches up. */
 	if (res->rc || (res->status / 100 != 2 && res->status != 404)) {
 		/* A Pod field that cannot change in place: delete, the next pass recreates. */
-		json_t *pod = p->child == CHILD_POD && res->status == 422
-				      ? cached(p->r, CHILD_POD, p->ns, p->name)
-				      : NULL;
-
-		json_decref(pod); /* only whether it is there */
-		if (pod) {
+		if (op->kind == CHILD_POD && res->status == 422 && !p->recreate) {
 			char path[512];
 
 			sbx_log_info("pod spec changed in an immutable field; recreating",
 				     SBX_LS("sandbox", p->key));
 			child_path(p, CHILD_POD, path, sizeof(path));
 			p->r->stats.deletes++;
-			p->child = CHILD_COUNT; /* the status follows the deletion */
-			if (sbx_kube_delete(p->r->kube, path, "Background", on_child_written, p) ==
+			p->recreate = true;
+			if (sbx_kube_delete(p->r->kube, path, "Background", on_child_written, op) ==
 			    0)
 				return;
 		}
-		/* Told in the status (and an Event), then retried with backoff. */
-		log_failure(p, "cannot write a child", res);
-		snprintf(p->failed, sizeof(p->failed), "cannot write the %s: %s",
-			 child_types[p->child < CHILD_COUNT ? p->child : CHILD_POD].kind,
-			 sbx_kube_status_message(res));
-		p->rc = res->status == 409 ? -EAGAIN : -EIO;
-		write_status(p);
+		child_failed(p, op->kind, res);
+		op_done(op);
 		return;
 	}
 	if (res->status / 100 == 2)
 		p->r->stats.writes++;
 	/* The status this pass writes describes the pod just made, so the pass
 	 * its informer event brings finds nothing new to write. */
-	if (p->child == CHILD_POD && res->status == 201 && json_is_object(res->body))
+	if (op->kind == CHILD_POD && res->status == 201 && json_is_object(res->body))
 		p->made_pod = json_incref(res->body);
-	p->child++;
-	step(p);
+	op_done(op);
 }
 
 static void on_existing_child(const struct sbx_kube_response *res, void *arg)
 {
-	struct pass *p = arg;
+	struct child_op *op = arg;
+	struct pass *p = op->p;
 
 	if (res->rc || res->status / 100 != 2) {
-		log_failure(p, "cannot read a child", res);
-		pass_end(p, -EIO);
-		return;
+		child_failed(p, op->kind, res);
+	} else if (!sandbox_child_owned(res->body, sbx_json_str(p->sandbox, "metadata.uid"))) {
+		/* Not ours: never touched. (Ours, made by an earlier pass the
+		 * cache has not caught up with: its informer event brings the
+		 * next pass.) */
+		p->conflict = child_types[op->kind].kind;
 	}
-	/* Ours, created by an earlier pass the cache has not caught up with: the
-	 * informer's event brings the next pass. Not ours: never touched. */
-	if (!sandbox_child_owned(res->body, sbx_json_str(p->sandbox, "metadata.uid")))
-		p->conflict = child_types[p->child].kind;
-	p->child++;
-	step(p);
+	op_done(op);
 }
 
 static void on_child_created(const struct sbx_kube_response *res, void *arg)
 {
-	struct pass *p = arg;
+	struct child_op *op = arg;
 	char path[512];
 
 	if (res->rc == 0 && res->status == 409) {
-		child_path(p, p->child, path, sizeof(path));
-		if (sbx_kube_get(p->r->kube, path, on_existing_child, p) == 0)
+		child_path(op->p, op->kind, path, sizeof(path));
+		if (sbx_kube_get(op->p->r->kube, path, on_existing_child, op) == 0)
 			return;
 	}
 	on_child_written(res, arg);
@@ -440,6 +479,8 @@ static void on_child_created(const struct sbx_kube_response *res, void *arg)
 static void on_status_written(const struct sbx_kube_response *res, void *arg)
 {
 	struct pass *p = arg;
+
+	char *rv;
 
 	if (res->rc || res->status / 100 != 2) {
 		/* 409: the Sandbox changed since the cache saw it; its update brings a new pass. */
@@ -451,6 +492,17 @@ static void on_status_written(const struct sbx_kube_response *res, void *arg)
 		return;
 	}
 	p->r->stats.status_writes++;
+	/* Until the cache shows this write, passes leave the status alone. */
+	rv = sbx_strdup(sbx_json_str(p->sandbox, "metadata.resourceVersion") ?: "");
+	if (rv) {
+		void *old = NULL;
+
+		if (sbx_map_put(&p->r->written, p->key, rv, &old))
+			sbx_free(rv);
+		sbx_free(old);
+	}
+	/* Told once written: a refused write tells nothing that did not happen. */
+	post_event(p, json_object_get(p->sandbox, "status"), p->written, p->now);
 	pass_end(p, p->rc);
 }
 
@@ -522,6 +574,7 @@ static void write_status(struct pass *p)
 	const char *uid = sbx_json_str(p->sandbox, "metadata.uid");
 	json_t *status, *obj;
 	char now[32], path[512];
+	const char *written;
 	time_t t = time(NULL);
 	struct tm tm;
 
@@ -546,12 +599,18 @@ static void write_status(struct pass *p)
 		/* Retried: the phase stays what it was. */
 		not_ready(status, NULL, "ChildWriteFailed", p->failed);
 	}
-	if (sandbox_status_equal(status, json_object_get(p->sandbox, "status"))) {
+	written = sbx_map_get(&r->written, p->key);
+	if (sandbox_status_equal(status, json_object_get(p->sandbox, "status")) ||
+	    (written &&
+	     strcmp(written, sbx_json_str(p->sandbox, "metadata.resourceVersion") ?: "") == 0)) {
+		/* The same, or the cache has not shown our last write yet (its
+		 * update event brings the next pass). */
 		json_decref(status);
 		pass_end(p, p->rc);
 		return;
 	}
-	post_event(p, json_object_get(p->sandbox, "status"), status, now);
+	snprintf(p->now, sizeof(p->now), "%s", now);
+	p->written = json_incref(status);
 	/* PUT /status with the cached object: its resourceVersion makes it conditional. */
 	obj = json_deep_copy(p->sandbox);
 	json_object_set_new(obj, "status", status);
@@ -578,83 +637,97 @@ static json_t *desired_child(struct pass *p, enum child_kind k, const char **err
 }
 
 /* The next child that needs a write, or the status. */
-/* One child's turn in a pass: 0 to go on to the next kind, 1 when a request
- * now carries the pass on, -1 when the pass has ended. */
-static int visit_child(struct pass *p, json_t *child)
+/* Sends what child (the cached one, or NULL) needs, if anything: true when
+ * a request is now out for it. */
+static bool visit_child(struct pass *p, enum child_kind kind, json_t *child)
 {
 	struct reconciler *r = p->r;
 	const char *uid = sbx_json_str(p->sandbox, "metadata.uid");
 	bool paused = sbx_json_bool(p->sandbox, "spec.paused", false);
-	bool stopped = p->child == CHILD_POD && (paused || p->expired);
+	bool stopped = kind == CHILD_POD && (paused || p->expired);
 	const char *err = NULL;
+	struct child_op *op;
 	char path[512];
 	json_t *desired;
 	int rc;
 
 	if (child && !sandbox_child_owned(child, uid)) {
-		p->conflict = child_types[p->child].kind;
-		return 0;
+		p->conflict = child_types[kind].kind;
+		return false;
 	}
-	child_path(p, p->child, path, sizeof(path));
+	child_path(p, kind, path, sizeof(path));
 	/* Not wanted: the pod of a paused or expired Sandbox, the egress
 	 * ConfigMap without spec.egress (its builder returns NULL, no error).
 	 * An owned one goes. */
-	desired = stopped ? NULL : desired_child(p, p->child, &err);
-	if (!desired && !err && !stopped && p->child != CHILD_CONFIG)
+	desired = stopped ? NULL : desired_child(p, kind, &err);
+	if (!desired && !err && !stopped && kind != CHILD_CONFIG)
 		err = "out of memory";
 	if (!desired && err) {
 		sbx_log_warn("cannot build a child", SBX_LS("sandbox", p->key),
-			     SBX_LS("kind", child_types[p->child].kind), SBX_LS("error", err));
+			     SBX_LS("kind", child_types[kind].kind), SBX_LS("error", err));
 		p->invalid = err;
-		return 0;
+		return false;
 	}
-	if (!desired) {
-		if (!child)
-			return 0;
-		r->stats.deletes++;
-		if (sbx_kube_delete(r->kube, path, "Background", on_child_written, p) == 0)
-			return 1;
-		pass_end(p, -EIO);
-		return -1;
-	}
-	if (sandbox_child_current(child, desired, uid)) {
+	if ((!desired && !child) || (desired && sandbox_child_current(child, desired, uid))) {
 		json_decref(desired);
-		return 0;
+		return false;
 	}
-	/* Create what the cache has not seen: a 409 then means someone else's
-	 * object (the cache only holds labelled ones), never taken over.
-	 * What is ours is updated with a JSON merge patch of the whole desired
-	 * object: lists are replaced whole, so a removed port, rule or init
-	 * container goes (server-side apply would keep what the create, a
-	 * different manager, set), and what the apiserver defaults stays. */
-	if (child) {
-		rc = sbx_kube_merge_patch(r->kube, path, desired, on_child_written, p);
+	op = &p->ops[kind];
+	*op = (struct child_op){ p, kind };
+	if (!desired) {
+		r->stats.deletes++;
+		rc = sbx_kube_delete(r->kube, path, "Background", on_child_written, op);
+	} else if (child) {
+		/* What is ours is updated with a JSON merge patch of the whole
+		 * desired object: lists are replaced whole, so a removed port,
+		 * rule or init container goes (server-side apply would keep what
+		 * the create, a different manager, set), and what the apiserver
+		 * defaults stays. */
+		rc = sbx_kube_merge_patch(r->kube, path, desired, on_child_written, op);
 	} else {
-		const struct child_type *t = &child_types[p->child];
+		/* Create what the cache has not seen: a 409 then means someone
+		 * else's object (the cache only holds labelled ones), never taken
+		 * over. */
+		const struct child_type *t = &child_types[kind];
 
 		sbx_kube_path(path, sizeof(path), t->group, t->version, p->ns, t->resource, NULL,
 			      NULL);
-		rc = sbx_kube_create(r->kube, path, desired, on_child_created, p);
+		rc = sbx_kube_create(r->kube, path, desired, on_child_created, op);
 	}
 	json_decref(desired);
 	if (rc) {
-		pass_end(p, rc);
-		return -1;
+		p->rc = rc;
+		return false;
 	}
-	return 1;
+	p->inflight++;
+	return true;
 }
 
-/* The next child that needs a write, or the status. */
-static void step(struct pass *p)
+/* A pass writes its children in two stages, the requests of a stage at
+ * once: the Service, the NetworkPolicy and the egress ConfigMap, then the
+ * pod (so its NetworkPolicy and its policy exist before it can run), then
+ * the status. A stage that failed stops the pass at the status. */
+static void next_stage(struct pass *p)
 {
-	for (; p->child < CHILD_COUNT; p->child++) {
-		json_t *child = cached(p->r, (int)p->child, p->ns, p->name);
-		int rc = visit_child(p, child);
+	static const enum child_kind stages[2][CHILD_COUNT] = {
+		{ CHILD_SERVICE, CHILD_POLICY, CHILD_CONFIG, CHILD_COUNT },
+		{ CHILD_POD, CHILD_COUNT },
+	};
 
-		json_decref(child);
-		if (rc)
-			return;
+	while (p->stage < 2 && !p->failed[0] && !p->rc) {
+		const enum child_kind *kinds = stages[p->stage++];
+
+		p->inflight = 1; /* held while the stage's requests go out */
+		for (int i = 0; kinds[i] != CHILD_COUNT; i++) {
+			json_t *child = cached(p->r, (int)kinds[i], p->ns, p->name);
+
+			visit_child(p, kinds[i], child);
+			json_decref(child);
+		}
+		if (--p->inflight > 0)
+			return; /* the last answer calls next_stage */
 	}
+	p->stage = 2;
 	write_status(p);
 }
 
@@ -758,7 +831,7 @@ static void process(struct sbx_workqueue *q, const char *key, void *arg)
 	if (!p->id[0])
 		sandbox_new_id(p->name, p->id, sizeof(p->id));
 	if (!expire(p))
-		step(p);
+		next_stage(p);
 }
 
 /* -- life ----------------------------------------------------------------- */
@@ -811,6 +884,13 @@ static void scopes_free(struct reconciler *r)
 	}
 }
 
+static void free_value(const char *key, void *value, void *arg)
+{
+	(void)key;
+	(void)arg;
+	sbx_free(value);
+}
+
 int reconciler_new(uv_loop_t *loop, struct sbx_kube *kube, const struct sandbox_settings *settings,
 		   unsigned workers, const char *const *namespaces, struct reconciler **out)
 {
@@ -830,6 +910,7 @@ int reconciler_new(uv_loop_t *loop, struct sbx_kube *kube, const struct sandbox_
 	r->n_scopes = n ? n : 1;
 	r->scopes = sbx_calloc(r->n_scopes, sizeof(*r->scopes));
 	sbx_map_init(&r->phases, 1000000);
+	sbx_map_init(&r->written, 1000000);
 	if ((rc = sbx_workqueue_new(loop, &qo, process, r, &r->queue)))
 		goto out_free;
 	for (size_t i = 0; i < r->n_scopes; i++)
@@ -842,6 +923,8 @@ out_informers:
 	sbx_workqueue_free(r->queue);
 out_free:
 	sbx_map_release(&r->phases);
+	sbx_map_foreach(&r->written, free_value, NULL);
+	sbx_map_release(&r->written);
 	sbx_free(r->scopes);
 	sbx_free(r);
 	return rc;
@@ -904,6 +987,8 @@ void reconciler_free(struct reconciler *r)
 	while (r->passes)
 		pass_end(r->passes, 0);
 	sbx_map_release(&r->phases);
+	sbx_map_foreach(&r->written, free_value, NULL);
+	sbx_map_release(&r->written);
 	sbx_free(r->scopes);
 	sbx_free(r);
 }
