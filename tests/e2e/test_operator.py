@@ -137,3 +137,38 @@ def test_a_sandbox_reaches_neither_the_apiserver_nor_another_sandbox(operator, n
     # The cluster DNS stays reachable: names resolve.
     r = shell.exec_command(command="getent hosts kubernetes.default.svc.cluster.local")
     assert "10.96.0.1" in r.data.output
+
+
+def test_pause_keeps_the_id_and_service_and_resume_serves_again(operator, ns):
+    kube = operator
+    kube.apply(ns, sandbox_yaml(kube, "nap", workingDir="/root"))
+    before = wait_running(kube, ns, "nap")
+    svc = kube.get(ns, "service", "nap")
+    shell = Sandbox(base_url=f"http://{svc['spec']['clusterIP']}:8080", timeout=30).shell
+    assert shell.exec_command(command="echo before").data.output == "before\n"
+    kube.kubectl("-n", ns, "patch", "sandbox", "nap", "--type=merge", "-p", '{"spec":{"paused":true}}')
+    wait_until("phase Paused and no pod", lambda: kube.get(ns, "sandbox", "nap")["status"]["phase"]
+               == "Paused" and kube.kubectl("-n", ns, "get", "pod", "nap", check=False).returncode != 0, 60)
+    paused = kube.get(ns, "sandbox", "nap")["status"]
+    assert paused["id"] == before["status"]["id"] and "podIP" not in paused
+    assert kube.get(ns, "service", "nap")["metadata"]["uid"] == svc["metadata"]["uid"]
+    kube.kubectl("-n", ns, "patch", "sandbox", "nap", "--type=merge", "-p", '{"spec":{"paused":false}}')
+    after = wait_running(kube, ns, "nap")
+    assert after["status"]["id"] == before["status"]["id"]
+    # The same Service address reaches the new pod.
+    assert shell.exec_command(command="echo after").data.output == "after\n"
+
+
+def test_an_image_that_cannot_be_had_is_told_in_status_and_describe(operator, ns):
+    kube = operator
+    kube.apply(ns, sandbox_yaml(kube, "bad", image="sbx.local/no-such-image:1"))
+    reasons = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull")
+    st = wait_until("the pull failure in status", lambda: (
+        s := kube.get(ns, "sandbox", "bad").get("status")) and
+        s["conditions"][0]["reason"] in reasons and s, 90)
+    assert st["phase"] == "Pending" and st["conditions"][0]["status"] == "False"
+    assert "no-such-image" in st["conditions"][0]["message"]
+    out = wait_until("the Warning in kubectl describe", lambda: (
+        d := kube.kubectl("-n", ns, "describe", "sandbox", "bad").stdout) and
+        any(r in d for r in reasons) and "Warning" in d and d, 30)
+    assert "sbx-operator" in out

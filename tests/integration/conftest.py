@@ -38,6 +38,32 @@ def assert_no_sanitizer_report(stderr: str) -> None:
         assert mark not in stderr, stderr
 
 
+def describe_process(pid: int) -> str:
+    """pid, its group, session, parent and their command lines, for a failure message."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ppid, pgid, sid = fields[1], fields[2], fields[3]
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        parent = Path(f"/proc/{ppid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, IndexError):
+        return f"{pid} (gone)"
+    return f"{pid} {cmd.strip()!r} pgid {pgid} sid {sid}, parent {ppid} {parent.strip()!r}"
+
+
+def wait_gone(cmdlines, timeout: float = 5) -> None:
+    """Until no process has one of these exact command lines (a test's own
+    sleeps, each with a duration no other test uses); fails naming them."""
+    wanted = set(cmdlines)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in processes() if p[3].strip() in wanted]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("survivors: " + "; ".join(describe_process(p[0]) for p in left))
+        time.sleep(0.05)
+
+
 def processes() -> list[tuple[int, int, str, str]]:
     """(pid, ppid, state, cmdline) of every process, from /proc."""
     out = []

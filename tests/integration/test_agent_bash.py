@@ -9,7 +9,7 @@ import pytest
 import requests
 from agent_sandbox import Sandbox
 
-from conftest import assert_no_zombies_below, processes
+from conftest import assert_no_zombies_below, wait_gone
 from test_agent import agent  # noqa: F401 - the fixture
 
 
@@ -78,9 +78,10 @@ def test_timeout_returns_running_and_write_feeds_stdin(sb):
 
 def test_hard_timeout_and_kill_end_the_whole_group(sb):
     c, a, _ = sb
-    r = c.bash.exec(command="sleep 300 & sleep 301; echo never", hard_timeout=0.5)
+    r = c.bash.exec(command="sleep 310 & sleep 311; echo never", hard_timeout=0.5)
     assert r.data.status == "timed_out" and "never" not in r.data.stdout
-    r = c.bash.exec(command="sleep 302 & sleep 303", async_mode=True)
+    wait_gone(["sleep 310", "sleep 311"])
+    r = c.bash.exec(command="sleep 312 & sleep 313", async_mode=True)
     assert c.bash.kill(session_id=r.data.session_id, signal="SIGTERM").success
     o = c.bash.output(session_id=r.data.session_id, wait=True, wait_timeout=5).data
     deadline = time.monotonic() + 5
@@ -88,13 +89,7 @@ def test_hard_timeout_and_kill_end_the_whole_group(sb):
         assert time.monotonic() < deadline
         o = c.bash.output(session_id=r.data.session_id, wait=True, wait_timeout=1).data
     assert o.command.status == "killed"
-    deadline = time.monotonic() + 5
-    def ours():  # the test's own sleeps, by their exact command lines
-        return [p for p in processes() if p[3].strip() in ("sleep 300", "sleep 301",
-                                                           "sleep 302", "sleep 303")]
-    while ours():
-        assert time.monotonic() < deadline, ours()
-        time.sleep(0.1)
+    wait_gone(["sleep 312", "sleep 313"])
     assert_no_zombies_below(a.proc.pid)
 
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 from agent_sandbox import Sandbox
 
-from conftest import processes
+from conftest import processes, wait_gone
 from test_agent import agent  # noqa: F401 - the fixture
 
 
@@ -97,11 +97,12 @@ def test_jupyter_timeout_interrupts_and_keeps_state(sb):
 def test_a_timeout_that_cannot_be_interrupted_kills_the_session_tree(sb):
     c, a, _ = sb
     code = ("import signal, subprocess\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-            "subprocess.Popen(['sleep', '300'])\nwhile True: pass")
+            "subprocess.Popen(['sleep', '320'])\nwhile True: pass")
     r = c.jupyter.execute_code(code=code, timeout=1)
     assert r.data.status == "timeout" and "state is lost" in r.message
+    wait_gone(["sleep 320"])
     deadline = time.monotonic() + 5
-    while [p for p in processes() if p[1] == a.proc.pid or "sleep 300" in p[3]]:
+    while [p for p in processes() if p[1] == a.proc.pid]:  # the interpreter too
         assert time.monotonic() < deadline, [p for p in processes() if p[1] == a.proc.pid]
         time.sleep(0.1)
     assert r.data.session_id not in c.jupyter.list_sessions().data.sessions
