@@ -116,6 +116,8 @@ def main() -> int:
         watch.terminate()
         if len(running) < N or len(answering) < N:
             print(f"bench: only {len(running)} Running and {len(answering)} answering of {N}")
+            print(k("-n", NS, "get", "sandboxes,pods", "-o", "wide", check=False).stdout)
+            print(k("-n", NS, "describe", "pods", check=False).stdout[-6000:])
             return 1
         # One kubectl apply creates them in turn; each is timed from the apply's start.
         r = [running[n] - t0 for n in names]

@@ -18,7 +18,8 @@ kubelet, so pods are created but never run):
     the benchmark's own creates and what the apiserver writes itself (ClusterIP
     allocations, its leases), divided by the count; by resource too;
   - RSS of the controller with BENCH_SANDBOXES, then with BENCH_SCALE (10,000) in all
-    (the rest created as fast as the apiserver takes them), after its queue drained.
+    (BENCH_PEER_SCALE for the peer, default the same; the rest created as fast as the
+    apiserver takes them), once every one has a status (within BENCH_SCALE_LIMIT_S).
 The peer is agent-sandbox-controller v1.0.1 from the Go module proxy, built once
 into ~/.cache/sbx/tools (bench/operator/peer.sh), with its own Sandbox CRD from that
 module. BENCH_PEER=0 skips it. The real-node half (create -> Running -> agent
@@ -51,6 +52,8 @@ RATE = float(os.environ.get("BENCH_RATE", "100"))
 SCALE = int(os.environ.get("BENCH_SCALE", "10000"))
 PEER = os.environ.get("BENCH_PEER", "1") != "0"
 LIMIT_S = float(os.environ.get("BENCH_LIMIT_S", "300"))  # for all children of the first N
+PEER_SCALE = int(os.environ.get("BENCH_PEER_SCALE", str(SCALE)))
+SCALE_LIMIT_S = float(os.environ.get("BENCH_SCALE_LIMIT_S", "1200"))  # for every status at scale
 WORKERS = int(os.environ.get("BENCH_WORKERS", "0"))  # 0: sbx-operator's default
 CONNS = 4
 NS = "bench"
@@ -380,10 +383,11 @@ def run_one(cls, build: Path, workdir: Path) -> dict:
                 "cpu_s": cpu,
             }
             print(f"bench: {ctl.name}: {json.dumps(result)}", file=sys.stderr, flush=True)
-            if SCALE > N and complete == N:
-                more = [f"s{i:05}" for i in range(N, SCALE)]
+            scale = SCALE if isinstance(ctl, Sbx) else PEER_SCALE
+            if scale > N and complete == N:
+                more = [f"s{i:05}" for i in range(N, scale)]
                 create_all(cp, ctl, more, None)
-                if settle(cp, ctl, SCALE + 1, 1200):
+                if settle(cp, ctl, scale + 1, SCALE_LIMIT_S):
                     time.sleep(2)
                     result["rss_scale_mib"] = rss_kib(ctl.proc.pid) / 1024
             for w in watches:
