@@ -62,7 +62,7 @@ def main() -> int:
         k("delete", "namespace", NS, "--ignore-not-found", "--timeout=120s", timeout=130)
         k("create", "namespace", NS)
         names = [f"n{i:02}" for i in range(N)]
-        docs = "---\n".join(json.dumps({
+        docs = "\n---\n".join(json.dumps({
             "apiVersion": "sbx.dev/v1alpha1", "kind": "Sandbox", "metadata": {"name": n},
             "spec": {"image": images["SBX_IMAGE_SANDBOX_BASE"], "command": ["sleep", "infinity"]}})
             for n in names)
