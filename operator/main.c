@@ -82,8 +82,17 @@ static void readyz(struct sbx_http_req *req, void *arg)
 		sbx_http_respond_error(req, 503, "the caches have not listed everything yet");
 }
 
+/* The HELP and TYPE lines of a metric whose samples follow (sbx_metrics_more). */
+static void header(struct sbx_buf *b, const char *name, const char *type, const char *help)
+{
+	sbx_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
 static void metrics(struct sbx_buf *b, void *arg)
 {
+	static const char *const verbs[] = {
+		"GET", "POST", "PUT", "PATCH", "DELETE", "WATCH", NULL
+	};
 	struct operator* op = arg;
 	const struct reconciler_stats *s = reconciler_stats(op->rec);
 	size_t phases[RECONCILER_PHASES];
@@ -93,9 +102,8 @@ static void metrics(struct sbx_buf *b, void *arg)
 	sbx_metrics_sample(b, "sbx_operator_reconcile_errors_total", "counter",
 			   "Reconcile passes that failed and were retried", "",
 			   (double)s->failures);
-	sbx_buf_printf(
-		b, "# HELP sbx_operator_reconcile_duration_seconds How long reconcile passes take\n"
-		   "# TYPE sbx_operator_reconcile_duration_seconds histogram\n");
+	header(b, "sbx_operator_reconcile_duration_seconds", "histogram",
+	       "How long reconcile passes take");
 	for (int i = 0; i < RECONCILER_BUCKETS; i++) {
 		char le[48];
 
@@ -123,32 +131,23 @@ static void metrics(struct sbx_buf *b, void *arg)
 	sbx_metrics_sample(b, "sbx_operator_sandboxes", "gauge", "Sandboxes in the cache", "",
 			   (double)reconciler_sandboxes(op->rec));
 	reconciler_phases(op->rec, phases);
+	header(b, "sbx_operator_sandboxes_by_phase", "gauge",
+	       "Cached Sandboxes by status.phase (None: no status yet)");
 	for (int i = 0; i < RECONCILER_PHASES; i++) {
 		char label[48];
 
 		snprintf(label, sizeof(label), "phase=\"%s\"",
 			 reconciler_phase_names[i][0] ? reconciler_phase_names[i] : "None");
-		if (i == 0)
-			sbx_metrics_sample(b, "sbx_operator_sandboxes_by_phase", "gauge",
-					   "Cached Sandboxes by status.phase (None: no status yet)",
-					   label, (double)phases[i]);
-		else
-			sbx_metrics_more(b, "sbx_operator_sandboxes_by_phase", label,
-					 (double)phases[i]);
+		sbx_metrics_more(b, "sbx_operator_sandboxes_by_phase", label, (double)phases[i]);
 	}
-	for (int i = 0; i < 6; i++) {
-		static const char *const verbs[] = { "GET",   "POST",	"PUT",
-						     "PATCH", "DELETE", "WATCH" };
+	header(b, "sbx_operator_apiserver_requests_total", "counter",
+	       "Requests sent to the apiserver, by verb");
+	for (const char *const *v = verbs; *v; v++) {
 		char label[32];
 
-		snprintf(label, sizeof(label), "verb=\"%s\"", verbs[i]);
-		if (i == 0)
-			sbx_metrics_sample(b, "sbx_operator_apiserver_requests_total", "counter",
-					   "Requests sent to the apiserver, by verb", label,
-					   (double)sbx_kube_requests(op->kube, verbs[i]));
-		else
-			sbx_metrics_more(b, "sbx_operator_apiserver_requests_total", label,
-					 (double)sbx_kube_requests(op->kube, verbs[i]));
+		snprintf(label, sizeof(label), "verb=\"%s\"", *v);
+		sbx_metrics_more(b, "sbx_operator_apiserver_requests_total", label,
+				 (double)sbx_kube_requests(op->kube, *v));
 	}
 	sbx_metrics_sample(b, "sbx_operator_synced", "gauge", "1 when every cache has listed", "",
 			   reconciler_synced(op->rec) ? 1 : 0);
