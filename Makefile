@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build images test demo fuzz bench bench-agent bench-operator setup format format-check clean help
+.PHONY: all build images test demo fuzz bench bench-agent bench-operator setup format format-check manifests clean help
 
 all: build
 
@@ -20,6 +20,7 @@ help:
 	@echo "make bench         run the benchmarks against their peers (bench/)"
 	@echo "make format        reformat the C sources with clang-format"
 	@echo "make format-check  fail if any C source is not formatted"
+	@echo "make manifests     render manifests/operator/operator.yaml from the chart helm/sbx"
 	@echo "make setup         install the build and test dependencies only"
 
 setup:
@@ -60,6 +61,9 @@ format:
 
 format-check:
 	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
+
+manifests:
+	scripts/manifests.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

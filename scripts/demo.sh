@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # `make demo`: a real one-node Kubernetes on this machine (scripts/cluster.sh),
-# sbx's images built and imported, the Sandbox CRD and sbx-operator installed
-# with kubectl, and a Sandbox applied: the operator makes its pod (the agent
-# copied by an init container from sbx.local/sbx-agent into an image that does
-# not have it, sbx.local/sandbox-base), its Service and its NetworkPolicy, and
-# the demo tours the agent's /v1 API through that Service, the official SDK
-# included. It stays up until Ctrl-C, then takes the
-# node down and restores the host; with SBX_DEMO_EXIT=1 or no terminal it
-# tears down right after the tour. Needs root.
+# sbx's images built and imported, sbx installed with `helm install` of
+# helm/sbx (the Sandbox CRD and sbx-operator), and a Sandbox applied: the
+# operator makes its pod (the agent copied by an init container from
+# sbx.local/sbx-agent into an image that does not have it,
+# sbx.local/sandbox-base), its Service and its NetworkPolicy, and the demo
+# tours the agent's /v1 API through that Service, the official SDK included.
+# It stays up until Ctrl-C, then takes the node down and restores the host;
+# with SBX_DEMO_EXIT=1 or no terminal it tears down right after the tour.
+# Needs root.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,14 +37,16 @@ show "$kubectl" get nodes -o wide
 show "$kubectl" get pods -A
 
 echo
-echo "==> sbx: the Sandbox CRD and sbx-operator ($SBX_IMAGE_OPERATOR)"
-"$kubectl" apply -f manifests/crd/ >/dev/null
-"$kubectl" wait --for=condition=Established crd/sandboxes.sbx.dev --timeout=60s >/dev/null
-sed -e "s|image: sbx.local/sbx-operator:dev|image: $SBX_IMAGE_OPERATOR|" \
-	-e "s|--agent-image=sbx.local/sbx-agent:dev|--agent-image=$SBX_IMAGE_AGENT|" \
-	-e "s|--egress-image=sbx.local/sbx-egress:dev|--egress-image=$SBX_IMAGE_EGRESS|" \
-	manifests/operator/operator.yaml | "$kubectl" apply -f -
-"$kubectl" -n sbx-system rollout status deployment/sbx-operator --timeout=120s
+echo "==> sbx: helm install of helm/sbx (the Sandbox CRD and sbx-operator, $SBX_IMAGE_OPERATOR)"
+helm="$(scripts/k8s-toolchain.sh)/helm"
+"$helm" install sbx helm/sbx --namespace sbx-system --create-namespace \
+	--set "operator.image.repository=${SBX_IMAGE_OPERATOR%:*}" \
+	--set "operator.image.tag=${SBX_IMAGE_OPERATOR##*:}" \
+	--set "operator.agentImage=$SBX_IMAGE_AGENT" \
+	--set "operator.egressImage=$SBX_IMAGE_EGRESS" \
+	--wait --timeout 180s 2> >(grep -v 'symbolic link' >&2)
+show "$kubectl" -n sbx-system get deployment,pods,service
+show "$kubectl" explain sandbox.spec.ports
 
 echo
 echo "==> kubectl apply a Sandbox: $SBX_IMAGE_SANDBOX_BASE, the agent injected"

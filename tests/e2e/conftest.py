@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
@@ -31,6 +32,7 @@ from k8s_node import ClusterError, NodeCluster  # noqa: E402
 
 BUILD = Path(os.environ.get("SBX_BUILD_DIR", REPO / "build"))
 TIMINGS: dict[str, list[float]] = {}
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
 def record_timing(what: str, seconds: float) -> None:
@@ -77,6 +79,13 @@ class Kube:
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess:
         return self.cluster.kubectl(*args, check=check, input=input, timeout=timeout)
+
+    def helm(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+        r = subprocess.run([str(self.cluster.bin / "helm"), f"--kubeconfig={self.cluster.kubeconfig}",
+                            *args], capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            pytest.fail(f"helm {' '.join(args)}: {r.stderr.strip() or r.stdout.strip()}")
+        return r
 
     def apply(self, ns: str, yaml: str) -> None:
         self.kubectl("-n", ns, "apply", "-f", "-", input=yaml)
@@ -125,6 +134,27 @@ class Kube:
                 return r.read().decode()
         except (urllib.error.URLError, OSError):
             return None
+
+
+def sandbox_yaml(kube, name: str, **spec) -> str:
+    spec.setdefault("image", kube.image("sandbox-base"))
+    return yaml.safe_dump({"apiVersion": "sbx.dev/v1alpha1", "kind": "Sandbox",
+                           "metadata": {"name": name}, "spec": spec})
+
+
+def wait_running(kube, ns: str, name: str) -> dict:
+    """Until the phase is Running and the agent answers through the Service
+    (kube-proxy programs it a moment after the pod is Ready)."""
+    r = kube.kubectl("-n", ns, "wait", "--for=jsonpath={.status.phase}=Running", f"sandbox/{name}",
+                     "--timeout=120s", check=False, timeout=130)
+    if r.returncode != 0:
+        desc = kube.kubectl("-n", ns, "describe", "sandbox,pods", check=False).stdout
+        pytest.fail(f"sandbox {name} not Running: {r.stderr}\n{desc[-4000:]}")
+    sbx = kube.get(ns, "sandbox", name)
+    svc = kube.cluster_ip(ns, sbx["status"]["serviceName"])
+    wait_until("the agent through the Service",
+               lambda: kube.fetch_from_host(f"http://{svc}:8080/v1/ping") is not None, 30)
+    return sbx
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 from agent_sandbox import Sandbox
 
-from conftest import REPO, wait_until
-
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
-
+from conftest import REPO, SANITIZER_MARKS, sandbox_yaml, wait_running, wait_until
 
 @pytest.fixture(scope="module")
 def operator(kube):
@@ -38,27 +34,6 @@ def operator(kube):
     kube.kubectl("-n", "sbx-system", "delete", "deployment", "sbx-operator", "--wait=false")
     for mark in SANITIZER_MARKS:
         assert mark not in logs, logs
-
-
-def sandbox_yaml(kube, name: str, **spec) -> str:
-    spec.setdefault("image", kube.image("sandbox-base"))
-    return yaml.safe_dump({"apiVersion": "sbx.dev/v1alpha1", "kind": "Sandbox",
-                           "metadata": {"name": name}, "spec": spec})
-
-
-def wait_running(kube, ns: str, name: str) -> dict:
-    """Until the phase is Running and the agent answers through the Service
-    (kube-proxy programs it a moment after the pod is Ready)."""
-    r = kube.kubectl("-n", ns, "wait", "--for=jsonpath={.status.phase}=Running", f"sandbox/{name}",
-                     "--timeout=120s", check=False, timeout=130)
-    if r.returncode != 0:
-        desc = kube.kubectl("-n", ns, "describe", "sandbox,pods", check=False).stdout
-        pytest.fail(f"sandbox {name} not Running: {r.stderr}\n{desc[-4000:]}")
-    sbx = kube.get(ns, "sandbox", name)
-    svc = kube.cluster_ip(ns, sbx["status"]["serviceName"])
-    wait_until("the agent through the Service",
-               lambda: kube.fetch_from_host(f"http://{svc}:8080/v1/ping") is not None, 30)
-    return sbx
 
 
 def test_kubectl_apply_a_sandbox_then_the_sdk_and_the_declared_port_answer(operator, ns):
