@@ -1,6 +1,13 @@
 /* Informer (see sbx/informer.h). Owns its cache (a map of key -> json_t
  * reference, or -> struct packed with opts.compact), its watch and a retry
- * timer for failed lists. */
+ * timer for failed lists.
+ *
+ * Compact mode keeps each object as its JSON text, deflated (raw deflate,
+ * zlib) against a preset dictionary: the text of the first object the cache
+ * stored. Objects of one kind share most of their text (keys, labels,
+ * owner references, a NetworkPolicy's rules), so each compresses to the few
+ * bytes in which it differs from that first one. The dictionary is fixed for
+ * the informer's life, so every stored object can always be inflated. */
 #include "sbx/informer.h"
 
 #include "sbx/alloc.h"
@@ -12,11 +19,31 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <uv.h>
+#include <zlib.h>
 
 #define KEY_MAX 512
+/* Deflate's window (2^13 = 8 KiB) bounds how far back a match may reach, so
+ * the dictionary is at most DICT_MAX bytes; memLevel 6 keeps each stream's
+ * state near 64 KiB. */
+#define WINDOW_BITS 13
+#define MEM_LEVEL   6
+#define DICT_MAX    6144
+
+/* The compact cache's codec: one deflate and one inflate stream, reset per
+ * object, and the dictionary (empty until the first object is stored). */
+struct codec {
+	z_stream def, inf;
+	bool def_ready, inf_ready;
+	unsigned char *dict;
+	unsigned dict_len;
+	unsigned char *scratch; /* deflate's output, grown as needed */
+	size_t scratch_cap;
+	size_t stored; /* bytes of the packed objects in the cache */
+};
 
 struct sbx_informer {
 	struct sbx_kube *k;
@@ -36,35 +63,159 @@ struct sbx_informer {
 	bool synced;
 	bool listing;
 	unsigned long lists;
+	struct codec *z; /* compact mode */
 };
 
-/* A cached object in compact mode: its text, and its resourceVersion so
- * that a relist can compare without parsing. */
+/* A cached object in compact mode: its text (deflated when that is
+ * smaller), and its resourceVersion so that a relist can compare without
+ * inflating. */
 struct packed {
-	char rv[32];
-	char text[];
+	uint32_t len;  /* the text's length */
+	uint32_t zlen; /* its bytes in data: deflated, or len when stored as is */
+	char rv[];     /* the resourceVersion, NUL-terminated; then the text's bytes */
 };
+
+static const unsigned char *packed_data(const struct packed *p)
+{
+	return (const unsigned char *)p->rv + strlen(p->rv) + 1;
+}
+
+static size_t packed_size(const struct packed *p)
+{
+	return sizeof(*p) + strlen(p->rv) + 1 + p->zlen;
+}
 
 static void list_page(struct sbx_informer *inf, const char *cont);
 
 /* ---- the cache's values ---------------------------------------------------- */
 
+static void codec_free(struct codec *z)
+{
+	if (!z)
+		return;
+	if (z->def_ready)
+		deflateEnd(&z->def);
+	if (z->inf_ready)
+		inflateEnd(&z->inf);
+	sbx_free(z->dict);
+	sbx_free(z->scratch);
+	sbx_free(z);
+}
+
+/* Deflates text against the dictionary into z->scratch; returns the
+ * compressed length, or 0 when it would not be smaller (or on failure: the
+ * text is then stored as it is, which is never wrong). */
+static size_t deflate_text(struct codec *z, const char *text, size_t len)
+{
+	size_t bound;
+
+	if (!z->dict_len || len < 64 || len > UINT32_MAX)
+		return 0;
+	if (!z->def_ready) {
+		if (deflateInit2(&z->def, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -WINDOW_BITS,
+				 MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK)
+			return 0;
+		z->def_ready = true;
+	} else if (deflateReset(&z->def) != Z_OK) {
+		return 0;
+	}
+	if (deflateSetDictionary(&z->def, z->dict, z->dict_len) != Z_OK)
+		return 0;
+	bound = deflateBound(&z->def, len);
+	if (bound > z->scratch_cap) {
+		unsigned char *p = sbx_realloc(z->scratch, bound);
+
+		if (!p)
+			return 0;
+		z->scratch = p;
+		z->scratch_cap = bound;
+	}
+	z->def.next_in = (unsigned char *)text;
+	z->def.avail_in = (uInt)len;
+	z->def.next_out = z->scratch;
+	z->def.avail_out = (uInt)bound;
+	if (deflate(&z->def, Z_FINISH) != Z_STREAM_END || z->def.total_out >= len)
+		return 0;
+	return z->def.total_out;
+}
+
+/* The text of a packed object, NUL-terminated, into a new buffer (sbx_free
+ * it), or NULL. */
+static char *inflate_text(struct codec *z, const struct packed *p)
+{
+	char *out = sbx_malloc((size_t)p->len + 1);
+	int rc;
+
+	if (!out)
+		return NULL;
+	if (p->zlen == p->len) {
+		memcpy(out, packed_data(p), p->len);
+		out[p->len] = '\0';
+		return out;
+	}
+	if (!z->inf_ready) {
+		if (inflateInit2(&z->inf, -WINDOW_BITS) != Z_OK)
+			goto fail;
+		z->inf_ready = true;
+	} else if (inflateReset(&z->inf) != Z_OK) {
+		goto fail;
+	}
+	/* A raw stream takes its dictionary before the first byte. */
+	if (inflateSetDictionary(&z->inf, z->dict, z->dict_len) != Z_OK)
+		goto fail;
+	z->inf.next_in = (unsigned char *)packed_data(p);
+	z->inf.avail_in = p->zlen;
+	z->inf.next_out = (unsigned char *)out;
+	z->inf.avail_out = p->len;
+	rc = inflate(&z->inf, Z_FINISH);
+	if (rc != Z_STREAM_END || z->inf.total_out != p->len)
+		goto fail;
+	out[p->len] = '\0';
+	return out;
+fail:
+	sbx_free(out);
+	return NULL;
+}
+
 /* What the cache stores for obj (a new reference, or a packed copy). */
 static void *store(const struct sbx_informer *inf, json_t *obj)
 {
 	const char *rv = sbx_json_str(obj, "metadata.resourceVersion");
+	struct codec *z = inf->z;
 	struct packed *p;
 	char *text;
-	size_t len;
+	size_t len, zlen, rv_len;
 
 	if (!inf->opts.compact)
 		return json_incref(obj);
+	if (!rv)
+		rv = "";
+	if ((rv_len = strlen(rv)) > 64)
+		return NULL; /* resourceVersions are short; this one is not one */
 	if (!(text = json_dumps(obj, JSON_COMPACT)))
 		return NULL;
 	len = strlen(text);
-	if ((p = sbx_malloc(sizeof(*p) + len + 1))) {
-		snprintf(p->rv, sizeof(p->rv), "%s", rv ? rv : "");
-		memcpy(p->text, text, len + 1);
+	if (len > UINT32_MAX) {
+		free(text);
+		return NULL;
+	}
+	if (!z->dict_len && len >= 64) {
+		/* The first object's text becomes the dictionary. */
+		size_t n = len < DICT_MAX ? len : DICT_MAX;
+
+		if ((z->dict = sbx_malloc(n))) {
+			memcpy(z->dict, text, n);
+			z->dict_len = (unsigned)n;
+		}
+	}
+	zlen = deflate_text(z, text, len);
+	if ((p = sbx_malloc(sizeof(*p) + rv_len + 1 + (zlen ? zlen : len)))) {
+		p->len = (uint32_t)len;
+		p->zlen = (uint32_t)(zlen ? zlen : len);
+		memcpy(p->rv, rv, rv_len + 1);
+		memcpy((unsigned char *)p->rv + rv_len + 1,
+		       zlen ? (const void *)z->scratch : (const void *)text, p->zlen);
+		z->stored += packed_size(p);
 	}
 	free(text);
 	return p;
@@ -74,12 +225,21 @@ static void *store(const struct sbx_informer *inf, json_t *obj)
 static json_t *load(const struct sbx_informer *inf, void *value)
 {
 	const struct packed *p = value;
+	json_t *obj;
+	char *text;
 
 	if (!value)
 		return NULL;
 	if (!inf->opts.compact)
 		return json_incref(value);
-	return json_loads(p->text, 0, NULL);
+	if (!(text = inflate_text(inf->z, p))) {
+		sbx_log_error("informer could not inflate a cached object",
+			      SBX_LS("path", inf->path), SBX_LS("resourceVersion", p->rv));
+		return NULL;
+	}
+	obj = json_loadb(text, p->len, 0, NULL);
+	sbx_free(text);
+	return obj;
 }
 
 static const char *stored_rv(const struct sbx_informer *inf, void *value)
@@ -94,10 +254,12 @@ static const char *stored_rv(const struct sbx_informer *inf, void *value)
 
 static void drop_stored(const struct sbx_informer *inf, void *value)
 {
-	if (inf->opts.compact)
+	if (inf->opts.compact) {
+		inf->z->stored -= packed_size(value);
 		sbx_free(value);
-	else
+	} else {
 		json_decref(value);
+	}
 }
 
 int sbx_informer_key(const json_t *obj, char *out, size_t size)
@@ -407,6 +569,10 @@ int sbx_informer_new(struct sbx_kube *k, const struct sbx_informer_opts *opts,
 		inf->opts.backoff_max_ms = 30000;
 	inf->h = *h;
 	inf->arg = arg;
+	if (inf->opts.compact && !(inf->z = sbx_calloc(1, sizeof(*inf->z)))) {
+		sbx_free(inf);
+		return -ENOMEM;
+	}
 	sbx_map_init(&inf->cache, inf->opts.max_objects);
 	sbx_map_init(&inf->next, inf->opts.max_objects);
 	if (!(inf->path = sbx_strdup(opts->path)) ||
@@ -428,6 +594,7 @@ out_free:
 	sbx_free(inf->path);
 	sbx_free(inf->label_selector);
 	sbx_free(inf->field_selector);
+	codec_free(inf->z);
 	sbx_free(inf);
 	return rc;
 }
@@ -455,6 +622,7 @@ static void on_informer_closed(uv_handle_t *h)
 	sbx_free(inf->path);
 	sbx_free(inf->label_selector);
 	sbx_free(inf->field_selector);
+	codec_free(inf->z);
 	sbx_free(inf);
 }
 
@@ -479,6 +647,11 @@ json_t *sbx_informer_get(const struct sbx_informer *inf, const char *ns, const c
 	if (n < 0 || (size_t)n >= sizeof(key))
 		return NULL;
 	return load(inf, sbx_map_get(&inf->cache, key));
+}
+
+size_t sbx_informer_cache_bytes(const struct sbx_informer *inf)
+{
+	return inf->opts.compact ? inf->z->stored : 0;
 }
 
 size_t sbx_informer_count(const struct sbx_informer *inf)

@@ -130,6 +130,9 @@ static void metrics(struct sbx_buf *b, void *arg)
 			   (double)reconciler_queue_len(op->rec));
 	sbx_metrics_sample(b, "sbx_operator_sandboxes", "gauge", "Sandboxes in the cache", "",
 			   (double)reconciler_sandboxes(op->rec));
+	sbx_metrics_sample(b, "sbx_operator_cache_bytes", "gauge",
+			   "Bytes the cached Sandboxes and children take, compressed", "",
+			   (double)reconciler_cache_bytes(op->rec));
 	reconciler_phases(op->rec, phases);
 	header(b, "sbx_operator_sandboxes_by_phase", "gauge",
 	       "Cached Sandboxes by status.phase (None: no status yet)");

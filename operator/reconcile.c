@@ -952,6 +952,20 @@ size_t reconciler_sandboxes(const struct reconciler *r)
 	return n;
 }
 
+size_t reconciler_cache_bytes(const struct reconciler *r)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < r->n_scopes; i++) {
+		if (r->scopes[i].sandboxes)
+			n += sbx_informer_cache_bytes(r->scopes[i].sandboxes);
+		for (int k = 0; k < CHILD_COUNT; k++)
+			if (r->scopes[i].children[k])
+				n += sbx_informer_cache_bytes(r->scopes[i].children[k]);
+	}
+	return n;
+}
+
 void reconciler_phases(const struct reconciler *r, size_t counts[RECONCILER_PHASES])
 {
 	memcpy(counts, r->phase_counts, sizeof(r->phase_counts));

@@ -47,6 +47,8 @@ int reconciler_start(struct reconciler *r);
 /* Every informer has listed once (the /readyz condition). */
 bool reconciler_synced(const struct reconciler *r);
 size_t reconciler_sandboxes(const struct reconciler *r);
+/* Bytes the cached Sandboxes and children take (compressed text). */
+size_t reconciler_cache_bytes(const struct reconciler *r);
 /* The cached Sandboxes by status.phase, in reconciler_phase_names order. */
 void reconciler_phases(const struct reconciler *r, size_t counts[RECONCILER_PHASES]);
 size_t reconciler_queue_len(const struct reconciler *r);

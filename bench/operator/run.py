@@ -190,7 +190,9 @@ class Sbx(Controller):
 
     def start(self, build: Path) -> None:
         self.cp.kubectl("apply", "-f", str(REPO / "manifests" / "crd"))
-        self.cp.kubectl("wait", "--for=condition=Established", "crd/sandboxes.sbx.dev")
+        wait(lambda: self.cp.kubectl("wait", "--for=condition=Established", "crd/sandboxes.sbx.dev",
+                                     "--timeout=30s", check=False).returncode == 0,
+             "the CRD established")
         port = free_port()
         self.proc = subprocess.Popen(
             [str(build / "operator" / "sbx-operator"), f"--kubeconfig={self.cp.kubeconfig}",
@@ -233,7 +235,10 @@ class AgentSandbox(Controller):
                              text=True).stdout.split()
         binary, crd = out[0], out[1]
         self.cp.kubectl("apply", "--server-side", "-f", crd)
-        self.cp.kubectl("wait", "--for=condition=Established", "crd/sandboxes.agents.x-k8s.io")
+        # kubectl wait fails at once while the new CRD has no conditions yet.
+        wait(lambda: self.cp.kubectl("wait", "--for=condition=Established",
+                                     "crd/sandboxes.agents.x-k8s.io", "--timeout=30s",
+                                     check=False).returncode == 0, "the peer's CRD established")
         versions = json.loads(self.cp.kubectl("get", "crd", "sandboxes.agents.x-k8s.io", "-o",
                                               "json").stdout)["spec"]["versions"]
         served = [v["name"] for v in versions if v.get("storage")]

@@ -111,7 +111,7 @@ static void informer_line(struct tool *t, const char *event, json_t *obj, json_t
 		name ? sbx_informer_get(t->informer, sbx_json_str(obj, "metadata.namespace"), name)
 		     : NULL;
 
-	print_line(json_pack("{s:s, s:s?, s:s?, s:O?, s:O?, s:O?, s:I, s:I, s:I, s:i, s:I}",
+	print_line(json_pack("{s:s, s:s?, s:s?, s:O?, s:O?, s:O?, s:I, s:I, s:I, s:i, s:I, s:I}",
 			     "event", event, "name", name, "rv",
 			     obj ? sbx_json_str(obj, "metadata.resourceVersion") : NULL, "data",
 			     obj ? json_object_get(obj, "data") : NULL, "old_data",
@@ -121,7 +121,8 @@ static void informer_line(struct tool *t, const char *event, json_t *obj, json_t
 			     (json_int_t)sbx_informer_count(t->informer), "connects",
 			     (json_int_t)sbx_kube_connects(t->kube), "http_version",
 			     sbx_kube_http_version(t->kube), "gets",
-			     (json_int_t)sbx_kube_requests(t->kube, "GET")));
+			     (json_int_t)sbx_kube_requests(t->kube, "GET"), "cache_bytes",
+			     (json_int_t)sbx_informer_cache_bytes(t->informer)));
 	json_decref(cached);
 }
 

@@ -30,8 +30,10 @@ struct sbx_informer_opts {
 	 * metadata.name, namespace and resourceVersion. Handlers and
 	 * sbx_informer_get see only what it kept; called with the handlers' arg. */
 	json_t *(*trim)(json_t *obj, void *arg);
-	/* Keep each object as compact JSON text (about a third of the memory of
-	 * parsed objects), parsed again by sbx_informer_get; for large caches
+	/* Keep each object as compact JSON text, deflated against the text of
+	 * the first object cached (objects of one kind share most of theirs):
+	 * a tenth to a third of the memory of parsed objects. Each
+	 * sbx_informer_get inflates and parses a new copy; for large caches
 	 * read a few objects at a time. */
 	bool compact;
 };
@@ -55,6 +57,8 @@ void sbx_informer_free(struct sbx_informer *inf);
  * new copy. */
 json_t *sbx_informer_get(const struct sbx_informer *inf, const char *ns, const char *name);
 size_t sbx_informer_count(const struct sbx_informer *inf);
+/* Bytes the cached objects take in compact mode (0 otherwise). */
+size_t sbx_informer_cache_bytes(const struct sbx_informer *inf);
 bool sbx_informer_synced(const struct sbx_informer *inf);
 /* Complete lists done so far (1 after start; more after 410s). */
 unsigned long sbx_informer_lists(const struct sbx_informer *inf);
