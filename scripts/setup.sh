@@ -22,7 +22,7 @@ apt_pkgs=(
 	build-essential cmake ninja-build pkg-config clang clang-format libclang-rt-14-dev
 	libuv1-dev libhttp-parser-dev libnghttp2-dev libwslay-dev libssl-dev
 	libjansson-dev libjwt-dev libyaml-dev libcurl4-openssl-dev libc-ares-dev
-	libnftables-dev libcmocka-dev libminizip-dev zlib1g-dev
+	libnftables-dev libcmocka-dev libminizip-dev zlib1g-dev libidn2-dev
 	openssl curl iproute2 procps patchelf busybox-static
 	chromium
 )

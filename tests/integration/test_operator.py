@@ -7,8 +7,10 @@ pod's status the way a kubelet would. (tests/e2e runs it on a real node.)"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
+import tempfile
 import time
 import urllib.request
 
@@ -186,6 +188,17 @@ def test_edits_reach_the_children_and_deleted_children_come_back(operator, names
     assert get(cp, namespace, "sandbox", "s2")["status"]["id"] == sid
 
 
+def egress_check(policy_text: str, *targets: str) -> dict:
+    """sbx-egress check: target -> (verdict, deciding rule) under the policy."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        f.write(policy_text)
+        f.flush()
+        r = subprocess.run([str(binary("egress-sidecar/sbx-egress")), f"--policy-file={f.name}",
+                            "check", *targets], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return {line.split("\t")[0]: tuple(line.split("\t")[1:3]) for line in r.stdout.splitlines()}
+
+
 def policy_of(cp, ns, name):
     cm = get(cp, ns, "configmap", name, check=False)
     return cm and (json.loads(cm["data"]["policy.json"]), cm)
@@ -224,6 +237,14 @@ def test_egress_rules_become_a_sidecar_and_a_configmap_that_follows_them(operato
     apply_sandbox(cp, namespace, "eg", egress={"defaultAction": "deny", "rules": rules})
     wait_for("the new rule in the ConfigMap",
              lambda: policy_of(cp, namespace, "eg")[0]["rules"] == rules)
+    # The sidecar's own parser takes the ConfigMap's text, and decides as the rules say.
+    text = get(cp, namespace, "configmap", "eg")["data"]["policy.json"]
+    metadata = next(i for i, t in enumerate(json.loads(text)["alwaysDeny"])
+                    if ipaddress.ip_address("169.254.169.254") in ipaddress.ip_network(t))
+    verdicts = egress_check(text, "x.pypi.org", "pypi.org", "files.example.com", "169.254.169.254")
+    assert verdicts == {"x.pypi.org": ("allow", "rules[0]"), "pypi.org": ("deny", "defaultAction"),
+                        "files.example.com": ("allow", "rules[1]"),
+                        "169.254.169.254": ("deny", f"alwaysDeny[{metadata}]")}, verdicts
     new = wait_for("status.egress of the new policy",
                    lambda: (e := get(cp, namespace, "sandbox", "eg")["status"]["egress"])["rules"] == 2 and e)
     assert new["policyHash"] != st["policyHash"]
