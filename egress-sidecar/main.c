@@ -1,30 +1,48 @@
 /* sbx-egress: enforces a sandbox's FQDN egress policy through DNS and nftables.
  *
- * main() only parses the configuration, wires the modules and runs the loop.
- * This build has the policy (parse, validate, match: policy.c) and the
- * `check` command that shows it; the DNS proxy and the nftables rules come
- * next, and until then running the sidecar says so and exits 1.
+ * main() parses the configuration, wires the modules and runs the loop:
+ * the policy (policy.c), the firewall table (firewall.c), the DNS proxy
+ * (proxy.c) forwarding through c-ares (upstream.c), and the health and
+ * metrics endpoints. `check` shows a policy; `cleanup` removes the table.
  */
 #define _GNU_SOURCE
+#include "firewall.h"
 #include "policy.h"
+#include "proxy.h"
+#include "upstream.h"
 
 #include "sbx/alloc.h"
+#include "sbx/buf.h"
 #include "sbx/config.h"
+#include "sbx/http.h"
 #include "sbx/kube_config.h"
 #include "sbx/log.h"
+#include "sbx/loop.h"
+#include "sbx/metrics.h"
 #include "sbx/version.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <libgen.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <uv.h>
 
 #define POLICY_MAX_BYTES (4u << 20)
 
 static char *policy_file;
 static struct sbx_strv always_allow, always_deny;
 static long max_rules = EGRESS_MAX_RULES;
+static char *dns_listen = "127.0.0.1:15353";
+static char *upstream_servers_flag = "";
+static char *resolv_conf = "/etc/resolv.conf";
+static char *listen_addr = ":15380";
+static char *deny_answer = "nxdomain";
+static long mark = 0x5b0;
+static long ttl_grace = 5, ttl_min = 5, ttl_max = 3600;
+static long max_inflight = 1024;
 
 static int load_policy(struct egress_policy **out)
 {
@@ -105,6 +123,261 @@ static int check(int argc, char **argv)
 	return 0;
 }
 
+/* ---- the sidecar ---------------------------------------------------------- */
+
+struct egress {
+	uv_loop_t *loop;
+	struct egress_policy *policy;
+	char *policy_text;  /* what the policy was read from, to skip unchanged reloads */
+	char *refused_text; /* the last text refused, to refuse (and log) it once */
+	struct upstream *up;
+	struct proxy *proxy;
+	struct firewall *fw;
+	struct sbx_http_server *http;
+	struct sbx_signals signals;
+	uv_fs_event_t watch;
+	bool watching;
+	unsigned long generation;
+	unsigned long reloads_failed;
+	unsigned long learned, learn_failures;
+	double ready_ms;
+};
+
+static int learn(void *arg, const struct dns_question *q, const struct dns_answer *a)
+{
+	struct egress *e = arg;
+	int rc = firewall_learn(e->fw, a);
+
+	(void)q;
+	if (rc)
+		e->learn_failures++;
+	else
+		e->learned += a->n_addrs;
+	return rc;
+}
+
+static void decided(void *arg, const struct proxy_decision *d)
+{
+	char addrs[DNS_MAX_ADDRS * (INET6_ADDRSTRLEN + 1)] = "";
+	size_t n = 0;
+
+	(void)arg;
+	for (size_t i = 0; d->answer && i < d->answer->n_addrs && n < sizeof(addrs); i++) {
+		char ip[INET6_ADDRSTRLEN];
+
+		inet_ntop(d->answer->addrs[i].family, d->answer->addrs[i].addr, ip, sizeof(ip));
+		n += (size_t)snprintf(addrs + n, sizeof(addrs) - n, "%s%s", n ? "," : "", ip);
+	}
+	sbx_log_info("dns", SBX_LS("name", d->q->name), SBX_LI("qtype", d->q->qtype),
+		     SBX_LS("outcome", proxy_outcome_name(d->outcome)),
+		     SBX_LS("verdict", d->verdict), SBX_LS("rule", d->rule),
+		     SBX_LS("target", d->target ? d->target : ""),
+		     SBX_LS("denied", d->denied_name ? d->denied_name : ""),
+		     SBX_LS("addresses", addrs), SBX_LD("upstream_ms", d->upstream_ms));
+}
+
+static void healthz(struct sbx_http_req *req, void *arg)
+{
+	(void)arg;
+	sbx_http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
+}
+
+static void readyz(struct sbx_http_req *req, void *arg)
+{
+	struct egress *e = arg;
+	char body[128];
+	int n = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"policyGeneration\":%lu}",
+			 e->generation);
+
+	sbx_http_respond(req, 200, "application/json", body, (size_t)n);
+}
+
+static void metrics(struct sbx_buf *b, void *arg)
+{
+	struct egress *e = arg;
+	const struct proxy_stats *s = proxy_stats(e->proxy);
+	long learned_now = firewall_learned(e->fw);
+
+	sbx_buf_printf(b, "# HELP sbx_egress_queries_total DNS queries by outcome\n"
+			  "# TYPE sbx_egress_queries_total counter\n");
+	for (int i = 0; i < PROXY_OUTCOMES; i++) {
+		char label[48];
+
+		snprintf(label, sizeof(label), "outcome=\"%s\"", proxy_outcome_name(i));
+		sbx_metrics_more(b, "sbx_egress_queries_total", label, (double)s->outcomes[i]);
+	}
+	sbx_metrics_sample(b, "sbx_egress_queries_dropped_total", "counter",
+			   "Queries dropped: malformed, or over the in-flight bound", "",
+			   (double)(s->malformed + s->busy));
+	sbx_metrics_sample(b, "sbx_egress_queries_inflight", "gauge", "Queries forwarded upstream",
+			   "", (double)s->inflight);
+	sbx_metrics_sample(b, "sbx_egress_learned_addresses_total", "counter",
+			   "Addresses admitted from allowed answers", "", (double)e->learned);
+	sbx_metrics_sample(b, "sbx_egress_learn_failures_total", "counter",
+			   "Answers withheld because the firewall did not take their addresses", "",
+			   (double)e->learn_failures);
+	sbx_metrics_sample(b, "sbx_egress_learned_addresses", "gauge",
+			   "Addresses in the allow sets now", "", (double)learned_now);
+	sbx_metrics_sample(b, "sbx_egress_policy_generation", "gauge",
+			   "Policies applied since start (1: the first)", "",
+			   (double)e->generation);
+	sbx_metrics_sample(b, "sbx_egress_policy_reload_failures_total", "counter",
+			   "Policy changes refused (the previous policy stays)", "",
+			   (double)e->reloads_failed);
+	sbx_metrics_sample(b, "sbx_egress_policy_rules", "gauge", "Rules of the policy in force",
+			   "", (double)egress_policy_count(e->policy));
+	sbx_metrics_sample(b, "sbx_egress_ready_seconds", "gauge",
+			   "From exec to rules in and proxy listening", "", e->ready_ms / 1e3);
+	sbx_metrics_http_server(b, e->http, "sbx_egress");
+}
+
+/* The policy file changed (a ConfigMap update swaps a symlink in its
+ * folder): apply it if it is valid and different. */
+static void reload(struct egress *e)
+{
+	struct egress_extra extra = { .always_allow = (const char *const *)always_allow.v,
+				      .n_allow = always_allow.n,
+				      .always_deny = (const char *const *)always_deny.v,
+				      .n_deny = always_deny.n };
+	struct egress_policy *p = NULL;
+	char err[512], *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (sbx_read_file(policy_file, POLICY_MAX_BYTES, &text, &len))
+		return; /* mid-swap; the next event brings it */
+	if ((e->policy_text && strcmp(text, e->policy_text) == 0) ||
+	    (e->refused_text && strcmp(text, e->refused_text) == 0)) {
+		sbx_free(text);
+		return;
+	}
+	rc = egress_policy_parse(text, len, &extra, (size_t)max_rules, &p, err, sizeof(err));
+	if (!rc && (rc = firewall_update(e->fw, p, err, sizeof(err))))
+		egress_policy_free(p);
+	if (rc) {
+		e->reloads_failed++;
+		sbx_log_error("policy refused; the previous one stays", SBX_LS("file", policy_file),
+			      SBX_LS("error", err), SBX_LI("generation", (long long)e->generation));
+		sbx_free(e->refused_text);
+		e->refused_text = text;
+		return;
+	}
+	egress_policy_free(e->policy);
+	e->policy = p;
+	sbx_free(e->policy_text);
+	e->policy_text = text;
+	e->generation++;
+	sbx_log_info("policy applied", SBX_LS("file", policy_file),
+		     SBX_LI("generation", (long long)e->generation),
+		     SBX_LI("rules", (long long)egress_policy_count(p)));
+}
+
+static void on_policy_event(uv_fs_event_t *h, const char *name, int events, int status)
+{
+	(void)name;
+	(void)events;
+	if (status == 0)
+		reload(h->data);
+}
+
+static void on_stop(void *arg)
+{
+	struct egress *e = arg;
+
+	sbx_log_info("stopping; the firewall table stays (traffic stays blocked until "
+		     "sbx-egress runs again or `sbx-egress cleanup`)");
+	upstream_free(e->up);
+	e->up = NULL;
+	proxy_free(e->proxy);
+	e->proxy = NULL;
+	if (e->watching)
+		uv_close((uv_handle_t *)&e->watch, NULL);
+	sbx_http_server_close(e->http, NULL, NULL);
+	sbx_signals_close(&e->signals);
+}
+
+static int sidecar(void)
+{
+	uint64_t t0 = uv_hrtime();
+	struct egress e = { .loop = uv_default_loop(), .generation = 1 };
+	struct upstream_opts uo = { .servers = upstream_servers_flag,
+				    .resolv_conf = resolv_conf,
+				    .mark = (uint32_t)mark };
+	struct firewall_opts fo = { .mark = (uint32_t)mark,
+				    .grace_s = (unsigned)ttl_grace,
+				    .min_s = (unsigned)ttl_min,
+				    .max_s = (unsigned)ttl_max };
+	struct proxy_opts po = { .listen = dns_listen,
+				 .max_inflight = (unsigned)max_inflight,
+				 .deny_rcode = strcmp(deny_answer, "refused") == 0 ? DNS_REFUSED
+										   : DNS_NXDOMAIN };
+	struct proxy_hooks hooks = { .learn = learn, .decided = decided, .arg = &e };
+	const struct sbx_http_route routes[] = {
+		{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true },
+		{ .method = "GET", .pattern = "/readyz", .fn = readyz, .arg = &e, .public = true },
+		{ .method = "GET",
+		  .pattern = "/metrics",
+		  .fn = sbx_metrics_handle,
+		  .public = true },
+	};
+	struct sbx_http_server_opts so = { .server_name = "sbx-egress" };
+	const char *colon = strrchr(dns_listen, ':');
+	char err[512], servers[512], *dir;
+	size_t len;
+	int rc;
+
+	if (strcmp(deny_answer, "nxdomain") != 0 && strcmp(deny_answer, "refused") != 0) {
+		fprintf(stderr, "sbx-egress: --deny-answer: nxdomain or refused\n");
+		return 2;
+	}
+	if (load_policy(&e.policy) ||
+	    sbx_read_file(policy_file, POLICY_MAX_BYTES, &e.policy_text, &len))
+		return 1;
+	/* Never run open: a kernel without what the rules need is an error. */
+	if ((rc = firewall_check(err, sizeof(err)))) {
+		sbx_log_error("cannot enforce egress", SBX_LS("error", err));
+		return 1;
+	}
+	fo.dns_port = (uint16_t)(colon ? atoi(colon + 1) : 53);
+	if ((rc = upstream_new(e.loop, &uo, &e.up, err, sizeof(err))) ||
+	    (rc = firewall_new(&fo, e.policy, &e.fw, err, sizeof(err))) ||
+	    (rc = proxy_new(e.loop, &po, &e.policy, e.up, &hooks, &e.proxy, err, sizeof(err)))) {
+		sbx_log_error("cannot start", SBX_LS("error", err));
+		return 1;
+	}
+	sbx_http_server_new(e.loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &e.http);
+	if ((rc = sbx_http_server_listen(e.http, listen_addr))) {
+		sbx_log_error("cannot listen", SBX_LS("addr", listen_addr),
+			      SBX_LS("error", uv_strerror(rc)));
+		return 1;
+	}
+	/* The folder, not the file: a ConfigMap update replaces a symlink. */
+	uv_fs_event_init(e.loop, &e.watch);
+	e.watch.data = &e;
+	dir = sbx_strdup(policy_file);
+	if (dir && uv_fs_event_start(&e.watch, on_policy_event, dirname(dir), 0) == 0)
+		e.watching = true;
+	else
+		uv_close((uv_handle_t *)&e.watch, NULL);
+	sbx_free(dir);
+	sbx_metrics_register(metrics, &e);
+	sbx_signals_init(e.loop, &e.signals, on_stop, &e);
+	e.ready_ms = (double)(uv_hrtime() - t0) / 1e6;
+	upstream_servers(e.up, servers, sizeof(servers));
+	sbx_log_info("ready", SBX_LS("dns", dns_listen), SBX_LS("upstream", servers),
+		     SBX_LS("listen", listen_addr),
+		     SBX_LI("rules", (long long)egress_policy_count(e.policy)),
+		     SBX_LS("default", egress_action_name(egress_policy_default(e.policy))),
+		     SBX_LD("ready_ms", e.ready_ms));
+	uv_run(e.loop, UV_RUN_DEFAULT);
+	firewall_free(e.fw);
+	egress_policy_free(e.policy);
+	sbx_free(e.policy_text);
+	sbx_free(e.refused_text);
+	sbx_loop_close(e.loop);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const struct sbx_opt opts[] = {
@@ -113,7 +386,7 @@ int main(int argc, char **argv)
 		  .dest = &policy_file,
 		  .metavar = "FILE",
 		  .help = "the policy, JSON or YAML: {defaultAction, rules, alwaysAllow, "
-			  "alwaysDeny} (docs/egress.md)" },
+			  "alwaysDeny} (docs/egress.md); changes to it apply at once" },
 		{ .name = "always-allow",
 		  .type = SBX_OPT_LIST,
 		  .dest = &always_allow,
@@ -132,13 +405,77 @@ int main(int argc, char **argv)
 		  .help = "refuse a policy with more rules than this, all lists together",
 		  .min = 1,
 		  .max = 65536 },
+		{ .name = "dns-listen",
+		  .type = SBX_OPT_STRING,
+		  .dest = &dns_listen,
+		  .metavar = "ADDR",
+		  .help = "the DNS proxy, UDP and TCP; the pod's DNS is redirected to its port" },
+		{ .name = "upstream",
+		  .type = SBX_OPT_STRING,
+		  .dest = &upstream_servers_flag,
+		  .metavar = "IP:PORT,...",
+		  .help = "resolvers allowed queries go to (empty: the nameservers of "
+			  "--resolv-conf)" },
+		{ .name = "resolv-conf",
+		  .type = SBX_OPT_STRING,
+		  .dest = &resolv_conf,
+		  .metavar = "FILE",
+		  .help = "where the pod's own resolvers are listed" },
+		{ .name = "deny-answer",
+		  .type = SBX_OPT_STRING,
+		  .dest = &deny_answer,
+		  .metavar = "RCODE",
+		  .help = "what a denied name gets: nxdomain or refused" },
+		{ .name = "mark",
+		  .type = SBX_OPT_INT,
+		  .dest = &mark,
+		  .metavar = "N",
+		  .help = "SO_MARK of the proxy's upstream sockets, which the rules let out",
+		  .min = 1,
+		  .max = 0x7fffffff },
+		{ .name = "ttl-grace",
+		  .type = SBX_OPT_INT,
+		  .dest = &ttl_grace,
+		  .metavar = "S",
+		  .help = "a learned address lives for its TTL plus this",
+		  .min = 0,
+		  .max = 3600 },
+		{ .name = "ttl-min",
+		  .type = SBX_OPT_INT,
+		  .dest = &ttl_min,
+		  .metavar = "S",
+		  .help = "shortest life of a learned address",
+		  .min = 1,
+		  .max = 86400 },
+		{ .name = "ttl-max",
+		  .type = SBX_OPT_INT,
+		  .dest = &ttl_max,
+		  .metavar = "S",
+		  .help = "longest life of a learned address",
+		  .min = 1,
+		  .max = 604800 },
+		{ .name = "max-inflight",
+		  .type = SBX_OPT_INT,
+		  .dest = &max_inflight,
+		  .metavar = "N",
+		  .help = "queries forwarded at once; more are dropped and counted",
+		  .min = 1,
+		  .max = 65536 },
+		{ .name = "listen",
+		  .type = SBX_OPT_STRING,
+		  .dest = &listen_addr,
+		  .metavar = "ADDR",
+		  .help = "/healthz, /readyz (the startup probe) and /metrics" },
 	};
 	struct sbx_config cfg = {
 		.program = "sbx-egress",
 		.summary = "enforces a sandbox's FQDN egress policy through DNS and nftables.\n"
+			   "  sbx-egress                     the sidecar (needs CAP_NET_ADMIN)\n"
 			   "  sbx-egress check [NAME|IP...]  shows the compiled policy, or the "
-			   "verdict for each name or address",
-		.usage = "[check [NAME|IP...]]",
+			   "verdict for each name or address\n"
+			   "  sbx-egress cleanup             removes the firewall table (allows "
+			   "everything again)",
+		.usage = "[check [NAME|IP...] | cleanup]",
 		.env_prefix = "SBX_EGRESS_",
 		.opts = opts,
 		.n_opts = sizeof(opts) / sizeof(opts[0]),
@@ -149,24 +486,18 @@ int main(int argc, char **argv)
 		return rc > 0 ? 0 : 2;
 	if (cfg.argi < argc && strcmp(argv[cfg.argi], "check") == 0) {
 		rc = check(argc - cfg.argi - 1, argv + cfg.argi + 1);
+	} else if (cfg.argi + 1 == argc && strcmp(argv[cfg.argi], "cleanup") == 0) {
+		char err[512];
+
+		rc = firewall_cleanup(err, sizeof(err)) ? 1 : 0;
+		if (rc)
+			fprintf(stderr, "sbx-egress: %s\n", err);
 	} else if (cfg.argi < argc) {
 		fprintf(stderr, "sbx-egress: unexpected argument '%s' (see --help)\n",
 			argv[cfg.argi]);
 		rc = 2;
 	} else {
-		struct egress_policy *p = NULL;
-
-		/* Refuse a bad policy before anything else, as the sidecar will. */
-		if (load_policy(&p)) {
-			rc = 1;
-		} else {
-			sbx_log_error("DNS interception and nftables enforcement are not part of "
-				      "this build yet; the policy is valid",
-				      SBX_LS("version", SBX_VERSION),
-				      SBX_LI("rules", (long long)egress_policy_count(p)));
-			egress_policy_free(p);
-			rc = 1;
-		}
+		rc = sidecar();
 	}
 	sbx_config_release(&cfg);
 	return rc;

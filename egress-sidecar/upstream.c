@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 struct watch {
 	uv_poll_t poll;
@@ -22,6 +23,7 @@ struct watch {
 
 struct upstream {
 	uv_loop_t *loop;
+	uint32_t mark;
 	ares_channel channel;
 	bool channel_ready;
 	uv_timer_t timer;
@@ -129,6 +131,17 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable, int writab
 		      on_poll);
 }
 
+/* Marks the socket, so the firewall lets the proxy's own queries out. */
+static int on_socket(ares_socket_t fd, int type, void *arg)
+{
+	struct upstream *u = arg;
+
+	(void)type;
+	if (u->mark && setsockopt(fd, SOL_SOCKET, SO_MARK, &u->mark, sizeof(u->mark)) != 0)
+		return -1; /* without the mark the query would loop back to the proxy */
+	return 0;
+}
+
 int upstream_new(uv_loop_t *loop, const struct upstream_opts *opts, struct upstream **out,
 		 char *err, size_t err_size)
 {
@@ -168,6 +181,8 @@ int upstream_new(uv_loop_t *loop, const struct upstream_opts *opts, struct upstr
 		sbx_free(u);
 		return -EINVAL;
 	}
+	u->mark = opts->mark;
+	ares_set_socket_configure_callback(u->channel, on_socket, u);
 	uv_timer_init(loop, &u->timer);
 	u->timer.data = u;
 	*out = u;

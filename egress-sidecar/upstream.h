@@ -19,6 +19,7 @@ struct upstream_opts {
 	const char *resolv_conf;
 	unsigned timeout_ms; /* per try (default 2000) */
 	unsigned tries;	     /* per server (default 2) */
+	uint32_t mark;	     /* SO_MARK on every upstream socket (0: none) */
 };
 
 /* status: 0 with the answer, or a negative errno (-ETIMEDOUT, -ECONNREFUSED,

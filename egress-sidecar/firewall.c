@@ -1,0 +1,310 @@
+/* The pod's egress firewall in nftables (see firewall.h). Rules are written
+ * in nft's own language and handed to libnftables, which checks and sends
+ * each batch as one netlink transaction. */
+#include "firewall.h"
+
+#include "sbx/alloc.h"
+#include "sbx/buf.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <nftables/libnftables.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define SCRIPT_MAX (8u << 20)
+
+struct firewall {
+	struct nft_ctx *nft;
+	struct firewall_opts opts;
+};
+
+static struct nft_ctx *context(void)
+{
+	struct nft_ctx *nft = nft_ctx_new(NFT_CTX_DEFAULT);
+
+	if (nft) {
+		nft_ctx_buffer_output(nft);
+		nft_ctx_buffer_error(nft);
+	}
+	return nft;
+}
+
+/* Runs script; on failure copies nft's first error line into err. */
+static int run(struct nft_ctx *nft, const char *script, char *err, size_t err_size)
+{
+	const char *e;
+	size_t n;
+
+	if (nft_run_cmd_from_buffer(nft, script) == 0)
+		return 0;
+	e = nft_ctx_get_error_buffer(nft);
+	if (err && err_size) {
+		n = e ? strcspn(e, "\n") : 0;
+		snprintf(err, err_size, "nftables: %.*s", (int)n, n ? e : "refused the rules");
+	}
+	return e && (strstr(e, "Operation not permitted") || strstr(e, "Permission denied"))
+		       ? -EPERM
+		       : -EOPNOTSUPP;
+}
+
+int firewall_check(char *err, size_t err_size)
+{
+	static const char *const probes[][2] = {
+		{ "an inet table", "add table inet sbx_egress_probe\n" },
+		{ "sets with timeouts",
+		  "add set inet sbx_egress_probe t { type ipv4_addr; flags timeout; }\n"
+		  "add element inet sbx_egress_probe t { 192.0.2.1 timeout 5s }\n" },
+		{ "interval sets",
+		  "add set inet sbx_egress_probe i { type ipv6_addr; flags interval; }\n"
+		  "add element inet sbx_egress_probe i { 2001:db8::/32 }\n" },
+		{ "nat redirect in output",
+		  "add chain inet sbx_egress_probe n { type nat hook output priority -100; }\n"
+		  "add rule inet sbx_egress_probe n udp dport 53 redirect to :15353\n" },
+		{ "conntrack and marks",
+		  "add chain inet sbx_egress_probe f { type filter hook output priority 0; }\n"
+		  "add rule inet sbx_egress_probe f ct state established,related accept\n"
+		  "add rule inet sbx_egress_probe f meta mark 0x1 accept\n"
+		  "add chain inet sbx_egress_probe r { type filter hook output priority -300; }\n"
+		  "add rule inet sbx_egress_probe r meta mark 0x1 notrack\n" },
+	};
+	struct nft_ctx *nft = context();
+	int rc = 0;
+
+	if (!nft) {
+		snprintf(err, err_size, "nftables: cannot make a context");
+		return -ENOMEM;
+	}
+	run(nft, "delete table inet sbx_egress_probe\n", NULL, 0);
+	for (size_t i = 0; !rc && i < sizeof(probes) / sizeof(probes[0]); i++) {
+		char e[256];
+
+		if ((rc = run(nft, probes[i][1], e, sizeof(e))))
+			snprintf(err, err_size, "the kernel lacks %s (%s)%s", probes[i][0], e,
+				 rc == -EPERM ? "; sbx-egress needs CAP_NET_ADMIN" : "");
+	}
+	run(nft, "delete table inet sbx_egress_probe\n", NULL, 0);
+	nft_ctx_free(nft);
+	return rc;
+}
+
+/* The address rules of policy, in order, into the chain "rules". */
+static int policy_rules(struct sbx_buf *b, const struct egress_policy *p)
+{
+	int rc = 0;
+
+	for (size_t i = 0; !rc && i < egress_policy_count(p); i++) {
+		const struct egress_rule *r = egress_policy_rule(p, i);
+		const char *verdict = r->action == EGRESS_ALLOW ? "accept" : "drop";
+		char ip[INET6_ADDRSTRLEN];
+
+		if (r->kind == EGRESS_ANY) {
+			rc = sbx_buf_printf(b, "add rule inet %s rules %s\n", FIREWALL_TABLE,
+					    verdict);
+			break; /* nothing after "*" is reached */
+		}
+		if (r->kind != EGRESS_NET || !inet_ntop(r->net.family, r->net.addr, ip, sizeof(ip)))
+			continue;
+		rc = sbx_buf_printf(b, "add rule inet %s rules %s daddr %s/%u %s\n", FIREWALL_TABLE,
+				    r->net.family == AF_INET ? "ip" : "ip6", ip, r->net.prefix,
+				    verdict);
+	}
+	return rc;
+}
+
+/* The output chain's rules (the chain is empty or new): what always passes,
+ * DoT, the learned addresses, the policy's address rules, the default. */
+static int output_rules(struct sbx_buf *b, const struct firewall_opts *o,
+			const struct egress_policy *p)
+{
+	int rc = sbx_buf_printf(
+		b,
+		"add rule inet %1$s output oifname \"lo\" accept\n"
+		/* DNS redirected to the proxy still has the oif it was routed to
+		 * before the redirect; its new destination is loopback. */
+		"add rule inet %1$s output ip daddr 127.0.0.0/8 accept\n"
+		"add rule inet %1$s output ip6 daddr ::1 accept\n"
+		"add rule inet %1$s output meta mark 0x%2$x accept\n"
+		/* IPv6 finds its neighbours and routers with ICMPv6. */
+		"add rule inet %1$s output icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, "
+		"nd-router-solicit, mld2-listener-report } accept\n"
+		"add rule inet %1$s output ct state established,related accept\n"
+		"add rule inet %1$s output meta l4proto { tcp, udp } th dport 853 drop\n"
+		"add rule inet %1$s output ip daddr @learned4 accept\n"
+		"add rule inet %1$s output ip6 daddr @learned6 accept\n"
+		"add rule inet %1$s output jump rules\n"
+		"add rule inet %1$s output %3$s\n",
+		FIREWALL_TABLE, o->mark,
+		egress_policy_default(p) == EGRESS_ALLOW ? "accept" : "drop");
+
+	return rc ? rc : policy_rules(b, p);
+}
+
+/* The whole table, replacing any earlier one, as one script. */
+static int table_script(struct sbx_buf *b, const struct firewall_opts *o,
+			const struct egress_policy *p)
+{
+	/* "add" then "delete" removes a table whether or not it was there; the
+	 * new one follows in the same transaction, so nothing passes between. */
+	int rc = sbx_buf_printf(
+		b,
+		"add table inet %1$s\n"
+		"delete table inet %1$s\n"
+		"add table inet %1$s\n"
+		"add set inet %1$s learned4 { type ipv4_addr; flags timeout; size 65536; }\n"
+		"add set inet %1$s learned6 { type ipv6_addr; flags timeout; size 65536; }\n"
+		/* The proxy's own queries are not tracked: a client's finished
+		 * query leaves a conntrack entry, redirected to the proxy, that a
+		 * new upstream socket on the same port would otherwise match and
+		 * be sent back to the proxy by. Their answers neither. */
+		"add chain inet %1$s raw { type filter hook output priority -300; }\n"
+		"add rule inet %1$s raw meta mark 0x%2$x notrack\n"
+		"add chain inet %1$s rawin { type filter hook prerouting priority -300; }\n"
+		"add rule inet %1$s rawin meta l4proto { tcp, udp } th sport 53 notrack\n"
+		"add chain inet %1$s dns { type nat hook output priority -100; policy accept; }\n"
+		"add rule inet %1$s dns meta mark 0x%2$x return\n"
+		"add rule inet %1$s dns udp dport 53 redirect to :%3$u\n"
+		"add rule inet %1$s dns tcp dport 53 redirect to :%3$u\n"
+		"add chain inet %1$s rules\n"
+		"add chain inet %1$s output { type filter hook output priority 0; policy drop; }\n",
+		FIREWALL_TABLE, o->mark, o->dns_port);
+
+	return rc ? rc : output_rules(b, o, p);
+}
+
+int firewall_new(const struct firewall_opts *opts, const struct egress_policy *policy,
+		 struct firewall **out, char *err, size_t err_size)
+{
+	struct firewall *fw = sbx_calloc(1, sizeof(*fw));
+	struct sbx_buf b;
+	int rc;
+
+	if (!fw || !(fw->nft = context())) {
+		sbx_free(fw);
+		snprintf(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
+	fw->opts = *opts;
+	if (!fw->opts.max_s)
+		fw->opts.max_s = 86400;
+	sbx_buf_init(&b, SCRIPT_MAX);
+	rc = table_script(&b, &fw->opts, policy);
+	if (!rc)
+		rc = run(fw->nft, b.data, err, err_size);
+	else
+		snprintf(err, err_size, "the rules do not fit in %u bytes", SCRIPT_MAX);
+	sbx_buf_release(&b);
+	if (rc) {
+		firewall_free(fw);
+		return rc;
+	}
+	*out = fw;
+	return 0;
+}
+
+int firewall_update(struct firewall *fw, const struct egress_policy *policy, char *err,
+		    size_t err_size)
+{
+	struct sbx_buf b;
+	int rc;
+
+	sbx_buf_init(&b, SCRIPT_MAX);
+	/* The learned addresses were learned under the old policy: forgotten. */
+	rc = sbx_buf_printf(&b,
+			    "flush chain inet %1$s rules\n"
+			    "flush chain inet %1$s output\n"
+			    "flush set inet %1$s learned4\n"
+			    "flush set inet %1$s learned6\n",
+			    FIREWALL_TABLE);
+	if (!rc)
+		rc = output_rules(&b, &fw->opts, policy);
+	if (!rc)
+		rc = run(fw->nft, b.data, err, err_size);
+	sbx_buf_release(&b);
+	return rc;
+}
+
+int firewall_learn(struct firewall *fw, const struct dns_answer *a)
+{
+	char script[DNS_MAX_ADDRS * 96 + 128];
+	size_t n = 0;
+	int w;
+
+	for (size_t i = 0; i < a->n_addrs; i++) {
+		const struct dns_addr *d = &a->addrs[i];
+		unsigned long t = (unsigned long)d->ttl + fw->opts.grace_s;
+		char ip[INET6_ADDRSTRLEN];
+
+		if (t < fw->opts.min_s)
+			t = fw->opts.min_s;
+		if (t > fw->opts.max_s)
+			t = fw->opts.max_s;
+		if (t == 0)
+			t = 1;
+		inet_ntop(d->family, d->addr, ip, sizeof(ip));
+		/* "add" keeps an element's longer timeout; refreshing an address
+		 * is a delete and an add in the same transaction. */
+		w = snprintf(script + n, sizeof(script) - n,
+			     "add element inet %1$s %2$s { %3$s }\n"
+			     "delete element inet %1$s %2$s { %3$s }\n"
+			     "add element inet %1$s %2$s { %3$s timeout %4$lus }\n",
+			     FIREWALL_TABLE, d->family == AF_INET ? "learned4" : "learned6", ip, t);
+		if (w < 0 || (size_t)w >= sizeof(script) - n)
+			return -E2BIG;
+		n += (size_t)w;
+	}
+	return n ? run(fw->nft, script, NULL, 0) : 0;
+}
+
+static long count_elements(struct firewall *fw, const char *set)
+{
+	char cmd[128];
+	const char *out, *p;
+	long n = 0;
+
+	snprintf(cmd, sizeof(cmd), "list set inet %s %s\n", FIREWALL_TABLE, set);
+	if (run(fw->nft, cmd, NULL, 0))
+		return -1;
+	out = nft_ctx_get_output_buffer(fw->nft);
+	if (!out || !(p = strstr(out, "elements = {")))
+		return 0;
+	for (n = 1; *p && *p != '}'; p++)
+		if (*p == ',')
+			n++;
+	return n;
+}
+
+long firewall_learned(struct firewall *fw)
+{
+	long a = count_elements(fw, "learned4"), b = count_elements(fw, "learned6");
+
+	return a < 0 || b < 0 ? -1 : a + b;
+}
+
+void firewall_free(struct firewall *fw)
+{
+	if (!fw)
+		return;
+	if (fw->nft)
+		nft_ctx_free(fw->nft);
+	sbx_free(fw);
+}
+
+int firewall_cleanup(char *err, size_t err_size)
+{
+	struct nft_ctx *nft = context();
+	char script[128];
+	int rc;
+
+	if (!nft) {
+		snprintf(err, err_size, "nftables: cannot make a context");
+		return -ENOMEM;
+	}
+	snprintf(script, sizeof(script), "add table inet %1$s\ndelete table inet %1$s\n",
+		 FIREWALL_TABLE);
+	rc = run(nft, script, err, err_size);
+	nft_ctx_free(nft);
+	return rc;
+}
