@@ -191,7 +191,7 @@ static json_t *install_container(const struct sandbox_settings *s)
  * restart. */
 static json_t *egress_container(const struct sandbox_settings *s)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:[s, s],"
+	return json_pack("{s:s, s:s, s:s, s:s, s:[s, s, s],"
 			 " s:{s:b, s:b, s:b, s:i, s:{s:[s], s:[s]}},"
 			 " s:[{s:s, s:s, s:b}],"
 			 " s:[{s:s, s:i, s:s}],"
@@ -200,14 +200,15 @@ static json_t *egress_container(const struct sandbox_settings *s)
 			 "name", "sbx-egress", "image", s->egress_image, "imagePullPolicy",
 			 "IfNotPresent", "restartPolicy", "Always", "args",
 			 "--policy-file=" SANDBOX_EGRESS_DIR "/" SANDBOX_EGRESS_FILE,
-			 "--listen=:15380", "securityContext", "allowPrivilegeEscalation", 0,
-			 "readOnlyRootFilesystem", 1, "runAsNonRoot", 0, "runAsUser", 0,
-			 "capabilities", "drop", "ALL", "add", "NET_ADMIN", "volumeMounts", "name",
-			 EGRESS_VOLUME, "mountPath", SANDBOX_EGRESS_DIR, "readOnly", 1, "ports",
-			 "name", "egress-health", "containerPort", SANDBOX_EGRESS_HEALTH_PORT,
-			 "protocol", "TCP", "startupProbe", "httpGet", "path", "/readyz", "port",
-			 "egress-health", "periodSeconds", 1, "failureThreshold", 60, "resources",
-			 "requests", "cpu", "10m", "memory", "16Mi", "limits", "memory", "64Mi");
+			 "--listen=:15380", "--log-format=json", "securityContext",
+			 "allowPrivilegeEscalation", 0, "readOnlyRootFilesystem", 1, "runAsNonRoot",
+			 0, "runAsUser", 0, "capabilities", "drop", "ALL", "add", "NET_ADMIN",
+			 "volumeMounts", "name", EGRESS_VOLUME, "mountPath", SANDBOX_EGRESS_DIR,
+			 "readOnly", 1, "ports", "name", "egress-health", "containerPort",
+			 SANDBOX_EGRESS_HEALTH_PORT, "protocol", "TCP", "startupProbe", "httpGet",
+			 "path", "/readyz", "port", "egress-health", "periodSeconds", 1,
+			 "failureThreshold", 60, "resources", "requests", "cpu", "10m", "memory",
+			 "16Mi", "limits", "memory", "64Mi");
 }
 
 json_t *sandbox_pod(const json_t *sandbox, const char *id, const struct sandbox_settings *s,

@@ -178,6 +178,30 @@ def node_cluster():
         assert not diff, "the host is not as it was before up:\n" + "\n".join(diff)
 
 
+@pytest.fixture(scope="module")
+def operator(kube):
+    """The CRD and the operator's manifests, with this build's images."""
+    kube.kubectl("apply", "-f", str(REPO / "manifests" / "crd"))
+    kube.kubectl("wait", "--for=condition=Established", "crd/sandboxes.sbx.dev", "--timeout=60s")
+    text = (REPO / "manifests" / "operator" / "operator.yaml").read_text()
+    text = text.replace("image: sbx.local/sbx-operator:dev", f"image: {kube.image('operator')}")
+    text = text.replace("--agent-image=sbx.local/sbx-agent:dev",
+                        f"--agent-image={kube.image('agent')}")
+    text = text.replace("--egress-image=sbx.local/sbx-egress:dev",
+                        f"--egress-image={kube.image('egress')}")
+    kube.kubectl("apply", "-f", "-", input=text)
+    r = kube.kubectl("-n", "sbx-system", "rollout", "status", "deployment/sbx-operator",
+                     "--timeout=120s", check=False, timeout=130)
+    if r.returncode != 0:
+        pods = kube.kubectl("-n", "sbx-system", "describe", "pods", check=False).stdout
+        pytest.fail(f"the operator did not become available: {r.stderr}\n{pods[-3000:]}")
+    yield kube
+    logs = kube.kubectl("-n", "sbx-system", "logs", "deployment/sbx-operator", check=False).stdout
+    kube.kubectl("-n", "sbx-system", "delete", "deployment", "sbx-operator", "--wait=false")
+    for mark in SANITIZER_MARKS:
+        assert mark not in logs, logs
+
+
 @pytest.fixture(scope="session")
 def kube(node_cluster) -> Kube:
     return Kube(node_cluster, NodeCluster.images_env(BUILD))
