@@ -10,8 +10,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const char *const names[] = { "a.test", "x.y.allowed.test", "xn--bcher-kva.example",
-					     "API.Example.COM.", "", "." };
+	static const char *const names[] = {
+		"a.test", "x.y.allowed.test", "xn--bcher-kva.example", "API.Example.COM.", "", "."
+	};
 	struct egress_policy *p = NULL;
 	char err[256];
 	uint8_t any[16] = { 0 };
