@@ -36,6 +36,7 @@ static char *policy_file;
 static struct sbx_strv always_allow, always_deny;
 static long max_rules = EGRESS_MAX_RULES;
 static char *dns_listen = "127.0.0.1:15353";
+static char *dns_listen6 = "[::1]:15353";
 static char *upstream_servers_flag = "";
 static char *resolv_conf = "/etc/resolv.conf";
 static char *listen_addr = ":15380";
@@ -132,6 +133,7 @@ struct egress {
 	char *refused_text; /* the last text refused, to refuse (and log) it once */
 	struct upstream *up;
 	struct proxy *proxy;
+	struct proxy *proxy6; /* IPv6 DNS, redirected to ::1; NULL without IPv6 */
 	struct firewall *fw;
 	struct sbx_http_server *http;
 	struct sbx_signals signals;
@@ -195,8 +197,18 @@ static void readyz(struct sbx_http_req *req, void *arg)
 static void metrics(struct sbx_buf *b, void *arg)
 {
 	struct egress *e = arg;
-	const struct proxy_stats *s = proxy_stats(e->proxy);
+	struct proxy_stats sum = *proxy_stats(e->proxy), *s = &sum;
 	long learned_now = firewall_learned(e->fw);
+
+	if (e->proxy6) {
+		const struct proxy_stats *six = proxy_stats(e->proxy6);
+
+		for (int i = 0; i < PROXY_OUTCOMES; i++)
+			sum.outcomes[i] += six->outcomes[i];
+		sum.malformed += six->malformed;
+		sum.busy += six->busy;
+		sum.inflight += six->inflight;
+	}
 
 	sbx_buf_printf(b, "# HELP sbx_egress_queries_total DNS queries by outcome\n"
 			  "# TYPE sbx_egress_queries_total counter\n");
@@ -290,6 +302,8 @@ static void on_stop(void *arg)
 	e->up = NULL;
 	proxy_free(e->proxy);
 	e->proxy = NULL;
+	proxy_free(e->proxy6);
+	e->proxy6 = NULL;
 	if (e->watching)
 		uv_close((uv_handle_t *)&e->watch, NULL);
 	sbx_http_server_close(e->http, NULL, NULL);
@@ -345,6 +359,23 @@ static int sidecar(void)
 		sbx_log_error("cannot start", SBX_LS("error", err));
 		return 1;
 	}
+	/* IPv6 DNS is redirected to ::1 on the same port. A pod without IPv6
+	 * has no ::1: its IPv6 queries then fail, closed, as nothing answers. */
+	if (*dns_listen6) {
+		const char *c6 = strrchr(dns_listen6, ':');
+
+		if (!c6 || atoi(c6 + 1) != fo.dns_port) {
+			sbx_log_error("--dns-listen6 must use the port of --dns-listen (the rules "
+				      "redirect both families to one port)",
+				      SBX_LS("dns_listen", dns_listen),
+				      SBX_LS("dns_listen6", dns_listen6));
+			return 1;
+		}
+		po.listen = dns_listen6;
+		if (proxy_new(e.loop, &po, &e.policy, e.up, &hooks, &e.proxy6, err, sizeof(err)))
+			sbx_log_warn("no IPv6 DNS listener; IPv6 DNS queries will fail",
+				     SBX_LS("error", err));
+	}
 	sbx_http_server_new(e.loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &e.http);
 	if ((rc = sbx_http_server_listen(e.http, listen_addr))) {
 		sbx_log_error("cannot listen", SBX_LS("addr", listen_addr),
@@ -364,7 +395,8 @@ static int sidecar(void)
 	sbx_signals_init(e.loop, &e.signals, on_stop, &e);
 	e.ready_ms = (double)(uv_hrtime() - t0) / 1e6;
 	upstream_servers(e.up, servers, sizeof(servers));
-	sbx_log_info("ready", SBX_LS("dns", dns_listen), SBX_LS("upstream", servers),
+	sbx_log_info("ready", SBX_LS("dns", dns_listen),
+		     SBX_LS("dns6", e.proxy6 ? dns_listen6 : ""), SBX_LS("upstream", servers),
 		     SBX_LS("listen", listen_addr),
 		     SBX_LI("rules", (long long)egress_policy_count(e.policy)),
 		     SBX_LS("default", egress_action_name(egress_policy_default(e.policy))),
@@ -410,6 +442,11 @@ int main(int argc, char **argv)
 		  .dest = &dns_listen,
 		  .metavar = "ADDR",
 		  .help = "the DNS proxy, UDP and TCP; the pod's DNS is redirected to its port" },
+		{ .name = "dns-listen6",
+		  .type = SBX_OPT_STRING,
+		  .dest = &dns_listen6,
+		  .metavar = "ADDR",
+		  .help = "the DNS proxy for IPv6 queries, on the same port (empty: none)" },
 		{ .name = "upstream",
 		  .type = SBX_OPT_STRING,
 		  .dest = &upstream_servers_flag,

@@ -253,6 +253,9 @@ out["cname_to_denied"] = resolve("alias.allowed.test")
 # A resolver the pod hard-codes: still the proxy that answers.
 out["hardcoded_allowed"] = resolve("www.allowed.test", server="203.0.113.53")
 out["hardcoded_denied"] = resolve("denied.test", server="203.0.113.53", tcp=True)
+# DNS over IPv6: redirected to the proxy's ::1 listener.
+out["v6_resolver"] = resolve("www.allowed.test", server="fd00:5b::1")
+out["v6_resolver_denied"] = resolve("denied.test", server="fd00:5b::1", tcp=True)
 out["connect_allowed"] = connect("198.18.1.10", 8080)
 out["connect_allowed6"] = connect("fd00:5b:1::10", 8080)
 out["connect_denied_literal"] = connect("198.18.1.20", 8080)
@@ -264,7 +267,8 @@ out["dot"] = connect("198.18.1.10", 853)
     assert out["variants"] == ["NOERROR", "NOERROR"]
     for k in ("denied", "apex", "cname_to_denied", "hardcoded_denied"):
         assert out[k] == {"rcode": "NXDOMAIN", "addrs": []}, (k, out[k])
-    assert out["hardcoded_allowed"] == out["allowed"]
+    assert out["hardcoded_allowed"] == out["allowed"] == out["v6_resolver"]
+    assert out["v6_resolver_denied"] == {"rcode": "NXDOMAIN", "addrs": []}
     assert out["connect_allowed"] == "connected" and out["connect_allowed6"] == "connected"
     # Dropped, not refused: the client times out.
     assert out["connect_denied_literal"] == "TimeoutError"
