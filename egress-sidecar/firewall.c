@@ -134,6 +134,9 @@ static int output_rules(struct sbx_buf *b, const struct firewall_opts *o,
 		"add rule inet %1$s output meta l4proto { tcp, udp } th dport 853 drop\n"
 		"add rule inet %1$s output ip daddr @learned4 accept\n"
 		"add rule inet %1$s output ip6 daddr @learned6 accept\n"
+		"add rule inet %1$s output ip daddr @doh4 meta l4proto { tcp, udp } th dport 443 drop\n"
+		"add rule inet %1$s output ip6 daddr @doh6 meta l4proto { tcp, udp } th dport 443 "
+		"drop\n"
 		"add rule inet %1$s output jump rules\n"
 		"add rule inet %1$s output %3$s\n",
 		FIREWALL_TABLE, o->mark,
@@ -155,6 +158,8 @@ static int table_script(struct sbx_buf *b, const struct firewall_opts *o,
 		"add table inet %1$s\n"
 		"add set inet %1$s learned4 { type ipv4_addr; flags timeout; size 65536; }\n"
 		"add set inet %1$s learned6 { type ipv6_addr; flags timeout; size 65536; }\n"
+		"add set inet %1$s doh4 { type ipv4_addr; flags interval; auto-merge; }\n"
+		"add set inet %1$s doh6 { type ipv6_addr; flags interval; auto-merge; }\n"
 		/* The proxy's own queries are not tracked: a client's finished
 		 * query leaves a conntrack entry, redirected to the proxy, that a
 		 * new upstream socket on the same port would otherwise match and
@@ -171,6 +176,9 @@ static int table_script(struct sbx_buf *b, const struct firewall_opts *o,
 		"add chain inet %1$s output { type filter hook output priority 0; policy drop; }\n",
 		FIREWALL_TABLE, o->mark, o->dns_port);
 
+	for (size_t i = 0; !rc && i < o->n_doh_nets; i++)
+		rc = sbx_buf_printf(b, "add element inet %s %s { %s }\n", FIREWALL_TABLE,
+				    strchr(o->doh_nets[i], ':') ? "doh6" : "doh4", o->doh_nets[i]);
 	return rc ? rc : output_rules(b, o, p);
 }
 

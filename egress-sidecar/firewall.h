@@ -5,8 +5,9 @@
  *     proxy's own upstream queries (their sockets carry the mark);
  *   - filter output, policy drop (or accept with defaultAction allow):
  *     loopback, the mark, established flows; DoT (853) dropped; the learned
- *     addresses (sets with per-element timeouts) accepted; then the policy's
- *     address rules and "*" in their order.
+ *     addresses (sets with per-element timeouts) accepted; DNS over HTTPS to
+ *     known resolvers' addresses dropped; then the policy's address rules and
+ *     "*" in their order.
  *
  * The table stays when the process dies (traffic stays blocked: fail closed)
  * and goes only with firewall_cleanup (`sbx-egress cleanup`).
@@ -29,6 +30,11 @@ struct firewall_opts {
 	uint32_t mark;	   /* the proxy's upstream sockets' SO_MARK (nonzero) */
 	/* A learned address lives for its TTL plus grace_s, within [min_s, max_s]. */
 	unsigned grace_s, min_s, max_s;
+	/* Addresses of known DNS-over-HTTPS services ("1.1.1.1", "2620:fe::/48"):
+	 * port 443 to them is dropped unless an answer to an allowed name gave
+	 * them. */
+	const char *const *doh_nets;
+	size_t n_doh_nets;
 };
 
 /* Checks that the kernel does what the table needs (an inet table, sets

@@ -44,13 +44,126 @@ static char *deny_answer = "nxdomain";
 static long mark = 0x5b0;
 static long ttl_grace = 5, ttl_min = 5, ttl_max = 3600;
 static long max_inflight = 1024;
+static struct sbx_strv doh_block;
+
+/* Known DNS-over-HTTPS services: their names are denied after every rule
+ * (so only a rule that allows one by name reaches it) and port 443 to their
+ * addresses is dropped unless such an answer gave them. Public resolvers
+ * with published DoH endpoints; --doh-block replaces the list. */
+static const char *const doh_default[] = {
+	/* Cloudflare */ "cloudflare-dns.com",
+	"*.cloudflare-dns.com",
+	"one.one.one.one",
+	"1.1.1.1",
+	"1.0.0.1",
+	"1.1.1.2",
+	"1.0.0.2",
+	"1.1.1.3",
+	"1.0.0.3",
+	"2606:4700:4700::1111",
+	"2606:4700:4700::1001",
+	"2606:4700:4700::1112",
+	"2606:4700:4700::1002",
+	"2606:4700:4700::1113",
+	"2606:4700:4700::1003",
+	/* Google */ "dns.google",
+	"dns.google.com",
+	"8.8.8.8",
+	"8.8.4.4",
+	"2001:4860:4860::8888",
+	"2001:4860:4860::8844",
+	/* Quad9 */ "dns.quad9.net",
+	"*.dns.quad9.net",
+	"9.9.9.9",
+	"149.112.112.112",
+	"9.9.9.10",
+	"149.112.112.10",
+	"9.9.9.11",
+	"149.112.112.11",
+	"2620:fe::/48",
+	/* Cisco OpenDNS */ "doh.opendns.com",
+	"*.opendns.com",
+	"208.67.222.222",
+	"208.67.220.220",
+	"2620:119:35::35",
+	"2620:119:53::53",
+	/* AdGuard */ "dns.adguard-dns.com",
+	"*.adguard-dns.com",
+	"dns.adguard.com",
+	"94.140.14.14",
+	"94.140.15.15",
+	"94.140.14.140",
+	"94.140.14.141",
+	"2a10:50c0::/32",
+	/* NextDNS */ "dns.nextdns.io",
+	"*.dns.nextdns.io",
+	"45.90.28.0/24",
+	"45.90.30.0/24",
+	"2a07:a8c0::/32",
+	"2a07:a8c1::/32",
+	/* CleanBrowsing, Control D, Mullvad, Mozilla's */ "doh.cleanbrowsing.org",
+	"*.cleanbrowsing.org",
+	"185.228.168.9",
+	"185.228.169.9",
+	"freedns.controld.com",
+	"*.controld.com",
+	"76.76.2.0/24",
+	"76.76.10.0/24",
+	"dns.mullvad.net",
+	"*.dns.mullvad.net",
+	"194.242.2.0/24",
+	"mozilla.cloudflare-dns.com",
+	"doh.dns.sb",
+	"185.222.222.222",
+	"45.11.45.11",
+};
+
+static bool is_net(const char *t)
+{
+	unsigned char a[16];
+	char buf[64];
+
+	snprintf(buf, sizeof(buf), "%s", t);
+	buf[strcspn(buf, "/")] = '\0';
+	return inet_pton(AF_INET, buf, a) == 1 || inet_pton(AF_INET6, buf, a) == 1;
+}
+
+/* The DoH list split into names (for the policy) and addresses (for the
+ * firewall); both point into the list. */
+static void doh_lists(const char **names, size_t *n_names, const char **nets, size_t *n_nets)
+{
+	const char *const *list = doh_default;
+	size_t n = sizeof(doh_default) / sizeof(doh_default[0]);
+
+	if (doh_block.n) {
+		list = (const char *const *)doh_block.v;
+		n = doh_block.n == 1 && strcmp(doh_block.v[0], "none") == 0 ? 0 : doh_block.n;
+	}
+	*n_names = *n_nets = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (is_net(list[i]))
+			nets[(*n_nets)++] = list[i];
+		else
+			names[(*n_names)++] = list[i];
+	}
+}
+
+static const char *doh_names[1024], *doh_nets[1024];
+static size_t n_doh_names, n_doh_nets;
+
+static struct egress_extra policy_extra(void)
+{
+	return (struct egress_extra){ .always_allow = (const char *const *)always_allow.v,
+				      .n_allow = always_allow.n,
+				      .always_deny = (const char *const *)always_deny.v,
+				      .n_deny = always_deny.n,
+				      .doh_names = doh_names,
+				      .n_doh = n_doh_names };
+}
 
 static int load_policy(struct egress_policy **out)
 {
-	struct egress_extra extra = { .always_allow = (const char *const *)always_allow.v,
-				      .n_allow = always_allow.n,
-				      .always_deny = (const char *const *)always_deny.v,
-				      .n_deny = always_deny.n };
+	struct egress_extra extra = policy_extra();
 	char err[512], *text = NULL;
 	size_t len = 0;
 	int rc;
@@ -247,10 +360,7 @@ static void metrics(struct sbx_buf *b, void *arg)
  * folder): apply it if it is valid and different. */
 static void reload(struct egress *e)
 {
-	struct egress_extra extra = { .always_allow = (const char *const *)always_allow.v,
-				      .n_allow = always_allow.n,
-				      .always_deny = (const char *const *)always_deny.v,
-				      .n_deny = always_deny.n };
+	struct egress_extra extra = policy_extra();
 	struct egress_policy *p = NULL;
 	char err[512], *text = NULL;
 	size_t len = 0;
@@ -320,7 +430,9 @@ static int sidecar(void)
 	struct firewall_opts fo = { .mark = (uint32_t)mark,
 				    .grace_s = (unsigned)ttl_grace,
 				    .min_s = (unsigned)ttl_min,
-				    .max_s = (unsigned)ttl_max };
+				    .max_s = (unsigned)ttl_max,
+				    .doh_nets = doh_nets,
+				    .n_doh_nets = n_doh_nets };
 	struct proxy_opts po = { .listen = dns_listen,
 				 .max_inflight = (unsigned)max_inflight,
 				 .deny_rcode = strcmp(deny_answer, "refused") == 0 ? DNS_REFUSED
@@ -498,6 +610,12 @@ int main(int argc, char **argv)
 		  .help = "queries forwarded at once; more are dropped and counted",
 		  .min = 1,
 		  .max = 65536 },
+		{ .name = "doh-block",
+		  .type = SBX_OPT_LIST,
+		  .dest = &doh_block,
+		  .metavar = "TARGET",
+		  .help = "a DNS-over-HTTPS service's name, *.name, address or CIDR, blocked unless "
+			  "a rule allows it (repeat; replaces the built-in list; none: no list)" },
 		{ .name = "listen",
 		  .type = SBX_OPT_STRING,
 		  .dest = &listen_addr,
@@ -521,6 +639,12 @@ int main(int argc, char **argv)
 
 	if (rc)
 		return rc > 0 ? 0 : 2;
+	if (doh_block.n > 1024) {
+		fprintf(stderr, "sbx-egress: --doh-block: at most 1024 entries\n");
+		sbx_config_release(&cfg);
+		return 2;
+	}
+	doh_lists(doh_names, &n_doh_names, doh_nets, &n_doh_nets);
 	if (cfg.argi < argc && strcmp(argv[cfg.argi], "check") == 0) {
 		rc = check(argc - cfg.argi - 1, argv + cfg.argi + 1);
 	} else if (cfg.argi + 1 == argc && strcmp(argv[cfg.argi], "cleanup") == 0) {

@@ -52,6 +52,8 @@ const char *egress_origin_name(enum egress_origin o)
 		return "alwaysAllow";
 	case EGRESS_ALWAYS_DENY:
 		return "alwaysDeny";
+	case EGRESS_DOH:
+		return "dohBlock";
 	default:
 		return "rules";
 	}
@@ -464,7 +466,7 @@ int egress_policy_parse(const char *text, size_t len, const struct egress_extra 
 	}
 	rc = -ENOMEM;
 	if (!(p = sbx_calloc(1, sizeof(*p))) ||
-	    !(p->rules = sbx_calloc(total + 1, sizeof(*p->rules)))) {
+	    !(p->rules = sbx_calloc(total + extra->n_doh + 1, sizeof(*p->rules)))) {
 		fail(err, err_size, "out of memory");
 		goto out;
 	}
@@ -473,11 +475,15 @@ int egress_policy_parse(const char *text, size_t len, const struct egress_extra 
 		fail(err, err_size, "defaultAction must be allow or deny");
 		goto out;
 	}
+	/* The DoH names are the program's, not the policy's: not counted. */
+	max_rules += extra->n_doh;
 	if (!add_list(p, max_rules, EGRESS_ALWAYS_ALLOW, json_object_get(doc, "alwaysAllow"),
 		      extra->always_allow, extra->n_allow, err, err_size) ||
 	    !add_list(p, max_rules, EGRESS_ALWAYS_DENY, json_object_get(doc, "alwaysDeny"),
 		      extra->always_deny, extra->n_deny, err, err_size) ||
-	    !add_rules(p, max_rules, rules, err, err_size))
+	    !add_rules(p, max_rules, rules, err, err_size) ||
+	    !add_list(p, max_rules, EGRESS_DOH, NULL, extra->doh_names, extra->n_doh, err,
+		      err_size))
 		goto out;
 	if (!compile(p)) {
 		rc = -ENOMEM;

@@ -13,8 +13,9 @@
  * queries for its A-labels.
  *
  * Order: the always-allow list, then the always-deny list (so a collector
- * inside a denied range stays reachable), then the Sandbox's rules; the first
- * rule that matches decides, else the default action. The operator-level lists
+ * inside a denied range stays reachable), then the Sandbox's rules, then the
+ * known DNS-over-HTTPS names (denied); the first rule that matches decides,
+ * else the default action. The operator-level lists
  * come from the policy file and from the program's flags (both apply).
  */
 #ifndef SBX_EGRESS_POLICY_H
@@ -35,7 +36,9 @@ enum egress_kind {
 	EGRESS_NET,	 /* 203.0.113.7, 2001:db8::/32 */
 };
 
-enum egress_origin { EGRESS_ALWAYS_ALLOW, EGRESS_ALWAYS_DENY, EGRESS_RULES };
+/* EGRESS_DOH: the names of known DNS-over-HTTPS services, denied after every
+ * other rule: reachable only when a rule allows them. */
+enum egress_origin { EGRESS_ALWAYS_ALLOW, EGRESS_ALWAYS_DENY, EGRESS_RULES, EGRESS_DOH };
 
 struct egress_net {
 	int family; /* AF_INET or AF_INET6 */
@@ -68,12 +71,14 @@ struct egress_extra {
 	size_t n_allow;
 	const char *const *always_deny;
 	size_t n_deny;
+	const char *const *doh_names; /* names and *.names, denied last */
+	size_t n_doh;
 };
 
 /* Parses and compiles text (JSON or YAML). 0 and *out, or -EINVAL with a
  * message naming the bad field or rule ("rules[3]: target \"a..b\" is not a
  * DNS name, *.name, *, an IP address or a CIDR") in err. max_rules bounds
- * the rules of all lists together (0: EGRESS_MAX_RULES). */
+ * the rules of all lists together, the DoH names aside (0: EGRESS_MAX_RULES). */
 int egress_policy_parse(const char *text, size_t len, const struct egress_extra *extra,
 			size_t max_rules, struct egress_policy **out, char *err, size_t err_size);
 void egress_policy_free(struct egress_policy *p);

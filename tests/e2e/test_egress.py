@@ -68,8 +68,7 @@ def test_a_sandbox_with_egress_rules_resolves_only_what_they_allow(operator, ns)
     applied = wait_until("the sidecar applying the edited rules",
                          lambda: [e for e in decisions(kube, ns) if e.get("msg") == "policy applied"],
                          timeout=150, interval=2)
-    assert applied[0]["generation"] == 2 and applied[0]["rules"] == 2 + len(
-        json.loads(kube.get(ns, "configmap", "guarded")["data"]["policy.json"])["alwaysDeny"])
+    assert applied[0]["generation"] == 2
     resolve(kube, ns, "example.com")  # the cluster DNS has no internet: it cannot answer
     last = [e for e in decisions(kube, ns) if e.get("msg") == "dns" and e["name"] == "example.com"]
     assert last[-1]["verdict"] == "allow" and last[-1]["rule"] == "rules[0]", last[-1]

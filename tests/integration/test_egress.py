@@ -34,7 +34,7 @@ rules:
 def test_check_shows_the_compiled_rules_in_order(tmp_path):
     f = tmp_path / "policy.yaml"
     f.write_text(POLICY)
-    r = egress(f"--policy-file={f}", "--always-deny=*.internal", "check")
+    r = egress(f"--policy-file={f}", "--always-deny=*.internal", "--doh-block=none", "check")
     assert r.returncode == 0, r.stderr
     rows = [line.split("\t") for line in r.stdout.splitlines()]
     assert rows[0] == ["defaultAction", "deny"]
@@ -102,3 +102,27 @@ def test_a_bad_policy_is_refused_with_the_rule_that_is_wrong(tmp_path):
     big.write_text('{"defaultAction":"deny","rules":[]}' + " " * (4 << 20))
     r = egress(f"--policy-file={big}", "check")
     assert r.returncode == 1 and "larger than 4 MiB" in r.stderr
+
+
+def test_known_doh_services_are_denied_unless_a_rule_allows_them(tmp_path):
+    f = tmp_path / "policy.yaml"
+    f.write_text("defaultAction: allow\nrules:\n- {action: allow, target: dns.quad9.net}\n")
+    r = egress(f"--policy-file={f}", "check")
+    doh = [line.split("\t") for line in r.stdout.splitlines() if "\tdohBlock[" in line]
+    targets = [row[3] for row in doh]
+    assert "dns.google" in targets and "*.cloudflare-dns.com" in targets
+    assert all(row[2] == "deny" for row in doh)
+    # Addresses are the firewall's (port 443 dropped), not name rules.
+    assert "8.8.8.8" not in targets
+    r = egress(f"--policy-file={f}", "check", "dns.google", "mozilla.cloudflare-dns.com",
+               "dns.quad9.net", "example.com")
+    got = {line.split("\t")[0]: tuple(line.split("\t")[1:3]) for line in r.stdout.splitlines()}
+    assert got["dns.google"] == ("deny", f"dohBlock[{targets.index('dns.google')}]")
+    assert got["mozilla.cloudflare-dns.com"][0] == "deny"
+    assert got["dns.quad9.net"] == ("allow", "rules[0]")  # a rule allows it by name
+    assert got["example.com"] == ("allow", "defaultAction")
+    # A list of one's own, or none.
+    r = egress(f"--policy-file={f}", "--doh-block=doh.example.net", "check", "dns.google",
+               "doh.example.net")
+    got = {line.split("\t")[0]: line.split("\t")[1] for line in r.stdout.splitlines()}
+    assert got == {"dns.google": "allow", "doh.example.net": "deny"}

@@ -40,6 +40,10 @@ class Server(http.server.ThreadingHTTPServer):
     def server_bind(self):
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
+import threading
+for port in (443,):
+    s = Server(("::", port), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=s.serve_forever, daemon=True).start()
 Server(("::", 8080), http.server.SimpleHTTPRequestHandler).serve_forever()
 """
 
@@ -75,6 +79,7 @@ class Net:
         # block of addresses for fresh names, all local to its namespace.
         self.ip(self.net, "route", "add", "local", "198.18.1.0/24", "dev", "lo")
         self.ip(self.net, "route", "add", "local", "198.18.4.0/22", "dev", "lo")
+        self.ip(self.net, "route", "add", "local", "1.1.1.1/32", "dev", "lo")  # a DoH resolver
         self.ip(self.net, "-6", "route", "add", "local", f"{NET6}:1::/64", "dev", "lo")
 
     @staticmethod
@@ -365,3 +370,25 @@ out["literal"] = connect("198.18.1.30", 8080)
     r = net.exec_in(net.pod, str(binary("egress-sidecar/sbx-egress")), "cleanup")
     assert r.returncode == 0, r.stderr
     assert "sbx_egress" not in net.exec_in(net.pod, "nft", "list", "tables").stdout
+
+
+def test_with_default_allow_doh_resolvers_stay_out(net):
+    """defaultAction allow lets IP literals through, but not to a known DNS-over-HTTPS
+    resolver's port 443, and not to its name."""
+    sidecar = Sidecar(net, "defaultAction: allow\nrules: []\n")
+    try:
+        out = in_pod(net, """
+out["doh"] = connect("1.1.1.1", 443)
+out["doh_other_port"] = connect("1.1.1.1", 8080)
+out["other_443"] = connect("198.18.1.10", 443)
+out["literal"] = connect("198.18.1.20", 8080)
+out["doh_name"] = resolve("cloudflare-dns.com")
+out["name"] = resolve("denied.test")
+""")
+        assert out["doh"] == "TimeoutError"
+        assert out["doh_other_port"] == out["other_443"] == out["literal"] == "connected", out
+        assert out["doh_name"] == {"rcode": "NXDOMAIN", "addrs": []}
+        assert out["name"] == {"rcode": "NOERROR", "addrs": ["198.18.1.20"]}
+    finally:
+        sidecar.stop()
+        net.exec_in(net.pod, str(binary("egress-sidecar/sbx-egress")), "cleanup")
