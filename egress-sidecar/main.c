@@ -637,8 +637,10 @@ int main(int argc, char **argv)
 	};
 	int rc = sbx_config_load(&cfg, argc, argv);
 
-	if (rc)
+	if (rc) {
+		sbx_config_release(&cfg);
 		return rc > 0 ? 0 : 2;
+	}
 	if (doh_block.n > 1024) {
 		fprintf(stderr, "sbx-egress: --doh-block: at most 1024 entries\n");
 		sbx_config_release(&cfg);
