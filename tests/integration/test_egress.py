@@ -1,7 +1,7 @@
 """sbx-egress's policy as an admin meets it, through `sbx-egress check`: the
 compiled rules in evaluation order, the verdict and deciding rule for names
-and addresses, and a bad policy refused with the rule that is wrong. (The
-DNS proxy and the nftables enforcement are not built yet; see docs/egress.md.)"""
+and addresses, the DNS-over-HTTPS names, and a bad policy refused with the
+rule that is wrong. (Enforcement: test_egress_dns.py, test_egress_netns.py.)"""
 
 from __future__ import annotations
 
