@@ -1,10 +1,10 @@
 """sbx-egress's DNS proxy against a real DNS server (Debian's dnsmasq, serving
 test names on 127.0.0.1) and a real resolver library as the client
 (dnspython), over UDP and TCP. The proxy runs in tests/tools/sbx-dnstool,
-which records what it would hand the firewall (the firewall itself is not
-built yet): denied names get NXDOMAIN without reaching the upstream, allowed
-ones are answered from it, and an answer whose CNAME chain or address is
-denied is refused."""
+which records what it would hand the firewall instead of changing one (the
+firewall is tested in test_egress_netns.py): denied names get NXDOMAIN
+without reaching the upstream, allowed ones are answered from it, and an
+answer whose CNAME chain or address is denied is refused."""
 
 from __future__ import annotations
 
