@@ -134,6 +134,15 @@ def namespace(control_plane, request):
     name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + \
         "-" + os.urandom(3).hex()
     control_plane.kubectl("create", "namespace", name)
+    # Pods need the namespace's default ServiceAccount, which the
+    # controller-manager makes; after a test restarted the apiserver, its
+    # watches take a while to come back.
+    deadline = time.monotonic() + 120
+    while control_plane.kubectl("-n", name, "get", "serviceaccount", "default",
+                                check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            pytest.fail(f"namespace {name}: no default ServiceAccount after 120 s")
+        time.sleep(0.1)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
