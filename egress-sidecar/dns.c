@@ -52,6 +52,21 @@ static int name_at(const uint8_t *msg, size_t len, size_t off, char *out, size_t
 	return 0;
 }
 
+/* The one question after the header: its name, type and class, and the
+ * offset just past it; -EBADMSG when it is malformed. */
+static int question_at(const uint8_t *msg, size_t len, char *name, size_t size, uint16_t *qtype,
+		       uint16_t *qclass, size_t *end)
+{
+	size_t used;
+
+	if (name_at(msg, len, DNS_HEADER, name, size, &used) || DNS_HEADER + used + 4 > len)
+		return -EBADMSG;
+	*qtype = get16(msg + DNS_HEADER + used);
+	*qclass = get16(msg + DNS_HEADER + used + 2);
+	*end = DNS_HEADER + used + 4;
+	return 0;
+}
+
 /* The EDNS buffer size from an OPT record in the additional section (512
  * without one); -EBADMSG when the section is malformed. */
 static int edns_size(const uint8_t *msg, size_t len, size_t off, unsigned records, uint16_t *size)
@@ -83,7 +98,6 @@ static int edns_size(const uint8_t *msg, size_t len, size_t off, unsigned record
 int dns_parse_query(const uint8_t *msg, size_t len, struct dns_question *q)
 {
 	uint16_t flags;
-	size_t used;
 
 	memset(q, 0, sizeof(*q));
 	if (len < DNS_HEADER || len > 65535)
@@ -96,12 +110,9 @@ int dns_parse_query(const uint8_t *msg, size_t len, struct dns_question *q)
 		return -EBADMSG; /* a response: never answer one */
 	if (get16(msg + 4) != 1)
 		return -ENOTSUP; /* no question to echo: dropped */
-	if (name_at(msg, len, DNS_HEADER, q->name, sizeof(q->name), &used) ||
-	    DNS_HEADER + used + 4 > len)
+	if (question_at(msg, len, q->name, sizeof(q->name), &q->qtype, &q->qclass,
+			&q->question_end))
 		return -EBADMSG;
-	q->qtype = get16(msg + DNS_HEADER + used);
-	q->qclass = get16(msg + DNS_HEADER + used + 2);
-	q->question_end = DNS_HEADER + used + 4;
 	if (edns_size(msg, len, q->question_end, get16(msg + 10), &q->udp_size))
 		return -EBADMSG;
 	if (((flags >> 11) & 0xf) != 0 || get16(msg + 6) || get16(msg + 8) || q->qclass != CLASS_IN)
@@ -203,7 +214,7 @@ int dns_parse_answer(const uint8_t *msg, size_t len, const struct dns_question *
 	uint32_t chain_ttl = UINT32_MAX;
 	unsigned count;
 	size_t used, start;
-	uint16_t flags;
+	uint16_t flags, qtype, qclass;
 
 	memset(a, 0, sizeof(*a));
 	if (len < DNS_HEADER || len > 65535)
@@ -214,11 +225,9 @@ int dns_parse_answer(const uint8_t *msg, size_t len, const struct dns_question *
 	a->truncated = flags & FLAG_TC;
 	if (!(flags & FLAG_QR) || get16(msg + 4) != 1)
 		return -EBADMSG;
-	if (name_at(msg, len, DNS_HEADER, name, sizeof(name), &used) ||
-	    DNS_HEADER + used + 4 > len || strcasecmp(name, q->name) != 0 ||
-	    get16(msg + DNS_HEADER + used) != q->qtype)
+	if (question_at(msg, len, name, sizeof(name), &qtype, &qclass, &start) ||
+	    strcasecmp(name, q->name) != 0 || qtype != q->qtype)
 		return -EBADMSG;
-	start = DNS_HEADER + used + 4;
 	count = get16(msg + 6);
 	add_name(a, q->name);
 	/* Every record must be well-formed, whatever it is. */

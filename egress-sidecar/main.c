@@ -118,16 +118,6 @@ static const char *const doh_default[] = {
 	"45.11.45.11",
 };
 
-static bool is_net(const char *t)
-{
-	unsigned char a[16];
-	char buf[64];
-
-	snprintf(buf, sizeof(buf), "%s", t);
-	buf[strcspn(buf, "/")] = '\0';
-	return inet_pton(AF_INET, buf, a) == 1 || inet_pton(AF_INET6, buf, a) == 1;
-}
-
 /* The DoH list split into names (for the policy) and addresses (for the
  * firewall); both point into the list. */
 static void doh_lists(const char **names, size_t *n_names, const char **nets, size_t *n_nets)
@@ -141,7 +131,9 @@ static void doh_lists(const char **names, size_t *n_names, const char **nets, si
 	}
 	*n_names = *n_nets = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (is_net(list[i]))
+		struct egress_net net;
+
+		if (egress_net_parse(list[i], &net))
 			nets[(*n_nets)++] = list[i];
 		else
 			names[(*n_names)++] = list[i];
@@ -161,7 +153,9 @@ static struct egress_extra policy_extra(void)
 				      .n_doh = n_doh_names };
 }
 
-static int load_policy(struct egress_policy **out)
+/* Reads and compiles the policy file; with text, keeps what it read there
+ * (sbx_free it). Errors go to stderr. */
+static int load_policy(struct egress_policy **out, char **text_out)
 {
 	struct egress_extra extra = policy_extra();
 	char err[512], *text = NULL;
@@ -178,9 +172,12 @@ static int load_policy(struct egress_policy **out)
 		return rc;
 	}
 	rc = egress_policy_parse(text, len, &extra, (size_t)max_rules, out, err, sizeof(err));
-	sbx_free(text);
 	if (rc)
 		fprintf(stderr, "sbx-egress: %s: %s\n", policy_file, err);
+	if (!rc && text_out)
+		*text_out = text;
+	else
+		sbx_free(text);
 	return rc;
 }
 
@@ -199,7 +196,7 @@ static int check(int argc, char **argv)
 {
 	struct egress_policy *p = NULL;
 
-	if (load_policy(&p))
+	if (load_policy(&p, NULL))
 		return 1;
 	if (argc == 0) {
 		printf("defaultAction\t%s\n", egress_action_name(egress_policy_default(p)));
@@ -449,15 +446,13 @@ static int sidecar(void)
 	struct sbx_http_server_opts so = { .server_name = "sbx-egress" };
 	const char *colon = strrchr(dns_listen, ':');
 	char err[512], servers[512], *dir;
-	size_t len;
 	int rc;
 
 	if (strcmp(deny_answer, "nxdomain") != 0 && strcmp(deny_answer, "refused") != 0) {
 		fprintf(stderr, "sbx-egress: --deny-answer: nxdomain or refused\n");
 		return 2;
 	}
-	if (load_policy(&e.policy) ||
-	    sbx_read_file(policy_file, POLICY_MAX_BYTES, &e.policy_text, &len))
+	if (load_policy(&e.policy, &e.policy_text))
 		return 1;
 	/* Never run open: a kernel without what the rules need is an error. */
 	if ((rc = firewall_check(err, sizeof(err)))) {

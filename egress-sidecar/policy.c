@@ -166,7 +166,7 @@ static char *ascii_name(const char *name)
 	return sbx_strdup(buf);
 }
 
-static bool parse_net(const char *text, struct egress_net *net)
+bool egress_net_parse(const char *text, struct egress_net *net)
 {
 	char buf[64], *slash, *end;
 	long prefix;
@@ -224,7 +224,7 @@ static bool compile_target(struct egress_rule *r, const char *where, char *err, 
 		r->kind = EGRESS_ANY;
 		return true;
 	}
-	if (parse_net(t, &r->net)) {
+	if (egress_net_parse(t, &r->net)) {
 		r->kind = EGRESS_NET;
 		return true;
 	}

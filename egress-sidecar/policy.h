@@ -101,6 +101,10 @@ const struct egress_rule *egress_policy_rule(const struct egress_policy *p, size
 const char *egress_action_name(enum egress_action a);
 const char *egress_origin_name(enum egress_origin o);
 
+/* An IP address or CIDR ("10.0.0.0/8", "2001:db8::1"), host bits cleared;
+ * false when text is neither. */
+bool egress_net_parse(const char *text, struct egress_net *net);
+
 /* Lower-cases name into out without the trailing dot; false when it is not a
  * name a query can carry (empty, too long, an empty label). */
 bool egress_name_normalize(const char *name, char *out, size_t size);

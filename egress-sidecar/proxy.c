@@ -35,6 +35,7 @@ struct proxy {
 	uint8_t udp_buf[UDP_MAX];
 	struct tcp_client *clients;
 	struct proxy_stats stats;
+	struct dns_answer answer; /* the answer being checked (one at a time, on the loop) */
 	unsigned closing;
 	bool freeing;
 };
@@ -84,7 +85,18 @@ static void on_tcp_written(uv_write_t *r, int status)
 	sbx_free(s);
 }
 
-static void reply_udp(struct proxy *p, const struct sockaddr *to, const uint8_t *msg, size_t len)
+/* An upstream answer goes back with the client's id in place of the one
+ * c-ares chose. */
+static void client_id(uint8_t *msg, const struct dns_question *q)
+{
+	msg[0] = (uint8_t)(q->id >> 8);
+	msg[1] = (uint8_t)q->id;
+}
+
+/* Sends msg to a UDP client; answer_to: msg is an upstream answer to it
+ * (its id is set, and it is truncated to the client's buffer). */
+static void reply_udp(struct proxy *p, const struct sockaddr *to, const uint8_t *msg, size_t len,
+		      const struct dns_question *answer_to)
 {
 	struct send_req *s = sbx_malloc(sizeof(*s) + len);
 	uv_buf_t b;
@@ -92,13 +104,19 @@ static void reply_udp(struct proxy *p, const struct sockaddr *to, const uint8_t 
 	if (!s)
 		return;
 	memcpy(s->data, msg, len);
+	if (answer_to) {
+		client_id(s->data, answer_to);
+		if (len > answer_to->udp_size)
+			len = dns_truncate(s->data, len, answer_to);
+	}
 	b = uv_buf_init((char *)s->data, (unsigned)len);
 	s->r.udp.data = s;
 	if (uv_udp_send(&s->r.udp, &p->udp, &b, 1, to, on_udp_sent) != 0)
 		sbx_free(s);
 }
 
-static void reply_tcp(struct tcp_client *c, const uint8_t *msg, size_t len)
+static void reply_tcp(struct tcp_client *c, const uint8_t *msg, size_t len,
+		      const struct dns_question *answer_to)
 {
 	struct send_req *s;
 	uv_buf_t b;
@@ -108,6 +126,8 @@ static void reply_tcp(struct tcp_client *c, const uint8_t *msg, size_t len)
 	s->data[0] = (uint8_t)(len >> 8);
 	s->data[1] = (uint8_t)len;
 	memcpy(s->data + 2, msg, len);
+	if (answer_to)
+		client_id(s->data + 2, answer_to);
 	b = uv_buf_init((char *)s->data, (unsigned)(len + 2));
 	s->client = c;
 	s->r.tcp.data = s;
@@ -118,12 +138,13 @@ static void reply_tcp(struct tcp_client *c, const uint8_t *msg, size_t len)
 	}
 }
 
-static void reply(struct query *x, const uint8_t *msg, size_t len)
+static void reply(struct query *x, const uint8_t *msg, size_t len,
+		  const struct dns_question *answer_to)
 {
 	if (x->tcp)
-		reply_tcp(x->tcp, msg, len);
+		reply_tcp(x->tcp, msg, len, answer_to);
 	else
-		reply_udp(x->p, (const struct sockaddr *)&x->from, msg, len);
+		reply_udp(x->p, (const struct sockaddr *)&x->from, msg, len, answer_to);
 }
 
 static void refuse(struct query *x, const uint8_t *query, int rcode)
@@ -132,7 +153,7 @@ static void refuse(struct query *x, const uint8_t *query, int rcode)
 	size_t n = dns_refusal(query, &x->q, rcode, out, sizeof(out));
 
 	if (n)
-		reply(x, out, n);
+		reply(x, out, n, NULL);
 }
 
 /* ---- decisions ---------------------------------------------------------- */
@@ -185,10 +206,9 @@ static void on_upstream(int status, const uint8_t *answer, size_t len, void *arg
 	struct proxy *p = x->p;
 	const struct egress_policy *pol = *p->policy;
 	struct proxy_decision d = { .q = &x->q };
-	struct dns_answer *a = NULL;
+	struct dns_answer *a = &p->answer;
 	struct egress_verdict v;
 	char denied[DNS_MAX_NAME];
-	uint8_t *out = NULL;
 
 	if (status == -ECANCELED || p->freeing) {
 		query_done(x);
@@ -196,7 +216,7 @@ static void on_upstream(int status, const uint8_t *answer, size_t len, void *arg
 	}
 	d.upstream_ms = (double)(uv_hrtime() - x->t0) / 1e6;
 	v = egress_policy_name(pol, x->q.name);
-	if (status || !(a = sbx_malloc(sizeof(*a))) || dns_parse_answer(answer, len, &x->q, a)) {
+	if (status || dns_parse_answer(answer, len, &x->q, a)) {
 		d.outcome = PROXY_UPSTREAM;
 		refuse(x, x->head, DNS_SERVFAIL);
 		decide(p, &d, v);
@@ -239,22 +259,10 @@ static void on_upstream(int status, const uint8_t *answer, size_t len, void *arg
 		decide(p, &d, v);
 		goto out;
 	}
-	if ((out = sbx_malloc(len))) {
-		size_t n = len;
-
-		memcpy(out, answer, len);
-		/* The client's id back in place of the one c-ares chose. */
-		out[0] = (uint8_t)(x->q.id >> 8);
-		out[1] = (uint8_t)x->q.id;
-		if (!x->tcp && n > x->q.udp_size)
-			n = dns_truncate(out, n, &x->q);
-		reply(x, out, n);
-	}
+	reply(x, answer, len, &x->q);
 	d.outcome = PROXY_ALLOWED;
 	decide(p, &d, v);
 out:
-	sbx_free(out);
-	sbx_free(a);
 	query_done(x);
 }
 

@@ -17,6 +17,8 @@
 #include "proxy.h"
 #include "upstream.h"
 
+#include "tool.h"
+
 #include "sbx/alloc.h"
 #include "sbx/json.h"
 #include "sbx/kube_config.h"
@@ -33,18 +35,6 @@ static const char *policy_file;
 static bool learn_fail;
 static struct proxy *proxy;
 static struct upstream *up;
-
-static void print_line(json_t *o)
-{
-	char *s = sbx_json_dumps(o);
-
-	if (s) {
-		puts(s);
-		fflush(stdout);
-		sbx_free(s);
-	}
-	json_decref(o);
-}
 
 static json_t *addr_list(const struct dns_answer *a, json_t **ttls)
 {

@@ -9,6 +9,8 @@
  * 0 for 2xx, 1 for other statuses, 3 for transport errors. watch and informer
  * print one JSON line per event until SIGTERM. JSON arguments may be "@file".
  */
+#include "tool.h"
+
 #include "sbx/alloc.h"
 #include "sbx/config.h"
 #include "sbx/informer.h"
@@ -43,18 +45,6 @@ struct tool {
 	struct sbx_signals signals;
 	int exit_code;
 };
-
-static void print_line(json_t *o)
-{
-	char *s = sbx_json_dumps(o);
-
-	if (s) {
-		puts(s);
-		fflush(stdout);
-		sbx_free(s);
-	}
-	json_decref(o);
-}
 
 static void on_response(const struct sbx_kube_response *r, void *arg)
 {
