@@ -6,10 +6,7 @@
  * metrics endpoints. `check` shows a policy; `cleanup` removes the table.
  */
 #define _GNU_SOURCE
-#include "firewall.h"
-#include "policy.h"
-#include "proxy.h"
-#include "upstream.h"
+#include "sidecar.h"
 
 #include "sbx/alloc.h"
 #include "sbx/buf.h"
@@ -24,6 +21,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <libgen.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +43,11 @@ static long mark = 0x5b0;
 static long ttl_grace = 5, ttl_min = 5, ttl_max = 3600;
 static long max_inflight = 1024;
 static struct sbx_strv doh_block;
+static char *admin_listen = "";
+static char *admin_token_file = "";
+static long decisions_kept = 1000;
+static struct sbx_strv log_quiet;
+static char *log_decisions = "all";
 
 /* Known DNS-over-HTTPS services: their names are denied after every rule
  * (so only a rule that allows one by name reaches it) and port 443 to their
@@ -153,12 +156,13 @@ static struct egress_extra policy_extra(void)
 				      .n_doh = n_doh_names };
 }
 
-/* Reads and compiles the policy file; with text, keeps what it read there
- * (sbx_free it). Errors go to stderr. */
-static int load_policy(struct egress_policy **out, char **text_out)
+/* Reads and compiles the policy file; with doc and text, keeps its document
+ * and what it read (json_decref and sbx_free them). Errors go to stderr. */
+static int load_policy(struct egress_policy **out, json_t **doc_out, char **text_out)
 {
 	struct egress_extra extra = policy_extra();
 	char err[512], *text = NULL;
+	json_t *doc = NULL;
 	size_t len = 0;
 	int rc;
 
@@ -171,14 +175,32 @@ static int load_policy(struct egress_policy **out, char **text_out)
 			rc == -E2BIG ? "larger than 4 MiB" : strerror(-rc));
 		return rc;
 	}
-	rc = egress_policy_parse(text, len, &extra, (size_t)max_rules, out, err, sizeof(err));
+	rc = -EINVAL;
+	if ((doc = egress_policy_load(text, len, err, sizeof(err))))
+		rc = egress_policy_compile(doc, &extra, (size_t)max_rules, out, err, sizeof(err));
 	if (rc)
 		fprintf(stderr, "sbx-egress: %s: %s\n", policy_file, err);
-	if (!rc && text_out)
+	if (!rc && doc_out) {
+		*doc_out = doc;
 		*text_out = text;
-	else
+	} else {
+		json_decref(doc);
 		sbx_free(text);
+	}
 	return rc;
+}
+
+/* The first 16 bytes of text's SHA-256 in hex: the digest the operator puts
+ * in the Sandbox's status (status.egress.policyHash) for the same text. */
+static void text_digest(const char *text, char out[33])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+
+	out[0] = '\0';
+	EVP_Digest(text, strlen(text), md, &md_len, EVP_sha256(), NULL);
+	for (unsigned int i = 0; i < 16 && i < md_len; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
 static void print_verdict(const char *what, struct egress_verdict v)
@@ -196,7 +218,7 @@ static int check(int argc, char **argv)
 {
 	struct egress_policy *p = NULL;
 
-	if (load_policy(&p, NULL))
+	if (load_policy(&p, NULL, NULL))
 		return 1;
 	if (argc == 0) {
 		printf("defaultAction\t%s\n", egress_action_name(egress_policy_default(p)));
@@ -236,24 +258,6 @@ static int check(int argc, char **argv)
 
 /* ---- the sidecar ---------------------------------------------------------- */
 
-struct egress {
-	uv_loop_t *loop;
-	struct egress_policy *policy;
-	char *policy_text;  /* what the policy was read from, to skip unchanged reloads */
-	char *refused_text; /* the last text refused, to refuse (and log) it once */
-	struct upstream *up;
-	struct proxy *proxy;
-	struct proxy *proxy6; /* IPv6 DNS, redirected to ::1; NULL without IPv6 */
-	struct firewall *fw;
-	struct sbx_http_server *http;
-	struct sbx_signals signals;
-	uv_fs_event_t watch;
-	bool watching;
-	unsigned long generation;
-	unsigned long reloads_failed;
-	unsigned long learned, learn_failures;
-	double ready_ms;
-};
 
 static int learn(void *arg, const struct dns_question *q, const struct dns_answer *a)
 {
@@ -268,18 +272,45 @@ static int learn(void *arg, const struct dns_question *q, const struct dns_answe
 	return rc;
 }
 
+/* Whether a decision goes to the log: --log-decisions, then --log-quiet. */
+static bool logged(const struct proxy_decision *d, bool denied)
+{
+	if (strcmp(log_decisions, "none") == 0 || (!denied && strcmp(log_decisions, "denied") == 0))
+		return false;
+	for (size_t i = 0; i < log_quiet.n; i++)
+		if (audit_name_matches(log_quiet.v[i], d->q->name))
+			return false;
+	return true;
+}
+
 static void decided(void *arg, const struct proxy_decision *d)
 {
+	struct egress *e = arg;
 	char addrs[DNS_MAX_ADDRS * (INET6_ADDRSTRLEN + 1)] = "";
+	bool denied = d->outcome != PROXY_ALLOWED;
+	json_t *entry;
+	uv_timeval64_t now;
 	size_t n = 0;
 
-	(void)arg;
 	for (size_t i = 0; d->answer && i < d->answer->n_addrs && n < sizeof(addrs); i++) {
 		char ip[INET6_ADDRSTRLEN];
 
 		inet_ntop(d->answer->addrs[i].family, d->answer->addrs[i].addr, ip, sizeof(ip));
 		n += (size_t)snprintf(addrs + n, sizeof(addrs) - n, "%s%s", n ? "," : "", ip);
 	}
+	uv_gettimeofday(&now);
+	entry = json_pack("{s:f, s:s, s:i, s:s, s:s, s:s, s:s*, s:s*, s:s, s:f}", "time",
+			  (double)now.tv_sec + now.tv_usec / 1e6, "name", d->q->name, "qtype",
+			  (int)d->q->qtype, "outcome", proxy_outcome_name(d->outcome), "verdict",
+			  d->verdict, "rule", d->rule, "target", d->target, "denied",
+			  d->denied_name, "addresses", addrs, "upstream_ms", d->upstream_ms);
+	if (entry)
+		audit_add(&e->audit, entry, d->q->name, denied);
+	else
+		e->audit.dropped++;
+	json_decref(entry);
+	if (!logged(d, denied))
+		return;
 	sbx_log_info("dns", SBX_LS("name", d->q->name), SBX_LI("qtype", d->q->qtype),
 		     SBX_LS("outcome", proxy_outcome_name(d->outcome)),
 		     SBX_LS("verdict", d->verdict), SBX_LS("rule", d->rule),
@@ -297,9 +328,11 @@ static void healthz(struct sbx_http_req *req, void *arg)
 static void readyz(struct sbx_http_req *req, void *arg)
 {
 	struct egress *e = arg;
-	char body[128];
-	int n = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"policyGeneration\":%lu}",
-			 e->generation);
+	char body[256];
+	int n = snprintf(body, sizeof(body),
+			 "{\"status\":\"ok\",\"policyGeneration\":%lu,\"policyHash\":\"%s\","
+			 "\"policySource\":\"%s\"}",
+			 e->generation, e->policy_hash, e->api_doc ? "api" : "file");
 
 	sbx_http_respond(req, 200, "application/json", body, (size_t)n);
 }
@@ -348,20 +381,79 @@ static void metrics(struct sbx_buf *b, void *arg)
 			   (double)e->reloads_failed);
 	sbx_metrics_sample(b, "sbx_egress_policy_rules", "gauge", "Rules of the policy in force",
 			   "", (double)egress_policy_count(e->policy));
+	sbx_metrics_sample(b, "sbx_egress_policy_api_changes_total", "counter",
+			   "Policies applied through the admin API", "", (double)e->api_changes);
+	sbx_metrics_sample(b, "sbx_egress_policy_api_refused_total", "counter",
+			   "Admin API changes refused (invalid, or a stale If-Match)", "",
+			   (double)e->api_refused);
+	sbx_metrics_sample(b, "sbx_egress_policy_from_api", "gauge",
+			   "1 while a policy set through the admin API is in force", "",
+			   e->api_doc ? 1 : 0);
+	sbx_metrics_sample(b, "sbx_egress_decisions_kept", "gauge",
+			   "Decisions GET /decisions can return now", "", (double)e->audit.n);
+	sbx_metrics_sample(b, "sbx_egress_decisions_dropped_total", "counter",
+			   "Decisions not kept for GET /decisions (out of memory)", "",
+			   (double)e->audit.dropped);
 	sbx_metrics_sample(b, "sbx_egress_ready_seconds", "gauge",
 			   "From exec to rules in and proxy listening", "", e->ready_ms / 1e3);
 	sbx_metrics_http_server(b, e->http, "sbx_egress");
+	if (e->admin)
+		sbx_metrics_http_server(b, e->admin, "sbx_egress_admin");
 }
 
-/* The policy file changed (a ConfigMap update swaps a symlink in its
- * folder): apply it if it is valid and different. */
-static void reload(struct egress *e)
+/* The effective document: the file's, or the API's defaultAction and rules
+ * with the file's always lists. NULL on -ENOMEM. */
+static json_t *effective(json_t *file, json_t *api)
+{
+	json_t *rules;
+
+	if (!api)
+		return json_incref(file);
+	rules = json_object_get(api, "rules") ?: json_object_get(api, "egress");
+	return json_pack("{s:O*, s:O*, s:O*, s:O*}", "defaultAction",
+			 json_object_get(api, "defaultAction"), "rules", rules, "alwaysAllow",
+			 json_object_get(file, "alwaysAllow"), "alwaysDeny",
+			 json_object_get(file, "alwaysDeny"));
+}
+
+int egress_set_policy(struct egress *e, json_t *file, json_t *api, char *err, size_t err_size)
 {
 	struct egress_extra extra = policy_extra();
 	struct egress_policy *p = NULL;
+	json_t *doc = effective(file, api);
+	int rc = -ENOMEM;
+
+	if (!doc)
+		snprintf(err, err_size, "out of memory");
+	else if (!(rc = egress_policy_compile(doc, &extra, (size_t)max_rules, &p, err, err_size)) &&
+		 (rc = firewall_update(e->fw, p, err, err_size)))
+		egress_policy_free(p);
+	json_decref(doc);
+	if (rc) {
+		json_decref(file);
+		json_decref(api);
+		return rc;
+	}
+	egress_policy_free(e->policy);
+	e->policy = p;
+	json_decref(e->file_doc);
+	e->file_doc = file;
+	json_decref(e->api_doc);
+	e->api_doc = api;
+	e->generation++;
+	return 0;
+}
+
+/* The policy file changed (a ConfigMap update swaps a symlink in its
+ * folder): apply it if it is valid and different. It replaces a policy the
+ * admin API set: the file is the source of truth. */
+static void reload(struct egress *e)
+{
 	char err[512], *text = NULL;
+	bool had_api = e->api_doc != NULL;
+	json_t *doc;
 	size_t len = 0;
-	int rc;
+	int rc = -EINVAL;
 
 	if (sbx_read_file(policy_file, POLICY_MAX_BYTES, &text, &len))
 		return; /* mid-swap; the next event brings it */
@@ -370,9 +462,8 @@ static void reload(struct egress *e)
 		sbx_free(text);
 		return;
 	}
-	rc = egress_policy_parse(text, len, &extra, (size_t)max_rules, &p, err, sizeof(err));
-	if (!rc && (rc = firewall_update(e->fw, p, err, sizeof(err))))
-		egress_policy_free(p);
+	if ((doc = egress_policy_load(text, len, err, sizeof(err))))
+		rc = egress_set_policy(e, doc, NULL, err, sizeof(err));
 	if (rc) {
 		e->reloads_failed++;
 		sbx_log_error("policy refused; the previous one stays", SBX_LS("file", policy_file),
@@ -381,14 +472,13 @@ static void reload(struct egress *e)
 		e->refused_text = text;
 		return;
 	}
-	egress_policy_free(e->policy);
-	e->policy = p;
 	sbx_free(e->policy_text);
 	e->policy_text = text;
-	e->generation++;
-	sbx_log_info("policy applied", SBX_LS("file", policy_file),
-		     SBX_LI("generation", (long long)e->generation),
-		     SBX_LI("rules", (long long)egress_policy_count(p)));
+	text_digest(text, e->policy_hash);
+	sbx_log_info("policy applied", SBX_LS("source", "file"), SBX_LS("file", policy_file),
+		     SBX_LS("hash", e->policy_hash), SBX_LI("generation", (long long)e->generation),
+		     SBX_LI("rules", (long long)egress_policy_count(e->policy)),
+		     SBX_LB("replaced_api_policy", had_api));
 }
 
 static void on_policy_event(uv_fs_event_t *h, const char *name, int events, int status)
@@ -414,13 +504,22 @@ static void on_stop(void *arg)
 	if (e->watching)
 		uv_close((uv_handle_t *)&e->watch, NULL);
 	sbx_http_server_close(e->http, NULL, NULL);
+	if (e->admin)
+		sbx_http_server_close(e->admin, NULL, NULL);
 	sbx_signals_close(&e->signals);
 }
 
 static int sidecar(void)
 {
 	uint64_t t0 = uv_hrtime();
-	struct egress e = { .loop = uv_default_loop(), .generation = 1 };
+	struct egress e = { .loop = uv_default_loop(),
+			    .policy_file = policy_file,
+			    .admin_token_file = admin_token_file,
+			    .generation = 1,
+			    .flag_allow = (const char *const *)always_allow.v,
+			    .n_flag_allow = always_allow.n,
+			    .flag_deny = (const char *const *)always_deny.v,
+			    .n_flag_deny = always_deny.n };
 	struct upstream_opts uo = { .servers = upstream_servers_flag,
 				    .resolv_conf = resolv_conf,
 				    .mark = (uint32_t)mark };
@@ -452,19 +551,42 @@ static int sidecar(void)
 		fprintf(stderr, "sbx-egress: --deny-answer: nxdomain or refused\n");
 		return 2;
 	}
-	if (load_policy(&e.policy, &e.policy_text))
-		return 1;
-	/* Never run open: a kernel without what the rules need is an error. */
-	if ((rc = firewall_check(err, sizeof(err)))) {
-		sbx_log_error("cannot enforce egress", SBX_LS("error", err));
+	if (strcmp(log_decisions, "all") != 0 && strcmp(log_decisions, "denied") != 0 &&
+	    strcmp(log_decisions, "none") != 0) {
+		fprintf(stderr, "sbx-egress: --log-decisions: all, denied or none\n");
+		return 2;
+	}
+	for (size_t i = 0; i < log_quiet.n; i++)
+		if (!audit_pattern_valid(log_quiet.v[i])) {
+			fprintf(stderr, "sbx-egress: --log-quiet %s: a name, *.name or *\n",
+				log_quiet.v[i]);
+			return 2;
+		}
+	/* Anything in the pod can reach the admin port: never without a token. */
+	if (*admin_listen && !*admin_token_file) {
+		fprintf(stderr, "sbx-egress: --admin-listen needs --admin-token-file (everything "
+				"in the pod shares the network; the token keeps the app out)\n");
+		return 2;
+	}
+	if (audit_init(&e.audit, (size_t)decisions_kept)) {
+		fprintf(stderr, "sbx-egress: out of memory\n");
 		return 1;
 	}
+	rc = 1;
+	if (load_policy(&e.policy, &e.file_doc, &e.policy_text))
+		goto out;
+	text_digest(e.policy_text, e.policy_hash);
+	/* Never run open: a kernel without what the rules need is an error. */
+	if (firewall_check(err, sizeof(err))) {
+		sbx_log_error("cannot enforce egress", SBX_LS("error", err));
+		goto out;
+	}
 	fo.dns_port = (uint16_t)(colon ? atoi(colon + 1) : 53);
-	if ((rc = upstream_new(e.loop, &uo, &e.up, err, sizeof(err))) ||
-	    (rc = firewall_new(&fo, e.policy, &e.fw, err, sizeof(err))) ||
-	    (rc = proxy_new(e.loop, &po, &e.policy, e.up, &hooks, &e.proxy, err, sizeof(err)))) {
+	if (upstream_new(e.loop, &uo, &e.up, err, sizeof(err)) ||
+	    firewall_new(&fo, e.policy, &e.fw, err, sizeof(err)) ||
+	    proxy_new(e.loop, &po, &e.policy, e.up, &hooks, &e.proxy, err, sizeof(err))) {
 		sbx_log_error("cannot start", SBX_LS("error", err));
-		return 1;
+		goto out;
 	}
 	/* IPv6 DNS is redirected to ::1 on the same port. A pod without IPv6
 	 * has no ::1: its IPv6 queries then fail, closed, as nothing answers. */
@@ -476,18 +598,24 @@ static int sidecar(void)
 				      "redirect both families to one port)",
 				      SBX_LS("dns_listen", dns_listen),
 				      SBX_LS("dns_listen6", dns_listen6));
-			return 1;
+			goto out;
 		}
 		po.listen = dns_listen6;
 		if (proxy_new(e.loop, &po, &e.policy, e.up, &hooks, &e.proxy6, err, sizeof(err)))
 			sbx_log_warn("no IPv6 DNS listener; IPv6 DNS queries will fail",
 				     SBX_LS("error", err));
 	}
-	sbx_http_server_new(e.loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &e.http);
-	if ((rc = sbx_http_server_listen(e.http, listen_addr))) {
+	if ((rc = sbx_http_server_new(e.loop, &so, routes, sizeof(routes) / sizeof(routes[0]),
+				      &e.http)) ||
+	    (rc = sbx_http_server_listen(e.http, listen_addr))) {
 		sbx_log_error("cannot listen", SBX_LS("addr", listen_addr),
 			      SBX_LS("error", uv_strerror(rc)));
-		return 1;
+		rc = 1;
+		goto out;
+	}
+	if (*admin_listen && admin_start(&e, admin_listen, err, sizeof(err))) {
+		sbx_log_error("cannot start", SBX_LS("error", err));
+		goto out;
 	}
 	/* The folder, not the file: a ConfigMap update replaces a symlink. */
 	uv_fs_event_init(e.loop, &e.watch);
@@ -504,17 +632,34 @@ static int sidecar(void)
 	upstream_servers(e.up, servers, sizeof(servers));
 	sbx_log_info("ready", SBX_LS("dns", dns_listen),
 		     SBX_LS("dns6", e.proxy6 ? dns_listen6 : ""), SBX_LS("upstream", servers),
-		     SBX_LS("listen", listen_addr),
+		     SBX_LS("listen", listen_addr), SBX_LS("admin", admin_listen),
 		     SBX_LI("rules", (long long)egress_policy_count(e.policy)),
 		     SBX_LS("default", egress_action_name(egress_policy_default(e.policy))),
-		     SBX_LD("ready_ms", e.ready_ms));
+		     SBX_LS("policy_hash", e.policy_hash), SBX_LD("ready_ms", e.ready_ms));
 	uv_run(e.loop, UV_RUN_DEFAULT);
+	rc = 0;
+out:
+	if (rc) {
+		/* A start that failed: close what did start (the table stays: fail
+		 * closed, as when the process dies). */
+		upstream_free(e.up);
+		proxy_free(e.proxy);
+		proxy_free(e.proxy6);
+		if (e.http)
+			sbx_http_server_close(e.http, NULL, NULL);
+		if (e.admin)
+			sbx_http_server_close(e.admin, NULL, NULL);
+		uv_run(e.loop, UV_RUN_NOWAIT);
+	}
 	firewall_free(e.fw);
+	audit_release(&e.audit);
+	json_decref(e.file_doc);
+	json_decref(e.api_doc);
 	egress_policy_free(e.policy);
 	sbx_free(e.policy_text);
 	sbx_free(e.refused_text);
 	sbx_loop_close(e.loop);
-	return 0;
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -616,6 +761,35 @@ int main(int argc, char **argv)
 		  .dest = &listen_addr,
 		  .metavar = "ADDR",
 		  .help = "/healthz, /readyz (the startup probe) and /metrics" },
+		{ .name = "admin-listen",
+		  .type = SBX_OPT_STRING,
+		  .dest = &admin_listen,
+		  .metavar = "ADDR",
+		  .help = "the admin API: GET/PUT/PATCH/DELETE /policy, GET /decisions (empty: "
+			  "none)" },
+		{ .name = "admin-token-file",
+		  .type = SBX_OPT_STRING,
+		  .dest = &admin_token_file,
+		  .metavar = "FILE",
+		  .help = "the bearer token the admin API requires, read at each request" },
+		{ .name = "decisions-kept",
+		  .type = SBX_OPT_INT,
+		  .dest = &decisions_kept,
+		  .metavar = "N",
+		  .help = "recent decisions GET /decisions can return",
+		  .min = 1,
+		  .max = 1000000 },
+		{ .name = "log-decisions",
+		  .type = SBX_OPT_STRING,
+		  .dest = &log_decisions,
+		  .metavar = "WHICH",
+		  .help = "decisions written to the log: all, denied or none (all are counted "
+			  "and kept for GET /decisions)" },
+		{ .name = "log-quiet",
+		  .type = SBX_OPT_LIST,
+		  .dest = &log_quiet,
+		  .metavar = "PATTERN",
+		  .help = "a name, *.name or * whose decisions stay out of the log (repeat)" },
 	};
 	struct sbx_config cfg = {
 		.program = "sbx-egress",

@@ -416,16 +416,38 @@ static bool compile(struct egress_policy *p)
 	return true;
 }
 
+json_t *egress_policy_load(const char *text, size_t len, char *err, size_t err_size)
+{
+	char yerr[256];
+	json_t *doc = sbx_yaml_load(text, len, MAX_DEPTH, yerr, sizeof(yerr));
+
+	if (!doc)
+		fail(err, err_size, "not JSON or YAML: %s", yerr);
+	return doc;
+}
+
 int egress_policy_parse(const char *text, size_t len, const struct egress_extra *extra,
 			size_t max_rules, struct egress_policy **out, char *err, size_t err_size)
+{
+	json_t *doc = egress_policy_load(text, len, err, err_size);
+	int rc;
+
+	if (!doc)
+		return -EINVAL;
+	rc = egress_policy_compile(doc, extra, max_rules, out, err, err_size);
+	json_decref(doc);
+	return rc;
+}
+
+int egress_policy_compile(const json_t *doc, const struct egress_extra *extra, size_t max_rules,
+			  struct egress_policy **out, char *err, size_t err_size)
 {
 	static const char *const known[] = { "defaultAction", "rules",	    "egress",
 					     "alwaysAllow",   "alwaysDeny", NULL };
 	struct egress_extra none = { 0 };
 	struct egress_policy *p = NULL;
-	char yerr[256];
 	const char *key;
-	json_t *doc, *v, *rules;
+	json_t *v, *rules;
 	size_t total;
 	int rc = -EINVAL;
 
@@ -433,15 +455,11 @@ int egress_policy_parse(const char *text, size_t len, const struct egress_extra 
 		extra = &none;
 	if (!max_rules)
 		max_rules = EGRESS_MAX_RULES;
-	if (!(doc = sbx_yaml_load(text, len, MAX_DEPTH, yerr, sizeof(yerr)))) {
-		fail(err, err_size, "not JSON or YAML: %s", yerr);
-		return -EINVAL;
-	}
 	if (!json_is_object(doc)) {
 		fail(err, err_size, "the policy must be a mapping {defaultAction, rules}");
 		goto out;
 	}
-	json_object_foreach(doc, key, v)
+	json_object_foreach((json_t *)doc, key, v)
 	{
 		bool ok = false;
 
@@ -495,7 +513,6 @@ int egress_policy_parse(const char *text, size_t len, const struct egress_extra 
 	rc = 0;
 out:
 	egress_policy_free(p);
-	json_decref(doc);
 	return rc;
 }
 

@@ -21,6 +21,7 @@
 #ifndef SBX_EGRESS_POLICY_H
 #define SBX_EGRESS_POLICY_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -81,6 +82,11 @@ struct egress_extra {
  * the rules of all lists together, the DoH names aside (0: EGRESS_MAX_RULES). */
 int egress_policy_parse(const char *text, size_t len, const struct egress_extra *extra,
 			size_t max_rules, struct egress_policy **out, char *err, size_t err_size);
+/* The same in two steps: the document (NULL with the reason in err), then
+ * the policy from it (the document is not changed). */
+json_t *egress_policy_load(const char *text, size_t len, char *err, size_t err_size);
+int egress_policy_compile(const json_t *doc, const struct egress_extra *extra, size_t max_rules,
+			  struct egress_policy **out, char *err, size_t err_size);
 void egress_policy_free(struct egress_policy *p);
 
 /* A DNS name as asked (any case, with or without the trailing dot). */

@@ -149,8 +149,9 @@ def wait_for(check, what: str, timeout: float = 10, interval: float = 0.02):
 
 
 class Sidecar:
-    def __init__(self, net: Net, policy: str = POLICY):
+    def __init__(self, net: Net, policy: str = POLICY, extra: tuple[str, ...] = ()):
         self.net = net
+        self.extra = extra
         self.dir = net.tmp / "policy"
         self.dir.mkdir(exist_ok=True)
         self.file = self.dir / "policy.yaml"
@@ -163,7 +164,7 @@ class Sidecar:
         self.proc = self.net.run_in(
             self.net.pod, str(binary("egress-sidecar/sbx-egress")), f"--policy-file={self.file}",
             f"--upstream={RESOLVER}:53", "--listen=127.0.0.1:15380", "--log-format=json",
-            stdout=subprocess.DEVNULL, stderr=self.log)
+            *self.extra, stdout=subprocess.DEVNULL, stderr=self.log)
         wait_for(lambda: self.get("/readyz") is not None or self.proc.poll() is not None,
                  "sbx-egress ready")
         assert self.proc.poll() is None, self.logs()
@@ -173,6 +174,17 @@ class Sidecar:
                              "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("
                              f"'http://127.0.0.1:15380{path}', timeout=2).read().decode())")
         return r.stdout if r.returncode == 0 else None
+
+    def api(self, method: str, path: str, body: str | None = None,
+            token: str | None = None, **headers: str) -> tuple[int, dict, dict]:
+        """Calls the admin API from inside the pod: (status, headers, JSON body)."""
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        r = self.net.exec_in(self.net.pod, sys.executable, "-c", API_CALL, method,
+                             f"http://127.0.0.1:15381{path}", body or "", json.dumps(headers))
+        assert r.returncode == 0, r.stderr
+        status, hdrs, text = json.loads(r.stdout)
+        return status, hdrs, json.loads(text)
 
     def set_policy(self, text: str) -> None:
         """As a ConfigMap volume changes: a new file renamed into place."""
@@ -192,6 +204,19 @@ class Sidecar:
         out = self.logs()
         assert_no_sanitizer_report(out)
         return out
+
+
+API_CALL = """
+import json, sys, urllib.error, urllib.request
+method, url, body, headers = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+req = urllib.request.Request(url, data=body.encode() if body else None, method=method,
+                             headers=headers)
+try:
+    r = urllib.request.urlopen(req, timeout=5)
+except urllib.error.HTTPError as e:
+    r = e
+print(json.dumps([r.status, dict(r.headers), r.read().decode()]))
+"""
 
 
 @pytest.fixture
@@ -392,3 +417,136 @@ out["name"] = resolve("denied.test")
     finally:
         sidecar.stop()
         net.exec_in(net.pod, str(binary("egress-sidecar/sbx-egress")), "cleanup")
+
+
+@pytest.fixture
+def admin_sidecar(net):
+    token = os.urandom(16).hex()
+    (net.tmp / "token").write_text(token + "\n")
+    s = Sidecar(net, extra=("--admin-listen=127.0.0.1:15381", f"--admin-token-file={net.tmp / 'token'}",
+                            "--log-quiet=*.quiet.test"))
+    s.token = token
+    yield s
+    if s.proc.poll() is None:
+        s.stop()
+        assert s.proc.returncode == 0, s.logs()[-3000:]
+    net.exec_in(net.pod, str(binary("egress-sidecar/sbx-egress")), "cleanup")
+
+
+def test_the_admin_api_changes_the_policy_at_run_time(net, admin_sidecar):
+    sc, token = admin_sidecar, admin_sidecar.token
+    # Without the token (anything in the pod can reach the port): refused.
+    assert sc.api("GET", "/policy")[0] == 401
+    assert sc.api("GET", "/policy", token="x" * len(token))[0] == 401
+    status, hdrs, view = sc.api("GET", "/policy", token=token)
+    assert status == 200 and view["source"] == "file" and view["generation"] == 1
+    assert view["policy"]["defaultAction"] == "deny"
+    assert [r["target"] for r in view["policy"]["rules"]] == ["*.allowed.test", "exact.example.test"]
+    assert hdrs["ETag"] == '"1"'
+
+    # A connection to an allowed server, held across the changes.
+    assert in_pod(net, 'out["r"] = resolve("exact.example.test")')["r"]["rcode"] == "NOERROR"
+    held = net.run_in(net.pod, sys.executable, "-c", """
+import socket, sys
+s = socket.create_connection(("198.18.1.30", 8080), timeout=3)
+print("open", flush=True)
+sys.stdin.readline()
+s.sendall(b"GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
+print(s.recv(12).decode(), flush=True)
+""", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert held.stdout.readline().strip() == "open"
+
+    # PUT: a whole policy; the next query gets its verdict.
+    t0 = time.monotonic()
+    status, hdrs, view = sc.api("PUT", "/policy", json.dumps(
+        {"defaultAction": "deny", "rules": [{"action": "allow", "target": "*.allowed.test"}]}),
+        token=token, **{"If-Match": '"1"', "Content-Type": "application/json"})
+    flipped = in_pod(net, 'out["r"] = resolve("exact.example.test")')["r"]
+    print(f"API change to a changed verdict: {time.monotonic() - t0:.3f} s")
+    assert status == 200 and view["source"] == "api" and view["generation"] == 2, view
+    assert flipped == {"rcode": "NXDOMAIN", "addrs": []}
+    assert time.monotonic() - t0 < 1.0
+    assert in_pod(net, 'out["c"] = connect("198.18.1.30", 8080)')["c"] == "TimeoutError"
+    held.stdin.write("\n")
+    held.stdin.flush()
+    assert held.stdout.readline().strip() == "HTTP/1.0 200"
+
+    # A stale ETag, an invalid rule, the operator's lists: refused, nothing changes.
+    assert sc.api("PUT", "/policy", '{"defaultAction": "allow"}', token=token,
+                  **{"If-Match": '"1"'})[0] == 412
+    status, _, err = sc.api("PATCH", "/policy",
+                            '{"rules": [{"action": "allow", "target": "a..b"}]}', token=token)
+    assert status == 422 and "rules[0]" in err["error"]["message"], err
+    status, _, err = sc.api("PUT", "/policy", '{"defaultAction": "allow", "alwaysDeny": []}',
+                            token=token)
+    assert status == 422 and "alwaysDeny" in err["error"]["message"], err
+    assert sc.api("GET", "/policy", token=token)[2]["generation"] == 2
+
+    # PATCH (YAML too): these rules go first and replace those of their targets.
+    status, _, view = sc.api("PATCH", "/policy",
+                             "rules:\n- {action: deny, target: www.allowed.test}\n"
+                             "- {action: allow, target: '*.ALLOWED.test.'}\n", token=token)
+    assert status == 200 and view["generation"] == 3, view
+    assert [r["target"] for r in view["policy"]["rules"]] == ["www.allowed.test", "*.ALLOWED.test."]
+    out = in_pod(net, 'out["www"] = resolve("www.allowed.test"); out["n1"] = resolve("n1.allowed.test")')
+    assert out["www"]["rcode"] == "NXDOMAIN" and out["n1"]["rcode"] == "NOERROR"
+
+    # DELETE: back to the file's policy.
+    status, _, view = sc.api("DELETE", "/policy", token=token)
+    assert status == 200 and view["source"] == "file" and view["generation"] == 4
+    assert in_pod(net, 'out["r"] = resolve("exact.example.test")')["r"]["rcode"] == "NOERROR"
+
+    # The file is the source of truth: its next change replaces an API policy.
+    assert sc.api("PUT", "/policy", '{"defaultAction": "allow", "rules": []}', token=token)[0] == 200
+    sc.set_policy(POLICY + "- {action: allow, target: other.example.test}\n")
+    wait_for(lambda: sc.api("GET", "/policy", token=token)[2]["source"] == "file",
+             "the file's policy back in force")
+    view = sc.api("GET", "/policy", token=token)[2]
+    assert view["generation"] == 6 and len(view["policy"]["rules"]) == 3
+    assert any(e.get("msg") == "policy applied" and e.get("replaced_api_policy") for e in sc.lines())
+    metrics = sc.get("/metrics")
+    assert "sbx_egress_policy_api_changes_total 4" in metrics
+    assert "sbx_egress_policy_api_refused_total 3" in metrics
+    assert "sbx_egress_policy_from_api 0" in metrics
+
+
+def test_decisions_are_kept_for_audit_and_quiet_names_stay_out_of_the_log(net, admin_sidecar):
+    sc, token = admin_sidecar, admin_sidecar.token
+    in_pod(net, """
+for n in ("www.allowed.test", "denied.test", "a.quiet.test", "alias.allowed.test"):
+    resolve(n)
+""")
+    status, _, d = sc.api("GET", "/decisions", token=token)
+    assert status == 200
+    by_name = {e["name"]: e for e in d["decisions"]}
+    assert set(by_name) == {"www.allowed.test", "denied.test", "a.quiet.test", "alias.allowed.test"}
+    www = by_name["www.allowed.test"]
+    assert (www["verdict"], www["rule"], www["target"], www["addresses"]) == \
+        ("allow", "rules[0]", "*.allowed.test", "198.18.1.10")
+    assert by_name["denied.test"]["outcome"] == "denied"
+    assert by_name["alias.allowed.test"]["denied"] == "denied.test"
+    assert [e["seq"] for e in d["decisions"]] == sorted(e["seq"] for e in d["decisions"])
+    # Filters, and polling from the last seq seen.
+    denied = sc.api("GET", "/decisions?verdict=deny", token=token)[2]["decisions"]
+    assert {e["name"] for e in denied} == {"denied.test", "a.quiet.test", "alias.allowed.test"}
+    names = sc.api("GET", "/decisions?name=*.allowed.test", token=token)[2]["decisions"]
+    assert {e["name"] for e in names} == {"www.allowed.test", "alias.allowed.test"}
+    last = sc.api("GET", "/decisions?limit=1", token=token)[2]
+    assert len(last["decisions"]) == 1 and last["decisions"][0]["name"] == "alias.allowed.test"
+    assert sc.api("GET", f"/decisions?after={last['next']}", token=token)[2]["decisions"] == []
+    in_pod(net, 'resolve("exact.example.test")')
+    new = sc.api("GET", f"/decisions?after={last['next']}", token=token)[2]["decisions"]
+    assert [e["name"] for e in new] == ["exact.example.test"]
+    assert sc.api("GET", "/decisions?limit=0", token=token)[0] == 400
+    assert sc.api("GET", "/decisions?name=a*b", token=token)[0] == 400
+    assert sc.api("GET", "/decisions")[0] == 401
+    # --log-quiet=*.quiet.test: kept and counted, not logged.
+    logged = {e["name"] for e in sc.lines() if e.get("msg") == "dns"}
+    assert "denied.test" in logged and "a.quiet.test" not in logged
+
+
+def test_an_admin_api_without_a_token_is_refused_at_start(net, tmp_path):
+    r = net.exec_in(net.pod, str(binary("egress-sidecar/sbx-egress")),
+                    f"--policy-file={tmp_path}/none.yaml", "--admin-listen=127.0.0.1:15381")
+    assert r.returncode == 2 and "--admin-token-file" in r.stderr, r.stderr
+    assert "sbx_egress" not in net.exec_in(net.pod, "nft", "list", "tables").stdout
