@@ -18,6 +18,12 @@ apiserver on :16443, the kubelet on :10250); pods are 10.244.0.0/24 on the
 bridge sbx-br0; Services are 10.96.0.0/24 (kubernetes 10.96.0.1, cluster DNS
 10.96.0.10). Everything else listens on 127.0.0.1. The nft table
 `inet sbx_guard` drops any forwarded packet that would leave the pod bridge.
+
+The node also stands in for the internet: sbx-node0 holds 198.51.100.1 and
+198.51.100.2 (TEST-NET-2, outside every range sandboxes are denied by
+default), and CoreDNS answers the zone world.test for them
+(allowed.world.test, denied.world.test), so a test can serve HTTP there and
+show a sandbox's egress rules reaching one name and not the other.
 One cluster per machine: link names, ranges and ports are fixed.
 """
 
@@ -53,6 +59,8 @@ POD_GW = "10.244.0.1"
 SVC_CIDR = "10.96.0.0/24"
 KUBERNETES_SVC_IP = "10.96.0.1"
 DNS_SVC_IP = "10.96.0.10"
+WORLD_ZONE = "world.test"
+WORLD_HOSTS = {"allowed.world.test": "198.51.100.1", "denied.world.test": "198.51.100.2"}
 API_PORT = 16443
 ETCD_PORT = 12379
 GUARD_TABLE = "sbx_guard"
@@ -407,6 +415,8 @@ class NodeCluster:
             # A port-less bridge holds the node address: some kernels have no dummy links.
             run("ip", "link", "add", NODE_LINK, "type", "bridge")
         run("ip", "addr", "replace", f"{NODE_IP}/32", "dev", NODE_LINK)
+        for addr in WORLD_HOSTS.values():
+            run("ip", "addr", "replace", f"{addr}/32", "dev", NODE_LINK)
         run("ip", "link", "set", NODE_LINK, "up")
         # Pods may talk to each other, the node and Services; nothing they send
         # is forwarded anywhere else, and this machine routes for nobody.
@@ -772,8 +782,10 @@ conntrack: {{maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeo
 
 
 def coredns_manifest(image: str) -> str:
-    """CoreDNS as the cluster DNS: answers cluster.local from the API, and
-    refuses every other name (pods have no resolver beyond the cluster)."""
+    """CoreDNS as the cluster DNS: answers cluster.local from the API and
+    world.test from WORLD_HOSTS, and refuses every other name (pods have no
+    resolver beyond the cluster)."""
+    world = "\n".join(f"                {ip} {name}" for name, ip in WORLD_HOSTS.items())
     return f"""apiVersion: v1
 kind: ServiceAccount
 metadata: {{name: coredns, namespace: kube-system}}
@@ -810,6 +822,13 @@ data:
         }}
         cache 30
         loadbalance
+    }}
+    {WORLD_ZONE}:53 {{
+        errors
+        hosts {{
+{world}
+                ttl 60
+        }}
     }}
 ---
 apiVersion: apps/v1
