@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build images test demo fuzz bench bench-agent bench-operator setup format format-check manifests clean help
+.PHONY: all build images test demo fuzz bench bench-agent bench-operator bench-egress setup format format-check manifests clean help
 
 all: build
 
@@ -17,7 +17,8 @@ help:
 	@echo "make images        write the OCI image archives into $(BUILD)/images and import"
 	@echo "                   them into the test cluster's containerd when it is up"
 	@echo "make fuzz          run every fuzz target for FUZZ_SECONDS each (default 60)"
-	@echo "make bench         run the benchmarks against their peers (bench/)"
+	@echo "make bench         run the benchmarks against their peers (bench/; bench-agent,"
+	@echo "                   bench-operator, bench-egress one at a time)"
 	@echo "make format        reformat the C sources with clang-format"
 	@echo "make format-check  fail if any C source is not formatted"
 	@echo "make manifests     render manifests/operator/operator.yaml from the chart helm/sbx"
@@ -44,7 +45,7 @@ demo:
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
-bench: bench-agent bench-operator
+bench: bench-agent bench-operator bench-egress
 
 # The venv that scripts/setup.sh made (it prints where).
 bench-agent: build
@@ -55,6 +56,11 @@ bench-operator: images
 	scripts/setup.sh >/dev/null
 	$$(scripts/setup.sh --no-k8s | sed -n 's/^export SBX_VENV=//p')/bin/python bench/operator/run.py $(BUILD)
 	$$(scripts/setup.sh --no-k8s | sed -n 's/^export SBX_VENV=//p')/bin/python bench/operator/node.py $(BUILD)
+
+# Against dnsmasq, unbound and CoreDNS (the cluster toolchain's build); root.
+bench-egress: build
+	scripts/setup.sh --bench >/dev/null
+	$$(scripts/setup.sh --no-k8s | sed -n 's/^export SBX_VENV=//p')/bin/python bench/egress/run.py $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.h.in')

@@ -1,6 +1,14 @@
-/* The pod's egress firewall in nftables (see firewall.h). Rules are written
- * in nft's own language and handed to libnftables, which checks and sends
- * each batch as one netlink transaction. */
+/* The pod's egress firewall in nftables (see firewall.h).
+ *
+ * The table and the policy's rules are written in nft's own language and
+ * handed to libnftables, which checks and sends each batch as one netlink
+ * transaction. Learning an answer's addresses is the hot path (every allowed
+ * query waits on it) and takes a shorter one: the element messages are built
+ * with libnftnl and sent on a netlink socket of our own. libnftables would
+ * first refresh its cache of the table, and for a set with timeouts that
+ * means reading every element back: the cost of each learn would grow with
+ * the addresses already learned.
+ */
 #include "firewall.h"
 
 #include "sbx/alloc.h"
@@ -8,17 +16,30 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/common.h>
+#include <libnftnl/set.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
 #include <nftables/libnftables.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #define SCRIPT_MAX (8u << 20)
+/* A batch holds DNS_MAX_ADDRS addresses three times (about 16 KiB); libmnl
+ * lets one message pass the limit, so the buffer is twice as large. */
+#define BATCH_MAX (64u << 10)
 
 struct firewall {
 	struct nft_ctx *nft;
 	struct firewall_opts opts;
+	struct mnl_socket *nl; /* for the element messages */
+	uint32_t portid, seq;
+	char *batch; /* 2 * BATCH_MAX bytes */
 };
 
 static struct nft_ctx *context(void)
@@ -197,6 +218,15 @@ int firewall_new(const struct firewall_opts *opts, const struct egress_policy *p
 	fw->opts = *opts;
 	if (!fw->opts.max_s)
 		fw->opts.max_s = 86400;
+	if (!(fw->batch = sbx_malloc(2 * BATCH_MAX)) ||
+	    !(fw->nl = mnl_socket_open(NETLINK_NETFILTER)) ||
+	    mnl_socket_bind(fw->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+		snprintf(err, err_size, "nftables: netlink socket: %s", strerror(errno));
+		firewall_free(fw);
+		return -errno;
+	}
+	fw->portid = mnl_socket_get_portid(fw->nl);
+	fw->seq = (uint32_t)time(NULL);
 	sbx_buf_init(&b, SCRIPT_MAX);
 	rc = table_script(&b, &fw->opts, policy);
 	if (!rc)
@@ -234,54 +264,140 @@ int firewall_update(struct firewall *fw, const struct egress_policy *policy, cha
 	return rc;
 }
 
-int firewall_learn(struct firewall *fw, const struct dns_answer *a)
+/* One element message on the set of family, for the answer's addresses of
+ * that family: with timeout_ms (or none, 0), or a deletion. false when the
+ * batch buffer is full. */
+static bool put_elems(struct firewall *fw, struct mnl_nlmsg_batch *b, int family, int type,
+		      uint16_t flags, const struct dns_answer *a, bool timeout)
 {
-	char script[DNS_MAX_ADDRS * 96 + 128];
-	size_t n = 0;
-	int w;
+	struct nftnl_set *set = nftnl_set_alloc();
+	struct nlmsghdr *nlh;
+	bool ok = set != NULL;
 
-	for (size_t i = 0; i < a->n_addrs; i++) {
+	if (!ok)
+		return false;
+	nftnl_set_set_str(set, NFTNL_SET_TABLE, FIREWALL_TABLE);
+	nftnl_set_set_str(set, NFTNL_SET_NAME, family == AF_INET ? "learned4" : "learned6");
+	for (size_t i = 0; ok && i < a->n_addrs; i++) {
 		const struct dns_addr *d = &a->addrs[i];
+		struct nftnl_set_elem *e;
 		unsigned long t = (unsigned long)d->ttl + fw->opts.grace_s;
-		char ip[INET6_ADDRSTRLEN];
 
-		if (t < fw->opts.min_s)
-			t = fw->opts.min_s;
-		if (t > fw->opts.max_s)
-			t = fw->opts.max_s;
-		if (t == 0)
-			t = 1;
-		inet_ntop(d->family, d->addr, ip, sizeof(ip));
-		/* "add" keeps an element's longer timeout; refreshing an address
-		 * is a delete and an add in the same transaction. */
-		w = snprintf(script + n, sizeof(script) - n,
-			     "add element inet %1$s %2$s { %3$s }\n"
-			     "delete element inet %1$s %2$s { %3$s }\n"
-			     "add element inet %1$s %2$s { %3$s timeout %4$lus }\n",
-			     FIREWALL_TABLE, d->family == AF_INET ? "learned4" : "learned6", ip, t);
-		if (w < 0 || (size_t)w >= sizeof(script) - n)
-			return -E2BIG;
-		n += (size_t)w;
+		if (d->family != family)
+			continue;
+		if (!(e = nftnl_set_elem_alloc())) {
+			ok = false;
+			break;
+		}
+		nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, d->addr, family == AF_INET ? 4 : 16);
+		if (timeout) {
+			if (t < fw->opts.min_s)
+				t = fw->opts.min_s;
+			if (t > fw->opts.max_s)
+				t = fw->opts.max_s;
+			nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, (uint64_t)(t ? t : 1) * 1000);
+		}
+		nftnl_set_elem_add(set, e);
 	}
-	return n ? run(fw->nft, script, NULL, 0) : 0;
+	if (ok) {
+		nlh = nftnl_nlmsg_build_hdr(mnl_nlmsg_batch_current(b),
+					    (uint16_t)((NFNL_SUBSYS_NFTABLES << 8) | type),
+					    NFPROTO_INET, flags, fw->seq++);
+		nftnl_set_elems_nlmsg_build_payload(nlh, set);
+		mnl_nlmsg_batch_next(b);
+	}
+	nftnl_set_free(set);
+	return ok;
 }
 
-static long count_elements(struct firewall *fw, const char *set)
+int firewall_learn(struct firewall *fw, const struct dns_answer *a)
 {
-	char cmd[128];
-	const char *out, *p;
-	long n = 0;
+	struct mnl_nlmsg_batch *b;
+	bool has[2] = { false, false }, ok = true;
+	char reply[MNL_SOCKET_BUFFER_SIZE];
+	ssize_t n;
+	int rc = 0;
 
-	snprintf(cmd, sizeof(cmd), "list set inet %s %s\n", FIREWALL_TABLE, set);
-	if (run(fw->nft, cmd, NULL, 0))
-		return -1;
-	out = nft_ctx_get_output_buffer(fw->nft);
-	if (!out || !(p = strstr(out, "elements = {")))
+	for (size_t i = 0; i < a->n_addrs; i++)
+		has[a->addrs[i].family == AF_INET6] = true;
+	if (!has[0] && !has[1])
 		return 0;
-	for (n = 1; *p && *p != '}'; p++)
-		if (*p == ',')
-			n++;
-	return n;
+	if (!(b = mnl_nlmsg_batch_start(fw->batch, BATCH_MAX)))
+		return -ENOMEM;
+	nftnl_batch_begin(mnl_nlmsg_batch_current(b), fw->seq++);
+	mnl_nlmsg_batch_next(b);
+	/* A new element's timeout is set by adding it; an element already
+	 * there keeps its own, so it is added (without a timeout: a no-op if
+	 * present), deleted and added again, in the same transaction. */
+	for (int f = 0; ok && f < 2; f++) {
+		int family = f ? AF_INET6 : AF_INET;
+
+		if (!has[f])
+			continue;
+		ok = put_elems(fw, b, family, NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE, a,
+			       false) &&
+		     put_elems(fw, b, family, NFT_MSG_DELSETELEM, NLM_F_REQUEST, a, false) &&
+		     put_elems(fw, b, family, NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE, a,
+			       true);
+	}
+	if (!ok) {
+		mnl_nlmsg_batch_stop(b);
+		return -ENOMEM;
+	}
+	nftnl_batch_end(mnl_nlmsg_batch_current(b), fw->seq++);
+	mnl_nlmsg_batch_next(b);
+	/* The kernel runs the transaction within the send: when it returns,
+	 * the addresses are in, or an error message waits on the socket. */
+	if (mnl_socket_sendto(fw->nl, mnl_nlmsg_batch_head(b), mnl_nlmsg_batch_size(b)) < 0)
+		rc = -errno;
+	mnl_nlmsg_batch_stop(b);
+	while (!rc && (n = recv(mnl_socket_get_fd(fw->nl), reply, sizeof(reply), MSG_DONTWAIT)) > 0)
+		if (mnl_cb_run(reply, (size_t)n, 0, fw->portid, NULL, NULL) < 0)
+			rc = errno ? -errno : -EIO;
+	return rc;
+}
+
+static int count_cb(const struct nlmsghdr *nlh, void *arg)
+{
+	struct nftnl_set *set = nftnl_set_alloc();
+	struct nftnl_set_elems_iter *it;
+	long *n = arg;
+
+	if (!set)
+		return MNL_CB_ERROR;
+	if (nftnl_set_elems_nlmsg_parse(nlh, set) == 0 && (it = nftnl_set_elems_iter_create(set))) {
+		while (nftnl_set_elems_iter_next(it))
+			(*n)++;
+		nftnl_set_elems_iter_destroy(it);
+	}
+	nftnl_set_free(set);
+	return MNL_CB_OK;
+}
+
+/* The elements of a learned set, read back from the kernel (a dump). */
+static long count_elements(struct firewall *fw, const char *name)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct nftnl_set *set = nftnl_set_alloc();
+	struct nlmsghdr *nlh;
+	uint32_t seq = fw->seq++;
+	long n = 0;
+	ssize_t r;
+	int rc = MNL_CB_OK;
+
+	if (!set)
+		return -1;
+	nlh = nftnl_nlmsg_build_hdr(buf, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+				    NFPROTO_INET, NLM_F_DUMP | NLM_F_REQUEST, seq);
+	nftnl_set_set_str(set, NFTNL_SET_TABLE, FIREWALL_TABLE);
+	nftnl_set_set_str(set, NFTNL_SET_NAME, name);
+	nftnl_set_elems_nlmsg_build_payload(nlh, set);
+	nftnl_set_free(set);
+	if (mnl_socket_sendto(fw->nl, nlh, nlh->nlmsg_len) < 0)
+		return -1;
+	while (rc > MNL_CB_STOP && (r = mnl_socket_recvfrom(fw->nl, buf, sizeof(buf))) > 0)
+		rc = mnl_cb_run(buf, (size_t)r, seq, fw->portid, count_cb, &n);
+	return rc < 0 ? -1 : n;
 }
 
 long firewall_learned(struct firewall *fw)
@@ -297,6 +413,9 @@ void firewall_free(struct firewall *fw)
 		return;
 	if (fw->nft)
 		nft_ctx_free(fw->nft);
+	if (fw->nl)
+		mnl_socket_close(fw->nl);
+	sbx_free(fw->batch);
 	sbx_free(fw);
 }
 

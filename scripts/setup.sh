@@ -10,7 +10,10 @@
 # Everything is cached outside the repository under $SBX_CACHE (default
 # ~/.cache/sbx); a second run checks stamps and downloads nothing.
 #
-#   scripts/setup.sh [--no-k8s]      prints 'export ...' lines for the caller
+#   5. with --bench: the peers the benchmarks compare against (dnsperf,
+#      unbound).
+#
+#   scripts/setup.sh [--no-k8s] [--bench]   prints 'export ...' lines for the caller
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +25,7 @@ apt_pkgs=(
 	build-essential cmake ninja-build pkg-config clang clang-format libclang-rt-14-dev
 	libuv1-dev libhttp-parser-dev libnghttp2-dev libwslay-dev libssl-dev
 	libjansson-dev libjwt-dev libyaml-dev libcurl4-openssl-dev libc-ares-dev
-	libnftables-dev libcmocka-dev libminizip-dev zlib1g-dev libidn2-dev
+	libnftables-dev libnftnl-dev libmnl-dev libcmocka-dev libminizip-dev zlib1g-dev libidn2-dev
 	openssl curl iproute2 procps patchelf busybox-static dnsmasq-base
 	chromium
 )
@@ -32,6 +35,18 @@ node_pkgs=(
 	runc containernetworking-plugins nftables iptables ipset conntrack mmdebstrap
 	util-linux iproute2
 )
+
+# The benchmarks' peers and load generator (bench/egress), Debian's builds.
+bench_pkgs=(dnsperf unbound)
+
+k8s=1 bench=0
+for arg in "$@"; do
+	case $arg in
+	--no-k8s) k8s=0 ;;
+	--bench) bench=1 ;;
+	*) echo "setup: unknown option $arg" >&2; exit 2 ;;
+	esac
+done
 
 log() { echo "setup: $*" >&2; }
 
@@ -79,13 +94,12 @@ install_node() {
 	echo "export SBX_NODE_MODULES=$dir/node_modules"
 }
 
-if [[ ${1:-} == --no-k8s ]]; then
-	install_apt "${apt_pkgs[@]}"
-else
-	install_apt "${apt_pkgs[@]}" "${node_pkgs[@]}"
-fi
+pkgs=("${apt_pkgs[@]}")
+((k8s)) && pkgs+=("${node_pkgs[@]}")
+((bench)) && pkgs+=("${bench_pkgs[@]}")
+install_apt "${pkgs[@]}"
 install_venv
 install_node
-if [[ ${1:-} != --no-k8s ]]; then
+if ((k8s)); then
 	echo "export SBX_K8S_BIN=$("$here/scripts/k8s-toolchain.sh")"
 fi
