@@ -93,19 +93,22 @@ static void etag(const struct egress *e, char out[32])
 
 static void respond_view(struct egress *e, struct sbx_http_req *req, int status)
 {
-	const json_t *doc = e->api_doc ? e->api_doc : e->file_doc;
-	json_t *rules = rules_of(doc), *view;
+	json_t *file = egress_file_doc(e), *api = egress_api_doc(e), *rules, *view = NULL;
 	char tag[32];
 
-	view = json_pack(
-		"{s:{s:s, s:o}, s:o, s:o, s:I, s:s, s:s, s:s, s:I}", "policy", "defaultAction",
-		egress_action_name(egress_policy_default(e->policy)), "rules",
-		rules ? json_incref(rules) : json_array(), "alwaysAllow",
-		always_list(e->file_doc, "alwaysAllow", e->flag_allow, e->n_flag_allow),
-		"alwaysDeny", always_list(e->file_doc, "alwaysDeny", e->flag_deny, e->n_flag_deny),
-		"generation", (json_int_t)e->generation, "source", e->api_doc ? "api" : "file",
-		"file", e->policy_file, "fileHash", e->policy_hash, "compiledRules",
-		(json_int_t)egress_policy_count(e->policy));
+	rules = rules_of(api ? api : file);
+	if (file)
+		view = json_pack(
+			"{s:{s:s, s:o}, s:o, s:o, s:I, s:s, s:s, s:s, s:I}", "policy",
+			"defaultAction", egress_action_name(egress_policy_default(e->policy)),
+			"rules", rules ? json_incref(rules) : json_array(), "alwaysAllow",
+			always_list(file, "alwaysAllow", e->flag_allow, e->n_flag_allow),
+			"alwaysDeny", always_list(file, "alwaysDeny", e->flag_deny, e->n_flag_deny),
+			"generation", (json_int_t)e->generation, "source", api ? "api" : "file",
+			"file", e->policy_file, "fileHash", e->policy_hash, "compiledRules",
+			(json_int_t)egress_policy_count(e->policy));
+	json_decref(file);
+	json_decref(api);
 	etag(e, tag);
 	sbx_http_add_header(req, "ETag", tag);
 	if (view)
@@ -182,9 +185,15 @@ refused:
 static void apply(struct egress *e, struct sbx_http_req *req, json_t *api)
 {
 	char err[512];
-	int rc = egress_set_policy(e, json_incref(e->file_doc), api, err, sizeof(err));
+	json_t *file = egress_file_doc(e);
+	int rc;
 
-	if (rc) {
+	if (!file) {
+		json_decref(api);
+		sbx_http_respond_error(req, 500, "out of memory");
+		return;
+	}
+	if ((rc = egress_set_policy(e, file, api, err, sizeof(err)))) {
 		e->api_refused++;
 		sbx_log_error("policy refused; the previous one stays", SBX_LS("source", "api"),
 			      SBX_LS("method", sbx_http_method(req)),
@@ -194,7 +203,7 @@ static void apply(struct egress *e, struct sbx_http_req *req, json_t *api)
 		return;
 	}
 	e->api_changes++;
-	sbx_log_info("policy applied", SBX_LS("source", e->api_doc ? "api" : "file"),
+	sbx_log_info("policy applied", SBX_LS("source", e->api_text ? "api" : "file"),
 		     SBX_LS("method", sbx_http_method(req)), SBX_LS("peer", sbx_http_peer(req)),
 		     SBX_LI("generation", (long long)e->generation),
 		     SBX_LI("rules", (long long)egress_policy_count(e->policy)));
@@ -232,12 +241,16 @@ static bool same_target(const json_t *a, const json_t *b)
 static void patch_policy(struct sbx_http_req *req, void *arg)
 {
 	struct egress *e = arg;
-	const json_t *cur = e->api_doc ? e->api_doc : e->file_doc;
-	json_t *patch, *doc, *rules, *r, *old;
+	json_t *patch, *cur, *doc, *rules, *r, *old;
 	size_t i, j;
 
 	if (!precondition(e, req) || !(patch = body_doc(e, req, true)))
 		return;
+	if (!(cur = e->api_text ? egress_api_doc(e) : egress_file_doc(e))) {
+		json_decref(patch);
+		sbx_http_respond_error(req, 500, "out of memory");
+		return;
+	}
 	rules = json_array();
 	json_array_foreach(rules_of(patch), i, r)
 		json_array_append(rules, r);
@@ -255,6 +268,7 @@ static void patch_policy(struct sbx_http_req *req, void *arg)
 				?: json_object_get(cur, "defaultAction"),
 			"rules", rules);
 	json_decref(patch);
+	json_decref(cur);
 	if (!doc) {
 		sbx_http_respond_error(req, 500, "out of memory");
 		return;
@@ -268,7 +282,7 @@ static void delete_policy(struct sbx_http_req *req, void *arg)
 
 	if (!precondition(e, req))
 		return;
-	if (!e->api_doc) {
+	if (!e->api_text) {
 		respond_view(e, req, 200);
 		return;
 	}

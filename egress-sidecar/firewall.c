@@ -35,7 +35,7 @@
 #define BATCH_MAX (64u << 10)
 
 struct firewall {
-	struct nft_ctx *nft;
+	struct nft_ctx *nft; /* the one that installed the table, until firewall_trim */
 	struct firewall_opts opts;
 	struct mnl_socket *nl; /* for the element messages */
 	uint32_t portid, seq;
@@ -69,6 +69,23 @@ static int run(struct nft_ctx *nft, const char *script, char *err, size_t err_si
 	return e && (strstr(e, "Operation not permitted") || strstr(e, "Permission denied"))
 		       ? -EPERM
 		       : -EOPNOTSUPP;
+}
+
+/* run() in a context of its own: libnftables keeps a cache of the table
+ * and its parser's buffers in a context, which a sidecar that changes its
+ * rules rarely need not hold between changes. */
+static int run_once(const char *script, char *err, size_t err_size)
+{
+	struct nft_ctx *nft = context();
+	int rc;
+
+	if (!nft) {
+		snprintf(err, err_size, "nftables: cannot make a context");
+		return -ENOMEM;
+	}
+	rc = run(nft, script, err, err_size);
+	nft_ctx_free(nft);
+	return rc;
 }
 
 int firewall_check(char *err, size_t err_size)
@@ -259,7 +276,7 @@ int firewall_update(struct firewall *fw, const struct egress_policy *policy, cha
 	if (!rc)
 		rc = output_rules(&b, &fw->opts, policy);
 	if (!rc)
-		rc = run(fw->nft, b.data, err, err_size);
+		rc = fw->nft ? run(fw->nft, b.data, err, err_size) : run_once(b.data, err, err_size);
 	sbx_buf_release(&b);
 	return rc;
 }
@@ -407,12 +424,18 @@ long firewall_learned(struct firewall *fw)
 	return a < 0 || b < 0 ? -1 : a + b;
 }
 
+void firewall_trim(struct firewall *fw)
+{
+	if (fw->nft)
+		nft_ctx_free(fw->nft);
+	fw->nft = NULL;
+}
+
 void firewall_free(struct firewall *fw)
 {
 	if (!fw)
 		return;
-	if (fw->nft)
-		nft_ctx_free(fw->nft);
+	firewall_trim(fw);
 	if (fw->nl)
 		mnl_socket_close(fw->nl);
 	sbx_free(fw->batch);

@@ -56,6 +56,9 @@ int firewall_update(struct firewall *fw, const struct egress_policy *policy, cha
 int firewall_learn(struct firewall *fw, const struct dns_answer *a);
 /* Addresses currently learned (both families), or -1 when it cannot be read. */
 long firewall_learned(struct firewall *fw);
+/* Drops what libnftables holds between changes (a cache of the table, its
+ * parser's buffers); the next update makes a context for itself. */
+void firewall_trim(struct firewall *fw);
 /* Frees the handle; the table stays. */
 void firewall_free(struct firewall *fw);
 /* Deletes the table: everything is allowed again. 0 also when it is not there. */

@@ -12,6 +12,7 @@
 #include "sbx/buf.h"
 #include "sbx/config.h"
 #include "sbx/http.h"
+#include "sbx/json.h"
 #include "sbx/kube_config.h"
 #include "sbx/log.h"
 #include "sbx/loop.h"
@@ -21,7 +22,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <libgen.h>
-#include <openssl/evp.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,7 @@ static char *admin_token_file = "";
 static long decisions_kept = 1000;
 static struct sbx_strv log_quiet;
 static char *log_decisions = "all";
+static char *policy_hash_file = "";
 
 /* Known DNS-over-HTTPS services: their names are denied after every rule
  * (so only a rule that allows one by name reaches it) and port 443 to their
@@ -156,9 +158,9 @@ static struct egress_extra policy_extra(void)
 				      .n_doh = n_doh_names };
 }
 
-/* Reads and compiles the policy file; with doc and text, keeps its document
- * and what it read (json_decref and sbx_free them). Errors go to stderr. */
-static int load_policy(struct egress_policy **out, json_t **doc_out, char **text_out)
+/* Reads and compiles the policy file; with text, keeps what it read there
+ * (sbx_free it). Errors go to stderr. */
+static int load_policy(struct egress_policy **out, char **text_out)
 {
 	struct egress_extra extra = policy_extra();
 	char err[512], *text = NULL;
@@ -180,27 +182,51 @@ static int load_policy(struct egress_policy **out, json_t **doc_out, char **text
 		rc = egress_policy_compile(doc, &extra, (size_t)max_rules, out, err, sizeof(err));
 	if (rc)
 		fprintf(stderr, "sbx-egress: %s: %s\n", policy_file, err);
-	if (!rc && doc_out) {
-		*doc_out = doc;
+	json_decref(doc);
+	if (!rc && text_out)
 		*text_out = text;
-	} else {
-		json_decref(doc);
+	else
 		sbx_free(text);
-	}
 	return rc;
 }
 
-/* The first 16 bytes of text's SHA-256 in hex: the digest the operator puts
- * in the Sandbox's status (status.egress.policyHash) for the same text. */
-static void text_digest(const char *text, char out[33])
+/* Gives the memory a policy's parsing left behind back to the system: the
+ * sidecar's footprint is what it holds, not its peak. */
+static void trim(void)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int md_len = 0;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
+/* The policy's digest as the operator wrote it next to the policy (the
+ * ConfigMap's policy-hash key: the first 16 bytes of the text's SHA-256 in
+ * hex, as status.egress.policyHash), or "" without one. The kubelet swaps
+ * both files at once. Read, not computed: hashing would initialise
+ * OpenSSL's providers, 2 MiB of the sidecar's memory. */
+static void read_hash(char out[33])
+{
+	char *text = NULL, *dir;
+	size_t len = 0, n;
 
 	out[0] = '\0';
-	EVP_Digest(text, strlen(text), md, &md_len, EVP_sha256(), NULL);
-	for (unsigned int i = 0; i < 16 && i < md_len; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	if (*policy_hash_file) {
+		sbx_read_file(policy_hash_file, 256, &text, &len);
+	} else if ((dir = sbx_strdup(policy_file))) {
+		char path[4096];
+
+		snprintf(path, sizeof(path), "%s/policy-hash", dirname(dir));
+		sbx_free(dir);
+		sbx_read_file(path, 256, &text, &len);
+	}
+	if (!text)
+		return;
+	n = strspn(text, "0123456789abcdef");
+	if (n == 32) {
+		memcpy(out, text, 32);
+		out[32] = '\0';
+	}
+	sbx_free(text);
 }
 
 static void print_verdict(const char *what, struct egress_verdict v)
@@ -218,7 +244,7 @@ static int check(int argc, char **argv)
 {
 	struct egress_policy *p = NULL;
 
-	if (load_policy(&p, NULL, NULL))
+	if (load_policy(&p, NULL))
 		return 1;
 	if (argc == 0) {
 		printf("defaultAction\t%s\n", egress_action_name(egress_policy_default(p)));
@@ -332,7 +358,7 @@ static void readyz(struct sbx_http_req *req, void *arg)
 	int n = snprintf(body, sizeof(body),
 			 "{\"status\":\"ok\",\"policyGeneration\":%lu,\"policyHash\":\"%s\","
 			 "\"policySource\":\"%s\"}",
-			 e->generation, e->policy_hash, e->api_doc ? "api" : "file");
+			 e->generation, e->policy_hash, e->api_text ? "api" : "file");
 
 	sbx_http_respond(req, 200, "application/json", body, (size_t)n);
 }
@@ -388,7 +414,7 @@ static void metrics(struct sbx_buf *b, void *arg)
 			   (double)e->api_refused);
 	sbx_metrics_sample(b, "sbx_egress_policy_from_api", "gauge",
 			   "1 while a policy set through the admin API is in force", "",
-			   e->api_doc ? 1 : 0);
+			   e->api_text ? 1 : 0);
 	sbx_metrics_sample(b, "sbx_egress_decisions_kept", "gauge",
 			   "Decisions GET /decisions can return now", "", (double)e->audit.n);
 	sbx_metrics_sample(b, "sbx_egress_decisions_dropped_total", "counter",
@@ -416,31 +442,46 @@ static json_t *effective(json_t *file, json_t *api)
 			 json_object_get(file, "alwaysDeny"));
 }
 
+json_t *egress_file_doc(const struct egress *e)
+{
+	char err[64];
+
+	return egress_policy_load(e->policy_text, strlen(e->policy_text), err, sizeof(err));
+}
+
+json_t *egress_api_doc(const struct egress *e)
+{
+	return e->api_text ? json_loads(e->api_text, 0, NULL) : NULL;
+}
+
 int egress_set_policy(struct egress *e, json_t *file, json_t *api, char *err, size_t err_size)
 {
 	struct egress_extra extra = policy_extra();
 	struct egress_policy *p = NULL;
 	json_t *doc = effective(file, api);
+	char *api_text = NULL;
 	int rc = -ENOMEM;
 
-	if (!doc)
+	if (!doc || (api && !(api_text = sbx_json_dumps(api))))
 		snprintf(err, err_size, "out of memory");
 	else if (!(rc = egress_policy_compile(doc, &extra, (size_t)max_rules, &p, err, err_size)) &&
 		 (rc = firewall_update(e->fw, p, err, err_size)))
 		egress_policy_free(p);
 	json_decref(doc);
 	if (rc) {
+		sbx_free(api_text);
 		json_decref(file);
 		json_decref(api);
 		return rc;
 	}
 	egress_policy_free(e->policy);
 	e->policy = p;
-	json_decref(e->file_doc);
-	e->file_doc = file;
-	json_decref(e->api_doc);
-	e->api_doc = api;
+	sbx_free(e->api_text);
+	e->api_text = api_text;
+	json_decref(file);
+	json_decref(api);
 	e->generation++;
+	trim();
 	return 0;
 }
 
@@ -450,7 +491,7 @@ int egress_set_policy(struct egress *e, json_t *file, json_t *api, char *err, si
 static void reload(struct egress *e)
 {
 	char err[512], *text = NULL;
-	bool had_api = e->api_doc != NULL;
+	bool had_api = e->api_text != NULL;
 	json_t *doc;
 	size_t len = 0;
 	int rc = -EINVAL;
@@ -459,6 +500,8 @@ static void reload(struct egress *e)
 		return; /* mid-swap; the next event brings it */
 	if ((e->policy_text && strcmp(text, e->policy_text) == 0) ||
 	    (e->refused_text && strcmp(text, e->refused_text) == 0)) {
+		if (e->policy_text && strcmp(text, e->policy_text) == 0)
+			read_hash(e->policy_hash); /* read mid-swap last time, maybe */
 		sbx_free(text);
 		return;
 	}
@@ -474,7 +517,7 @@ static void reload(struct egress *e)
 	}
 	sbx_free(e->policy_text);
 	e->policy_text = text;
-	text_digest(text, e->policy_hash);
+	read_hash(e->policy_hash);
 	sbx_log_info("policy applied", SBX_LS("source", "file"), SBX_LS("file", policy_file),
 		     SBX_LS("hash", e->policy_hash), SBX_LI("generation", (long long)e->generation),
 		     SBX_LI("rules", (long long)egress_policy_count(e->policy)),
@@ -573,17 +616,22 @@ static int sidecar(void)
 		return 1;
 	}
 	rc = 1;
-	if (load_policy(&e.policy, &e.file_doc, &e.policy_text))
+	if (load_policy(&e.policy, &e.policy_text))
 		goto out;
-	text_digest(e.policy_text, e.policy_hash);
-	/* Never run open: a kernel without what the rules need is an error. */
-	if (firewall_check(err, sizeof(err))) {
+	read_hash(e.policy_hash);
+	/* Never run open. The table goes in as one transaction that uses every
+	 * kernel feature the rules need; when the kernel refuses it, the probes
+	 * of firewall_check name what is missing. */
+	fo.dns_port = (uint16_t)(colon ? atoi(colon + 1) : 53);
+	if (firewall_new(&fo, e.policy, &e.fw, err, sizeof(err))) {
+		char why[512];
+
+		if (firewall_check(why, sizeof(why)))
+			snprintf(err, sizeof(err), "%s", why);
 		sbx_log_error("cannot enforce egress", SBX_LS("error", err));
 		goto out;
 	}
-	fo.dns_port = (uint16_t)(colon ? atoi(colon + 1) : 53);
 	if (upstream_new(e.loop, &uo, &e.up, err, sizeof(err)) ||
-	    firewall_new(&fo, e.policy, &e.fw, err, sizeof(err)) ||
 	    proxy_new(e.loop, &po, &e.policy, e.up, &hooks, &e.proxy, err, sizeof(err))) {
 		sbx_log_error("cannot start", SBX_LS("error", err));
 		goto out;
@@ -636,6 +684,9 @@ static int sidecar(void)
 		     SBX_LI("rules", (long long)egress_policy_count(e.policy)),
 		     SBX_LS("default", egress_action_name(egress_policy_default(e.policy))),
 		     SBX_LS("policy_hash", e.policy_hash), SBX_LD("ready_ms", e.ready_ms));
+	/* Ready: what only starting needed can go now. */
+	firewall_trim(e.fw);
+	trim();
 	uv_run(e.loop, UV_RUN_DEFAULT);
 	rc = 0;
 out:
@@ -653,8 +704,7 @@ out:
 	}
 	firewall_free(e.fw);
 	audit_release(&e.audit);
-	json_decref(e.file_doc);
-	json_decref(e.api_doc);
+	sbx_free(e.api_text);
 	egress_policy_free(e.policy);
 	sbx_free(e.policy_text);
 	sbx_free(e.refused_text);
@@ -671,6 +721,12 @@ int main(int argc, char **argv)
 		  .metavar = "FILE",
 		  .help = "the policy, JSON or YAML: {defaultAction, rules, alwaysAllow, "
 			  "alwaysDeny} (docs/egress.md); changes to it apply at once" },
+		{ .name = "policy-hash-file",
+		  .type = SBX_OPT_STRING,
+		  .dest = &policy_hash_file,
+		  .metavar = "FILE",
+		  .help = "the policy's digest, reported as policyHash (empty: policy-hash next "
+			  "to --policy-file, when there is one)" },
 		{ .name = "always-allow",
 		  .type = SBX_OPT_LIST,
 		  .dest = &always_allow,

@@ -28,9 +28,10 @@ struct egress {
 	uv_loop_t *loop;
 	const char *policy_file;
 	struct egress_policy *policy;
-	json_t *file_doc;   /* the policy file's document */
-	json_t *api_doc;    /* {defaultAction, rules} set through the API, or NULL */
+	/* The documents are kept as text (a parsed policy of 4,096 rules would
+	 * take megabytes) and parsed again when the API needs them. */
 	char *policy_text;  /* the file's text in force, to skip unchanged reloads */
+	char *api_text;	    /* {defaultAction, rules} set through the API (JSON), or NULL */
 	char *refused_text; /* the last text refused, to refuse (and log) it once */
 	char policy_hash[33]; /* of the file's text, as the operator's annotation */
 	struct upstream *up;
@@ -56,11 +57,15 @@ struct egress {
 
 /* Puts in force the policy of file (the policy file's document) with, when
  * api is not NULL, api's defaultAction and rules instead of the file's.
- * Takes both references. On success the state keeps them (dropping its old
- * ones) and the generation grows; on failure nothing changes and err says
- * why: -EINVAL for a policy that does not compile, another errno when the
- * firewall did not take it. */
+ * Takes both references. On success the state keeps api's text (the
+ * caller keeps the file's) and the generation grows; on failure nothing
+ * changes and err says why: -EINVAL for a policy that does not compile,
+ * another errno when the firewall did not take it. */
 int egress_set_policy(struct egress *e, json_t *file, json_t *api, char *err, size_t err_size);
+/* The documents in force, parsed again (NULL: out of memory, or no API
+ * policy). The reference is the caller's. */
+json_t *egress_file_doc(const struct egress *e);
+json_t *egress_api_doc(const struct egress *e);
 
 /* The admin API's routes (admin.c), served on --admin-listen with the
  * bearer token of e->admin_token_file. */

@@ -238,11 +238,12 @@ json_t *sandbox_pod(const json_t *sandbox, const char *id, const struct sandbox_
 		       main_container(spec, agent));
 	if (egress) {
 		json_array_append_new(inits, egress_container(s));
-		json_array_append_new(vols, json_pack("{s:s, s:{s:s?, s:[{s:s, s:s}]}}", "name",
-						      EGRESS_VOLUME, "configMap", "name",
-						      sbx_json_str(sandbox, "metadata.name"),
-						      "items", "key", SANDBOX_EGRESS_FILE, "path",
-						      SANDBOX_EGRESS_FILE));
+		json_array_append_new(
+			vols, json_pack("{s:s, s:{s:s?, s:[{s:s, s:s}, {s:s, s:s}]}}", "name",
+					EGRESS_VOLUME, "configMap", "name",
+					sbx_json_str(sandbox, "metadata.name"), "items", "key",
+					SANDBOX_EGRESS_FILE, "path", SANDBOX_EGRESS_FILE, "key",
+					SANDBOX_EGRESS_HASH_FILE, "path", SANDBOX_EGRESS_HASH_FILE));
 	}
 	if (agent) {
 		json_array_append_new(inits, install_container(s));
@@ -373,8 +374,9 @@ json_t *sandbox_egress_config(const json_t *sandbox, const char *id,
 	if (!json_is_object(egress) || !(text = egress_policy_text(egress, s)))
 		return NULL;
 	digest_hex(text, hash);
-	cm = json_pack("{s:s, s:s, s:o, s:{s:s}}", "apiVersion", "v1", "kind", "ConfigMap",
-		       "metadata", child_metadata(sandbox, id), "data", SANDBOX_EGRESS_FILE, text);
+	cm = json_pack("{s:s, s:s, s:o, s:{s:s, s:s}}", "apiVersion", "v1", "kind", "ConfigMap",
+		       "metadata", child_metadata(sandbox, id), "data", SANDBOX_EGRESS_FILE, text,
+		       SANDBOX_EGRESS_HASH_FILE, hash);
 	free(text);
 	if (!cm)
 		return NULL;

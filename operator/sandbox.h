@@ -38,6 +38,7 @@ struct sandbox_settings {
 /* Where the egress sidecar finds its policy, and its health port. */
 #define SANDBOX_EGRESS_DIR	       "/etc/sbx/egress"
 #define SANDBOX_EGRESS_FILE	       "policy.json"
+#define SANDBOX_EGRESS_HASH_FILE       "policy-hash"
 #define SANDBOX_EGRESS_HEALTH_PORT     15380
 #define SANDBOX_POLICY_HASH_ANNOTATION "sbx.dev/policy-hash"
 
@@ -54,7 +55,9 @@ json_t *sandbox_network_policy(const json_t *sandbox, const char *id,
 			       const struct sandbox_settings *s);
 /* The ConfigMap holding the egress policy the sidecar enforces (data
  * policy.json: spec.egress plus the operator's always-allow and always-deny
- * lists), or NULL when spec.egress is not set (then there is none). */
+ * lists; policy-hash: the text's digest, which the sidecar reports as the
+ * policy it applied), or NULL when spec.egress is not set (then there is
+ * none). */
 json_t *sandbox_egress_config(const json_t *sandbox, const char *id,
 			      const struct sandbox_settings *s);
 

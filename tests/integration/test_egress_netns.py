@@ -11,12 +11,14 @@ leaves the pod blocked."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -550,3 +552,71 @@ def test_an_admin_api_without_a_token_is_refused_at_start(net, tmp_path):
                     f"--policy-file={tmp_path}/none.yaml", "--admin-listen=127.0.0.1:15381")
     assert r.returncode == 2 and "--admin-token-file" in r.stderr, r.stderr
     assert "sbx_egress" not in net.exec_in(net.pod, "nft", "list", "tables").stdout
+
+
+def test_it_reports_the_digest_of_the_policy_it_applied(net, tmp_path):
+    """As the kubelet lays out a ConfigMap volume: each version in a folder
+    of its own, swapped in by one symlink, policy.json and the operator's
+    policy-hash together."""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+
+    def publish(version: int, text: str) -> str:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+        d = vol / f"..v{version}"
+        d.mkdir()
+        (d / "policy.json").write_text(text)
+        (d / "policy-hash").write_text(digest)
+        os.symlink(d.name, vol / "..data_tmp")
+        os.replace(vol / "..data_tmp", vol / "..data")
+        for f in ("policy.json", "policy-hash"):
+            if not (vol / f).is_symlink():
+                os.symlink(f"..data/{f}", vol / f)
+        return digest
+
+    first = publish(1, json.dumps({"defaultAction": "deny", "rules": []}))
+    net.tmp = tmp_path
+    proc = net.run_in(net.pod, str(binary("egress-sidecar/sbx-egress")),
+                      f"--policy-file={vol / 'policy.json'}", f"--upstream={RESOLVER}:53",
+                      "--listen=127.0.0.1:15380", "--log-format=json",
+                      stdout=subprocess.DEVNULL, stderr=open(tmp_path / "egress.log", "w"))
+    probe = Sidecar.__new__(Sidecar)
+    probe.net = net
+    try:
+        ready = wait_for(lambda: probe.get("/readyz"), "sbx-egress ready")
+        assert json.loads(ready) == {"status": "ok", "policyGeneration": 1, "policyHash": first,
+                                     "policySource": "file"}
+        second = publish(2, json.dumps({"defaultAction": "deny", "rules": [
+            {"action": "allow", "target": "*.allowed.test"}]}))
+        wait_for(lambda: json.loads(probe.get("/readyz"))["policyHash"] == second,
+                 "the new digest reported")
+        assert json.loads(probe.get("/readyz"))["policyGeneration"] == 2
+        assert in_pod(net, 'out["r"] = resolve("www.allowed.test")')["r"]["rcode"] == "NOERROR"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        net.exec_in(net.pod, str(binary("egress-sidecar/sbx-egress")), "cleanup")
+
+
+def test_without_net_admin_it_says_so_and_exits(net, tmp_path):
+    """Never a silent fail-open: a sidecar that cannot install its rules
+    names what is missing and exits; nothing is left half done."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir="/tmp") as f:
+        f.write(POLICY)
+        f.flush()
+        os.chmod(f.name, 0o644)
+        r = unprivileged(net, f.name)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    err = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")][-1]
+    assert err["msg"] == "cannot enforce egress", err
+    assert "CAP_NET_ADMIN" in err["error"], err
+    assert "sbx_egress" not in net.exec_in(net.pod, "nft", "list", "tables").stdout
+
+
+def unprivileged(net: Net, policy: str) -> subprocess.CompletedProcess:
+    """sbx-egress as nobody, without capabilities (the policy is readable to it)."""
+    return net.exec_in(net.pod, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                       "--inh-caps=-all", "--bounding-set=-all",
+                       str(binary("egress-sidecar/sbx-egress")),
+                       f"--policy-file={policy}", f"--upstream={RESOLVER}:53",
+                       "--listen=127.0.0.1:15380", "--log-format=json")

@@ -8,6 +8,7 @@ pod's status the way a kubelet would. (tests/e2e runs it on a real node.)"""
 from __future__ import annotations
 
 import ipaddress
+import hashlib
 import json
 import subprocess
 import tempfile
@@ -222,6 +223,7 @@ def test_egress_rules_become_a_sidecar_and_a_configmap_that_follows_them(operato
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}, c["name"]
     vol = {v["name"]: v for v in pod["spec"]["volumes"]}["sbx-egress-policy"]
     assert vol["configMap"]["name"] == "eg"
+    assert [i["key"] for i in vol["configMap"]["items"]] == ["policy.json", "policy-hash"]
     # The ConfigMap is the Sandbox's, and says what the sidecar enforces.
     policy, cm = wait_for("the ConfigMap", lambda: policy_of(cp, namespace, "eg"))
     ref = cm["metadata"]["ownerReferences"][0]
@@ -231,6 +233,9 @@ def test_egress_rules_become_a_sidecar_and_a_configmap_that_follows_them(operato
     st = wait_for("status.egress", lambda: get(cp, namespace, "sandbox", "eg")["status"]["egress"])
     assert st == {"configMap": "eg", "defaultAction": "deny", "rules": 1,
                   "policyHash": cm["metadata"]["annotations"]["sbx.dev/policy-hash"]}
+    # The digest travels with the text, for the sidecar to report what it applied.
+    assert cm["data"]["policy-hash"] == st["policyHash"] == \
+        hashlib.sha256(cm["data"]["policy.json"].encode()).hexdigest()[:32]
 
     # A rule change reaches the ConfigMap (the sidecar's volume) and leaves the pod running.
     rules.append({"action": "allow", "target": "files.example.com"})
