@@ -79,8 +79,7 @@ static json_t *always_list(const json_t *file, const char *key, const char *cons
 	json_t *out = json_array(), *v;
 	size_t i;
 
-	json_array_foreach(json_object_get(file, key), i, v)
-		json_array_append(out, v);
+	json_array_foreach(json_object_get(file, key), i, v) json_array_append(out, v);
 	for (i = 0; i < n_flags; i++)
 		json_array_append_new(out, json_string(flags[i]));
 	return out;
@@ -252,14 +251,13 @@ static void patch_policy(struct sbx_http_req *req, void *arg)
 		return;
 	}
 	rules = json_array();
-	json_array_foreach(rules_of(patch), i, r)
-		json_array_append(rules, r);
+	json_array_foreach(rules_of(patch), i, r) json_array_append(rules, r);
 	json_array_foreach(rules_of(cur), i, old)
 	{
 		bool replaced = false;
 
-		json_array_foreach(rules_of(patch), j, r)
-			replaced = replaced || same_target(old, r);
+		json_array_foreach(rules_of(patch), j, r) replaced =
+			replaced || same_target(old, r);
 		if (!replaced)
 			json_array_append(rules, old);
 	}

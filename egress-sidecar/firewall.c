@@ -276,7 +276,8 @@ int firewall_update(struct firewall *fw, const struct egress_policy *policy, cha
 	if (!rc)
 		rc = output_rules(&b, &fw->opts, policy);
 	if (!rc)
-		rc = fw->nft ? run(fw->nft, b.data, err, err_size) : run_once(b.data, err, err_size);
+		rc = fw->nft ? run(fw->nft, b.data, err, err_size)
+			     : run_once(b.data, err, err_size);
 	sbx_buf_release(&b);
 	return rc;
 }
@@ -312,7 +313,8 @@ static bool put_elems(struct firewall *fw, struct mnl_nlmsg_batch *b, int family
 				t = fw->opts.min_s;
 			if (t > fw->opts.max_s)
 				t = fw->opts.max_s;
-			nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, (uint64_t)(t ? t : 1) * 1000);
+			nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT,
+					       (uint64_t)(t ? t : 1) * 1000);
 		}
 		nftnl_set_elem_add(set, e);
 	}

@@ -284,7 +284,6 @@ static int check(int argc, char **argv)
 
 /* ---- the sidecar ---------------------------------------------------------- */
 
-
 static int learn(void *arg, const struct dns_question *q, const struct dns_answer *a)
 {
 	struct egress *e = arg;

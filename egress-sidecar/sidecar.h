@@ -30,9 +30,9 @@ struct egress {
 	struct egress_policy *policy;
 	/* The documents are kept as text (a parsed policy of 4,096 rules would
 	 * take megabytes) and parsed again when the API needs them. */
-	char *policy_text;  /* the file's text in force, to skip unchanged reloads */
-	char *api_text;	    /* {defaultAction, rules} set through the API (JSON), or NULL */
-	char *refused_text; /* the last text refused, to refuse (and log) it once */
+	char *policy_text;    /* the file's text in force, to skip unchanged reloads */
+	char *api_text;	      /* {defaultAction, rules} set through the API (JSON), or NULL */
+	char *refused_text;   /* the last text refused, to refuse (and log) it once */
 	char policy_hash[33]; /* of the file's text, as the operator's annotation */
 	struct upstream *up;
 	struct proxy *proxy;

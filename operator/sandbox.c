@@ -238,12 +238,13 @@ json_t *sandbox_pod(const json_t *sandbox, const char *id, const struct sandbox_
 		       main_container(spec, agent));
 	if (egress) {
 		json_array_append_new(inits, egress_container(s));
-		json_array_append_new(
-			vols, json_pack("{s:s, s:{s:s?, s:[{s:s, s:s}, {s:s, s:s}]}}", "name",
-					EGRESS_VOLUME, "configMap", "name",
-					sbx_json_str(sandbox, "metadata.name"), "items", "key",
-					SANDBOX_EGRESS_FILE, "path", SANDBOX_EGRESS_FILE, "key",
-					SANDBOX_EGRESS_HASH_FILE, "path", SANDBOX_EGRESS_HASH_FILE));
+		json_array_append_new(vols, json_pack("{s:s, s:{s:s?, s:[{s:s, s:s}, {s:s, s:s}]}}",
+						      "name", EGRESS_VOLUME, "configMap", "name",
+						      sbx_json_str(sandbox, "metadata.name"),
+						      "items", "key", SANDBOX_EGRESS_FILE, "path",
+						      SANDBOX_EGRESS_FILE, "key",
+						      SANDBOX_EGRESS_HASH_FILE, "path",
+						      SANDBOX_EGRESS_HASH_FILE));
 	}
 	if (agent) {
 		json_array_append_new(inits, install_container(s));

@@ -28,9 +28,9 @@ static json_t *query(const struct audit *a, struct audit_query q, char *names, s
 	assert_non_null(doc);
 	sbx_buf_release(&b);
 	names[0] = '\0';
-	json_array_foreach(json_object_get(doc, "decisions"), i, e)
-		n += (size_t)snprintf(names + n, size - n, "%s%s", n ? " " : "",
-				      json_string_value(json_object_get(e, "name")));
+	json_array_foreach(json_object_get(doc, "decisions"), i, e) n +=
+		(size_t)snprintf(names + n, size - n, "%s%s", n ? " " : "",
+				 json_string_value(json_object_get(e, "name")));
 	return doc;
 }
 
@@ -58,8 +58,8 @@ static void test_the_ring_keeps_the_newest_in_order(void **state)
 	json_decref(doc);
 
 	/* after: what a poller has not seen; limit: the newest that match. */
-	json_decref(query(&a, (struct audit_query){ .after = 2, .denied = -1 }, names,
-			  sizeof(names)));
+	json_decref(
+		query(&a, (struct audit_query){ .after = 2, .denied = -1 }, names, sizeof(names)));
 	assert_string_equal(names, "c.test D.test.");
 	doc = query(&a, (struct audit_query){ .limit = 1, .denied = -1 }, names, sizeof(names));
 	assert_string_equal(names, "D.test.");
