@@ -21,6 +21,7 @@
 
 #include <curl/curl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -31,6 +32,8 @@ static char *agent_image = "sbx.local/sbx-agent:dev";
 static char *cluster_domain = "cluster.local";
 static char *ingress_namespace = "sbx-system";
 static char *ingress_selector = "app.kubernetes.io/name=sbx-ingress";
+static char *operator_namespace = "";
+static char *operator_selector = "app.kubernetes.io/name=sbx-operator";
 static struct sbx_strv deny_cidrs;
 static char *egress_image = "sbx.local/sbx-egress:dev";
 static struct sbx_strv egress_allow;
@@ -124,6 +127,9 @@ static void metrics(struct sbx_buf *b, void *arg)
 	sbx_metrics_sample(b, "sbx_operator_conflicts_total", "counter",
 			   "Status writes refused with 409 (the Sandbox had changed)", "",
 			   (double)s->conflicts);
+	sbx_metrics_sample(b, "sbx_operator_egress_probes_total", "counter",
+			   "GETs of egress sidecars' /readyz (which policy they enforce)", "",
+			   (double)s->egress_probes);
 	sbx_metrics_sample(b, "sbx_operator_events_total", "counter",
 			   "Kubernetes Events posted on Sandboxes", "", (double)s->events);
 	sbx_metrics_sample(b, "sbx_operator_queue_depth", "gauge", "Sandbox keys waiting", "",
@@ -325,6 +331,18 @@ int main(int argc, char **argv)
 		  .dest = &ingress_selector,
 		  .metavar = "KEY=VALUE",
 		  .help = "label of the sbx-ingress pods: the only pods a sandbox admits" },
+		{ .name = "operator-namespace",
+		  .type = SBX_OPT_STRING,
+		  .dest = &operator_namespace,
+		  .metavar = "NS",
+		  .help = "namespace of this operator's pods (default: $POD_NAMESPACE; empty: "
+			  "it runs outside the cluster), which Sandboxes with spec.egress admit on "
+			  "the sidecar's health port" },
+		{ .name = "operator-selector",
+		  .type = SBX_OPT_STRING,
+		  .dest = &operator_selector,
+		  .metavar = "KEY=VALUE",
+		  .help = "label of this operator's pods, for the same rule" },
 		{ .name = "deny-cidr",
 		  .type = SBX_OPT_LIST,
 		  .dest = &deny_cidrs,
@@ -423,6 +441,14 @@ int main(int argc, char **argv)
 		sbx_config_release(&cfg);
 		return 2;
 	}
+	if (!*operator_namespace && getenv("POD_NAMESPACE"))
+		operator_namespace = getenv("POD_NAMESPACE");
+	if (!strchr(operator_selector, '=')) {
+		fprintf(stderr, "sbx-operator: --operator-selector wants KEY=VALUE, got '%s'\n",
+			operator_selector);
+		sbx_config_release(&cfg);
+		return 2;
+	}
 	/* A config list is NULL-terminated once it has items. */
 	op.namespaces = namespaces.n ? (const char *const *)namespaces.v : NULL;
 	op.settings = (struct sandbox_settings){
@@ -434,6 +460,8 @@ int main(int argc, char **argv)
 		.deny_cidrs = deny_cidrs.n ? (const char *const *)deny_cidrs.v : default_deny_cidrs,
 		.egress_image = egress_image,
 		.egress_always_allow = egress_allow.n ? (const char *const *)egress_allow.v : NULL,
+		.operator_namespace = operator_namespace,
+		.operator_pod_label = operator_selector,
 	};
 	op.settings.egress_always_deny =
 		egress_deny.n ? (const char *const *)egress_deny.v : op.settings.deny_cidrs;

@@ -11,6 +11,8 @@
 #include "sbx/map.h"
 #include "sbx/workqueue.h"
 
+#include "egress_probe.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -76,6 +78,7 @@ struct reconciler {
 	struct scope *scopes;
 	size_t n_scopes;
 	struct sbx_workqueue *queue;
+	struct egress_probe *probe;
 	struct pass *passes;
 	unsigned synced;
 	bool stopped;
@@ -585,7 +588,6 @@ static void write_status(struct pass *p)
 	gmtime_r(&t, &tm);
 	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	status = sandbox_status(p->sandbox, p->id, pod, r->settings, now, p->expired);
-	json_decref(seen);
 	if (p->conflict) {
 		char msg[512];
 
@@ -598,7 +600,22 @@ static void write_status(struct pass *p)
 	} else if (p->failed[0]) {
 		/* Retried: the phase stays what it was. */
 		not_ready(status, NULL, "ChildWriteFailed", p->failed);
+	} else if (pod && r->probe) {
+		/* Whether the egress sidecar enforces the ConfigMap's policy yet. */
+		const char *ip = sandbox_egress_sidecar_ip(pod);
+		const char *pod_uid = sbx_json_str(pod, "metadata.uid");
+		const struct sandbox_egress_seen *said =
+			ip && pod_uid ? egress_probe_seen(r->probe, p->key, pod_uid) : NULL;
+
+		if (sandbox_status_egress(status, p->sandbox, pod, said, now) && ip && pod_uid) {
+			uint64_t wait = egress_probe_ask(r->probe, p->key, pod_uid, ip);
+
+			if (wait)
+				sbx_workqueue_add_after(r->queue, p->key, wait);
+			r->stats.egress_probes = egress_probe_requests(r->probe);
+		}
 	}
+	json_decref(seen); /* pod may be it: used until here */
 	written = sbx_map_get(&r->written, p->key);
 	if (sandbox_status_equal(status, json_object_get(p->sandbox, "status")) ||
 	    (written &&
@@ -805,6 +822,8 @@ static void process(struct sbx_workqueue *q, const char *key, void *arg)
 	/* Gone, or going: the garbage collector removes the children it owns. */
 	if (!sbx || json_object_get(json_object_get(sbx, "metadata"), "deletionTimestamp")) {
 		json_decref(sbx);
+		if (r->probe)
+			egress_probe_forget(r->probe, key);
 		pass_end(p, 0);
 		return;
 	}
@@ -891,6 +910,15 @@ static void free_value(const char *key, void *value, void *arg)
 	sbx_free(value);
 }
 
+/* A sidecar answered (or did not): a pass puts it in the status. */
+static void on_probe_answered(const char *key, void *arg)
+{
+	struct reconciler *r = arg;
+
+	if (!r->stopped)
+		sbx_workqueue_add(r->queue, key);
+}
+
 int reconciler_new(uv_loop_t *loop, struct sbx_kube *kube, const struct sandbox_settings *settings,
 		   unsigned workers, const char *const *namespaces, struct reconciler **out)
 {
@@ -913,6 +941,8 @@ int reconciler_new(uv_loop_t *loop, struct sbx_kube *kube, const struct sandbox_
 	sbx_map_init(&r->written, 1000000);
 	if ((rc = sbx_workqueue_new(loop, &qo, process, r, &r->queue)))
 		goto out_free;
+	if ((rc = egress_probe_new(loop, on_probe_answered, r, &r->probe)))
+		goto out_queue;
 	for (size_t i = 0; i < r->n_scopes; i++)
 		if ((rc = scope_init(r, &r->scopes[i], n ? namespaces[i] : NULL)))
 			goto out_informers;
@@ -920,6 +950,8 @@ int reconciler_new(uv_loop_t *loop, struct sbx_kube *kube, const struct sandbox_
 	return 0;
 out_informers:
 	scopes_free(r);
+	egress_probe_free(r->probe);
+out_queue:
 	sbx_workqueue_free(r->queue);
 out_free:
 	sbx_map_release(&r->phases);
@@ -987,6 +1019,9 @@ void reconciler_stop(struct reconciler *r)
 		return;
 	r->stopped = true;
 	scopes_free(r);
+	/* GETs in flight end in the pool; their answers are dropped. */
+	egress_probe_free(r->probe);
+	r->probe = NULL;
 	/* Cancels the delayed adds (expiry timers), so the loop can end; keys in
 	 * process stay valid until their sbx_workqueue_done in reconciler_free. */
 	sbx_workqueue_free(r->queue);

@@ -29,6 +29,7 @@ extern const double reconciler_bucket_bounds[RECONCILER_BUCKETS];
 
 struct reconciler_stats {
 	uint64_t passes, failures, writes, status_writes, conflicts, deletes, events;
+	uint64_t egress_probes;			   /* GETs of sidecars' /readyz */
 	uint64_t pass_us_total;			   /* summed duration of passes */
 	uint64_t pass_buckets[RECONCILER_BUCKETS]; /* passes no longer than each bound */
 };

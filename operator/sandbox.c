@@ -335,6 +335,16 @@ json_t *sandbox_network_policy(const json_t *sandbox, const char *id,
 		       "egress", "to", "namespaceSelector", "podSelector", "matchLabels", "k8s-app",
 		       "kube-dns", "ports", "protocol", "UDP", "port", 53, "protocol", "TCP",
 		       "port", 53, "to", "ipBlock", "cidr", "0.0.0.0/0", "except", except);
+	/* With an egress sidecar: the operator reads what it applied (/readyz). */
+	if (np && json_is_object(json_object_get(json_object_get(sandbox, "spec"), "egress")) &&
+	    s->operator_namespace && *s->operator_namespace && s->operator_pod_label)
+		json_array_append_new(
+			json_object_get(json_object_get(np, "spec"), "ingress"),
+			json_pack("{s:[{s:{s:{s:s}}, s:{s:o}}], s:[{s:s, s:i}]}", "from",
+				  "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name",
+				  s->operator_namespace, "podSelector", "matchLabels",
+				  label_selector(s->operator_pod_label), "ports", "protocol", "TCP",
+				  "port", SANDBOX_EGRESS_HEALTH_PORT));
 	sandbox_stamp_hash(np);
 	return np;
 }
@@ -737,4 +747,84 @@ json_t *sandbox_status(const json_t *sandbox, const char *id, const json_t *pod,
 bool sandbox_status_equal(const json_t *a, const json_t *b)
 {
 	return a && b && json_equal(a, b);
+}
+
+const char *sandbox_egress_sidecar_ip(const json_t *pod)
+{
+	const json_t *st = json_object_get(pod, "status"), *c;
+	size_t i;
+
+	json_array_foreach(json_object_get(st, "initContainerStatuses"), i,
+			   c) if (strcmp(sbx_json_str(c, "name") ?: "", "sbx-egress") == 0 &&
+				  sbx_json_bool(c, "started", false)) return sbx_json_str(st,
+											  "podIP");
+	return NULL;
+}
+
+bool sandbox_status_egress(json_t *status, const json_t *sandbox, const json_t *pod,
+			   const struct sandbox_egress_seen *seen, const char *now)
+{
+	json_t *egress = json_object_get(status, "egress"), *conds, *c;
+	const char *want = sbx_json_str(egress, "policyHash") ?: "", *st, *reason;
+	const json_t *old = NULL;
+	char msg[512];
+	size_t i;
+
+	if (!egress || !pod || !sandbox_egress_sidecar_ip(pod) ||
+	    strcmp(sbx_json_str(status, "phase") ?: "", "Running") != 0)
+		return false;
+	json_array_foreach(json_object_get(json_object_get(sandbox, "status"), "conditions"), i, c)
+	{
+		if (strcmp(sbx_json_str(c, "type") ?: "", "EgressPolicyApplied") == 0)
+			old = c;
+	}
+	if (!seen && old) {
+		/* Not asked since this operator started: what was last written
+		 * stays until the sidecar answers (no flapping on a restart). */
+		const json_t *applied = json_object_get(
+			json_object_get(json_object_get(sandbox, "status"), "egress"), "applied");
+
+		if (applied)
+			json_object_set(egress, "applied", (json_t *)applied);
+		if ((conds = json_object_get(status, "conditions")))
+			json_array_append(conds, (json_t *)old);
+		return true;
+	}
+	if (seen && seen->reachable)
+		json_object_set_new(egress, "applied",
+				    json_pack("{s:s, s:I, s:s}", "policyHash", seen->hash,
+					      "generation", (json_int_t)seen->generation, "source",
+					      seen->from_api ? "api" : "file"));
+	if (!seen) {
+		st = "Unknown", reason = "NotAskedYet";
+		snprintf(msg, sizeof(msg), "the sidecar has not been asked yet");
+	} else if (!seen->reachable) {
+		st = "Unknown", reason = "SidecarUnreachable";
+		snprintf(msg, sizeof(msg),
+			 "GET /readyz on the sidecar (port %d) failed; asked again shortly",
+			 SANDBOX_EGRESS_HEALTH_PORT);
+	} else if (seen->from_api) {
+		st = "False", reason = "AdminAPIPolicy";
+		snprintf(msg, sizeof(msg),
+			 "a policy set through the sidecar's admin API is in force; the "
+			 "ConfigMap's returns with its next change or DELETE /policy");
+	} else if (strcmp(seen->hash, want) == 0) {
+		st = "True", reason = "Applied";
+		snprintf(msg, sizeof(msg), "the sidecar enforces the ConfigMap's policy %s", want);
+	} else {
+		st = "False", reason = "Propagating";
+		snprintf(msg, sizeof(msg),
+			 "the sidecar enforces policy %s; %s is in the ConfigMap and applies "
+			 "when the kubelet updates the pod's volume (about a minute)",
+			 *seen->hash ? seen->hash : "(none)", want);
+	}
+	if (old && strcmp(sbx_json_str(old, "status") ?: "", st) == 0 &&
+	    sbx_json_str(old, "lastTransitionTime"))
+		now = sbx_json_str(old, "lastTransitionTime");
+	if (!(conds = json_object_get(status, "conditions")))
+		return false;
+	json_array_append_new(conds, json_pack("{s:s, s:s, s:s, s:s, s:s}", "type",
+					       "EgressPolicyApplied", "status", st, "reason",
+					       reason, "message", msg, "lastTransitionTime", now));
+	return strcmp(st, "True") != 0;
 }

@@ -33,6 +33,19 @@ struct sandbox_settings {
 	 * (NULL-terminated; NULL: none). */
 	const char *const *egress_always_allow;
 	const char *const *egress_always_deny;
+	/* The operator's own pods ("key=value" in operator_namespace), which a
+	 * Sandbox with spec.egress admits on the sidecar's health port to read
+	 * what it applied; NULL: no such rule (the operator runs elsewhere). */
+	const char *operator_namespace;
+	const char *operator_pod_label;
+};
+
+/* What the egress sidecar of a Sandbox's pod said it enforces (its /readyz). */
+struct sandbox_egress_seen {
+	bool reachable;	 /* false: the last GET failed */
+	char hash[33];	 /* the policy-hash it applied ("" without one) */
+	long generation; /* policies it applied since it started */
+	bool from_api;	 /* its admin API's policy is in force, not the ConfigMap's */
 };
 
 /* Where the egress sidecar finds its policy, and its health port. */
@@ -87,5 +100,13 @@ json_t *sandbox_status(const json_t *sandbox, const char *id, const json_t *pod,
 
 /* True when the two status objects say the same thing. */
 bool sandbox_status_equal(const json_t *a, const json_t *b);
+/* For a Sandbox with spec.egress whose pod runs: status.egress.applied
+ * (what seen says, NULL: not asked yet) and the condition
+ * EgressPolicyApplied, True once the sidecar enforces the ConfigMap's
+ * policy. Returns true when the sidecar should be asked (again). */
+bool sandbox_status_egress(json_t *status, const json_t *sandbox, const json_t *pod,
+			   const struct sandbox_egress_seen *seen, const char *now);
+/* The pod's address when its egress sidecar has started (NULL otherwise). */
+const char *sandbox_egress_sidecar_ip(const json_t *pod);
 
 #endif

@@ -4,7 +4,8 @@ rules allow (an HTTP server on the node's stand-in for the internet,
 allowed.world.test) and not a denied one, by name or by address; the
 cluster's own addresses stay out even for an allowed name; the sandbox
 container, root with every capability it has, cannot touch the rules; and an
-edit of the Sandbox's rules applies in the running pod, without a restart."""
+edit of the Sandbox's rules applies in the running pod, without a restart,
+and the Sandbox's status says when it has (the operator asks the sidecar)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,14 @@ def py(kube, ns: str, code: str, *args: str) -> str:
                      timeout=60).stdout.strip()
 
 
+def applied_condition(kube, ns: str, status: str | None) -> dict | None:
+    """The Sandbox's EgressPolicyApplied condition (when its status is
+    status, if given)."""
+    conds = kube.get(ns, "sandbox", "guarded")["status"].get("conditions", [])
+    c = next((c for c in conds if c["type"] == "EgressPolicyApplied"), None)
+    return c if c and (status is None or c["status"] == status) else None
+
+
 def decisions(kube, ns: str) -> list[dict]:
     out = kube.kubectl("-n", ns, "logs", "guarded", "-c", "sbx-egress").stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -122,6 +131,13 @@ def test_a_sandbox_with_egress_rules_reaches_only_what_they_allow(operator, ns, 
     ready = next(e for e in logs if e.get("msg") == "ready")
     assert ready["default"] == "deny" and ready["ready_ms"] < 1000, ready
     assert ready["policy_hash"] == sbx["status"]["egress"]["policyHash"]
+    # The operator asks the sidecar what it enforces: the Sandbox says so.
+    applied = wait_until("EgressPolicyApplied", lambda: applied_condition(kube, ns, "True"),
+                         timeout=60, interval=1)
+    assert applied["reason"] == "Applied", applied
+    egress_status = kube.get(ns, "sandbox", "guarded")["status"]["egress"]
+    assert egress_status["applied"] == {"policyHash": ready["policy_hash"], "generation": 1,
+                                        "source": "file"}, egress_status
 
     # The sandbox runs as root, without NET_ADMIN: the kernel refuses its
     # request to delete the table, and it cannot use the sidecar's mark.
@@ -139,12 +155,23 @@ def test_a_sandbox_with_egress_rules_reaches_only_what_they_allow(operator, ns, 
     egress["rules"][1] = {"action": "allow", "target": "*.world.test"}
     kube.kubectl("-n", ns, "patch", "sandbox", "guarded", "--type=merge",
                  "-p", json.dumps({"spec": {"egress": egress}}))
-    applied = wait_until("the sidecar applying the edited rules",
-                         lambda: [e for e in decisions(kube, ns) if e.get("msg") == "policy applied"],
-                         timeout=150, interval=2)
-    assert applied[0]["generation"] == 2
-    new_hash = kube.get(ns, "sandbox", "guarded")["status"]["egress"]["policyHash"]
-    assert applied[0]["hash"] == new_hash != ready["policy_hash"]
+    # Until the kubelet updates the volume, the Sandbox says the edit is on its way.
+    new_hash = wait_until("the new policy's digest in the status", lambda: (
+        h := kube.get(ns, "sandbox", "guarded")["status"]["egress"]["policyHash"]) != ready[
+        "policy_hash"] and h, timeout=30, interval=0.5)
+    reasons = set()
+
+    def applied_again():
+        c = applied_condition(kube, ns, None)
+        reasons.add(c and c["reason"])
+        eg = kube.get(ns, "sandbox", "guarded")["status"]["egress"]
+        return c and c["status"] == "True" and eg.get("applied", {}).get("policyHash") == new_hash
+
+    wait_until("the sidecar applying the edited rules (EgressPolicyApplied)", applied_again,
+               timeout=150, interval=1)
+    print(f"condition reasons seen while the edit propagated: {sorted(map(str, reasons))}")
+    applied = [e for e in decisions(kube, ns) if e.get("msg") == "policy applied"]
+    assert applied[0]["generation"] == 2 and applied[0]["hash"] == new_hash
     assert py(kube, ns, FETCH, f"http://denied.world.test:{PORT}/") == f"served by {denied}"
     last = [e for e in decisions(kube, ns) if e.get("msg") == "dns" and e["name"] == "denied.world.test"]
     assert last[-1]["verdict"] == "allow" and last[-1]["rule"] == "rules[1]", last[-1]

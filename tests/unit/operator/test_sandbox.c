@@ -340,6 +340,80 @@ static json_t *with_egress(const char *rules)
 	return sbx;
 }
 
+/* The status says whether the pod's sidecar enforces the ConfigMap's
+ * policy, from what its /readyz said. */
+static void the_status_says_which_policy_the_sidecar_applies(void **state)
+{
+	json_t *sbx = with_egress("{\"defaultAction\":\"deny\",\"rules\":[]}"), *st, *pod;
+	struct sandbox_egress_seen seen = { .reachable = true, .generation = 1 };
+	char want[33];
+
+	/* Not started yet: nothing to ask, no condition. */
+	pod = pod_with("{\"phase\":\"Running\",\"podIP\":\"10.244.0.7\",\"conditions\":"
+		       "[{\"type\":\"Ready\",\"status\":\"True\"}]}");
+	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:00:00Z", false);
+	assert_null(sandbox_egress_sidecar_ip(pod));
+	assert_false(sandbox_status_egress(st, sbx, pod, NULL, "2026-12-03T10:00:00Z"));
+	assert_int_equal(json_array_size(json_object_get(st, "conditions")), 1);
+	json_decref(st);
+	json_decref(pod);
+
+	pod = pod_with("{\"phase\":\"Running\",\"podIP\":\"10.244.0.7\",\"conditions\":"
+		       "[{\"type\":\"Ready\",\"status\":\"True\"}],\"initContainerStatuses\":"
+		       "[{\"name\":\"sbx-egress\",\"started\":true,\"ready\":true}]}");
+	assert_string_equal(sandbox_egress_sidecar_ip(pod), "10.244.0.7");
+	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:00:01Z", false);
+	assert_non_null(sbx_json_str(st, "egress.policyHash"));
+	snprintf(want, sizeof(want), "%s", sbx_json_str(st, "egress.policyHash"));
+	/* Not asked yet: Unknown, and ask. */
+	assert_true(sandbox_status_egress(st, sbx, pod, NULL, "2026-12-03T10:00:01Z"));
+	assert_json(st, "conditions.[1].type", "\"EgressPolicyApplied\"");
+	assert_json(st, "conditions.[1].status", "\"Unknown\"");
+	json_decref(st);
+
+	/* The sidecar still on an older policy: False, Propagating; ask again. */
+	snprintf(seen.hash, sizeof(seen.hash), "0123456789abcdef0123456789abcdef");
+	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:00:02Z", false);
+	assert_true(sandbox_status_egress(st, sbx, pod, &seen, "2026-12-03T10:00:02Z"));
+	assert_json(st, "conditions.[1].reason", "\"Propagating\"");
+	assert_json(st, "egress.applied.policyHash", "\"0123456789abcdef0123456789abcdef\"");
+	json_decref(st);
+
+	/* The ConfigMap's: True, and nothing more to ask. */
+	snprintf(seen.hash, sizeof(seen.hash), "%s", want);
+	seen.generation = 2;
+	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:00:03Z", false);
+	assert_false(sandbox_status_egress(st, sbx, pod, &seen, "2026-12-03T10:00:03Z"));
+	assert_json(st, "conditions.[1].status", "\"True\"");
+	assert_json(st, "conditions.[1].reason", "\"Applied\"");
+	assert_json(st, "egress.applied.generation", "2");
+	assert_json(st, "egress.applied.source", "\"file\"");
+	json_object_set_new(sbx, "status", st);
+
+	/* A restarted operator (nothing seen yet) keeps what was written. */
+	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:09:00Z", false);
+	assert_true(sandbox_status_egress(st, sbx, pod, NULL, "2026-12-03T10:09:00Z"));
+	assert_true(sandbox_status_equal(st, json_object_get(sbx, "status")));
+	json_decref(st);
+
+	/* The admin API's policy in force; then a sidecar that does not answer. */
+	seen.from_api = true;
+	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:10:00Z", false);
+	assert_true(sandbox_status_egress(st, sbx, pod, &seen, "2026-12-03T10:10:00Z"));
+	assert_json(st, "conditions.[1].reason", "\"AdminAPIPolicy\"");
+	assert_json(st, "conditions.[1].lastTransitionTime", "\"2026-12-03T10:10:00Z\"");
+	json_decref(st);
+	seen.reachable = false;
+	st = sandbox_status(sbx, "s1-abcde", pod, &settings, "2026-12-03T10:11:00Z", false);
+	assert_true(sandbox_status_egress(st, sbx, pod, &seen, "2026-12-03T10:11:00Z"));
+	assert_json(st, "conditions.[1].reason", "\"SidecarUnreachable\"");
+	assert_json(st, "egress.applied", "null");
+	json_decref(st);
+	json_decref(pod);
+	json_decref(sbx);
+	(void)state;
+}
+
 static void egress_adds_a_native_sidecar_and_a_policy_configmap(void **state)
 {
 	json_t *sbx = with_egress("{\"defaultAction\":\"deny\",\"rules\":"
@@ -476,6 +550,7 @@ int main(void)
 		cmocka_unit_test(a_child_is_current_only_when_owned_and_unchanged),
 		cmocka_unit_test(the_status_follows_the_pod),
 		cmocka_unit_test(egress_adds_a_native_sidecar_and_a_policy_configmap),
+		cmocka_unit_test(the_status_says_which_policy_the_sidecar_applies),
 		cmocka_unit_test(a_rule_change_changes_the_configmap_and_not_the_pod),
 		cmocka_unit_test(expiry_comes_from_the_spec_or_the_ttl),
 	};
