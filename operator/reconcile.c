@@ -284,10 +284,11 @@ static json_t *child_meta(const json_t *meta)
 	return out;
 }
 
-/* A pod's container statuses: name and state (waiting/terminated reasons). */
+/* A pod's container statuses: name, state (waiting/terminated reasons),
+ * readiness, and whether it started (the egress sidecar's startup probe). */
 static json_t *container_states(const json_t *list)
 {
-	static const char *const keys[] = { "name", "state", "ready", NULL };
+	static const char *const keys[] = { "name", "state", "ready", "started", NULL };
 	json_t *out = json_array(), *c;
 	size_t i;
 

@@ -414,6 +414,37 @@ static void the_status_says_which_policy_the_sidecar_applies(void **state)
 	(void)state;
 }
 
+/* A Sandbox with spec.egress admits the operator's own pods on the
+ * sidecar's health port (to read what it applied); one without does not,
+ * and neither does an operator that runs outside the cluster. */
+static void the_operator_may_ask_the_sidecar(void **state)
+{
+	struct sandbox_settings in = settings;
+	json_t *sbx = with_egress("{\"defaultAction\":\"deny\",\"rules\":[]}"), *plain = minimal();
+	json_t *np;
+
+	in.operator_namespace = "sbx-system";
+	in.operator_pod_label = "app.kubernetes.io/name=sbx-operator";
+	np = sandbox_network_policy(sbx, "s1-abcde", &in);
+	assert_json(np, "spec.ingress.[1]",
+		    "{\"from\":[{\"namespaceSelector\":{\"matchLabels\":"
+		    "{\"kubernetes.io/metadata.name\":\"sbx-system\"}},\"podSelector\":"
+		    "{\"matchLabels\":{\"app.kubernetes.io/name\":\"sbx-operator\"}}}],"
+		    "\"ports\":[{\"port\":15380,\"protocol\":\"TCP\"}]}");
+	json_decref(np);
+	np = sandbox_network_policy(plain, "s1-abcde", &in);
+	assert_int_equal(json_array_size(json_object_get(json_object_get(np, "spec"), "ingress")),
+			 1);
+	json_decref(np);
+	np = sandbox_network_policy(sbx, "s1-abcde", &settings);
+	assert_int_equal(json_array_size(json_object_get(json_object_get(np, "spec"), "ingress")),
+			 1);
+	json_decref(np);
+	json_decref(sbx);
+	json_decref(plain);
+	(void)state;
+}
+
 static void egress_adds_a_native_sidecar_and_a_policy_configmap(void **state)
 {
 	json_t *sbx = with_egress("{\"defaultAction\":\"deny\",\"rules\":"
@@ -551,6 +582,7 @@ int main(void)
 		cmocka_unit_test(the_status_follows_the_pod),
 		cmocka_unit_test(egress_adds_a_native_sidecar_and_a_policy_configmap),
 		cmocka_unit_test(the_status_says_which_policy_the_sidecar_applies),
+		cmocka_unit_test(the_operator_may_ask_the_sidecar),
 		cmocka_unit_test(a_rule_change_changes_the_configmap_and_not_the_pod),
 		cmocka_unit_test(expiry_comes_from_the_spec_or_the_ttl),
 	};
