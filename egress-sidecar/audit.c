@@ -7,6 +7,7 @@
 #include "sbx/json.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,8 +22,7 @@ int audit_init(struct audit *a, size_t cap)
 
 static void entry_release(struct audit_entry *e)
 {
-	sbx_free(e->name);
-	sbx_free(e->json);
+	sbx_free(e->strings);
 	*e = (struct audit_entry){ 0 };
 }
 
@@ -34,38 +34,69 @@ void audit_release(struct audit *a)
 	*a = (struct audit){ 0 };
 }
 
-uint64_t audit_add(struct audit *a, json_t *entry, const char *name, bool denied)
+uint64_t audit_add(struct audit *a, const struct audit_record *r)
 {
 	struct audit_entry *e = &a->ring[a->head];
-	char norm[NAME_SIZE];
-	uint64_t seq = a->next_seq;
-	char *json, *copy;
+	const char *parts[4] = { r->rule ? r->rule : "", r->target ? r->target : "",
+				 r->denied ? r->denied : "", r->addresses ? r->addresses : "" };
+	char norm[NAME_SIZE], *strings, *w;
+	size_t len;
 
-	if (!egress_name_normalize(name, norm, sizeof(norm)))
-		snprintf(norm, sizeof(norm), "%s", name);
-	if (json_object_set_new(entry, "seq", json_integer((json_int_t)seq)) ||
-	    !(json = sbx_json_dumps(entry))) {
+	if (!egress_name_normalize(r->name, norm, sizeof(norm)))
+		snprintf(norm, sizeof(norm), "%s", r->name);
+	len = strlen(norm) + 1;
+	for (int i = 0; i < 4; i++)
+		len += strlen(parts[i]) + 1;
+	if (!(strings = sbx_malloc(len))) {
 		a->dropped++;
 		return 0;
 	}
-	if (!(copy = sbx_strdup(norm))) {
-		sbx_free(json);
-		a->dropped++;
-		return 0;
-	}
+	w = stpcpy(strings, norm) + 1;
+	for (int i = 0; i < 4; i++)
+		w = stpcpy(w, parts[i]) + 1;
 	entry_release(e);
-	*e = (struct audit_entry){ .seq = seq, .denied = denied, .name = copy, .json = json };
+	*e = (struct audit_entry){ .seq = a->next_seq,
+				   .time = r->time,
+				   .upstream_ms = (float)r->upstream_ms,
+				   .qtype = (uint16_t)r->qtype,
+				   .refused = r->refused,
+				   .has_target = r->target != NULL,
+				   .has_denied = r->denied != NULL,
+				   .outcome = r->outcome,
+				   .verdict = r->verdict,
+				   .strings = strings };
 	a->head = (a->head + 1) % a->cap;
 	if (a->n < a->cap)
 		a->n++;
-	a->next_seq++;
-	return seq;
+	return a->next_seq++;
+}
+
+/* The entry's JSON object onto b. */
+static int entry_json(const struct audit_entry *e, struct sbx_buf *b)
+{
+	const char *name = e->strings, *rule = name + strlen(name) + 1;
+	const char *target = rule + strlen(rule) + 1, *denied = target + strlen(target) + 1;
+	const char *addresses = denied + strlen(denied) + 1;
+	json_t *o = json_pack("{s:f, s:s, s:i, s:s, s:s, s:s, s:s, s:f, s:I}", "time", e->time,
+			      "name", name, "qtype", (int)e->qtype, "outcome", e->outcome,
+			      "verdict", e->verdict, "rule", rule, "addresses", addresses,
+			      "upstream_ms", (double)e->upstream_ms, "seq", (json_int_t)e->seq);
+	int rc = -ENOMEM;
+
+	if (o && e->has_target)
+		json_object_set_new(o, "target", json_string(target));
+	if (o && e->has_denied)
+		json_object_set_new(o, "denied", json_string(denied));
+	if (o)
+		rc = sbx_json_dump_buf(o, b);
+	json_decref(o);
+	return rc;
 }
 
 static bool wanted(const struct audit_entry *e, const struct audit_query *q)
 {
-	return e->seq > q->after && (q->denied < 0 || e->denied == (q->denied == 1)) &&
-	       (!q->pattern || audit_name_matches(q->pattern, e->name));
+	return e->seq > q->after && (q->denied < 0 || e->refused == (q->denied == 1)) &&
+	       (!q->pattern || audit_name_matches(q->pattern, e->strings));
 }
 
 int audit_query(const struct audit *a, const struct audit_query *q, struct sbx_buf *b)
@@ -86,8 +117,7 @@ int audit_query(const struct audit *a, const struct audit_query *q, struct sbx_b
 
 		if (!wanted(e, q) || (skip && skip--))
 			continue;
-		if ((written++ && (rc = sbx_buf_append_str(b, ","))) ||
-		    (rc = sbx_buf_append_str(b, e->json)))
+		if ((written++ && (rc = sbx_buf_append_str(b, ","))) || (rc = entry_json(e, b)))
 			return rc;
 		last = e->seq;
 	}

@@ -10,16 +10,31 @@
 
 #include "sbx/buf.h"
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+/* One decision as the proxy reports it. outcome and verdict must be static
+ * strings (kept by pointer); the others are copied. */
+struct audit_record {
+	double time; /* seconds since the epoch */
+	const char *name;
+	int qtype;
+	const char *outcome, *verdict;			/* static */
+	const char *rule, *target, *denied, *addresses; /* target, denied: may be NULL */
+	double upstream_ms;
+	bool refused; /* not answered from upstream: what verdict=deny selects */
+};
+
+/* Kept compactly (about 150 bytes): the copied strings in one block. */
 struct audit_entry {
 	uint64_t seq;
-	bool denied;
-	char *name; /* lower case, without the trailing dot */
-	char *json; /* the entry, with its seq */
+	double time;
+	float upstream_ms;
+	uint16_t qtype;
+	bool refused, has_target, has_denied;
+	const char *outcome, *verdict;
+	char *strings; /* name (lower case, no trailing dot), rule, target, denied, addresses */
 };
 
 struct audit {
@@ -39,11 +54,12 @@ struct audit_query {
 /* 0 or -ENOMEM. cap >= 1. */
 int audit_init(struct audit *a, size_t cap);
 void audit_release(struct audit *a);
-/* Keeps entry (an object; the reference is the caller's) with "seq" added,
- * evicting the oldest when full. Returns the seq, or 0 when it could not be
- * kept (out of memory; counted in dropped). */
-uint64_t audit_add(struct audit *a, json_t *entry, const char *name, bool denied);
-/* {"decisions": [...oldest first], "next": S, "kept": N} into b, where S is
+/* Keeps a copy of r, evicting the oldest when full. Returns its seq, or 0
+ * when it could not be kept (out of memory; counted in dropped). */
+uint64_t audit_add(struct audit *a, const struct audit_record *r);
+/* {"decisions": [{time, name, qtype, outcome, verdict, rule, target?,
+ * denied?, addresses, upstream_ms, seq}...oldest first], "next": S,
+ * "kept": N} into b, where S is
  * the seq of the last entry written (or q->after when none): what to pass
  * as `after` next time. 0 or -ENOMEM. */
 int audit_query(const struct audit *a, const struct audit_query *q, struct sbx_buf *b);

@@ -313,7 +313,6 @@ static void decided(void *arg, const struct proxy_decision *d)
 	struct egress *e = arg;
 	char addrs[DNS_MAX_ADDRS * (INET6_ADDRSTRLEN + 1)] = "";
 	bool denied = d->outcome != PROXY_ALLOWED;
-	json_t *entry;
 	uv_timeval64_t now;
 	size_t n = 0;
 
@@ -324,16 +323,17 @@ static void decided(void *arg, const struct proxy_decision *d)
 		n += (size_t)snprintf(addrs + n, sizeof(addrs) - n, "%s%s", n ? "," : "", ip);
 	}
 	uv_gettimeofday(&now);
-	entry = json_pack("{s:f, s:s, s:i, s:s, s:s, s:s, s:s*, s:s*, s:s, s:f}", "time",
-			  (double)now.tv_sec + now.tv_usec / 1e6, "name", d->q->name, "qtype",
-			  (int)d->q->qtype, "outcome", proxy_outcome_name(d->outcome), "verdict",
-			  d->verdict, "rule", d->rule, "target", d->target, "denied",
-			  d->denied_name, "addresses", addrs, "upstream_ms", d->upstream_ms);
-	if (entry)
-		audit_add(&e->audit, entry, d->q->name, denied);
-	else
-		e->audit.dropped++;
-	json_decref(entry);
+	audit_add(&e->audit, &(struct audit_record){ .time = (double)now.tv_sec + now.tv_usec / 1e6,
+						     .name = d->q->name,
+						     .qtype = d->q->qtype,
+						     .outcome = proxy_outcome_name(d->outcome),
+						     .verdict = d->verdict,
+						     .rule = d->rule,
+						     .target = d->target,
+						     .denied = d->denied_name,
+						     .addresses = addrs,
+						     .upstream_ms = d->upstream_ms,
+						     .refused = denied });
 	if (!logged(d, denied))
 		return;
 	sbx_log_info("dns", SBX_LS("name", d->q->name), SBX_LI("qtype", d->q->qtype),

@@ -9,10 +9,18 @@
 
 static void add(struct audit *a, const char *name, bool denied)
 {
-	json_t *e = json_pack("{s:s, s:s}", "name", name, "verdict", denied ? "deny" : "allow");
+	struct audit_record r = { .time = 1796328000.5,
+				  .name = name,
+				  .qtype = 1,
+				  .outcome = denied ? "denied" : "allowed",
+				  .verdict = denied ? "deny" : "allow",
+				  .rule = denied ? "defaultAction" : "rules[0]",
+				  .target = denied ? NULL : "*.test",
+				  .addresses = denied ? "" : "192.0.2.1",
+				  .upstream_ms = 1.5,
+				  .refused = denied };
 
-	assert_true(audit_add(a, e, name, denied) > 0);
-	json_decref(e);
+	assert_true(audit_add(a, &r) > 0);
 }
 
 /* The query's answer, parsed; its decisions' names joined with spaces. */
@@ -52,7 +60,7 @@ static void test_the_ring_keeps_the_newest_in_order(void **state)
 	add(&a, "c.test", false);
 	add(&a, "D.test.", true); /* evicts a.test */
 	doc = query(&a, (struct audit_query){ .denied = -1 }, names, sizeof(names));
-	assert_string_equal(names, "b.test c.test D.test.");
+	assert_string_equal(names, "b.test c.test d.test");
 	assert_int_equal(json_integer_value(json_object_get(doc, "next")), 4);
 	assert_int_equal(json_integer_value(json_object_get(doc, "kept")), 3);
 	json_decref(doc);
@@ -60,9 +68,9 @@ static void test_the_ring_keeps_the_newest_in_order(void **state)
 	/* after: what a poller has not seen; limit: the newest that match. */
 	json_decref(
 		query(&a, (struct audit_query){ .after = 2, .denied = -1 }, names, sizeof(names)));
-	assert_string_equal(names, "c.test D.test.");
+	assert_string_equal(names, "c.test d.test");
 	doc = query(&a, (struct audit_query){ .limit = 1, .denied = -1 }, names, sizeof(names));
-	assert_string_equal(names, "D.test.");
+	assert_string_equal(names, "d.test");
 	json_decref(doc);
 	doc = query(&a, (struct audit_query){ .after = 4, .denied = -1 }, names, sizeof(names));
 	assert_string_equal(names, "");
@@ -71,12 +79,12 @@ static void test_the_ring_keeps_the_newest_in_order(void **state)
 
 	/* verdict and name filters; names compare as DNS names. */
 	json_decref(query(&a, (struct audit_query){ .denied = 1 }, names, sizeof(names)));
-	assert_string_equal(names, "b.test D.test.");
+	assert_string_equal(names, "b.test d.test");
 	json_decref(query(&a, (struct audit_query){ .denied = 0 }, names, sizeof(names)));
 	assert_string_equal(names, "c.test");
 	json_decref(query(&a, (struct audit_query){ .pattern = "d.TEST", .denied = -1 }, names,
 			  sizeof(names)));
-	assert_string_equal(names, "D.test.");
+	assert_string_equal(names, "d.test");
 	audit_release(&a);
 }
 
@@ -97,6 +105,33 @@ static void test_each_entry_carries_its_seq(void **state)
 	assert_int_equal(json_integer_value(json_object_get(
 				 json_array_get(json_object_get(doc, "decisions"), 1), "seq")),
 			 5);
+	json_decref(doc);
+	audit_release(&a);
+}
+
+static void test_an_entry_says_what_was_decided(void **state)
+{
+	struct audit a;
+	char names[64];
+	json_t *doc, *e;
+
+	(void)state;
+	assert_int_equal(audit_init(&a, 4), 0);
+	add(&a, "WWW.Example.TEST.", false);
+	add(&a, "x.test", true);
+	doc = query(&a, (struct audit_query){ .denied = -1 }, names, sizeof(names));
+	e = json_array_get(json_object_get(doc, "decisions"), 0);
+	assert_string_equal(json_string_value(json_object_get(e, "name")), "www.example.test");
+	assert_string_equal(json_string_value(json_object_get(e, "verdict")), "allow");
+	assert_string_equal(json_string_value(json_object_get(e, "rule")), "rules[0]");
+	assert_string_equal(json_string_value(json_object_get(e, "target")), "*.test");
+	assert_string_equal(json_string_value(json_object_get(e, "addresses")), "192.0.2.1");
+	assert_null(json_object_get(e, "denied"));
+	assert_true(json_real_value(json_object_get(e, "upstream_ms")) == 1.5);
+	assert_int_equal(json_integer_value(json_object_get(e, "qtype")), 1);
+	e = json_array_get(json_object_get(doc, "decisions"), 1);
+	assert_string_equal(json_string_value(json_object_get(e, "outcome")), "denied");
+	assert_null(json_object_get(e, "target"));
 	json_decref(doc);
 	audit_release(&a);
 }
@@ -126,6 +161,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_the_ring_keeps_the_newest_in_order),
 		cmocka_unit_test(test_each_entry_carries_its_seq),
+		cmocka_unit_test(test_an_entry_says_what_was_decided),
 		cmocka_unit_test(test_name_patterns),
 	};
 
