@@ -263,7 +263,7 @@ def main() -> None:
                                    ("queries lost (%)", "lost", "{:.2f}", True),
                                    ("added latency p50 (ms)", "p50", "{:.3f}", True),
                                    ("added latency p99 (ms)", "p99", "{:.3f}", True),
-                                   ("RSS after the runs (MiB)", "rss", "{:.1f}", True)):
+                                   ("RSS after the runs (MiB)", "rss", "{:.2f}", True)):
         best = (min if lower else max)(res[p][key] for p in peers)
         ratio = f"{s[key] / best:.2f}" if best > 0 else "-"
         print(f"| {label} | " + " | ".join(fmt.format(res[n][key]) for n in PORTS) + f" | {ratio} |")
