@@ -156,7 +156,14 @@ class Lines:
         self.q: queue.Queue = queue.Queue()
         self.seen: list[dict] = []
         self.stderr = ""
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._err: list[str] = []
+        # Both pipes are read by threads of their own until the process ends,
+        # so neither fills up and neither is closed under a reader.
+        self._readers = [threading.Thread(target=self._pump, daemon=True),
+                         threading.Thread(target=lambda: self._err.extend(self.proc.stderr),
+                                          daemon=True)]
+        for t in self._readers:
+            t.start()
 
     def _pump(self) -> None:
         for line in self.proc.stdout:
@@ -187,10 +194,13 @@ class Lines:
         if self.proc.poll() is None:
             self.proc.terminate()
         try:
-            _, self.stderr = self.proc.communicate(timeout=10)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, self.stderr = self.proc.communicate()
+            self.proc.wait()
+        for t in self._readers:
+            t.join(timeout=10)
+        self.stderr = "".join(self._err)
         return self.stderr
 
 
