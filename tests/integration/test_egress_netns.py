@@ -272,6 +272,28 @@ def in_pod(net: Net, code: str, timeout: float = 120) -> dict:
     return json.loads(r.stdout)
 
 
+class HeldConnection:
+    """A TCP connection from the pod, opened now and used later (across a
+    policy change)."""
+
+    def __init__(self, net: Net, host: str, port: int = 8080):
+        self.proc = net.run_in(net.pod, sys.executable, "-c", f"""
+import socket, sys
+s = socket.create_connection(({host!r}, {port}), timeout=3)
+print("open", flush=True)
+sys.stdin.readline()
+s.sendall(b"GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
+print(s.recv(12).decode(), flush=True)
+""", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "open"
+
+    def request(self) -> str:
+        """The status line of a request sent on it now."""
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+
 def test_names_literals_and_resolvers_as_the_pod_sees_them(net, sidecar):
     out = in_pod(net, """
 out["allowed"] = resolve("www.allowed.test")
@@ -342,15 +364,7 @@ out["n_failures"] = len(failures)
 def test_a_policy_change_applies_within_a_second_and_keeps_established_flows(net, sidecar):
     # A connection to an allowed server, kept open across the change.
     assert in_pod(net, 'out["r"] = resolve("exact.example.test")')["r"]["rcode"] == "NOERROR"
-    held = net.run_in(net.pod, sys.executable, "-c", """
-import socket, sys, time
-s = socket.create_connection(("198.18.1.30", 8080), timeout=3)
-print("open", flush=True)
-sys.stdin.readline()
-s.sendall(b"GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
-print(s.recv(12).decode(), flush=True)
-""", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert held.stdout.readline().strip() == "open"
+    held = HeldConnection(net, "198.18.1.30")
 
     t0 = time.monotonic()
     sidecar.set_policy(POLICY.replace("exact.example.test", "other.example.test"))
@@ -362,9 +376,7 @@ print(s.recv(12).decode(), flush=True)
     assert in_pod(net, 'out["r"] = resolve("exact.example.test")')["r"]["rcode"] == "NXDOMAIN"
     # A fresh connection to the address is dropped now; the held one still works.
     assert in_pod(net, 'out["c"] = connect("198.18.1.30", 8080)')["c"] == "TimeoutError"
-    held.stdin.write("\n")
-    held.stdin.flush()
-    assert held.stdout.readline().strip() == "HTTP/1.0 200"
+    assert held.request() == "HTTP/1.0 200"
     assert "policyGeneration\":2" in sidecar.get("/readyz")
 
     # An invalid policy is refused; the one in force stays.
@@ -448,15 +460,7 @@ def test_the_admin_api_changes_the_policy_at_run_time(net, admin_sidecar):
 
     # A connection to an allowed server, held across the changes.
     assert in_pod(net, 'out["r"] = resolve("exact.example.test")')["r"]["rcode"] == "NOERROR"
-    held = net.run_in(net.pod, sys.executable, "-c", """
-import socket, sys
-s = socket.create_connection(("198.18.1.30", 8080), timeout=3)
-print("open", flush=True)
-sys.stdin.readline()
-s.sendall(b"GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
-print(s.recv(12).decode(), flush=True)
-""", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert held.stdout.readline().strip() == "open"
+    held = HeldConnection(net, "198.18.1.30")
 
     # PUT: a whole policy; the next query gets its verdict.
     t0 = time.monotonic()
@@ -469,9 +473,7 @@ print(s.recv(12).decode(), flush=True)
     assert flipped == {"rcode": "NXDOMAIN", "addrs": []}
     assert time.monotonic() - t0 < 1.0
     assert in_pod(net, 'out["c"] = connect("198.18.1.30", 8080)')["c"] == "TimeoutError"
-    held.stdin.write("\n")
-    held.stdin.flush()
-    assert held.stdout.readline().strip() == "HTTP/1.0 200"
+    assert held.request() == "HTTP/1.0 200"
 
     # A stale ETag, an invalid rule, the operator's lists: refused, nothing changes.
     assert sc.api("PUT", "/policy", '{"defaultAction": "allow"}', token=token,
