@@ -1,9 +1,14 @@
-/* Fuzz target: the HTTP/1.1 request path (bytes from any client). Each input
- * is written into one end of a socketpair whose other end is a server
+/* Fuzz target: the request path of HTTP/1.1 and (with the preface first) HTTP/2 (bytes from any
+ * client). Each input is written into one end of a socketpair whose other end is a server
  * connection with real routes (echo, params, streaming, 404/405 paths); the
  * loop runs until the server has answered and closed. Any crash, leak or
  * hang is a finding. */
-#include "http.c"
+#include "http_types.h"
+
+#include "sbx/alloc.h"
+
+#include <errno.h>
+#include <unistd.h>
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -95,7 +100,7 @@ static void sink(struct sbx_http_req *req, void *arg)
 		return;
 	}
 	f->req = req;
-	uv_timer_init(req->c->s->loop, &f->timer);
+	uv_timer_init(req->s->loop, &f->timer);
 	f->timer.data = f;
 	sbx_http_on_abort(req, fsink_abort, f);
 	sbx_http_stream_body(req, &ops, f);
@@ -167,19 +172,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct drain d = { 0 };
 	bool closed = false;
 	uv_loop_t loop;
-	struct conn *c;
 	int fds[2];
 
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds))
 		return 0;
 	uv_loop_init(&loop);
 	sbx_http_server_new(&loop, &o, routes, sizeof(routes) / sizeof(routes[0]), &s);
-	c = sbx_calloc(1, sizeof(*c));
-	uv_tcp_init(&loop, &c->tcp);
-	uv_timer_init(&loop, &c->timer);
-	uv_tcp_open(&c->tcp, fds[0]);
-	conn_link(s, c);
-	conn_start(s, c);
+	http_server_adopt(s, fds[0]);
 	/* The client: send everything, half-close, read all answers. */
 	fcntl(fds[1], F_SETFL, O_NONBLOCK);
 	for (size_t off = 0; off < size;) {

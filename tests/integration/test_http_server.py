@@ -64,6 +64,15 @@ def server(request):
         assert s.stop() == 0
 
 
+def wait_for(condition, timeout: float = 10):
+    """Polls condition until it holds; fails with what it last returned."""
+    deadline = time.monotonic() + timeout
+    while not (last := condition()):
+        assert time.monotonic() < deadline, f"condition still false after {timeout} s: {last!r}"
+        time.sleep(0.02)
+    return last
+
+
 def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict, bytes]]:
     """Reads 'count' Content-Length framed responses from a raw socket."""
     f = sock.makefile("rb")
@@ -188,18 +197,28 @@ def test_idle_keep_alive_connections_are_closed(server):
     assert sock.recv(1) == b""
 
 
-def test_connection_limit_answers_503(server):
+def test_connection_limit_answers_503_and_health_keeps_answering(server):
     s = server("--max-connections=2")
     held = [s.raw(), s.raw()]
     for h in held:
         h.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
         read_responses(h, 1)
+    # Beyond the limit, 8 slots are kept for health routes: probes still get
+    # their answer, other requests get 503 on them.
+    reserve = [s.raw() for _ in range(8)]
+    reserve[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    (status, _, body), = read_responses(reserve[0], 1)
+    assert status == 200 and body == b"ok"
+    reserve[1].sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+    (status, _, body), = read_responses(reserve[1], 1)
+    assert status == 503 and b"health endpoints only" in body
+    # Beyond those too: 503 at once.
     extra = s.raw()
     (status, _, body), = read_responses(extra, 1)
     assert status == 503 and b"too many connections" in body
-    for h in held:
+    for h in held + reserve:
         h.close()
-    time.sleep(0.2)
+    wait_for(lambda: s.stats().get("open") == 1)  # the closed ones have gone
     assert s.stats()["rejected"] == 1
 
 

@@ -341,8 +341,14 @@ static void stats(struct sbx_http_req *req, void *arg)
 	json_decref(o);
 }
 
+static void healthz(struct sbx_http_req *req, void *arg)
+{
+	sbx_http_respond(req, 200, "text/plain", "ok", 2);
+}
+
 static const struct sbx_http_route routes[] = {
 	{ .method = "GET", .pattern = "/hello", .fn = hello },
+	{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true, .health = true },
 	{ .method = "POST", .pattern = "/echo", .fn = echo },
 	{ .method = "GET", .pattern = "/items/{id}/parts/{part}", .fn = items },
 	{ .method = "GET", .pattern = "/query", .fn = query },

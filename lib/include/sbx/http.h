@@ -1,15 +1,20 @@
 /* The HTTP server core shared by every sbx program (the agent's API, the
  * ingress, each program's /healthz and /metrics).
  *
- * HTTP/1.1 on libuv with http-parser: keep-alive and pipelining (responses in
+ * HTTP/1.1 (http-parser) and HTTP/2 (nghttp2; h2c with prior knowledge, and
+ * h2 by ALPN under TLS) on libuv: keep-alive and pipelining (responses in
  * request order), chunked and Content-Length request bodies, Expect:
- * 100-continue, streaming chunked responses with backpressure, and hard
- * limits on everything a client controls (header bytes, header count, body
- * size, connections, time to send headers, idle keep-alive time). Every limit
- * hit answers with the matching status (400, 408, 413, 431, 503) and a JSON
- * body saying which, then closes the connection.
+ * 100-continue, streaming responses with backpressure, WebSocket over HTTP/1.1
+ * Upgrade and over HTTP/2 extended CONNECT (RFC 8441), and hard limits on
+ * everything a client controls (header bytes, header count, body size, bytes
+ * buffered across all bodies, connections, time to send headers, idle time,
+ * time to read what it is sent). Every limit hit answers with the matching
+ * status (400, 408, 413, 431, 503) and a JSON body saying which.
  *
- * A request is dispatched to its route's handler once its body is complete.
+ * The authorize check runs as soon as a request's headers are in: the body
+ * of a refused request is never read into memory. A request is dispatched
+ * to its route's handler once its body is complete (or at once, for routes
+ * that stream their body).
  * The handler answers at once or later (after a process ran, say) with
  * sbx_http_respond* or sbx_http_start/write/end. Until then the request stays
  * valid; if the client goes away first, the abort callback (if set) runs and
@@ -40,6 +45,9 @@ struct sbx_http_route {
 	void *arg;
 	size_t max_body_bytes; /* 0: the server's default */
 	bool public;	       /* served without the authorize check */
+	/* A health route (/healthz, /readyz, /metrics): still served on the
+	 * few connection slots kept beyond max_connections. */
+	bool health;
 	/* The handler runs once the headers are in (after the authorize
 	 * check) and takes the body as it arrives with sbx_http_stream_body;
 	 * max_body_bytes then bounds the whole stream. */
@@ -48,14 +56,28 @@ struct sbx_http_route {
 };
 
 struct sbx_http_server_opts {
-	size_t max_header_bytes;    /* request line + headers (65536) */
-	unsigned max_headers;	    /* (100) */
-	size_t max_body_bytes;	    /* default per route (1 MiB) */
-	unsigned max_connections;   /* (1024); beyond: 503 and close */
+	size_t max_header_bytes; /* request line + headers (65536) */
+	unsigned max_headers;	 /* (100) */
+	size_t max_body_bytes;	 /* default per route (1 MiB) */
+	/* Bytes held in buffered request bodies across all connections; a
+	 * request that would go beyond gets 503 (256 MiB). */
+	size_t max_buffered_body_bytes;
+	/* Open connections (1024); 8 more slots serve health routes only;
+	 * beyond those: 503 and close. */
+	unsigned max_connections;
 	uint64_t header_timeout_ms; /* to receive a request's headers (30000) */
-	uint64_t idle_timeout_ms;   /* keep-alive wait between requests (75000) */
-	size_t write_high_water;    /* sbx_http_write says "pause" above (256 KiB) */
-	const char *server_name;    /* Server header ("sbx") */
+	/* A connection without a request (HTTP/1 keep-alive, HTTP/2 with no
+	 * open stream), and a request body that stalls (75000). */
+	uint64_t idle_timeout_ms;
+	uint64_t write_timeout_ms; /* queued response bytes must move (60000) */
+	/* sbx_http_server_close: in-flight requests, streams and tunnels get
+	 * this long before their connections are closed (10000). */
+	uint64_t drain_timeout_ms;
+	uint64_t ws_ping_interval_ms; /* WebSocket pings; a peer silent for two is gone (30000) */
+	uint64_t stream_idle_timeout_ms; /* tunnels and WebSockets without traffic (600000) */
+	uint64_t connect_timeout_ms;	 /* a tunnel's connect to its upstream (10000) */
+	size_t write_high_water;	 /* sbx_http_write says "pause" above (256 KiB) */
+	const char *server_name;	 /* Server header ("sbx") */
 	/* called when no route matches; NULL answers 404 with a JSON body */
 	sbx_http_handler not_found;
 	void *not_found_arg;
@@ -80,9 +102,73 @@ int sbx_http_server_listen_tls(struct sbx_http_server *s, const char *addr, cons
 			       const char *key_file, char *err, size_t err_size);
 /* The port of the first listener (useful after ":0"). */
 int sbx_http_server_port(const struct sbx_http_server *s);
-/* Stops accepting, closes idle connections, lets requests in flight finish,
- * and frees the server; done (may be NULL) runs when the last is gone. */
+/* Stops accepting and drains: idle connections close at once; HTTP/1
+ * requests in flight finish and their connections close; HTTP/2 connections
+ * get a GOAWAY and close when their open streams have finished; WebSockets
+ * get a close frame (1001); whatever is still open after drain_timeout_ms
+ * is closed. Then the server is freed; done (may be NULL) runs when the last
+ * connection is gone. */
 void sbx_http_server_close(struct sbx_http_server *s, void (*done)(void *arg), void *arg);
+
+/* The core's limits as program flags, with the same names in every program
+ * that serves (--idle-timeout-ms, SBX_AGENT_IDLE_TIMEOUT_MS, idle-timeout-ms:
+ * in its config file). Put SBX_HTTP_FLAG_OPTS(&flags) in the program's
+ * option table, then sbx_http_flags_apply into its server options. */
+struct sbx_http_flags {
+	long idle_timeout_ms, header_timeout_ms, max_connections, drain_timeout_ms;
+	long max_header_bytes, max_buffered_body_bytes;
+};
+
+#define SBX_HTTP_FLAGS_DEFAULT                               \
+	{                                                    \
+		75000, 30000, 1024, 10000, 65536, 256L << 20 \
+	}
+
+#define SBX_HTTP_FLAG_OPTS(f)                                                           \
+	{ .name = "idle-timeout-ms",                                                    \
+	  .type = SBX_OPT_INT,                                                          \
+	  .dest = &(f)->idle_timeout_ms,                                                \
+	  .metavar = "MS",                                                              \
+	  .help = "close a connection without a request after this long",               \
+	  .min = 1,                                                                     \
+	  .max = 86400000 },                                                            \
+		{ .name = "header-timeout-ms",                                          \
+		  .type = SBX_OPT_INT,                                                  \
+		  .dest = &(f)->header_timeout_ms,                                      \
+		  .metavar = "MS",                                                      \
+		  .help = "a request's headers must arrive within this (408)",          \
+		  .min = 1,                                                             \
+		  .max = 3600000 },                                                     \
+		{ .name = "max-connections",                                            \
+		  .type = SBX_OPT_INT,                                                  \
+		  .dest = &(f)->max_connections,                                        \
+		  .metavar = "N",                                                       \
+		  .help = "open connections (8 more serve health routes only)",         \
+		  .min = 1,                                                             \
+		  .max = 1000000 },                                                     \
+		{ .name = "drain-timeout-ms",                                           \
+		  .type = SBX_OPT_INT,                                                  \
+		  .dest = &(f)->drain_timeout_ms,                                       \
+		  .metavar = "MS",                                                      \
+		  .help = "on stop, time for requests and streams in flight to finish", \
+		  .min = 1,                                                             \
+		  .max = 3600000 },                                                     \
+		{ .name = "max-header-bytes",                                           \
+		  .type = SBX_OPT_INT,                                                  \
+		  .dest = &(f)->max_header_bytes,                                       \
+		  .metavar = "N",                                                       \
+		  .help = "request line and headers (431 beyond)",                      \
+		  .min = 1024,                                                          \
+		  .max = 16777216 },                                                    \
+	{                                                                               \
+		.name = "max-buffered-body-bytes", .type = SBX_OPT_INT,                 \
+		.dest = &(f)->max_buffered_body_bytes, .metavar = "N",                  \
+		.help = "request body bytes held across all connections (503 beyond)",  \
+		.min = 65536, .max = 1L << 40                                           \
+	}
+
+struct sbx_http_server_opts;
+void sbx_http_flags_apply(const struct sbx_http_flags *f, struct sbx_http_server_opts *o);
 
 struct sbx_http_stats {
 	uint64_t connections_accepted;

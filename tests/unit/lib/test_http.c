@@ -1,9 +1,11 @@
-/* Unit tests for lib/http.c pieces that need no socket: route patterns,
- * percent-decoding, target splitting, reason phrases. (The server itself is
- * tested over real sockets in tests/integration/test_http_server.py.) */
+/* Unit tests for the HTTP core's pieces that need no socket: route
+ * patterns, percent-decoding, target splitting, reason phrases. (The codecs
+ * are driven over socketpairs in test_http_codec.c, and the server over real
+ * sockets in tests/integration/test_http_server.py.) */
+#define _GNU_SOURCE /* memmem, in http_req.c */
 #include "unit.h"
 
-#include "http.c"
+#include "http_req.c"
 
 static int match(const char *pattern, const char *path, size_t *n)
 {
@@ -55,10 +57,10 @@ static void reasons_and_headers(void **state)
 	assert_string_equal(sbx_http_reason(404), "Not Found");
 	assert_string_equal(sbx_http_reason(431), "Request Header Fields Too Large");
 	assert_string_equal(sbx_http_reason(299), "Unknown");
-	assert_true(valid_header("X-Trace-Id", "abc def"));
-	assert_false(valid_header("X Bad", "v"));
-	assert_false(valid_header("", "v"));
-	assert_false(valid_header("X-Ok", "a\r\nSet-Cookie: evil"));
+	assert_true(http_valid_header("X-Trace-Id", "abc def"));
+	assert_false(http_valid_header("X Bad", "v"));
+	assert_false(http_valid_header("", "v"));
+	assert_false(http_valid_header("X-Ok", "a\r\nSet-Cookie: evil"));
 }
 
 static void targets(void **state)
@@ -67,13 +69,13 @@ static void targets(void **state)
 
 	sbx_buf_init(&r.arena, 256);
 	sbx_buf_append(&r.arena, "/v1/file/read?path=%2Ftmp&x=1", 30);
-	split_target(&r);
+	req_split_target(&r);
 	assert_string_equal(r.path, "/v1/file/read");
 	assert_string_equal(r.query, "path=%2Ftmp&x=1");
 	sbx_buf_reset(&r.arena);
 	sbx_buf_append(&r.arena, "http://example.test:8080/p?q", 29);
 	r.query = "";
-	split_target(&r);
+	req_split_target(&r);
 	assert_string_equal(r.path, "/p");
 	assert_string_equal(r.query, "q");
 	sbx_buf_release(&r.arena);

@@ -1,0 +1,381 @@
+/* The transport of one server connection: reading (paused while any reason
+ * in the pause mask is set), writing (copied, through TLS when attached),
+ * one timer for the codec's deadline, the write-progress deadline and the
+ * drain deadline, and the close: a FIN after what is queued, then lingering
+ * so that unread client bytes do not turn the close into a reset that could
+ * destroy the answer before the client reads it.
+ *
+ * The connection owns its handles; the codec owns codec_data and frees it
+ * in its gone callback.
+ */
+#include "http_types.h"
+
+#include "sbx/alloc.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <string.h>
+
+#define LINGER_MS 1000
+
+struct wreq {
+	uv_write_t w;
+	struct http_conn *c;
+	char data[];
+};
+
+static void on_timer(uv_timer_t *t);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+void conn_set_state(struct http_conn *c, enum conn_state to)
+{
+	static const unsigned legal[] = {
+		[CONN_OPEN] = 1u << CONN_DRAINING | 1u << CONN_SHUTTING | 1u << CONN_CLOSED,
+		[CONN_DRAINING] = 1u << CONN_SHUTTING | 1u << CONN_CLOSED,
+		[CONN_SHUTTING] = 1u << CONN_LINGERING | 1u << CONN_CLOSED,
+		[CONN_LINGERING] = 1u << CONN_CLOSED,
+		[CONN_CLOSED] = 0,
+	};
+
+	assert(legal[c->state] & (1u << to));
+	c->state = to;
+}
+
+bool conn_alive(const struct http_conn *c)
+{
+	return c->state == CONN_OPEN || c->state == CONN_DRAINING;
+}
+
+size_t conn_queued(const struct http_conn *c)
+{
+	return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+}
+
+bool conn_congested(const struct http_conn *c)
+{
+	return conn_queued(c) > c->s->o.write_high_water;
+}
+
+/* The one timer runs to the earliest of the three deadlines. */
+void conn_arm(struct http_conn *c)
+{
+	uint64_t at = 0;
+
+	if (c->state == CONN_CLOSED)
+		return;
+	if (c->timer_at)
+		at = c->timer_at;
+	if (c->write_at && (!at || c->write_at < at))
+		at = c->write_at;
+	if (c->drain_at && (!at || c->drain_at < at))
+		at = c->drain_at;
+	if (!at) {
+		uv_timer_stop(&c->timer);
+		return;
+	}
+	uint64_t now = uv_now(c->s->loop);
+
+	uv_timer_start(&c->timer, on_timer, at > now ? at - now : 0, 0);
+}
+
+void conn_set_timer(struct http_conn *c, enum conn_timer which, uint64_t ms)
+{
+	c->timer_kind = which;
+	c->timer_at = which == TIMER_NONE ? 0 : uv_now(c->s->loop) + (ms ? ms : 1);
+	conn_arm(c);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	struct http_conn *c = t->data;
+	uint64_t now = uv_now(c->s->loop);
+
+	if ((c->drain_at && now >= c->drain_at) || (c->write_at && now >= c->write_at) ||
+	    c->state == CONN_SHUTTING || c->state == CONN_LINGERING) {
+		/* Stopped long enough, a client that does not read what it is
+		 * sent, or the end of lingering. */
+		conn_close(c);
+		return;
+	}
+	if (c->timer_at && now >= c->timer_at) {
+		enum conn_timer which = c->timer_kind;
+
+		c->timer_at = 0;
+		c->timer_kind = TIMER_NONE;
+		c->codec->timeout(c, which);
+		return;
+	}
+	conn_arm(c);
+}
+
+static void update_reading(struct http_conn *c)
+{
+	bool want = c->pause == 0 && (conn_alive(c) || c->state == CONN_LINGERING);
+
+	if (want && !c->reading) {
+		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+			c->reading = true;
+	} else if (!want && c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+}
+
+void conn_pause(struct http_conn *c, unsigned reason)
+{
+	c->pause |= reason;
+	update_reading(c);
+}
+
+void conn_resume(struct http_conn *c, unsigned reason)
+{
+	c->pause &= ~reason;
+	update_reading(c);
+}
+
+void conn_set_codec(struct http_conn *c, const struct http_codec *codec, void *data)
+{
+	c->codec = codec;
+	c->codec_data = data;
+}
+
+/* ---- writing -------------------------------------------------------------------- */
+
+void conn_written(struct http_conn *c, int status)
+{
+	if (status < 0) {
+		conn_close(c);
+		return;
+	}
+	if (c->state == CONN_CLOSED)
+		return;
+	/* Progress: the client reads. */
+	c->write_at = conn_queued(c) ? uv_now(c->s->loop) + c->s->o.write_timeout_ms : 0;
+	conn_arm(c);
+	if (conn_alive(c) && conn_queued(c) < c->s->o.write_high_water / 2)
+		c->codec->drained(c);
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+	struct wreq *wr = (struct wreq *)w;
+	struct http_conn *c = wr->c;
+
+	sbx_free(wr);
+	conn_written(c, status);
+}
+
+/* Copies the pieces into one write on the socket. */
+static int tcp_send(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
+{
+	size_t total = 0, off = 0;
+	struct wreq *wr;
+	uv_buf_t buf;
+	int rc;
+
+	for (unsigned i = 0; i < n; i++)
+		total += bufs[i].len;
+	if (!total)
+		return 0;
+	wr = sbx_malloc(sizeof(*wr) + total);
+	if (!wr)
+		return -ENOMEM;
+	wr->c = c;
+	for (unsigned i = 0; i < n; i++) {
+		memcpy(wr->data + off, bufs[i].base, bufs[i].len);
+		off += bufs[i].len;
+	}
+	buf = uv_buf_init(wr->data, (unsigned)total);
+	rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &buf, 1, on_written);
+	if (rc) {
+		sbx_free(wr);
+		return rc;
+	}
+	if (!c->write_at) {
+		c->write_at = uv_now(c->s->loop) + c->s->o.write_timeout_ms;
+		conn_arm(c);
+	}
+	return 0;
+}
+
+static void tcp_input(struct http_conn *c, const char *data, size_t len)
+{
+	conn_input(c, data, len);
+}
+
+static void tcp_shutdown(struct http_conn *c)
+{
+	(void)c;
+}
+
+static const struct http_xprt tcp_xprt = {
+	.send = tcp_send,
+	.input = tcp_input,
+	.shutdown = tcp_shutdown,
+};
+
+int conn_send(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
+{
+	size_t total = 0;
+	int rc;
+
+	if (!conn_alive(c))
+		return -ECONNRESET;
+	for (unsigned i = 0; i < n; i++)
+		total += bufs[i].len;
+	rc = c->xprt->send(c, bufs, n);
+	if (!rc)
+		c->s->stats.bytes_out += total;
+	return rc;
+}
+
+int conn_send1(struct http_conn *c, const void *data, size_t len)
+{
+	uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+
+	return conn_send(c, &b, 1);
+}
+
+/* ---- reading --------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct http_conn *c = h->data;
+
+	(void)suggested;
+	*buf = uv_buf_init(c->s->read_buf, sizeof(c->s->read_buf));
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	struct http_conn *c = stream->data;
+
+	if (nread < 0) {
+		conn_close(c);
+		return;
+	}
+	if (nread == 0 || c->state == CONN_LINGERING)
+		return;
+	c->xprt->input(c, buf->base, (size_t)nread);
+}
+
+void conn_input(struct http_conn *c, const char *data, size_t len)
+{
+	if (!conn_alive(c))
+		return;
+	c->s->stats.bytes_in += len;
+	c->codec->input(c, data, len);
+}
+
+/* ---- closing ---------------------------------------------------------------------- */
+
+static void on_shutdown(uv_shutdown_t *sh, int status)
+{
+	struct http_conn *c = sh->data;
+
+	if (status < 0 || c->state == CONN_CLOSED) {
+		conn_close(c);
+		return;
+	}
+	conn_set_state(c, CONN_LINGERING);
+	c->write_at = 0;
+	c->pause = 0;
+	conn_set_timer(c, TIMER_NONE, 0);
+	c->drain_at = uv_now(c->s->loop) + LINGER_MS;
+	conn_arm(c);
+	update_reading(c);
+}
+
+void conn_shutdown(struct http_conn *c)
+{
+	if (!conn_alive(c))
+		return;
+	c->xprt->shutdown(c);
+	conn_set_state(c, CONN_SHUTTING);
+	update_reading(c);
+	/* What is queued must go out within the write timeout. */
+	c->timer_at = 0;
+	c->write_at = uv_now(c->s->loop) + c->s->o.write_timeout_ms;
+	conn_arm(c);
+	c->shutdown.data = c;
+	if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown))
+		conn_close(c);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	struct http_conn *c = h->data;
+
+	if (--c->handles > 0)
+		return;
+	SSL_free(c->ssl);
+	http_server_conn_gone(c->s, c);
+	sbx_free(c);
+}
+
+void conn_close(struct http_conn *c)
+{
+	if (c->state == CONN_CLOSED)
+		return;
+	conn_set_state(c, CONN_CLOSED);
+	if (c->codec)
+		c->codec->gone(c);
+	c->codec = NULL;
+	c->codec_data = NULL;
+	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+/* ---- starting -------------------------------------------------------------------- */
+
+struct http_conn *conn_new(struct sbx_http_server *s)
+{
+	struct http_conn *c = sbx_calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->s = s;
+	c->xprt = &tcp_xprt;
+	uv_tcp_init(s->loop, &c->tcp);
+	uv_timer_init(s->loop, &c->timer);
+	c->tcp.data = c->timer.data = c;
+	c->handles = 2;
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	s->stats.connections_open++;
+	return c;
+}
+
+static void peer_name(struct http_conn *c)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+
+	c->peer[0] = '\0';
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+		return;
+	if (ss.ss_family == AF_INET6)
+		uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof(c->peer));
+	else if (ss.ss_family == AF_INET)
+		uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof(c->peer));
+}
+
+extern const struct http_xprt http_tls_xprt;
+
+void conn_start(struct http_conn *c)
+{
+	peer_name(c);
+	if (c->ssl)
+		c->xprt = &http_tls_xprt;
+	conn_set_codec(c, &http1_codec, http1_new(c));
+	if (!c->codec_data) {
+		c->codec = NULL;
+		conn_close(c);
+		return;
+	}
+	conn_set_timer(c, TIMER_HEADER, c->s->o.header_timeout_ms);
+	update_reading(c);
+}

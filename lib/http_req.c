@@ -1,0 +1,438 @@
+/* The protocol-neutral request: what a handler reads (method, target,
+ * headers, params, query, body) and the response API, which checks the
+ * request's state and calls its codec through the operations table.
+ *
+ * The codec that made a request frees it (req_release, then its own
+ * container) once its response has ended or its client is gone.
+ */
+#define _GNU_SOURCE /* memmem */
+#include "http_types.h"
+
+#include "sbx/alloc.h"
+#include "sbx/json.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+void req_init(struct sbx_http_req *r, struct sbx_http_server *s, const struct http_req_ops *ops,
+	      size_t arena_max)
+{
+	r->ops = ops;
+	r->s = s;
+	r->state = REQ_HEAD;
+	sbx_buf_init(&r->arena, arena_max);
+	sbx_buf_init(&r->body, s->o.max_body_bytes);
+	sbx_buf_init(&r->resp_headers, 64 * 1024);
+	r->target = r->path = r->query = "";
+	r->content_length = -1;
+}
+
+void req_release(struct sbx_http_req *r)
+{
+	r->s->body_bytes_buffered -= r->body.len;
+	sbx_buf_release(&r->arena);
+	sbx_buf_release(&r->body);
+	sbx_buf_release(&r->resp_headers);
+	sbx_free(r->headers);
+	r->headers = NULL;
+	for (size_t i = 0; i < r->n_params; i++)
+		sbx_free(r->param_values[i]);
+	r->n_params = 0;
+}
+
+void req_set_state(struct sbx_http_req *r, enum req_state to)
+{
+	static const unsigned legal[] = {
+		[REQ_HEAD] =
+			1u << REQ_BODY | 1u << REQ_HANDLER | 1u << REQ_RESPONDING | 1u << REQ_DONE,
+		[REQ_BODY] = 1u << REQ_HANDLER | 1u << REQ_RESPONDING | 1u << REQ_DONE,
+		[REQ_HANDLER] = 1u << REQ_RESPONDING | 1u << REQ_DONE,
+		[REQ_RESPONDING] = 1u << REQ_DONE,
+		[REQ_DONE] = 0,
+	};
+
+	assert(legal[r->state] & (1u << to));
+	r->state = to;
+}
+
+int req_body_append(struct sbx_http_req *r, const char *data, size_t len)
+{
+	if (r->body.len + len > r->body.max)
+		return -EFBIG;
+	if (r->s->body_bytes_buffered + len > r->s->o.max_buffered_body_bytes)
+		return -ENOBUFS;
+	if (sbx_buf_append(&r->body, data, len))
+		return -ENOMEM;
+	r->s->body_bytes_buffered += len;
+	return 0;
+}
+
+int req_add_header(struct sbx_http_req *r, const char *name, size_t nlen, const char *value,
+		   size_t vlen)
+{
+	struct http_hdr *h;
+
+	if (r->n_headers >= r->s->o.max_headers)
+		return -E2BIG;
+	h = sbx_realloc(r->headers, (r->n_headers + 1) * sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	r->headers = h;
+	h[r->n_headers].name = r->arena.len;
+	if (sbx_buf_append(&r->arena, name, nlen) || sbx_buf_append(&r->arena, "", 1))
+		return -E2BIG;
+	h[r->n_headers].value = r->arena.len;
+	if (sbx_buf_append(&r->arena, value, vlen) || sbx_buf_append(&r->arena, "", 1))
+		return -E2BIG;
+	r->n_headers++;
+	return 0;
+}
+
+/* Splits the target (first in the arena, NUL-ended) into path and query;
+ * the arena must not move after this. */
+void req_split_target(struct sbx_http_req *r)
+{
+	char *t = r->arena.data, *q;
+
+	if (!t)
+		return;
+	/* absolute-form (a client talking to a proxy): drop scheme and authority */
+	if (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0) {
+		char *slash = strchr(strstr(t, "://") + 3, '/');
+
+		t = slash ? slash : (char *)"/";
+	}
+	r->target = t;
+	q = strchr(t, '?');
+	if (q && q >= r->arena.data && q < r->arena.data + r->arena.len) {
+		*q = '\0';
+		r->query = q + 1;
+	}
+	r->path = t;
+}
+
+void req_early(struct sbx_http_req *r, int status, const char *message)
+{
+	if (r->early_status)
+		return;
+	r->early_status = status;
+	r->early_message = message;
+}
+
+bool req_next_resp_header(const struct sbx_http_req *r, size_t *off, const char **name,
+			  size_t *nlen, const char **value, size_t *vlen)
+{
+	const char *p = r->resp_headers.data + *off,
+		   *end = r->resp_headers.data + r->resp_headers.len;
+	const char *eol, *colon;
+
+	if (!r->resp_headers.len || p >= end)
+		return false;
+	eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+	colon = memchr(p, ':', (size_t)(end - p));
+	if (!eol || !colon || colon > eol)
+		return false;
+	*name = p;
+	*nlen = (size_t)(colon - p);
+	colon++;
+	while (colon < eol && *colon == ' ')
+		colon++;
+	*value = colon;
+	*vlen = (size_t)(eol - colon);
+	*off = (size_t)(eol + 2 - r->resp_headers.data);
+	return true;
+}
+
+/* Does the comma-separated header value hold token (case-insensitive)? */
+bool http_has_token(const char *value, const char *token)
+{
+	size_t n = strlen(token);
+
+	for (const char *p = value; p && *p;) {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (strncasecmp(p, token, n) == 0 &&
+		    (!p[n] || p[n] == ',' || p[n] == ' ' || p[n] == '\t'))
+			return true;
+		p = strchr(p, ',');
+	}
+	return false;
+}
+
+/* Header names are tokens; values may not carry CR, LF or NUL. */
+bool http_valid_header(const char *name, const char *value)
+{
+	if (!*name)
+		return false;
+	for (const char *p = name; *p; p++) {
+		if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+			return false;
+	}
+	return !strpbrk(value, "\r\n");
+}
+
+/* ---- reading the request ------------------------------------------------------ */
+
+const char *sbx_http_method(const struct sbx_http_req *req)
+{
+	return req->method;
+}
+
+const char *sbx_http_path(const struct sbx_http_req *req)
+{
+	return req->path;
+}
+
+const char *sbx_http_query_string(const struct sbx_http_req *req)
+{
+	return req->query;
+}
+
+const char *sbx_http_peer(const struct sbx_http_req *req)
+{
+	return req->ops->peer(req);
+}
+
+const char *sbx_http_header(const struct sbx_http_req *req, const char *name)
+{
+	for (unsigned i = 0; i < req->n_headers; i++) {
+		if (strcasecmp(req->arena.data + req->headers[i].name, name) == 0)
+			return req->arena.data + req->headers[i].value;
+	}
+	return NULL;
+}
+
+const char *sbx_http_param(const struct sbx_http_req *req, const char *name)
+{
+	size_t len = strlen(name);
+
+	/* Names point into the route pattern and end at its '}'. */
+	for (size_t i = 0; i < req->n_params; i++) {
+		if (strncmp(req->param_names[i], name, len) == 0 && req->param_names[i][len] == '}')
+			return req->param_values[i];
+	}
+	return NULL;
+}
+
+const char *sbx_http_body(const struct sbx_http_req *req, size_t *len)
+{
+	if (len)
+		*len = req->body.len;
+	return req->body.data ? req->body.data : "";
+}
+
+json_t *sbx_http_body_json(const struct sbx_http_req *req, char *err, size_t err_size)
+{
+	if (req->body.len == 0) {
+		snprintf(err, err_size, "the request body is empty; a JSON object was expected");
+		return NULL;
+	}
+	return sbx_json_loadb(req->body.data, req->body.len, req->body.max, err, err_size);
+}
+
+static int hexval(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch = tolower(ch);
+	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* Percent-decodes s[0..n) into out ('+' is a space in query strings). */
+static int url_decode(const char *s, size_t n, char *out, size_t size)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int ch = (unsigned char)s[i];
+
+		if (ch == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+			ch = hexval(s[i + 1]) * 16 + hexval(s[i + 2]);
+			i += 2;
+		} else if (ch == '+') {
+			ch = ' ';
+		}
+		if (o + 1 >= size)
+			return -ENAMETOOLONG;
+		out[o++] = (char)ch;
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+int sbx_http_query(const struct sbx_http_req *req, const char *name, char *out, size_t size)
+{
+	char key[256];
+	const char *p = req->query;
+
+	while (*p) {
+		size_t len = strcspn(p, "&");
+		const char *eq = memchr(p, '=', len);
+		size_t klen = eq ? (size_t)(eq - p) : len;
+
+		if (url_decode(p, klen, key, sizeof(key)) >= 0 && strcmp(key, name) == 0) {
+			if (!eq) {
+				if (size)
+					out[0] = '\0';
+				return 0;
+			}
+			return url_decode(eq + 1, len - klen - 1, out, size);
+		}
+		p += len;
+		if (*p == '&')
+			p++;
+	}
+	return -ENOENT;
+}
+
+void sbx_http_on_abort(struct sbx_http_req *req, void (*cb)(struct sbx_http_req *, void *),
+		       void *arg)
+{
+	req->on_abort = cb;
+	req->abort_arg = arg;
+}
+
+void sbx_http_on_drain(struct sbx_http_req *req, void (*cb)(struct sbx_http_req *, void *),
+		       void *arg)
+{
+	req->on_drain = cb;
+	req->drain_arg = arg;
+}
+
+/* ---- the response ------------------------------------------------------------------ */
+
+static bool answered(const struct sbx_http_req *r)
+{
+	return r->state == REQ_RESPONDING || r->state == REQ_DONE;
+}
+
+int sbx_http_add_header(struct sbx_http_req *req, const char *name, const char *value)
+{
+	if (answered(req))
+		return -EALREADY;
+	if (!http_valid_header(name, value))
+		return -EINVAL;
+	return sbx_buf_printf(&req->resp_headers, "%s: %s\r\n", name, value);
+}
+
+int sbx_http_respond(struct sbx_http_req *req, int status, const char *content_type,
+		     const void *body, size_t len)
+{
+	if (answered(req))
+		return -EALREADY;
+	req->status = status;
+	return req->ops->respond(req, status, content_type, (long long)len, body, len, true);
+}
+
+int sbx_http_respond_json(struct sbx_http_req *req, int status, const json_t *body)
+{
+	char *text = sbx_json_dumps(body);
+	int rc;
+
+	if (!text)
+		return sbx_http_respond_error(req, 500, "out of memory");
+	rc = sbx_http_respond(req, status, "application/json", text, strlen(text));
+	sbx_free(text);
+	return rc;
+}
+
+int sbx_http_respond_error(struct sbx_http_req *req, int status, const char *message)
+{
+	json_t *body = json_pack("{s:{s:i, s:s}}", "error", "status", status, "message", message);
+	int rc;
+
+	if (!body)
+		return sbx_http_respond(req, status, "text/plain", message, strlen(message));
+	rc = sbx_http_respond_json(req, status, body);
+	json_decref(body);
+	return rc;
+}
+
+static int start_stream(struct sbx_http_req *req, int status, const char *content_type,
+			long long length)
+{
+	if (answered(req))
+		return -EALREADY;
+	req->status = status;
+	if (length >= 0) {
+		req->sized = true;
+		req->length_left = (uint64_t)length;
+	}
+	return req->ops->respond(req, status, content_type, length, NULL, 0, false);
+}
+
+int sbx_http_start(struct sbx_http_req *req, int status, const char *content_type)
+{
+	return start_stream(req, status, content_type, -1);
+}
+
+int sbx_http_start_sized(struct sbx_http_req *req, int status, const char *content_type,
+			 uint64_t length)
+{
+	return start_stream(req, status, content_type, (long long)length);
+}
+
+int sbx_http_write(struct sbx_http_req *req, const void *data, size_t len)
+{
+	if (req->state != REQ_RESPONDING)
+		return -EINVAL;
+	if (len == 0 || req->head)
+		return 0;
+	if (req->sized) {
+		if (len > req->length_left)
+			return -EMSGSIZE;
+		req->length_left -= len;
+	}
+	return req->ops->write(req, data, len);
+}
+
+int sbx_http_end(struct sbx_http_req *req)
+{
+	if (req->state != REQ_RESPONDING)
+		return -EINVAL;
+	return req->ops->end(req);
+}
+
+void sbx_http_abort(struct sbx_http_req *req)
+{
+	req->ops->abort(req);
+}
+
+/* ---- streamed request bodies ----------------------------------------------------------- */
+
+void sbx_http_stream_body(struct sbx_http_req *req, const struct sbx_http_body_sink *sink,
+			  void *arg)
+{
+	req->sink = sink;
+	req->sink_arg = arg;
+	req->ops->resume_body(req);
+}
+
+void sbx_http_pause_body(struct sbx_http_req *req)
+{
+	req->ops->pause_body(req);
+}
+
+void sbx_http_resume_body(struct sbx_http_req *req)
+{
+	if (req->sink)
+		req->ops->resume_body(req);
+}
+
+uint64_t sbx_http_body_received(const struct sbx_http_req *req)
+{
+	return req->body_received;
+}
+
+/* ---- streams ---------------------------------------------------------------------------- */
+
+void http_stream_attach(struct http_stream *st, const struct http_stream_cb *cb, void *arg)
+{
+	st->cb = cb;
+	st->arg = arg;
+	st->ops->resume(st);
+}

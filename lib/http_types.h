@@ -1,0 +1,309 @@
+/* Types shared by the layers of the HTTP core (private to libsbx).
+ *
+ *   server     http_server.c  listeners, accept, connection slots, graceful stop
+ *   transport  http_conn.c    one TCP connection: reads, writes, one timer, pause mask
+ *              http_tls.c     TLS on memory BIOs, under the same transport
+ *   codec      http1.c        HTTP/1.1 (http-parser)       } struct http_codec for the
+ *              http2.c        HTTP/2 (nghttp2)             } connection, struct
+ *              http_call.c    in-process calls (no conn)   } http_req_ops for requests
+ *   request    http_req.c     the protocol-neutral request and the response API
+ *              http_route.c   match, authorize, dispatch
+ *   streams    ws.c           WebSocket (wslay) on a struct http_stream
+ *              http_tunnel.c  byte tunnels to another server on a struct http_stream
+ *
+ * A codec never looks at another codec's state: the layers above call
+ * through the two operations tables below, and a codec provides a
+ * struct http_stream when a request switches protocols (HTTP/1 Upgrade, or
+ * an HTTP/2 extended CONNECT), so that WebSocket and tunnels work the same
+ * over both.
+ */
+#ifndef SBX_HTTP_TYPES_H
+#define SBX_HTTP_TYPES_H
+
+#include "sbx/buf.h"
+#include "sbx/http.h"
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct http_conn;
+struct http_stream;
+
+/* ---- transport --------------------------------------------------------------- */
+
+/* A connection's life. Moved only by conn_set_state, which asserts the
+ * edges: OPEN -> DRAINING (server stopping) -> SHUTTING (our side ends after
+ * what is queued) -> LINGERING (FIN sent; the client's rest is read and
+ * dropped) -> CLOSED, with CLOSED reachable from every state. */
+enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_SHUTTING, CONN_LINGERING, CONN_CLOSED };
+
+/* Why reading is paused; reading goes on only when no reason is left. */
+enum {
+	PAUSE_HANDLER = 1u << 0, /* a request is with its handler: pipelined bytes wait */
+	PAUSE_BODY = 1u << 1,	 /* a streamed body's sink asked for a pause */
+	PAUSE_PEER = 1u << 2,	 /* a stream's other side is behind (tunnel, WebSocket) */
+	PAUSE_FULL = 1u << 3,	 /* the codec holds as much unparsed input as it may */
+};
+
+/* What the codec's timer is waiting for. */
+enum conn_timer {
+	TIMER_NONE,
+	TIMER_HEADER, /* a request's head must be in by now (408) */
+	TIMER_IDLE,   /* no request (HTTP/1 keep-alive, HTTP/2 without streams) */
+	TIMER_BODY,   /* a request body stalled */
+	TIMER_CHECK,  /* HTTP/2 with streams: look at each stream's progress */
+	TIMER_STREAM, /* an upgraded connection without traffic */
+};
+
+/* The codec running on a connection (h2o's h2o_conn_callbacks_t). */
+struct http_codec {
+	const char *name;
+	/* Bytes from the client (decrypted under TLS). */
+	void (*input)(struct http_conn *c, const char *data, size_t len);
+	/* What was queued for the client fell below half the high water mark. */
+	void (*drained)(struct http_conn *c);
+	/* The codec's timer ran out. */
+	void (*timeout)(struct http_conn *c, enum conn_timer which);
+	/* The server stops: finish what is in flight, take nothing new. */
+	void (*shutdown)(struct http_conn *c);
+	/* The connection closes: abort what is open and free the codec's data. */
+	void (*gone)(struct http_conn *c);
+};
+
+/* Under the codec: cleartext TCP or TLS (HAProxy's xprt_ops). */
+struct http_xprt {
+	int (*send)(struct http_conn *c, const uv_buf_t *bufs, unsigned n);
+	void (*input)(struct http_conn *c, const char *data, size_t len);
+	void (*shutdown)(struct http_conn *c); /* before our FIN (TLS close_notify) */
+};
+
+struct http_conn {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_shutdown_t shutdown;
+	struct sbx_http_server *s;
+	struct http_conn *next, *prev;
+	const struct http_codec *codec;
+	void *codec_data;
+	const struct http_xprt *xprt;
+	SSL *ssl;
+	enum conn_state state;
+	unsigned pause;
+	bool reading;
+	bool reserved; /* holds a health slot: only health routes are served */
+	enum conn_timer timer_kind;
+	uint64_t timer_at; /* the codec's deadline (loop time, ms); 0: none */
+	uint64_t write_at; /* queued bytes must move by then; 0: nothing queued */
+	uint64_t drain_at; /* the server stops: closed by then */
+	int handles;	   /* libuv handles still open */
+	char peer[64];
+};
+
+int conn_send(struct http_conn *c, const uv_buf_t *bufs, unsigned n);
+int conn_send1(struct http_conn *c, const void *data, size_t len);
+size_t conn_queued(const struct http_conn *c);
+bool conn_congested(const struct http_conn *c); /* above the high water mark */
+void conn_pause(struct http_conn *c, unsigned reason);
+void conn_resume(struct http_conn *c, unsigned reason);
+void conn_set_timer(struct http_conn *c, enum conn_timer which, uint64_t ms);
+void conn_arm(struct http_conn *c); /* after a deadline changed */
+void conn_set_state(struct http_conn *c, enum conn_state to);
+void conn_set_codec(struct http_conn *c, const struct http_codec *codec, void *data);
+bool conn_alive(const struct http_conn *c); /* OPEN or DRAINING */
+/* Ends the connection after what is queued (lingering after our FIN). */
+void conn_shutdown(struct http_conn *c);
+/* Ends it now (the client sees a reset or a cut response). */
+void conn_close(struct http_conn *c);
+/* Plain bytes from the transport, for the codec. */
+void conn_input(struct http_conn *c, const char *data, size_t len);
+void conn_written(struct http_conn *c, int status);
+/* Accepts on a listener or adopts a connected socket: links, starts reading. */
+struct http_conn *conn_new(struct sbx_http_server *s);
+void conn_start(struct http_conn *c);
+
+/* TLS (http_tls.c). */
+int tls_attach(struct http_conn *c, SSL_CTX *ctx);
+SSL_CTX *tls_ctx_new(const char *cert_file, const char *key_file, char *err, size_t err_size);
+
+/* ---- the server --------------------------------------------------------------- */
+
+#define HTTP_MAX_LISTENERS 4
+#define HTTP_HEALTH_SLOTS  8
+
+struct http_listener {
+	uv_tcp_t tcp;
+	struct sbx_http_server *s;
+	SSL_CTX *tls; /* NULL: cleartext */
+};
+
+struct sbx_http_server {
+	uv_loop_t *loop;
+	struct sbx_http_server_opts o;
+	const struct sbx_http_route *routes;
+	size_t n_routes;
+	struct http_listener listeners[HTTP_MAX_LISTENERS];
+	int n_listeners;
+	int open_listeners;
+	struct http_conn *conns;
+	unsigned reserved_open;
+	size_t body_bytes_buffered; /* in request bodies, across connections */
+	struct sbx_http_stats stats;
+	bool closing;
+	void (*done)(void *);
+	void *done_arg;
+	char date[40];
+	time_t date_at;
+	char read_buf[65536]; /* one loop, one read at a time: shared */
+};
+
+const char *http_date(struct sbx_http_server *s);
+void http_server_conn_gone(struct sbx_http_server *s, struct http_conn *c);
+int http_parse_addr(const char *addr, struct sockaddr_storage *ss);
+/* Adopts a connected socket as a server connection (tests, fuzzers). */
+int http_server_adopt(struct sbx_http_server *s, uv_os_sock_t fd);
+void http_count_response(struct sbx_http_server *s, int status);
+
+/* ---- requests ------------------------------------------------------------------- */
+
+/* A request's life, moved only by req_set_state: HEAD (headers arriving) ->
+ * BODY (a buffered body arriving) -> HANDLER (with its handler, nothing
+ * sent) -> RESPONDING (head sent, body going out) -> DONE. A streamed body
+ * reaches HANDLER from HEAD; an answer may come in any state before DONE. */
+enum req_state { REQ_HEAD, REQ_BODY, REQ_HANDLER, REQ_RESPONDING, REQ_DONE };
+
+/* What a codec does for a request (HAProxy's mux_ops for one stream). */
+struct http_req_ops {
+	/* The response head, and body[0..len) with it when whole. length is
+	 * the Content-Length, or -1 for a body of unknown length. */
+	int (*respond)(struct sbx_http_req *r, int status, const char *content_type,
+		       long long length, const void *body, size_t len, bool whole);
+	int (*write)(struct sbx_http_req *r, const void *data, size_t len);
+	int (*end)(struct sbx_http_req *r);
+	void (*abort)(struct sbx_http_req *r);
+	void (*pause_body)(struct sbx_http_req *r);
+	void (*resume_body)(struct sbx_http_req *r);
+	/* Switches protocols (answers 101 on HTTP/1, 200 to an HTTP/2
+	 * extended CONNECT) and hands over the stream; the request is done. */
+	int (*upgrade)(struct sbx_http_req *r, struct http_stream **out);
+	const char *(*peer)(const struct sbx_http_req *r);
+};
+
+struct http_hdr {
+	size_t name, value; /* offsets into the arena */
+};
+
+struct sbx_http_req {
+	const struct http_req_ops *ops;
+	struct sbx_http_server *s;
+	enum req_state state;
+	struct sbx_buf arena; /* target first, then names and values, NUL-ended */
+	struct http_hdr *headers;
+	unsigned n_headers;
+	const char *target, *path, *query;
+	char method[16];
+	const struct sbx_http_route *route;
+	int early_status; /* decided before the handler (404, 405, 413, ...) */
+	const char *early_message;
+	char early_text[96];
+	const char *param_names[SBX_HTTP_MAX_PARAMS];
+	char *param_values[SBX_HTTP_MAX_PARAMS];
+	size_t n_params;
+	struct sbx_buf body; /* a buffered body; counted in the server's total */
+	struct sbx_buf resp_headers;
+	/* The protocol the client asks to switch to ("websocket"), and how:
+	 * by HTTP/1 Upgrade (with a key handshake) or by HTTP/2 CONNECT. */
+	const char *upgrade;
+	bool upgrade_by_connect;
+	bool reserved; /* arrived on a health slot */
+	bool head;
+	bool streamed;	 /* the route takes its body as a stream */
+	bool body_ended; /* streamed: the sink had its end (or an error) */
+	bool sized;
+	long long content_length; /* announced by the client; -1: unknown */
+	uint64_t body_received;
+	uint64_t length_left;
+	int status;
+	const struct sbx_http_body_sink *sink;
+	void *sink_arg;
+	void (*on_abort)(struct sbx_http_req *, void *);
+	void *abort_arg;
+	void (*on_drain)(struct sbx_http_req *, void *);
+	void *drain_arg;
+};
+
+void req_init(struct sbx_http_req *r, struct sbx_http_server *s, const struct http_req_ops *ops,
+	      size_t arena_max);
+void req_release(struct sbx_http_req *r);
+void req_set_state(struct sbx_http_req *r, enum req_state to);
+/* Adds to a buffered body: 0, -EFBIG past the route's limit, -ENOBUFS past
+ * the server's total. */
+int req_body_append(struct sbx_http_req *r, const char *data, size_t len);
+/* Adds a request header (name and value copied into the arena). */
+int req_add_header(struct sbx_http_req *r, const char *name, size_t nlen, const char *value,
+		   size_t vlen);
+void req_split_target(struct sbx_http_req *r);
+void req_early(struct sbx_http_req *r, int status, const char *message);
+/* "Name: value\r\n" lines of the handler's response headers, one at a time. */
+bool req_next_resp_header(const struct sbx_http_req *r, size_t *off, const char **name,
+			  size_t *nlen, const char **value, size_t *vlen);
+bool http_has_token(const char *value, const char *token);
+bool http_valid_header(const char *name, const char *value);
+
+/* Routing (http_route.c). */
+enum route_verdict {
+	ROUTE_ANSWERED, /* authorize or an early status answered: the body is not wanted */
+	ROUTE_STREAM,	/* the handler has the request; its body follows as a stream */
+	ROUTE_BUFFER,	/* read the body, then http_route_dispatch */
+};
+/* The head is in: picks the route, runs the authorize check, answers
+ * what can be answered before the body. */
+enum route_verdict http_route_head(struct sbx_http_req *r);
+/* The whole request is in: runs the handler (or the early answer). */
+void http_route_dispatch(struct sbx_http_req *r);
+void http_route_pick(struct sbx_http_server *s, struct sbx_http_req *r);
+
+/* ---- byte streams after a protocol switch ------------------------------------------ */
+
+struct http_stream_cb {
+	void (*data)(void *arg, const char *data, size_t len);
+	void (*drained)(void *arg);
+	/* The server stops (WebSocket: close 1001; a tunnel waits for the
+	 * drain timeout). */
+	void (*shutdown)(void *arg);
+	/* Gone (either side ended, or the connection failed); the stream is
+	 * freed after this returns. */
+	void (*closed)(void *arg);
+};
+
+struct http_stream_ops {
+	/* Queues bytes: 0, 1 above the high water mark, or a negative errno. */
+	int (*send)(struct http_stream *st, const void *data, size_t len);
+	bool (*congested)(const struct http_stream *st);
+	void (*pause)(struct http_stream *st);
+	void (*resume)(struct http_stream *st);
+	/* Ends our side after what is queued; closed follows. */
+	void (*close)(struct http_stream *st);
+};
+
+struct http_stream {
+	const struct http_stream_ops *ops;
+	const struct http_stream_cb *cb; /* NULL until attached: input is held */
+	void *arg;
+	struct sbx_http_server *s;
+	char peer[64];
+};
+
+/* Attaches the user of a stream; input held so far is delivered. */
+void http_stream_attach(struct http_stream *st, const struct http_stream_cb *cb, void *arg);
+
+/* Codec entry points. */
+void *http1_new(struct http_conn *c);
+extern const struct http_codec http1_codec;
+/* Answers status with a JSON error and closes (no slot for the connection). */
+void http1_refuse(struct http_conn *c, int status, const char *message);
+/* Starts HTTP/2 on c with bytes already read (the preface first). */
+int http2_start(struct http_conn *c, const char *data, size_t len);
+
+#endif
