@@ -519,7 +519,9 @@ static void head_done(struct h2 *h2, struct h2_stream *hs)
 			req_early(r, 400, "the request target must be a path");
 	}
 	v = http_route_head(r);
-	if (v == ROUTE_BUFFER && hs->end_in)
+	/* An extended CONNECT has no body: its DATA are the switched
+	 * protocol's, held until the handler takes the stream. */
+	if (v == ROUTE_BUFFER && (hs->end_in || r->upgrade_by_connect))
 		http_route_dispatch(r);
 	(void)h2;
 }
@@ -600,7 +602,7 @@ static int on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t
 	}
 	r = &hs->r;
 	hs->last_in_ms = uv_now(r->s->loop);
-	if (hs->upgraded) {
+	if (hs->upgraded || r->upgrade_by_connect) {
 		if (!hs->st.cb || hs->paused) {
 			/* Held within the stream's window, which is given back
 			 * when the user takes the bytes. */

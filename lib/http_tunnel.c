@@ -67,6 +67,7 @@ static void tunnel_close(struct tunnel *t)
 		struct http_stream *st = t->st;
 
 		t->st = NULL;
+		st->cb = NULL;	    /* no more calls: the tunnel is going */
 		st->ops->close(st); /* what was queued for the client still goes */
 	}
 	uv_close((uv_handle_t *)&t->up, handle_closed);
@@ -309,8 +310,16 @@ static void relay_answer(struct tunnel *t)
 	int status = t->parser.status_code;
 
 	uv_timer_stop(&t->timer);
-	copy_fields(t, &content_type);
 	sbx_http_on_abort(req, NULL, NULL);
+	if (req->upgrade_by_connect && status >= 200 && status < 300) {
+		/* To an HTTP/2 client, 2xx would mean "switched". */
+		t->req = NULL;
+		sbx_http_respond_error(req, 502,
+				       "the upstream answered without switching protocols");
+		tunnel_close(t);
+		return;
+	}
+	copy_fields(t, &content_type);
 	t->req = NULL;
 	sbx_http_respond(req, status, content_type, t->body.data, t->body.len);
 	tunnel_close(t);

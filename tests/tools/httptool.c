@@ -15,7 +15,11 @@
  *   GET  /stats                      server counters, pauses, aborts
  *   GET  /ws                         WebSocket echo (max message 1 MiB); the text
  *                                    "close" makes the server close with 1000,
- *                                    "flood N" sends N 64 KiB binary messages
+ *                                    "flood N" sends N 64 KiB binary messages;
+ *                                    also over HTTP/2 extended CONNECT
+ *   GET  /tunnel/{port}?path=P       a tunnel to 127.0.0.1:{port}, path P (/ws)
+ *   GET  /healthz                    "ok", a health route (served on the slots
+ *                                    kept beyond --max-connections)
  *
  * Prints {"port": P} on stdout once listening; SIGTERM closes gracefully.
  */
@@ -31,11 +35,9 @@
 
 static char *listen_addr = "127.0.0.1:0";
 static char *tls_cert, *tls_key;
-static long max_header_bytes = 65536;
 static long max_body_bytes = 1 << 20;
-static long max_connections = 1024;
-static long header_timeout_ms = 30000;
-static long idle_timeout_ms = 75000;
+static long ws_ping_interval_ms = 30000;
+static struct sbx_http_flags http_flags = SBX_HTTP_FLAGS_DEFAULT;
 
 static struct sbx_http_server *server;
 static struct sbx_signals signals;
@@ -320,6 +322,18 @@ static void websocket(struct sbx_http_req *req, void *arg)
 		ws_open++;
 }
 
+/* A byte tunnel to 127.0.0.1:{port}/ws (another server's WebSocket), or
+ * to ?path=. */
+static void tunnel(struct sbx_http_req *req, void *arg)
+{
+	char upstream[64], path[256] = "/ws";
+	struct sbx_http_tunnel_opts o = { .upstream = upstream, .path = path };
+
+	sbx_http_query(req, "path", path, sizeof(path));
+	snprintf(upstream, sizeof(upstream), "127.0.0.1:%s", sbx_http_param(req, "port"));
+	sbx_http_tunnel(req, &o);
+}
+
 static void stats(struct sbx_http_req *req, void *arg)
 {
 	const struct sbx_http_stats *s = sbx_http_server_stats(server);
@@ -357,6 +371,7 @@ static const struct sbx_http_route routes[] = {
 	{ .method = "POST", .pattern = "/small", .fn = echo, .max_body_bytes = 16 },
 	{ .method = "GET", .pattern = "/stats", .fn = stats },
 	{ .method = "GET", .pattern = "/ws", .fn = websocket },
+	{ .method = "GET", .pattern = "/tunnel/{port}", .fn = tunnel },
 	{ .method = "POST",
 	  .pattern = "/sink",
 	  .fn = sink,
@@ -392,13 +407,14 @@ int main(int argc, char **argv)
 		  .dest = &tls_key,
 		  .metavar = "FILE",
 		  .help = "the certificate's private key (PEM)" },
-		{ .name = "max-header-bytes",
+		SBX_HTTP_FLAG_OPTS(&http_flags),
+		{ .name = "ws-ping-interval-ms",
 		  .type = SBX_OPT_INT,
-		  .dest = &max_header_bytes,
-		  .metavar = "N",
-		  .help = "request line + headers",
-		  .min = 256,
-		  .max = 1 << 24 },
+		  .dest = &ws_ping_interval_ms,
+		  .metavar = "MS",
+		  .help = "WebSocket pings",
+		  .min = 1,
+		  .max = 3600000 },
 		{ .name = "max-body-bytes",
 		  .type = SBX_OPT_INT,
 		  .dest = &max_body_bytes,
@@ -406,27 +422,6 @@ int main(int argc, char **argv)
 		  .help = "default body limit",
 		  .min = 1,
 		  .max = 1L << 32 },
-		{ .name = "max-connections",
-		  .type = SBX_OPT_INT,
-		  .dest = &max_connections,
-		  .metavar = "N",
-		  .help = "open connections",
-		  .min = 1,
-		  .max = 100000 },
-		{ .name = "header-timeout-ms",
-		  .type = SBX_OPT_INT,
-		  .dest = &header_timeout_ms,
-		  .metavar = "MS",
-		  .help = "time to send headers",
-		  .min = 1,
-		  .max = 3600000 },
-		{ .name = "idle-timeout-ms",
-		  .type = SBX_OPT_INT,
-		  .dest = &idle_timeout_ms,
-		  .metavar = "MS",
-		  .help = "keep-alive idle time",
-		  .min = 1,
-		  .max = 3600000 },
 	};
 	struct sbx_config cfg = { .program = "sbx-httptool",
 				  .summary = "Serves test routes on libsbx's HTTP server core.",
@@ -442,11 +437,9 @@ int main(int argc, char **argv)
 		return rc > 0 ? 0 : 2;
 	}
 	sbx_alloc_install_jansson();
-	so.max_header_bytes = (size_t)max_header_bytes;
+	sbx_http_flags_apply(&http_flags, &so);
 	so.max_body_bytes = (size_t)max_body_bytes;
-	so.max_connections = (unsigned)max_connections;
-	so.header_timeout_ms = (uint64_t)header_timeout_ms;
-	so.idle_timeout_ms = (uint64_t)idle_timeout_ms;
+	so.ws_ping_interval_ms = (uint64_t)ws_ping_interval_ms;
 	so.server_name = "sbx-httptool";
 	sbx_http_server_new(loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &server);
 	if (tls_cert) {
