@@ -381,6 +381,11 @@ int admin_start(struct egress *e, const char *addr, char *err, size_t err_size)
 
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
 		routes[i].arg = e;
+	if (e->http_flags) {
+		/* The admin API keeps its own, smaller, connection limit. */
+		sbx_http_flags_apply(e->http_flags, &so);
+		so.max_connections = 64;
+	}
 	if ((rc = sbx_http_server_new(e->loop, &so, routes, sizeof(routes) / sizeof(routes[0]),
 				      &e->admin))) {
 		snprintf(err, err_size, "admin API: %s", strerror(-rc));

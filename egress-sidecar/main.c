@@ -47,6 +47,7 @@ static struct sbx_strv doh_block;
 static char *admin_listen = "";
 static char *admin_token_file = "";
 static long decisions_kept = 1000;
+static struct sbx_http_flags http_flags = SBX_HTTP_FLAGS_DEFAULT;
 static struct sbx_strv log_quiet;
 static char *log_decisions = "all";
 static char *policy_hash_file = "";
@@ -555,6 +556,7 @@ static int sidecar(void)
 {
 	uint64_t t0 = uv_hrtime();
 	struct egress e = { .loop = uv_default_loop(),
+			    .http_flags = &http_flags,
 			    .policy_file = policy_file,
 			    .admin_token_file = admin_token_file,
 			    .generation = 1,
@@ -577,12 +579,22 @@ static int sidecar(void)
 										   : DNS_NXDOMAIN };
 	struct proxy_hooks hooks = { .learn = learn, .decided = decided, .arg = &e };
 	const struct sbx_http_route routes[] = {
-		{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true },
-		{ .method = "GET", .pattern = "/readyz", .fn = readyz, .arg = &e, .public = true },
+		{ .method = "GET",
+		  .pattern = "/healthz",
+		  .fn = healthz,
+		  .public = true,
+		  .health = true },
+		{ .method = "GET",
+		  .pattern = "/readyz",
+		  .fn = readyz,
+		  .arg = &e,
+		  .public = true,
+		  .health = true },
 		{ .method = "GET",
 		  .pattern = "/metrics",
 		  .fn = sbx_metrics_handle,
-		  .public = true },
+		  .public = true,
+		  .health = true },
 	};
 	struct sbx_http_server_opts so = { .server_name = "sbx-egress" };
 	const char *colon = strrchr(dns_listen, ':');
@@ -652,6 +664,7 @@ static int sidecar(void)
 			sbx_log_warn("no IPv6 DNS listener; IPv6 DNS queries will fail",
 				     SBX_LS("error", err));
 	}
+	sbx_http_flags_apply(&http_flags, &so);
 	if ((rc = sbx_http_server_new(e.loop, &so, routes, sizeof(routes) / sizeof(routes[0]),
 				      &e.http)) ||
 	    (rc = sbx_http_server_listen(e.http, listen_addr))) {
@@ -714,6 +727,7 @@ out:
 int main(int argc, char **argv)
 {
 	const struct sbx_opt opts[] = {
+		SBX_HTTP_FLAG_OPTS(&http_flags),
 		{ .name = "policy-file",
 		  .type = SBX_OPT_STRING,
 		  .dest = &policy_file,

@@ -26,6 +26,7 @@
 
 struct egress {
 	uv_loop_t *loop;
+	const struct sbx_http_flags *http_flags; /* the core's limits, from the flags */
 	const char *policy_file;
 	struct egress_policy *policy;
 	/* The documents are kept as text (a parsed policy of 4,096 rules would

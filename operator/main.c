@@ -41,6 +41,7 @@ static struct sbx_strv egress_deny;
 static struct sbx_strv namespaces;
 static char *listen_addr = ":8081";
 static long workers = 4;
+static struct sbx_http_flags http_flags = SBX_HTTP_FLAGS_DEFAULT;
 static bool leader_elect;
 static char *lease_namespace = "sbx-system";
 static char *lease_name = "sbx-operator";
@@ -234,12 +235,22 @@ static int start_leading(struct operator* op)
 static int run(struct operator* op)
 {
 	const struct sbx_http_route routes[] = {
-		{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true },
-		{ .method = "GET", .pattern = "/readyz", .fn = readyz, .arg = op, .public = true },
+		{ .method = "GET",
+		  .pattern = "/healthz",
+		  .fn = healthz,
+		  .public = true,
+		  .health = true },
+		{ .method = "GET",
+		  .pattern = "/readyz",
+		  .fn = readyz,
+		  .arg = op,
+		  .public = true,
+		  .health = true },
 		{ .method = "GET",
 		  .pattern = "/metrics",
 		  .fn = sbx_metrics_handle,
-		  .public = true },
+		  .public = true,
+		  .health = true },
 	};
 	struct sbx_http_server_opts so = { .server_name = "sbx-operator" };
 	struct sbx_kube_config kc = { 0 };
@@ -264,6 +275,7 @@ static int run(struct operator* op)
 		sbx_kube_free(op->kube);
 		return 1;
 	}
+	sbx_http_flags_apply(&http_flags, &so);
 	sbx_http_server_new(op->loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &op->http);
 	if ((rc = sbx_http_server_listen(op->http, listen_addr))) {
 		sbx_log_error("cannot listen", SBX_LS("addr", listen_addr),
@@ -294,6 +306,7 @@ static int run(struct operator* op)
 int main(int argc, char **argv)
 {
 	const struct sbx_opt opts[] = {
+		SBX_HTTP_FLAG_OPTS(&http_flags),
 		{ .name = "kubeconfig",
 		  .type = SBX_OPT_STRING,
 		  .dest = &kubeconfig,

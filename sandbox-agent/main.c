@@ -38,7 +38,7 @@
 static char *listen_addr = ":8080";
 static char *workspace;
 static long max_body_bytes = 64L << 20;
-static long max_connections = 1024;
+static struct sbx_http_flags http_flags = SBX_HTTP_FLAGS_DEFAULT;
 static long max_file_bytes = 32L << 20;
 static long max_upload_bytes = 8L << 30;
 static long max_walk_seconds = 60;
@@ -527,11 +527,13 @@ static int serve(void *arg)
 		  .pattern = "/healthz",
 		  .fn = healthz,
 		  .public = true,
+		  .health = true,
 		  .summary = "Health for probes" },
 		{ .method = "GET",
 		  .pattern = "/metrics",
 		  .fn = sbx_metrics_handle,
 		  .public = true,
+		  .health = true,
 		  .summary = "Prometheus metrics" },
 	};
 
@@ -593,7 +595,7 @@ static int serve(void *arg)
 				  .max_upload_bytes = (uint64_t)max_upload_bytes,
 				  .max_walk_ms = (uint64_t)max_walk_seconds * 1000 };
 	so.max_body_bytes = (size_t)max_body_bytes;
-	so.max_connections = (unsigned)max_connections;
+	sbx_http_flags_apply(&http_flags, &so);
 	so.server_name = "sbx-agent";
 	so.authorize = auth_authorize;
 	so.authorize_arg = &a.auth;
@@ -664,13 +666,7 @@ int main(int argc, char **argv)
 		  .help = "largest request body",
 		  .min = 1024,
 		  .max = 1L << 34 },
-		{ .name = "max-connections",
-		  .type = SBX_OPT_INT,
-		  .dest = &max_connections,
-		  .metavar = "N",
-		  .help = "open client connections",
-		  .min = 1,
-		  .max = 100000 },
+		SBX_HTTP_FLAG_OPTS(&http_flags),
 		{ .name = "max-file-bytes",
 		  .type = SBX_OPT_INT,
 		  .dest = &max_file_bytes,

@@ -8,7 +8,9 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -17,6 +19,7 @@ from agent_sandbox.core.api_error import ApiError
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from conftest import SANITIZED
 from test_agent import agent  # noqa: F401 - the fixture
 
 
@@ -157,3 +160,84 @@ def test_a_bad_key_stops_the_agent_at_start(tmp_path):
                            env=dict(os.environ, JWT_PUBLIC_KEY=value), capture_output=True,
                            text=True, timeout=10)
         assert r.returncode == 2 and message in r.stderr
+
+
+# ---- bodies of refused requests are never read into memory ----
+
+BODY = 60 << 20
+
+
+def hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def push_unauthenticated_body(port: int) -> int:
+    """Sends a 60 MiB body without credentials; returns the status seen."""
+    chunk = b"[" + b"1," * (1 << 19) + b"1]"
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(b"POST /v1/shell/exec HTTP/1.1\r\nHost: t\r\n"
+                  b"Content-Type: application/json\r\n"
+                  + f"Content-Length: {BODY}\r\n\r\n".encode())
+        # The answer comes at the head, before any of the body.
+        status = int(s.recv(4096).split()[1])
+        sent = 0
+        try:
+            while sent < BODY:
+                s.sendall(chunk[:BODY - sent])
+                sent += len(chunk)
+        except OSError:
+            pass  # the agent closed: it does not want the rest
+        return status
+
+
+def test_unauthenticated_bodies_are_not_buffered_http11(secured):
+    a = secured
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(push_unauthenticated_body, [a.port] * 16))
+    assert statuses == [401] * 16
+    if not SANITIZED:
+        assert hwm_kib(a.proc.pid) < 64 * 1024, f"peak RSS {hwm_kib(a.proc.pid)} KiB"
+
+
+def test_unauthenticated_bodies_are_not_buffered_http2(secured):
+    from test_http_server import H2
+    a = secured
+    c = H2(a.port)
+    sids = []
+    chunk = b"1," * (1 << 13)  # one frame (16 KiB)
+    for _ in range(20):
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(sid, [(":method", "POST"), (":path", "/v1/shell/exec"),
+                                  (":scheme", "http"), (":authority", "t"),
+                                  ("content-type", "application/json"),
+                                  ("content-length", str(BODY))])
+        c.sock.sendall(c.conn.data_to_send())
+        c.responses[sid] = {"headers": None, "body": b"", "done": False, "reset": False}
+        sids.append(sid)
+    sent = dict.fromkeys(sids, 0)
+    while any(sent[s] < BODY and not c.responses[s]["done"] for s in sids):
+        progressed = False
+        for sid in sids:
+            if sent[sid] >= BODY or c.responses[sid]["done"]:
+                continue
+            room = min(c.conn.local_flow_control_window(sid), len(chunk), BODY - sent[sid])
+            if room > 0:
+                c.conn.send_data(sid, chunk[:room])
+                sent[sid] += room
+                progressed = True
+        c.sock.sendall(c.conn.data_to_send())
+        if not progressed:
+            c.pump()
+    for sid in sids:
+        r = c.wait(sid)
+        assert r["headers"][b":status"] == b"401"
+    assert max(sent.values()) < BODY, "the agent kept taking a refused body"
+    if not SANITIZED:
+        assert hwm_kib(a.proc.pid) < 64 * 1024, f"peak RSS {hwm_kib(a.proc.pid)} KiB"
+    # The connection serves on.
+    ok = c.request("GET", "/v1/ping")
+    assert c.wait(ok)["headers"][b":status"] == b"200"
