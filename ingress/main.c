@@ -20,8 +20,10 @@ int main(int argc, char **argv)
 	};
 	int rc = sbx_config_load(&cfg, argc, argv);
 
-	if (rc)
+	if (rc) {
+		sbx_config_release(&cfg);
 		return rc > 0 ? 0 : 2;
+	}
 	if (cfg.argi < argc) {
 		fprintf(stderr, "sbx-ingress: unexpected argument '%s' (see --help)\n",
 			argv[cfg.argi]);
