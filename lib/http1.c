@@ -762,6 +762,8 @@ static bool start_h2(struct h1 *h)
 	conn_set_codec(c, NULL, NULL);
 	if (http2_start(c, first.data, first.len))
 		conn_close(c);
+	else
+		conn_resume(c, PAUSE_FULL); /* HTTP/2 paces its input by its windows */
 	sbx_buf_release(&first);
 	return true;
 }
