@@ -533,18 +533,6 @@ static int on_url(http_parser *p, const char *at, size_t len)
 	return sbx_buf_append(&q->r.arena, at, len) ? reject(q, 414, "request target too long") : 0;
 }
 
-static bool is_token(const char *at, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)at[i];
-
-		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-		      (ch >= 'A' && ch <= 'Z') || (ch && strchr("!#$%&'*+-.^_`|~", ch))))
-			return false;
-	}
-	return true;
-}
-
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
 	struct h1 *h = h1_parser(p);
@@ -557,7 +545,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 		return 0; /* a chunked body's trailers: dropped (the arena stays put) */
 	/* No whitespace before the colon (RFC 9112 5.1): "Transfer-Encoding :"
 	 * must not pass as some other header beside a framing one. */
-	if (!is_token(at, len))
+	if (!http_is_token(at, len))
 		return reject(q, 400, "invalid header field name");
 	if (h->last != H_FIELD) {
 		if (arena_add(q, "", 1))

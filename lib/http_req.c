@@ -436,3 +436,15 @@ void http_stream_attach(struct http_stream *st, const struct http_stream_cb *cb,
 	st->arg = arg;
 	st->ops->resume(st);
 }
+
+bool http_is_token(const char *at, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)at[i];
+
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= 'A' && ch <= 'Z') || (ch && strchr("!#$%&'*+-.^_`|~", ch))))
+			return false;
+	}
+	return true;
+}
