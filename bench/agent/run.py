@@ -8,7 +8,13 @@ Measures, for each server on 127.0.0.1:
   - RSS: idle, and with 100 shell sessions made concurrently (errors counted).
 Prints a table with sbx/peer ratios. The peer is Starlette on uvicorn
 (peer_asgi.py), the stack under AIO Sandbox's server; see its docstring.
-Figures go to docs/benchmarks.md by hand, with the machine they came from."""
+Figures go to docs/benchmarks.md by hand, with the machine they came from.
+
+  python bench/agent/run.py BUILD_DIR --baseline=OTHER_BUILD_DIR
+
+also runs the sbx-agent of another build (an earlier commit, say) in the same
+run and prints its column and the new/baseline ratio: a change's effect on
+the agent, measured side by side."""
 
 from __future__ import annotations
 
@@ -189,7 +195,10 @@ def start_peer(ws: Path) -> tuple[subprocess.Popen, int]:
 
 
 def main() -> None:
-    build = Path(sys.argv[1] if len(sys.argv) > 1 else "build").resolve()
+    args = [a for a in sys.argv[1:] if not a.startswith("--baseline=")]
+    base = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--baseline=")]
+    build = Path(args[0] if args else "build").resolve()
+    baseline = Path(base[0]).resolve() if base else None
     tmp = Path(tempfile.mkdtemp(prefix="sbx-bench-"))
     src = tmp / "src.bin"
     with open(src, "wb") as f:
@@ -197,17 +206,21 @@ def main() -> None:
             f.write(os.urandom(1 << 20))
     results = {}
     try:
-        for name, start in (("sbx-agent", lambda ws: start_sbx(build, ws)),
-                            ("peer (Starlette+uvicorn)", start_peer)):
+        servers = [("sbx-agent", lambda ws: start_sbx(build, ws))]
+        if baseline:
+            servers.append(("baseline", lambda ws: start_sbx(baseline, ws)))
+        servers.append(("peer (Starlette+uvicorn)", start_peer))
+        for name, start in servers:
             ws = tmp / name.split()[0]
             ws.mkdir()
             proc, port = start(ws)
             try:
                 time.sleep(0.5)
                 idle = rss_kib(proc.pid)
-                p50, p99 = exec_latency(port, "bench" if name == "sbx-agent" else None)
+                sbx = not name.startswith("peer")
+                p50, p99 = exec_latency(port, "bench" if sbx else None)
                 up, down = file_throughput(port, src, ws / "big.bin")
-                errors, rss, rss_all = sessions_rss(port, proc.pid, name == "sbx-agent")
+                errors, rss, rss_all = sessions_rss(port, proc.pid, sbx)
                 results[name] = dict(p50=p50, p99=p99, up=up, down=down, idle=idle,
                                      errors=errors, rss=rss, rss_all=rss_all)
             finally:
@@ -228,14 +241,26 @@ def main() -> None:
         (f"RSS with {SESSIONS} sessions, with children (MiB)", "rss_all", "{:.1f}", True),
         (f"errors among {SESSIONS} concurrent sessions", "errors", "{:.0f}", True),
     ]
-    print("| measure | sbx-agent | peer (Starlette+uvicorn) | sbx / peer |")
-    print("|---|---|---|---|")
+    o = results.get("baseline")
+    if o:
+        print(f"baseline: the sbx-agent of {baseline}\n")
+        print("| measure | sbx-agent | baseline | peer (Starlette+uvicorn) | sbx / baseline "
+              "| sbx / peer |")
+        print("|---|---|---|---|---|---|")
+    else:
+        print("| measure | sbx-agent | peer (Starlette+uvicorn) | sbx / peer |")
+        print("|---|---|---|---|")
     for label, key, fmt, lower_better in rows:
-        a, b = s[key], q[key]
-        if key in ("idle", "rss", "rss_all"):
-            a, b = a / 1024, b / 1024
+        scale = 1024 if key in ("idle", "rss", "rss_all") else 1
+        a, b = s[key] / scale, q[key] / scale
         ratio = f"{a / b:.2f}" if b else "-"
-        print(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {ratio} |")
+        if o:
+            c = o[key] / scale
+            vs = f"{a / c:.2f}" if c else "-"
+            print(f"| {label} | {fmt.format(a)} | {fmt.format(c)} | {fmt.format(b)} | {vs} "
+                  f"| {ratio} |")
+        else:
+            print(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {ratio} |")
     print("\ntargets: p50 exec < 3 ms: {}; idle RSS < 6 MiB: {}; {} sessions without error: {}"
           .format("met" if s["p50"] < 3 else "MISSED", "met" if s["idle"] < 6 * 1024 else "MISSED",
                   SESSIONS, "met" if s["errors"] == 0 else "MISSED"))

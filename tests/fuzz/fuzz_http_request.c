@@ -181,6 +181,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	http_server_adopt(s, fds[0]);
 	/* The client: send everything, half-close, read all answers. */
 	fcntl(fds[1], F_SETFL, O_NONBLOCK);
+#ifdef FUZZ_HTTP2_FRAMES
+	/* The connection preface and an empty SETTINGS: the input is frames. */
+	static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0";
+
+	if (write(fds[1], preface, sizeof(preface) - 1) != sizeof(preface) - 1)
+		return 0;
+#endif
 	for (size_t off = 0; off < size;) {
 		ssize_t n = write(fds[1], data + off, size - off);
 
