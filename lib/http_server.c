@@ -222,7 +222,7 @@ static void on_connection(uv_stream_t *server, int status)
 	start_in_slot(s, c);
 }
 
-int http_server_adopt(struct sbx_http_server *s, uv_os_sock_t fd)
+int http_server_adopt(struct sbx_http_server *s, uv_os_sock_t fd, SSL_CTX *tls)
 {
 	struct http_conn *c = conn_new(s);
 	int rc;
@@ -234,6 +234,10 @@ int http_server_adopt(struct sbx_http_server *s, uv_os_sock_t fd)
 		return rc;
 	}
 	s->stats.connections_accepted++;
+	if (tls && (rc = tls_attach(c, tls))) {
+		conn_close(c);
+		return rc;
+	}
 	start_in_slot(s, c);
 	return 0;
 }

@@ -163,8 +163,9 @@ void http_server_conn_gone(struct sbx_http_server *s, struct http_conn *c);
 int http_parse_addr(const char *addr, struct sockaddr_storage *ss);
 /* A token (RFC 9110 5.6.2): header names, methods. len 0 passes. */
 bool http_is_token(const char *at, size_t len);
-/* Adopts a connected socket as a server connection (tests, fuzzers). */
-int http_server_adopt(struct sbx_http_server *s, uv_os_sock_t fd);
+/* Adopts a connected socket as a server connection, TLS on it when tls is
+ * given (tests, fuzzers). */
+int http_server_adopt(struct sbx_http_server *s, uv_os_sock_t fd, SSL_CTX *tls);
 void http_count_response(struct sbx_http_server *s, int status);
 
 /* ---- requests ------------------------------------------------------------------- */

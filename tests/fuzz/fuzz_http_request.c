@@ -7,7 +7,10 @@
 
 #include "sbx/alloc.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <fcntl.h>
@@ -123,7 +126,115 @@ static void ws_route(struct sbx_http_req *req, void *arg)
 	sbx_http_websocket(req, &cb, NULL, 256, &ws);
 }
 
+/* Tunnels: to an upstream on this loop that answers as the request's
+ * X-Up header says (101 then echo, 404, garbage, or a close), so that
+ * tunnel set-up, answers relayed and bytes both ways are all reached. */
+static char up_addr[32];
+
+struct upc {
+	uv_tcp_t tcp;
+	char head[2048];
+	size_t len;
+	bool switched;
+};
+
+struct upw {
+	uv_write_t w;
+	char data[];
+};
+
+static void upc_closed(uv_handle_t *h)
+{
+	sbx_free(h->data);
+}
+
+static void upc_written(uv_write_t *w, int status)
+{
+	sbx_free(w);
+}
+
+static void upc_send(struct upc *u, const char *data, size_t len)
+{
+	struct upw *w = sbx_malloc(sizeof(*w) + len);
+	uv_buf_t b;
+
+	memcpy(w->data, data, len);
+	b = uv_buf_init(w->data, (unsigned)len);
+	if (uv_write(&w->w, (uv_stream_t *)&u->tcp, &b, 1, upc_written))
+		sbx_free(w);
+}
+
+static void upc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	static char block[65536];
+
+	*buf = uv_buf_init(block, sizeof(block));
+}
+
+static void upc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+	struct upc *u = st->data;
+	char *end;
+
+	if (n < 0) {
+		uv_close((uv_handle_t *)st, upc_closed);
+		return;
+	}
+	if (u->switched) {
+		upc_send(u, buf->base, (size_t)n);
+		return;
+	}
+	if ((size_t)n > sizeof(u->head) - 1 - u->len)
+		n = (ssize_t)(sizeof(u->head) - 1 - u->len);
+	memcpy(u->head + u->len, buf->base, (size_t)n);
+	u->len += (size_t)n;
+	u->head[u->len] = '\0';
+	if (!(end = strstr(u->head, "\r\n\r\n")))
+		return;
+	if (strstr(u->head, "X-Up: 404")) {
+		static const char nf[] = "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
+
+		upc_send(u, nf, sizeof(nf) - 1);
+	} else if (strstr(u->head, "X-Up: junk")) {
+		static const char junk[] = "HTTP/1.1 20x\r\n\r\n";
+
+		upc_send(u, junk, sizeof(junk) - 1);
+	} else if (strstr(u->head, "X-Up: close")) {
+		uv_close((uv_handle_t *)st, upc_closed);
+	} else {
+		static const char ok[] =
+			"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+			"Connection: Upgrade\r\n\r\n";
+
+		u->switched = true;
+		upc_send(u, ok, sizeof(ok) - 1);
+		if (end + 4 < u->head + u->len)
+			upc_send(u, end + 4, (size_t)(u->head + u->len - end - 4));
+	}
+}
+
+static void up_accept(uv_stream_t *l, int status)
+{
+	struct upc *u = sbx_calloc(1, sizeof(*u));
+
+	uv_tcp_init(l->loop, &u->tcp);
+	u->tcp.data = u;
+	if (status < 0 || uv_accept(l, (uv_stream_t *)&u->tcp)) {
+		uv_close((uv_handle_t *)&u->tcp, upc_closed);
+		return;
+	}
+	uv_read_start((uv_stream_t *)&u->tcp, upc_alloc, upc_read);
+}
+
+static void tunnel(struct sbx_http_req *req, void *arg)
+{
+	const struct sbx_http_tunnel_opts o = { .upstream = up_addr, .path = "/up" };
+
+	sbx_http_tunnel(req, &o);
+}
+
 static const struct sbx_http_route routes[] = {
+	{ .method = "GET", .pattern = "/tunnel", .fn = tunnel },
 	{ .method = "GET", .pattern = "/ws", .fn = ws_route },
 	{ .method = "POST",
 	  .pattern = "/sink",
@@ -156,6 +267,20 @@ static void on_peer(uv_poll_t *p, int status, int events)
 	}
 }
 
+static void up_listen(uv_loop_t *loop, uv_tcp_t *up)
+{
+	struct sockaddr_in sa;
+	int len = sizeof(sa);
+
+	uv_ip4_addr("127.0.0.1", 0, &sa);
+	uv_tcp_init(loop, up);
+	if (uv_tcp_bind(up, (struct sockaddr *)&sa, 0) ||
+	    uv_listen((uv_stream_t *)up, 16, up_accept) ||
+	    uv_tcp_getsockname(up, (struct sockaddr *)&sa, &len))
+		abort();
+	snprintf(up_addr, sizeof(up_addr), "127.0.0.1:%u", ntohs(sa.sin_port));
+}
+
 static void on_closed(void *arg)
 {
 	*(bool *)arg = true;
@@ -171,14 +296,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sbx_http_server *s;
 	struct drain d = { 0 };
 	bool closed = false;
+	uv_tcp_t up;
 	uv_loop_t loop;
 	int fds[2];
 
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds))
 		return 0;
 	uv_loop_init(&loop);
+	up_listen(&loop, &up);
 	sbx_http_server_new(&loop, &o, routes, sizeof(routes) / sizeof(routes[0]), &s);
-	http_server_adopt(s, fds[0]);
+#ifdef FUZZ_TLS_RECORDS
+	http_server_adopt(s, fds[0], fuzz_tls_ctx());
+#else
+	http_server_adopt(s, fds[0], NULL);
+#endif
 	/* The client: send everything, half-close, read all answers. */
 	fcntl(fds[1], F_SETFL, O_NONBLOCK);
 #ifdef FUZZ_HTTP2_FRAMES
@@ -204,6 +335,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		;
 	sbx_http_server_close(s, on_closed, &closed);
 	uv_close((uv_handle_t *)&d.poll, NULL);
+	uv_close((uv_handle_t *)&up, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (!closed)
 		__builtin_trap();

@@ -80,7 +80,7 @@ static void start(struct harness *h, struct sbx_http_server_opts *o)
 	assert_int_equal(
 		sbx_http_server_new(&h->loop, o, routes, sizeof(routes) / sizeof(routes[0]), &h->s),
 		0);
-	assert_int_equal(http_server_adopt(h->s, fds[0]), 0);
+	assert_int_equal(http_server_adopt(h->s, fds[0], NULL), 0);
 	h->fd = fds[1];
 	fcntl(h->fd, F_SETFL, O_NONBLOCK);
 }
@@ -310,7 +310,7 @@ static void h1_health_slots_serve_health_routes_only(void **state)
 	start(&h, &o);
 	/* A second connection takes a health slot: /hello is not a health route. */
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, extra), 0);
-	assert_int_equal(http_server_adopt(h.s, extra[0]), 0);
+	assert_int_equal(http_server_adopt(h.s, extra[0], NULL), 0);
 	assert_int_equal(write(extra[1], "GET /hello HTTP/1.1\r\n\r\n", 23), 23);
 	close(h.fd);
 	h.fd = extra[1];
