@@ -205,8 +205,8 @@ static int on_headers_complete(http_parser *hp)
 		x->interim = true; /* 100 Continue, 103 Early Hints: not the answer */
 		return 0;
 	}
-	if (hp->status_code == 101 && !x->upgrade)
-		return -1; /* a switch nobody asked for */
+	if (hp->status_code == 101 && (!x->upgrade || !hp->upgrade))
+		return -1; /* a switch nobody asked for, or one without Upgrade */
 	if (x->last_was_value && sbx_buf_append(&x->fields, "", 1)) {
 		x->too_big = true;
 		return -1;
@@ -223,6 +223,13 @@ static int on_headers_complete(http_parser *hp)
 		n++;
 	}
 	x->head_in = true;
+	if (hp->status_code == 101) {
+		/* Switched before the caller hears of it: what it writes from
+		 * inside 'head' goes out as the new protocol's bytes. */
+		x_set_state(x, X_UPGRADED);
+		sbx_buf_release(&x->head);
+		rearm(x);
+	}
 	if (x->cb->head) {
 		x->cb->head(x, hp->status_code, f, n, x->arg);
 		if (x->state == X_DONE)
@@ -290,15 +297,6 @@ static bool retry(struct sbx_http_client *x)
 	return true;
 }
 
-static void switched(struct sbx_http_client *x, const char *rest, size_t len)
-{
-	x_set_state(x, X_UPGRADED);
-	sbx_buf_release(&x->head);
-	rearm(x);
-	if (len && x->cb->data)
-		x->cb->data(x, rest, len, x->arg);
-}
-
 void client_input(struct sbx_http_client *x, const char *data, ssize_t n)
 {
 	size_t used;
@@ -336,8 +334,11 @@ void client_input(struct sbx_http_client *x, const char *data, ssize_t n)
 	if (HTTP_PARSER_ERRNO(&x->parser) != HPE_OK &&
 	    HTTP_PARSER_ERRNO(&x->parser) != HPE_PAUSED) {
 		parse_failed(x);
-	} else if (x->parser.upgrade && x->parser.status_code == 101) {
-		switched(x, data + used, (size_t)n - used);
+	} else if (x->state == X_UPGRADED) {
+		/* The parser stops at the end of a 101's head: the rest is the
+		 * new protocol's. */
+		if (used < (size_t)n && x->cb->data)
+			x->cb->data(x, data + used, (size_t)n - used, x->arg);
 	} else if (x->resp_done) {
 		if (used < (size_t)n)
 			x->broken = true; /* bytes after the answer: not to be trusted again */

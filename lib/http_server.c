@@ -6,6 +6,7 @@
 #include "http_types.h"
 
 #include "sbx/alloc.h"
+#include "sbx/http_client.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -159,6 +160,7 @@ static void maybe_free(struct sbx_http_server *s)
 
 	if (!s->closing || s->conns || s->open_listeners)
 		return;
+	sbx_http_pool_free(s->pool);
 	sbx_free(s);
 	if (done)
 		done(arg);

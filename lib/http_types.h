@@ -149,6 +149,7 @@ struct sbx_http_server {
 	struct http_conn *conns;
 	unsigned reserved_open;
 	size_t body_bytes_buffered; /* in request bodies, across connections */
+	struct sbx_http_pool *pool; /* tunnels' upstream connections, made on first use */
 	struct sbx_http_stats stats;
 	bool closing;
 	void (*done)(void *);

@@ -88,6 +88,19 @@ def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict, byt
     return out
 
 
+def upgrade_answer(s, path: str) -> tuple[int, dict, bytes]:
+    """The answer to a WebSocket handshake on a raw HTTP/1.1 connection, when it
+    is not a switch (a Content-Length framed response)."""
+    sock = s.raw()
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n"
+                 "Connection: Upgrade\r\nUpgrade: websocket\r\n"
+                 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "\r\n".encode())
+    (answer,) = read_responses(sock, 1)
+    sock.close()
+    return answer
+
+
 def test_keep_alive_reuses_one_connection(server):
     s = server()
     c = s.conn()
@@ -780,12 +793,7 @@ def test_tunnel_passes_http11_upgrade_and_rfc8441_through_to_an_http11_upstream(
     # An upstream that answers without switching: its answer comes back
     # over HTTP/1.1, and a 502 over HTTP/2 (where 200 would mean "switched").
     c.sock.close()
-    sock = front.raw()
-    sock.sendall(f"GET /tunnel/{upstream.port}?path=/hello HTTP/1.1\r\nHost: t\r\n"
-                 "Connection: Upgrade\r\nUpgrade: websocket\r\n"
-                 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 "\r\n".encode())
-    (status, _, body), = read_responses(sock, 1)
+    status, _, body = upgrade_answer(front, f"/tunnel/{upstream.port}?path=/hello")
     assert status == 200 and body == b"hello"
     c2 = H2(front.port)
     ws3 = H2WebSocket(c2, f"/tunnel/{upstream.port}?path=/hello")
@@ -793,6 +801,105 @@ def test_tunnel_passes_http11_upgrade_and_rfc8441_through_to_an_http11_upstream(
     # And one that is not there: 502 with the reason.
     ws4 = H2WebSocket(c2, "/tunnel/1")
     assert ws4.status == b"502"
+
+
+class ScriptedUpstream:
+    """A TCP server on 127.0.0.1 that reads one request head, records it,
+    and then sends `answer` (None: says nothing and holds the connection)."""
+
+    def __init__(self, answer: bytes | None):
+        import threading
+        self.answer, self.heads, self.held = answer, [], []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                head += data
+            self.heads.append(head)
+            if self.answer is None:
+                self.held.append(conn)
+                continue
+            try:
+                conn.sendall(self.answer)
+            except OSError:
+                pass  # the front gave up reading: what the tests check
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def tunnel_answer(front, up_port: int) -> tuple[tuple[int, bytes], tuple[bytes, bytes]]:
+    """The front's answer to a WebSocket through /tunnel, over HTTP/1.1 Upgrade
+    and over RFC 8441: ((status, body), (:status, body))."""
+    status, _, body = upgrade_answer(front, f"/tunnel/{up_port}")
+    c = H2(front.port)
+    ws = H2WebSocket(c, f"/tunnel/{up_port}")
+    while not c.responses[ws.sid]["done"]:
+        c.pump()
+    return (status, body), (ws.status, c.responses[ws.sid]["body"])
+
+
+def test_tunnel_upstream_that_never_answers_gets_504_within_the_timeout(server):
+    up = ScriptedUpstream(None)
+    front = server("--connect-timeout-ms=300")
+    start = time.monotonic()
+    h1, h2_ = tunnel_answer(front, up.port)
+    assert time.monotonic() - start < 3
+    assert h1[0] == 504 and b"did not answer in time" in h1[1]
+    assert h2_[0] == b"504" and b"did not answer in time" in h2_[1]
+    # The head went upstream as an HTTP/1.1 Upgrade: an RFC 8441 request too,
+    # with a key of the front's own.
+    translated = up.heads[1].decode()
+    assert translated.startswith("GET /ws HTTP/1.1\r\n")
+    assert "Upgrade: websocket" in translated and "Sec-WebSocket-Key: " in translated
+    assert "sec-websocket-version: 13" in translated.lower()
+    up.close()
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (b"SSH-2.0-OpenSSH_9.2\r\n", b"not HTTP/1.1"),
+    (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", b"not HTTP/1.1"),  # no Upgrade
+    (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+     b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", b"not HTTP/1.1"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", b"closed without an answer"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n", b"larger than 1 MiB"),
+], ids=["not-http", "101-without-upgrade", "101-with-two-framings", "cut-short", "2-MB-answer"])
+def test_tunnel_upstream_faults_get_502_that_says_which(server, answer, reason):
+    if answer.endswith(b"2000000\r\n\r\n"):
+        answer += b"x" * 2000000
+    up = ScriptedUpstream(answer)
+    front = server()
+    h1, h2_ = tunnel_answer(front, up.port)
+    assert h1[0] == 502 and reason in h1[1], h1
+    # Over HTTP/2 a 2xx would mean "switched": refused as soon as its head is in.
+    if answer.startswith(b"HTTP/1.1 200"):
+        reason = b"without switching protocols"
+    assert h2_[0] == b"502" and reason in h2_[1], h2_
+    up.close()
+
+
+def test_tunnel_passes_a_refusal_back_with_its_headers(server):
+    up = ScriptedUpstream(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n"
+                          b"X-Why: origin\r\nContent-Length: 2\r\n\r\nno")
+    front = server()
+    status, headers, body = upgrade_answer(front, f"/tunnel/{up.port}")
+    assert (status, body) == (403, b"no")
+    assert headers["x-why"] == "origin" and headers["content-type"] == "text/plain"
+    up.close()
 
 
 def test_websocket_route_over_h2_without_extended_connect_is_refused_not_a_crash(server):

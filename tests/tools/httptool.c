@@ -17,7 +17,8 @@
  *                                    "close" makes the server close with 1000,
  *                                    "flood N" sends N 64 KiB binary messages;
  *                                    also over HTTP/2 extended CONNECT
- *   GET  /tunnel/{port}?path=P       a tunnel to 127.0.0.1:{port}, path P (/ws)
+ *   GET  /tunnel/{port}?path=P       a tunnel to 127.0.0.1:{port}, path P (/ws);
+ *                                    --connect-timeout-ms bounds its connect and answer
  *   GET  /healthz                    "ok", a health route (served on the slots
  *                                    kept beyond --max-connections)
  *
@@ -37,6 +38,7 @@ static char *listen_addr = "127.0.0.1:0";
 static char *tls_cert, *tls_key;
 static long max_body_bytes = 1 << 20;
 static long ws_ping_interval_ms = 30000;
+static long connect_timeout_ms = 10000;
 static struct sbx_http_flags http_flags = SBX_HTTP_FLAGS_DEFAULT;
 
 static struct sbx_http_server *server;
@@ -415,6 +417,13 @@ int main(int argc, char **argv)
 		  .help = "WebSocket pings",
 		  .min = 1,
 		  .max = 3600000 },
+		{ .name = "connect-timeout-ms",
+		  .type = SBX_OPT_INT,
+		  .dest = &connect_timeout_ms,
+		  .metavar = "MS",
+		  .help = "a tunnel's upstream must connect, then answer, within this",
+		  .min = 1,
+		  .max = 3600000 },
 		{ .name = "max-body-bytes",
 		  .type = SBX_OPT_INT,
 		  .dest = &max_body_bytes,
@@ -440,6 +449,7 @@ int main(int argc, char **argv)
 	sbx_http_flags_apply(&http_flags, &so);
 	so.max_body_bytes = (size_t)max_body_bytes;
 	so.ws_ping_interval_ms = (uint64_t)ws_ping_interval_ms;
+	so.connect_timeout_ms = (uint64_t)connect_timeout_ms;
 	so.server_name = "sbx-httptool";
 	sbx_http_server_new(loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &server);
 	if (tls_cert) {

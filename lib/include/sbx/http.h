@@ -75,9 +75,9 @@ struct sbx_http_server_opts {
 	uint64_t drain_timeout_ms;
 	uint64_t ws_ping_interval_ms; /* WebSocket pings; a peer silent for two is gone (30000) */
 	uint64_t stream_idle_timeout_ms; /* tunnels and WebSockets without traffic (600000) */
-	uint64_t connect_timeout_ms;	 /* a tunnel's connect to its upstream (10000) */
-	size_t write_high_water;	 /* sbx_http_write says "pause" above (256 KiB) */
-	const char *server_name;	 /* Server header ("sbx") */
+	uint64_t connect_timeout_ms; /* a tunnel's upstream: to connect, then to answer (10000) */
+	size_t write_high_water;     /* sbx_http_write says "pause" above (256 KiB) */
+	const char *server_name;     /* Server header ("sbx") */
 	/* called when no route matches; NULL answers 404 with a JSON body */
 	sbx_http_handler not_found;
 	void *not_found_arg;
@@ -310,13 +310,15 @@ struct sbx_http_tunnel_opts {
 	const char *const *drop_headers; /* NULL-terminated; not passed on */
 };
 
-/* Connects to upstream and, once connected, sends req's request head there
- * (method, o->path, headers but Host and the dropped ones) and turns the
- * connection into a byte tunnel: whatever either side sends reaches the
- * other (a WebSocket handshake and its frames, say), paced by the slower
- * side, until either closes. req is freed once connected. 0 when started;
- * if upstream cannot be reached the client gets a 502 (and a negative
- * errno is returned when that is known at once). */
+/* Sends req's request head upstream as an HTTP/1.1 Upgrade (method,
+ * o->path, headers but Host and the dropped ones; an RFC 8441 request is
+ * translated) on a connection of the server's client pool and, on a 101,
+ * turns both sides into a byte tunnel: whatever either side sends reaches
+ * the other (a WebSocket's frames, say), paced by the slower side, until
+ * either closes. Any other answer is passed back (body up to 1 MiB).
+ * req is done once upstream has answered. 0 when started; otherwise the
+ * client got an answer (431, 502, 503) and a negative errno is returned.
+ * Upstream failures later answer 502, and 504 past connect_timeout_ms. */
 int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts *o);
 
 /* ---- internal calls -------------------------------------------------------- */

@@ -667,6 +667,72 @@ static void client_upgrade_hands_over_the_connection(void **state)
 	teardown(&t);
 }
 
+/* Starts a WebSocket upgrade with 'c' and reads its head at the backend:
+ * the backend's end of the connection. */
+static int start_upgrade(struct t *t, const struct sbx_http_client_callbacks *c)
+{
+	struct sbx_http_client_request r = { .backend = t->addr,
+					     .method = "GET",
+					     .target = "/ws",
+					     .host = "h",
+					     .upgrade = "websocket" };
+	int fd;
+
+	assert_int_equal(sbx_http_client_start(t->p, &r, c, t, &t->x), 0);
+	fd = be_accept(t);
+	be_read(t, fd, "\r\n\r\n");
+	return fd;
+}
+
+static void client_101_without_upgrade_is_eproto(void **state)
+{
+	struct t t;
+	int fd;
+
+	setup(&t, NULL);
+	fd = start_upgrade(&t, &cb);
+	/* A switch that does not say to what: not a switch. */
+	be_write(fd, "HTTP/1.1 101 Switching Protocols\r\n\r\nraw");
+	spin(&t, is_done, -1);
+	assert_int_equal(t.err, -EPROTO);
+	assert_int_equal(t.heads, 0);
+	close(fd);
+	teardown(&t);
+}
+
+/* What the caller writes from inside 'head' on a 101 is the new
+ * protocol's: raw bytes, not a request body (which, with no body declared,
+ * would be refused). */
+static void on_head_write(struct sbx_http_client *x, int status, const struct sbx_http_field *f,
+			  size_t n, void *arg)
+{
+	on_head(x, status, f, n, arg);
+	assert_int_equal(sbx_http_client_write(x, "hello-from-head", 15), 0);
+}
+
+static void client_write_inside_the_101_head_goes_raw(void **state)
+{
+	static const struct sbx_http_client_callbacks wcb = {
+		.head = on_head_write,
+		.data = on_data,
+		.done = on_done,
+	};
+	struct t t;
+	int fd;
+
+	setup(&t, NULL);
+	fd = start_upgrade(&t, &wcb);
+	be_write(fd, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+		     "Connection: Upgrade\r\n\r\n");
+	assert_string_equal(be_read(&t, fd, "hello-from-head"), "hello-from-head");
+	assert_int_equal(t.status, 101);
+	assert_false(t.done);
+	close(fd);
+	spin(&t, is_done, -1);
+	assert_int_equal(t.err, 0);
+	teardown(&t);
+}
+
 static bool has_body(struct t *t, int len)
 {
 	return t->body.len >= (size_t)len;
@@ -749,6 +815,8 @@ int main(void)
 		cmocka_unit_test(client_retries_once_when_a_reused_connection_closes_unanswered),
 		cmocka_unit_test(client_pool_keeps_at_most_max_idle_per_backend),
 		cmocka_unit_test(client_upgrade_hands_over_the_connection),
+		cmocka_unit_test(client_101_without_upgrade_is_eproto),
+		cmocka_unit_test(client_write_inside_the_101_head_goes_raw),
 		cmocka_unit_test(client_pause_stops_reading_the_answer),
 	};
 
