@@ -131,6 +131,7 @@ static struct h1_req *req_new(struct h1 *h)
 	req_init(&q->r, s, &h1_req_ops, s->o.max_header_bytes + 2u * s->o.max_headers + 8);
 	q->h = h;
 	q->r.reserved = h->c->reserved;
+	q->r.secure = h->c->ssl != NULL;
 	return q;
 }
 
@@ -298,7 +299,9 @@ static void h1_resume_body(struct sbx_http_req *r)
 	q->body_paused = false;
 	if (!q->msg_done) {
 		conn_set_timer(h->c, TIMER_BODY, h->c->s->o.idle_timeout_ms);
-		conn_resume(h->c, PAUSE_BODY);
+		/* The handler may have held the request without its body
+		 * (PAUSE_HANDLER): reading is this body's now. */
+		conn_resume(h->c, PAUSE_BODY | PAUSE_HANDLER);
 	}
 	process(h);
 }
@@ -600,6 +603,8 @@ static int on_headers_complete(http_parser *p)
 		return reject(q, 400, "the request target must be a path");
 	if (p->flags & F_CONTENTLENGTH)
 		r->content_length = (long long)p->content_length;
+	else if (!(p->flags & F_CHUNKED))
+		r->content_length = 0; /* no framing: no body (RFC 9112 6.3) */
 	q->has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length);
 	upgrade = sbx_http_header(r, "Upgrade");
 	if (p->upgrade && upgrade && p->method == HTTP_GET)

@@ -88,6 +88,7 @@ static struct h2_stream *stream_new(struct h2 *h2, int32_t id)
 		return NULL;
 	req_init(&hs->r, s, &h2_req_ops, s->o.max_header_bytes + 2u * s->o.max_headers + 64);
 	hs->r.reserved = h2->c->reserved;
+	hs->r.secure = h2->c->ssl != NULL;
 	hs->h2 = h2;
 	hs->id = id;
 	hs->last_in_ms = uv_now(s->loop);
@@ -298,7 +299,8 @@ static void body_flow(struct h2_stream *hs)
 	struct sbx_http_req *r = &hs->r;
 	struct h2 *h2 = hs->h2;
 
-	if (!h2 || !r->sink || hs->paused)
+	/* Answered already: the handler has let go of its sink. */
+	if (!h2 || !r->sink || hs->paused || r->state == REQ_DONE)
 		return;
 	if (r->body.len) {
 		struct sbx_buf held = r->body;
@@ -488,6 +490,8 @@ static void head_done(struct h2 *h2, struct h2_stream *hs)
 	}
 	if (sbx_buf_append(&r->arena, path ? path : "", (path ? strlen(path) : 0) + 1))
 		req_early(r, 431, "request headers too large");
+	if (hs->end_in)
+		r->content_length = 0; /* END_STREAM on the head: no body */
 	if (authority && req_add_header(r, "Host", 4, authority, strlen(authority)))
 		req_early(r, 431, "request headers too large");
 	for (const char *q = p; q && q < end && !r->early_status;) {

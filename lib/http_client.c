@@ -397,6 +397,11 @@ static int connected(struct sbx_http_client *x)
 	if (!x->paused)
 		pool_read(x->c, true);
 	rearm(x);
+	if (x->cb->connected) {
+		x->depth++;
+		x->cb->connected(x, x->arg);
+		x_leave(x);
+	}
 	return 0;
 }
 

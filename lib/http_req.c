@@ -197,6 +197,31 @@ const char *sbx_http_peer(const struct sbx_http_req *req)
 	return req->ops->peer(req);
 }
 
+bool sbx_http_header_at(const struct sbx_http_req *req, unsigned i, const char **name,
+			const char **value)
+{
+	if (i >= req->n_headers)
+		return false;
+	*name = req->arena.data + req->headers[i].name;
+	*value = req->arena.data + req->headers[i].value;
+	return true;
+}
+
+const char *sbx_http_upgrade(const struct sbx_http_req *req)
+{
+	return req->upgrade;
+}
+
+long long sbx_http_content_length(const struct sbx_http_req *req)
+{
+	return req->content_length;
+}
+
+bool sbx_http_secure(const struct sbx_http_req *req)
+{
+	return req->secure;
+}
+
 const char *sbx_http_header(const struct sbx_http_req *req, const char *name)
 {
 	for (unsigned i = 0; i < req->n_headers; i++) {

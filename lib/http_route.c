@@ -128,7 +128,9 @@ enum route_verdict http_route_head(struct sbx_http_req *r)
 		sbx_http_respond_error(r, 413, r->early_text);
 		return ROUTE_ANSWERED;
 	}
-	if (r->route->stream_body) {
+	/* A protocol switch has no body to stream: its handler runs once the
+	 * request is complete, when the connection can be handed over. */
+	if (r->route->stream_body && !r->upgrade) {
 		r->streamed = true;
 		req_set_state(r, REQ_HANDLER);
 		r->route->fn(r, r->route->arg);

@@ -25,6 +25,7 @@
 #define RESPONSE_MAX (1u << 20)
 
 struct tunnel {
+	struct sbx_http_server *s;
 	struct sbx_http_req *req;  /* until upstream has answered */
 	struct http_stream *st;	   /* the client's side, after a 101 */
 	struct sbx_http_client *x; /* upstream, until it ends */
@@ -32,6 +33,7 @@ struct tunnel {
 	char *content_type;
 	struct sbx_buf body; /* a non-101 answer's body */
 	bool by_connect;     /* the client asked with an HTTP/2 extended CONNECT */
+	bool switched;	     /* counted in the server's tunnels_open */
 	bool closing;
 };
 
@@ -59,6 +61,8 @@ static void tunnel_close(struct tunnel *t)
 	}
 	if (t->x)
 		sbx_http_client_abort(t->x);
+	if (t->switched)
+		t->s->stats.tunnels_open--;
 	tunnel_free(t);
 }
 
@@ -149,6 +153,8 @@ static void switch_client(struct tunnel *t)
 		fail(t, 502, "cannot switch the client's protocol");
 		return;
 	}
+	t->switched = true;
+	t->s->stats.tunnels_open++;
 	/* Input the client sent meanwhile is delivered from here on. */
 	http_stream_attach(t->st, &client_cb, t);
 }
@@ -261,12 +267,15 @@ static struct sbx_http_pool *server_pool(struct sbx_http_server *s)
 	return s->pool;
 }
 
-static bool dropped(const char *name, bool by_connect, const char *const *drop)
+static bool dropped(const char *name, bool by_connect, const struct sbx_http_tunnel_opts *o)
 {
 	if (by_connect && !strcasecmp(name, "Sec-WebSocket-Key"))
 		return true; /* replaced by a key of our own */
-	for (; drop && *drop; drop++)
-		if (!strcasecmp(name, *drop))
+	for (const char *const *d = o->drop_headers; d && *d; d++)
+		if (!strcasecmp(name, *d))
+			return true;
+	for (const char *const *a = o->add_headers; a && *a; a += 2)
+		if (!strcasecmp(name, *a))
 			return true;
 	return false;
 }
@@ -285,6 +294,7 @@ int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts 
 	struct sbx_http_field *f;
 	struct tunnel *t;
 	char *key = NULL;
+	size_t n_add = 0;
 	int rc;
 
 	if (!req->upgrade) {
@@ -293,8 +303,10 @@ int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts 
 				       "is expected here");
 		return -EINVAL;
 	}
+	for (const char *const *a = o->add_headers; a && a[0] && a[1]; a += 2)
+		n_add++;
 	t = sbx_calloc(1, sizeof(*t));
-	f = sbx_calloc(req->n_headers + 1, sizeof(*f));
+	f = sbx_calloc(req->n_headers + n_add + 1, sizeof(*f));
 	if (!t || !f || !pool) {
 		sbx_free(t);
 		sbx_free(f);
@@ -302,15 +314,19 @@ int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts 
 		return -ENOMEM;
 	}
 	sbx_buf_init(&t->body, RESPONSE_MAX);
+	t->s = s;
 	t->by_connect = req->upgrade_by_connect;
 	for (unsigned i = 0; i < req->n_headers; i++) {
 		const char *name = req->arena.data + req->headers[i].name;
 
-		if (!dropped(name, t->by_connect, o->drop_headers))
+		if (!dropped(name, t->by_connect, o))
 			f[up.n_headers++] =
 				(struct sbx_http_field){ name,
 							 req->arena.data + req->headers[i].value };
 	}
+	for (size_t i = 0; i < n_add; i++)
+		f[up.n_headers++] =
+			(struct sbx_http_field){ o->add_headers[2 * i], o->add_headers[2 * i + 1] };
 	if (t->by_connect) {
 		/* RFC 8441 in, HTTP/1.1 Upgrade out. */
 		unsigned char raw[16];

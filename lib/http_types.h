@@ -221,6 +221,7 @@ struct sbx_http_req {
 	const char *upgrade;
 	bool upgrade_by_connect;
 	bool reserved; /* arrived on a health slot */
+	bool secure;   /* over TLS */
 	bool head;
 	bool streamed;	 /* the route takes its body as a stream */
 	bool body_ended; /* streamed: the sink had its end (or an error) */

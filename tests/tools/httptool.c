@@ -8,10 +8,11 @@
  *   GET  /stream?n=N&size=S          N chunks of S bytes, paced by backpressure
  *   GET  /slow?ms=M                  answers after M ms; counts aborts
  *   POST /small                      a route whose body limit is 16 bytes
- *   POST /sink?pause_ms=M&reject=1   a streamed body (limit 8 MiB): answers its
+ *   POST /sink?pause_ms=M&reject=1   a streamed body (--sink-max-bytes, 8 MiB): answers its
  *                                    length and FNV-1a hash; pause_ms pauses
  *                                    reading after each piece; reject answers
- *                                    401 before reading any of it
+ *                                    401 before reading any of it; delay_ms
+ *                                    asks for the body only after M ms
  *   GET  /stats                      server counters, pauses, aborts
  *   GET  /ws                         WebSocket echo (max message 1 MiB); the text
  *                                    "close" makes the server close with 1000,
@@ -39,6 +40,7 @@ static char *tls_cert, *tls_key;
 static long max_body_bytes = 1 << 20;
 static long ws_ping_interval_ms = 30000;
 static long connect_timeout_ms = 10000;
+static long sink_max_bytes = 8L << 20;
 static struct sbx_http_flags http_flags = SBX_HTTP_FLAGS_DEFAULT;
 
 static struct sbx_http_server *server;
@@ -242,7 +244,7 @@ static void sink_end(struct sbx_http_req *req, int status, void *arg)
 	o = json_pack("{s:I, s:s}", "bytes", (json_int_t)sk->bytes, "fnv1a", hash);
 	sbx_http_on_abort(req, NULL, NULL);
 	if (status == -EFBIG)
-		sbx_http_respond_error(req, 413, "body over the 8 MiB limit of /sink");
+		sbx_http_respond_error(req, 413, "body over the limit of /sink (--sink-max-bytes)");
 	else
 		sbx_http_respond_json(req, 200, o);
 	json_decref(o);
@@ -255,9 +257,17 @@ static void sink_abort(struct sbx_http_req *req, void *arg)
 	sink_release(arg);
 }
 
+static const struct sbx_http_body_sink sink_ops = { .data = sink_data, .end = sink_end };
+
+static void sink_start(uv_timer_t *t)
+{
+	struct sink *sk = t->data;
+
+	sbx_http_stream_body(sk->req, &sink_ops, sk);
+}
+
 static void sink(struct sbx_http_req *req, void *arg)
 {
-	static const struct sbx_http_body_sink ops = { .data = sink_data, .end = sink_end };
 	char v[32];
 	struct sink *sk;
 
@@ -272,7 +282,13 @@ static void sink(struct sbx_http_req *req, void *arg)
 	uv_timer_init(uv_default_loop(), &sk->timer);
 	sk->timer.data = sk;
 	sbx_http_on_abort(req, sink_abort, sk);
-	sbx_http_stream_body(req, &ops, sk);
+	if (sbx_http_query(req, "delay_ms", v, sizeof(v)) > 0) {
+		/* The body waits until the handler asks for it (as a proxy does,
+		 * once its upstream connection is up). */
+		uv_timer_start(&sk->timer, sink_start, (uint64_t)atol(v), 0);
+		return;
+	}
+	sbx_http_stream_body(req, &sink_ops, sk);
 }
 
 /* ---- WebSocket ------------------------------------------------------------- */
@@ -362,7 +378,7 @@ static void healthz(struct sbx_http_req *req, void *arg)
 	sbx_http_respond(req, 200, "text/plain", "ok", 2);
 }
 
-static const struct sbx_http_route routes[] = {
+static struct sbx_http_route routes[] = {
 	{ .method = "GET", .pattern = "/hello", .fn = hello },
 	{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true, .health = true },
 	{ .method = "POST", .pattern = "/echo", .fn = echo },
@@ -374,11 +390,7 @@ static const struct sbx_http_route routes[] = {
 	{ .method = "GET", .pattern = "/stats", .fn = stats },
 	{ .method = "GET", .pattern = "/ws", .fn = websocket },
 	{ .method = "GET", .pattern = "/tunnel/{port}", .fn = tunnel },
-	{ .method = "POST",
-	  .pattern = "/sink",
-	  .fn = sink,
-	  .stream_body = true,
-	  .max_body_bytes = 8u << 20 },
+	{ .method = "POST", .pattern = "/sink", .fn = sink, .stream_body = true },
 };
 
 static void on_closed(void *arg)
@@ -417,6 +429,13 @@ int main(int argc, char **argv)
 		  .help = "WebSocket pings",
 		  .min = 1,
 		  .max = 3600000 },
+		{ .name = "sink-max-bytes",
+		  .type = SBX_OPT_INT,
+		  .dest = &sink_max_bytes,
+		  .metavar = "N",
+		  .help = "the body limit of /sink",
+		  .min = 1,
+		  .max = 1L << 40 },
 		{ .name = "connect-timeout-ms",
 		  .type = SBX_OPT_INT,
 		  .dest = &connect_timeout_ms,
@@ -451,6 +470,9 @@ int main(int argc, char **argv)
 	so.ws_ping_interval_ms = (uint64_t)ws_ping_interval_ms;
 	so.connect_timeout_ms = (uint64_t)connect_timeout_ms;
 	so.server_name = "sbx-httptool";
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (!strcmp(routes[i].pattern, "/sink"))
+			routes[i].max_body_bytes = (size_t)sink_max_bytes;
 	sbx_http_server_new(loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &server);
 	if (tls_cert) {
 		char err[512];

@@ -50,7 +50,9 @@ struct sbx_http_route {
 	bool health;
 	/* The handler runs once the headers are in (after the authorize
 	 * check) and takes the body as it arrives with sbx_http_stream_body;
-	 * max_body_bytes then bounds the whole stream. */
+	 * max_body_bytes then bounds the whole stream. A protocol switch
+	 * (WebSocket) has no body: its handler runs once it is complete, ready
+	 * for sbx_http_websocket or sbx_http_tunnel. */
 	bool stream_body;
 	const char *summary; /* one line for the API description (OpenAPI) */
 };
@@ -178,6 +180,7 @@ struct sbx_http_stats {
 	uint64_t responses_by_class[6]; /* index status/100: 1xx..5xx */
 	uint64_t bytes_in;
 	uint64_t bytes_out;
+	unsigned tunnels_open; /* sbx_http_tunnel: switched and passing bytes */
 };
 const struct sbx_http_stats *sbx_http_server_stats(const struct sbx_http_server *s);
 
@@ -190,6 +193,17 @@ const char *sbx_http_path(const struct sbx_http_req *req);
 const char *sbx_http_query_string(const struct sbx_http_req *req);
 /* First header with this name (case-insensitive), or NULL. */
 const char *sbx_http_header(const struct sbx_http_req *req, const char *name);
+/* The i-th header as received (0, 1, ...): false past the last. */
+bool sbx_http_header_at(const struct sbx_http_req *req, unsigned i, const char **name,
+			const char **value);
+/* The protocol the client asks to switch to ("websocket", by HTTP/1.1
+ * Upgrade or an HTTP/2 extended CONNECT), or NULL. */
+const char *sbx_http_upgrade(const struct sbx_http_req *req);
+/* The body's length as the client announced it: 0 for none, -1 when it is
+ * known only at its end (chunked; HTTP/2 DATA without content-length). */
+long long sbx_http_content_length(const struct sbx_http_req *req);
+/* Whether the request came over TLS. */
+bool sbx_http_secure(const struct sbx_http_req *req);
 /* A "{name}" captured by the route, or NULL. */
 const char *sbx_http_param(const struct sbx_http_req *req, const char *name);
 /* A query parameter, percent-decoded into out: its length, -ENOENT, or
@@ -308,6 +322,9 @@ struct sbx_http_tunnel_opts {
 	const char *path;		 /* the target to ask upstream for ("/x?y") */
 	const char *host;		 /* Host header to send (NULL: upstream) */
 	const char *const *drop_headers; /* NULL-terminated; not passed on */
+	/* NULL-terminated name, value pairs sent after the request's own
+	 * (X-Forwarded-For, say); a name here drops the request's of that name. */
+	const char *const *add_headers;
 };
 
 /* Sends req's request head upstream as an HTTP/1.1 Upgrade (method,

@@ -97,6 +97,13 @@ struct sbx_http_client_callbacks {
 	/* The end: 0 for a complete response, or a negative errno (above). The
 	 * exchange is freed after this call. */
 	void (*done)(struct sbx_http_client *x, int err, void *arg);
+	/* Optional: a connection is up and the request head is on its way
+	 * (for a reused connection, before sbx_http_client_start returns). A
+	 * caller that holds the body back until then can send the request
+	 * again elsewhere, or later, when the connect fails. Called again if
+	 * the request is sent again on a new connection; it may not abort the
+	 * exchange. */
+	void (*connected)(struct sbx_http_client *x, void *arg);
 };
 
 /* Starts an exchange: 0, or -EINVAL for a header name or value that is not
