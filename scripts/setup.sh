@@ -26,7 +26,7 @@ apt_pkgs=(
 	libuv1-dev libhttp-parser-dev libnghttp2-dev libwslay-dev libssl-dev
 	libjansson-dev libjwt-dev libyaml-dev libcurl4-openssl-dev libc-ares-dev
 	libnftables-dev libnftnl-dev libmnl-dev libcmocka-dev libminizip-dev zlib1g-dev libidn2-dev
-	openssl curl iproute2 procps patchelf busybox-static dnsmasq-base
+	openssl curl nghttp2-client iproute2 procps patchelf busybox-static dnsmasq-base
 	chromium
 )
 # What the one-node test cluster needs from Debian (docs/development.md). The
