@@ -1,15 +1,19 @@
 /* sbx-ingress: routes /sandboxes/<id>/port/<port>/... (and the header and
  * wildcard-host forms) to sandbox pods over HTTP/1.1 and HTTP/2.
  *
- * main() parses the configuration, loads the routing table (a routes file,
- * watched for changes), and runs the public listener, whose one route
+ * main() parses the configuration, keeps the routing table current (from
+ * Sandbox objects through an informer, or from a routes file watched for
+ * changes), and runs the public listener, whose one route
  * dispatches every request: to a sandbox (proxy.c), or to the ingress's own
  * few paths. Health and metrics are also served on the admin listener.
  */
+#include "discovery.h"
 #include "ingress.h"
 
 #include "sbx/alloc.h"
 #include "sbx/config.h"
+#include "sbx/kube.h"
+#include "sbx/kube_config.h"
 #include "sbx/log.h"
 #include "sbx/loop.h"
 #include "sbx/metrics.h"
@@ -30,6 +34,9 @@ static char *tls_listen = "";
 static char *tls_cert = "", *tls_key = "";
 static char *base_domain = "";
 static char *routes_file = "";
+static char *kubeconfig = "";
+static char *kube_context = "";
+static struct sbx_strv namespaces;
 static long hold_timeout_ms = 10000;
 static long connect_timeout_ms = 5000;
 static long response_timeout_ms = 60000;
@@ -47,6 +54,8 @@ struct app {
 	struct sbx_signals signals;
 	uv_fs_poll_t routes_poll;
 	bool polling;
+	struct sbx_kube *kube;
+	struct discovery *discovery;
 	bool ready; /* a routing table is loaded */
 	uint64_t reloads, reload_errors;
 };
@@ -91,6 +100,47 @@ static void routes_changed(uv_fs_poll_t *h, int status, const uv_stat_t *prev,
 		return;
 	}
 	load_routes(h->data);
+}
+
+/* ---- the routing table from Sandbox objects ------------------------------------------------ */
+
+static void publish(struct ingress_table *t, void *arg)
+{
+	struct app *a = arg;
+
+	t->generation = a->in.table->generation + 1;
+	ingress_set_table(&a->in, t);
+	a->reloads++;
+	if (!a->ready)
+		sbx_log_info("routes synced from Sandbox objects",
+			     SBX_LI("sandboxes", (long long)ingress_table_count(t)));
+	a->ready = true;
+}
+
+static int start_discovery(struct app *a)
+{
+	struct sbx_kube_config kc = { 0 };
+	struct sbx_kube_opts ko = { .user_agent = "sbx-ingress/" SBX_VERSION };
+	char err[512];
+	int rc;
+
+	if ((rc = sbx_kube_config_load(&kc, *kubeconfig ? kubeconfig : NULL,
+				       *kube_context ? kube_context : NULL, err, sizeof(err)))) {
+		sbx_log_error("cannot reach the Kubernetes API (or give --routes-file)",
+			      SBX_LS("error", err));
+		return rc;
+	}
+	sbx_log_info("Kubernetes API", SBX_LS("server", kc.server), SBX_LS("from", kc.source));
+	rc = sbx_kube_new(a->loop, &kc, &ko, &a->kube);
+	sbx_kube_config_release(&kc);
+	if (!rc)
+		rc = discovery_new(a->loop, a->kube, (const char *const *)namespaces.v,
+				   namespaces.n, publish, a, &a->discovery);
+	if (!rc)
+		rc = discovery_start(a->discovery);
+	if (rc)
+		sbx_log_error("cannot watch Sandboxes", SBX_LERR(rc));
+	return rc;
 }
 
 /* ---- the public listener's one route --------------------------------------------------- */
@@ -151,7 +201,9 @@ static void readyz(struct sbx_http_req *req, void *arg)
 	if (a->ready)
 		sbx_http_respond(req, 200, "text/plain", "ready\n", 6);
 	else
-		sbx_http_respond_error(req, 503, "no routing table loaded yet");
+		sbx_http_respond_error(req, 503,
+				       a->discovery ? "the Sandbox informer has not listed yet"
+						    : "no routing table loaded yet");
 }
 
 static const struct sbx_http_route admin_routes[] = {
@@ -174,7 +226,11 @@ static void app_metrics(struct sbx_buf *b, void *arg)
 	struct app *a = arg;
 
 	sbx_metrics_sample(b, "sbx_ingress_routes_reloads_total", "counter",
-			   "Routing tables loaded from the routes file.", "", (double)a->reloads);
+			   "Routing tables made (from the routes file, or Sandbox changes).", "",
+			   (double)a->reloads);
+	sbx_metrics_sample(b, "sbx_ingress_informer_synced", "gauge",
+			   "1 once every Sandbox informer has listed (0 without Kubernetes).", "",
+			   a->discovery && discovery_synced(a->discovery) ? 1 : 0);
 	sbx_metrics_sample(b, "sbx_ingress_routes_reload_errors_total", "counter",
 			   "Routes files refused (the table stayed as it was).", "",
 			   (double)a->reload_errors);
@@ -187,6 +243,10 @@ static void on_closed(void *arg)
 {
 	struct app *a = arg;
 
+	discovery_free(a->discovery);
+	a->discovery = NULL;
+	sbx_kube_free(a->kube);
+	a->kube = NULL;
 	ingress_release(&a->in);
 }
 
@@ -276,7 +336,23 @@ int main(int argc, char **argv)
 		  .type = SBX_OPT_STRING,
 		  .dest = &routes_file,
 		  .metavar = "FILE",
-		  .help = "the sandboxes, as YAML (reloaded when it changes)" },
+		  .help = "the sandboxes, as YAML (reloaded when it changes), instead of Sandbox "
+			  "objects" },
+		{ .name = "kubeconfig",
+		  .type = SBX_OPT_STRING,
+		  .dest = &kubeconfig,
+		  .metavar = "FILE",
+		  .help = "kubeconfig file (else in-cluster, else ~/.kube/config)" },
+		{ .name = "kube-context",
+		  .type = SBX_OPT_STRING,
+		  .dest = &kube_context,
+		  .metavar = "NAME",
+		  .help = "kubeconfig context (default: the current one)" },
+		{ .name = "namespace",
+		  .type = SBX_OPT_LIST,
+		  .dest = &namespaces,
+		  .metavar = "NS",
+		  .help = "route only this namespace's Sandboxes (repeat; default: all)" },
 		{ .name = "hold-timeout-ms",
 		  .type = SBX_OPT_INT,
 		  .dest = &hold_timeout_ms,
@@ -357,12 +433,6 @@ int main(int argc, char **argv)
 		sbx_config_release(&cfg);
 		return 2;
 	}
-	if (!*routes_file) {
-		sbx_log_error("no routing source: --routes-file is required (routing from "
-			      "Sandbox objects is not part of this build yet)");
-		sbx_config_release(&cfg);
-		return 2;
-	}
 	sbx_alloc_install_jansson();
 	a->loop = uv_default_loop();
 	io.base_domain = base_domain;
@@ -394,7 +464,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sbx-ingress: out of memory\n");
 		return 1;
 	}
-	if (load_routes(a) || listen_all(a)) {
+	if ((*routes_file ? load_routes(a) : start_discovery(a)) || listen_all(a)) {
 		sbx_http_server_close(a->admin, NULL, NULL);
 		sbx_http_server_close(a->in.http, on_closed, a);
 		uv_run(a->loop, UV_RUN_DEFAULT);
@@ -402,10 +472,12 @@ int main(int argc, char **argv)
 		sbx_config_release(&cfg);
 		return 1;
 	}
-	uv_fs_poll_init(a->loop, &a->routes_poll);
-	a->routes_poll.data = a;
-	uv_fs_poll_start(&a->routes_poll, routes_changed, routes_file, ROUTES_POLL_MS);
-	a->polling = true;
+	if (*routes_file) {
+		uv_fs_poll_init(a->loop, &a->routes_poll);
+		a->routes_poll.data = a;
+		uv_fs_poll_start(&a->routes_poll, routes_changed, routes_file, ROUTES_POLL_MS);
+		a->polling = true;
+	}
 	sbx_metrics_register(app_metrics, a);
 	sbx_signals_init(a->loop, &a->signals, on_stop, a);
 	sbx_log_info("listening", SBX_LS("listen", listen_addr), SBX_LS("tls_listen", tls_listen),

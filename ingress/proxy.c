@@ -114,7 +114,8 @@ static void log_request(struct proxy *p, int status, const char *note)
 		     SBX_LS("sandbox", p->t.id), SBX_LI("port", p->t.port),
 		     SBX_LS("form", ingress_form_name(p->t.form)),
 		     SBX_LD("ms", (double)(uv_now(p->in->loop) - p->started_ms)),
-		     SBX_LS("peer", sbx_http_peer(p->req)), SBX_LS("note", note ?: ""));
+		     SBX_LS("peer", sbx_http_peer(p->req)), SBX_LS("upstream", p->backend),
+		     SBX_LS("note", note ?: ""));
 }
 
 /* Answers with an error of the ingress's own and ends the proxy. */

@@ -89,7 +89,8 @@ def test_flags_override_environment_override_file(tmp_path):
     """The binaries log as configured: file < environment < flag."""
     cfg = tmp_path / "ingress.yaml"
     cfg.write_text("log-format: json\nlog-level: info\n")
-    env = dict(os.environ)
+    # No routing source it can use: it logs why and stops.
+    env = dict(os.environ, SBX_INGRESS_KUBECONFIG=str(tmp_path / "absent"))
     r = run("sbx-ingress", f"--config={cfg}", env=env)
     line = json.loads(r.stderr.strip().splitlines()[-1])
     assert line["level"] == "error" and line["component"] == "sbx-ingress"

@@ -46,15 +46,19 @@ def hwm_kib(pid: int) -> int:
 
 
 class Ingress:
-    """sbx-ingress with a routes file it watches."""
+    """sbx-ingress with a routes file it watches (sandboxes given), or routing
+    from Sandbox objects (sandboxes None: flags name the kubeconfig)."""
 
-    def __init__(self, tmp: Path, sandboxes: list[dict], *flags: str):
+    def __init__(self, tmp: Path, sandboxes: list[dict] | None, *flags: str):
         self.routes = tmp / f"routes-{free_port()}.yaml"
-        self.write(sandboxes)
+        source = []
+        if sandboxes is not None:
+            self.write(sandboxes)
+            source = [f"--routes-file={self.routes}"]
         self.port, self.admin = free_port(), free_port()
         self.proc = subprocess.Popen(
             [str(binary("ingress/sbx-ingress")), f"--listen=127.0.0.1:{self.port}",
-             f"--admin-listen=127.0.0.1:{self.admin}", f"--routes-file={self.routes}",
+             f"--admin-listen=127.0.0.1:{self.admin}", *source,
              "--log-format=json", *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wait_for(self.ready, what="sbx-ingress /readyz")
@@ -530,3 +534,68 @@ def test_access_log_is_one_json_line_per_request(started):
     req = [l for l in lines if l.get("msg") == "request"]
     assert req and req[0]["status"] == 200 and req[0]["sandbox"] == "demo-1"
     assert req[0]["form"] == "path" and req[0]["path"].endswith("/logged")
+
+
+# ---- routing from Sandbox objects -------------------------------------------------------------
+
+
+def sandbox_status(sid: str, pod_ip: str, port: int, ready: bool = True) -> dict:
+    return {"id": sid, "phase": "Running" if ready else "Pending", "podIP": pod_ip,
+            "endpoints": [{"name": "agent", "port": port, "url": "x"}],
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                            "reason": "Test", "message": "", "lastTransitionTime":
+                            "2026-12-04T00:00:00Z"}]}
+
+
+def test_sandbox_objects_route_and_follow_their_status(started, crd, namespace):
+    cp = crd
+    app = started(App)
+    cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "sbx.dev/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "web"}, "spec": {"image": "debian:12"}}))
+
+    def status(st: dict) -> None:
+        cp.kubectl("-n", namespace, "patch", "sbx", "web", "--subresource=status",
+                   "--type=merge", "-p", json.dumps({"status": st}))
+    status(sandbox_status("web-1a2b3", "127.0.0.1", app.port, ready=False))
+    ing = started(Ingress, None, f"--kubeconfig={cp.kubeconfig}", f"--namespace={namespace}",
+                  "--hold-timeout-ms=0")
+    path = f"/sandboxes/web-1a2b3/port/{app.port}/x"
+    assert ing.get(path)[0] == 503  # listed, not ready
+    # Ready: routed, within a second of the status write.
+    status(sandbox_status("web-1a2b3", "127.0.0.1", app.port))
+    start = time.monotonic()
+    wait_for(lambda: ing.get(path)[0] == 200, what="routed once ready")
+    assert time.monotonic() - start < 1
+    # A new pod, at a new address (nothing listens on [::1] here: refused,
+    # and the access log names where the request went).
+    status({"podIP": "::1"})
+    start = time.monotonic()
+    wait_for(lambda: ing.get(path)[0] == 502, what="routed to the new pod IP")
+    assert time.monotonic() - start < 1
+    status({"podIP": "127.0.0.1"})
+    wait_for(lambda: ing.get(path)[0] == 200, what="back")
+    # Deleted: 404 within a second.
+    cp.kubectl("-n", namespace, "delete", "sbx", "web", "--wait=false")
+    start = time.monotonic()
+    wait_for(lambda: ing.get(path)[0] == 404, what="gone")
+    assert time.monotonic() - start < 1
+    assert ing.metric("sbx_ingress_informer_synced") == 1
+    log = [json.loads(l) for l in ing.stop().splitlines() if l.startswith("{")]
+    upstreams = {l.get("upstream") for l in log if l.get("msg") == "request"}
+    assert f"[::1]:{app.port}" in upstreams and f"127.0.0.1:{app.port}" in upstreams
+
+
+def test_sandboxes_of_namespaces_not_watched_are_not_routed(started, crd, namespace):
+    cp = crd
+    app = started(App)
+    cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "sbx.dev/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "web"}, "spec": {"image": "debian:12"}}))
+    cp.kubectl("-n", namespace, "patch", "sbx", "web", "--subresource=status", "--type=merge",
+               "-p", json.dumps({"status": sandbox_status("web-9z8y7", "127.0.0.1", app.port)}))
+    watched = started(Ingress, None, f"--kubeconfig={cp.kubeconfig}", f"--namespace={namespace}")
+    other = started(Ingress, None, f"--kubeconfig={cp.kubeconfig}", "--namespace=default")
+    path = f"/sandboxes/web-9z8y7/port/{app.port}/"
+    wait_for(lambda: watched.get(path)[0] == 200, what="routed where watched")
+    assert other.get(path)[0] == 404
