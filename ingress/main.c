@@ -7,6 +7,7 @@
  * dispatches every request: to a sandbox (proxy.c), or to the ingress's own
  * few paths. Health and metrics are also served on the admin listener.
  */
+#include "auth.h"
 #include "discovery.h"
 #include "ingress.h"
 
@@ -44,6 +45,8 @@ static long max_body_bytes = 0;
 static long pool_max_idle = 32;
 static long pool_idle_timeout_ms = 30000;
 static bool trust_forwarded = false;
+static char *jwt_public_key = "";
+static long ticket_ttl_s = 30;
 static bool access_log = true;
 static struct sbx_http_flags http_flags = SBX_HTTP_FLAGS_DEFAULT;
 
@@ -56,6 +59,7 @@ struct app {
 	bool polling;
 	struct sbx_kube *kube;
 	struct discovery *discovery;
+	struct ingress_auth auth;
 	bool ready; /* a routing table is loaded */
 	uint64_t reloads, reload_errors;
 };
@@ -167,6 +171,10 @@ static void dispatch(struct sbx_http_req *req, void *arg)
 		respond_own(req, 400, why);
 		return;
 	}
+	if (!strcmp(path, "/tickets") && !strcmp(sbx_http_method(req), "POST")) {
+		ingress_auth_tickets(&a->auth, req);
+		return;
+	}
 	if (!strcmp(path, "/healthz")) {
 		ingress_count(&a->in, INGRESS_FORMS - 1, 200, uv_now(a->loop));
 		sbx_http_respond(req, 200, "text/plain", "ok\n", 3);
@@ -177,11 +185,25 @@ static void dispatch(struct sbx_http_req *req, void *arg)
 		    "OpenSandbox-Ingress-To header, or <id>-<port>.<base domain>");
 }
 
+/* Runs at the head, before any of the body is read: a request for a
+ * sandbox needs a credential that names it. The ingress's own paths go on
+ * (POST /tickets checks its token itself; 400s and 404s reveal nothing). */
+static bool authorize(struct sbx_http_req *req, void *arg)
+{
+	struct app *a = arg;
+	struct ingress_target t;
+	const char *why;
+
+	if (ingress_route(sbx_http_path(req), sbx_http_header(req, "Host"),
+			  sbx_http_header(req, INGRESS_TO_HEADER), base_domain, &t, &why))
+		return true;
+	return ingress_auth_check(&a->auth, req, &t, a->in.table);
+}
+
 static const struct sbx_http_route public_routes[] = {
 	{ .pattern = "/*",
 	  .fn = dispatch,
 	  .arg = &app,
-	  .public = true,
 	  .stream_body = true,
 	  .summary = "every request: to a sandbox's port, or the ingress's own paths" },
 };
@@ -234,6 +256,16 @@ static void app_metrics(struct sbx_buf *b, void *arg)
 	sbx_metrics_sample(b, "sbx_ingress_routes_reload_errors_total", "counter",
 			   "Routes files refused (the table stayed as it was).", "",
 			   (double)a->reload_errors);
+	sbx_metrics_sample(b, "sbx_ingress_auth_refused_total", "counter",
+			   "Requests refused by access control, by status.", "status=\"401\"",
+			   (double)a->auth.unauthorized);
+	sbx_metrics_more(b, "sbx_ingress_auth_refused_total", "status=\"403\"",
+			 (double)a->auth.forbidden);
+	sbx_metrics_sample(b, "sbx_ingress_tickets_issued_total", "counter",
+			   "Tickets made by POST /tickets.", "", (double)a->auth.tickets_issued);
+	sbx_metrics_sample(b, "sbx_ingress_tickets_used_total", "counter",
+			   "Tickets that let a request in (each works once).", "",
+			   (double)a->auth.tickets_used);
 	ingress_metrics(b, &a->in);
 }
 
@@ -248,6 +280,7 @@ static void on_closed(void *arg)
 	sbx_kube_free(a->kube);
 	a->kube = NULL;
 	ingress_release(&a->in);
+	ingress_auth_release(&a->auth);
 }
 
 static void on_stop(void *arg)
@@ -397,6 +430,20 @@ int main(int argc, char **argv)
 		  .help = "close a kept-alive connection to a pod after this long unused",
 		  .min = 1,
 		  .max = 3600000 },
+		{ .name = "jwt-public-key",
+		  .type = SBX_OPT_STRING,
+		  .dest = &jwt_public_key,
+		  .metavar = "KEY",
+		  .help = "RSA public key (base64 of a PEM, or the PEM): every request for a "
+			  "sandbox needs an RS256 token that names it",
+		  .env = "JWT_PUBLIC_KEY" },
+		{ .name = "ticket-ttl-seconds",
+		  .type = SBX_OPT_INT,
+		  .dest = &ticket_ttl_s,
+		  .metavar = "S",
+		  .help = "lifetime of a ticket from POST /tickets (single use)",
+		  .min = 1,
+		  .max = 3600 },
 		{ .name = "trust-forwarded-headers",
 		  .type = SBX_OPT_BOOL,
 		  .dest = &trust_forwarded,
@@ -435,11 +482,23 @@ int main(int argc, char **argv)
 	}
 	sbx_alloc_install_jansson();
 	a->loop = uv_default_loop();
+	{
+		char err[256];
+
+		if (ingress_auth_init(&a->auth, a->loop, jwt_public_key, ticket_ttl_s, err,
+				      sizeof(err))) {
+			sbx_log_error("access control cannot start", SBX_LS("error", err));
+			ingress_auth_release(&a->auth);
+			sbx_config_release(&cfg);
+			return 2;
+		}
+	}
 	io.base_domain = base_domain;
 	io.hold_timeout_ms = (uint64_t)hold_timeout_ms;
 	io.connect_timeout_ms = (uint64_t)connect_timeout_ms;
 	io.response_timeout_ms = (uint64_t)response_timeout_ms;
 	io.trust_forwarded = trust_forwarded;
+	io.strip_credentials = ingress_auth_enabled(&a->auth);
 	io.access_log = access_log;
 	po.max_idle_per_backend = pool_max_idle ? (unsigned)pool_max_idle : 1;
 	po.idle_timeout_ms = (uint64_t)pool_idle_timeout_ms;
@@ -454,6 +513,8 @@ int main(int argc, char **argv)
 	sbx_http_flags_apply(&http_flags, &so);
 	so.server_name = "sbx-ingress";
 	so.connect_timeout_ms = (uint64_t)connect_timeout_ms;
+	so.authorize = authorize;
+	so.authorize_arg = a;
 	memcpy(routes, public_routes, sizeof(routes));
 	routes[0].max_body_bytes = max_body_bytes ? (size_t)max_body_bytes : SIZE_MAX;
 	ao.server_name = "sbx-ingress";
@@ -481,6 +542,7 @@ int main(int argc, char **argv)
 	sbx_metrics_register(app_metrics, a);
 	sbx_signals_init(a->loop, &a->signals, on_stop, a);
 	sbx_log_info("listening", SBX_LS("listen", listen_addr), SBX_LS("tls_listen", tls_listen),
+		     SBX_LB("access_control", ingress_auth_enabled(&a->auth)),
 		     SBX_LS("admin_listen", admin_listen), SBX_LS("base_domain", base_domain),
 		     SBX_LS("version", SBX_VERSION));
 	uv_run(a->loop, UV_RUN_DEFAULT);

@@ -5,14 +5,11 @@
 #include "sbx/base64.h"
 #include "sbx/http.h"
 #include "sbx/json.h"
+#include "sbx/jwt.h"
 #include "sbx/log.h"
 
 #include <errno.h>
-#include <jwt.h>
-#include <openssl/bio.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,46 +17,8 @@
 #include <time.h>
 
 #define MAX_TICKETS 10000
-#define TOKEN_MAX   16384
 
 /* ---- setup ----------------------------------------------------------------- */
-
-/* The key may come as base64 of a PEM (whitespace anywhere, as env values
- * get wrapped), or as the PEM itself. It must be an RSA public key. */
-static int load_key(struct auth *a, const char *value, char *err, size_t err_size)
-{
-	char *pem = NULL;
-	size_t len = 0;
-	EVP_PKEY *key = NULL;
-	BIO *bio;
-
-	if (strstr(value, "-----BEGIN")) {
-		pem = sbx_strdup(value);
-		len = pem ? strlen(pem) : 0;
-	} else if (sbx_base64_decode(value, strlen(value), &pem, &len) ||
-		   !strstr(pem, "-----BEGIN")) {
-		sbx_free(pem);
-		snprintf(err, err_size, "JWT_PUBLIC_KEY: expected a PEM public key or its base64");
-		return -EINVAL;
-	}
-	if (!pem)
-		return -ENOMEM;
-	bio = BIO_new_mem_buf(pem, (int)len);
-	if (bio)
-		key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
-	BIO_free(bio);
-	if (!key || EVP_PKEY_base_id(key) != EVP_PKEY_RSA) {
-		EVP_PKEY_free(key);
-		sbx_free(pem);
-		snprintf(err, err_size,
-			 "JWT_PUBLIC_KEY: not an RSA public key (RS256 is the only algorithm)");
-		return -EINVAL;
-	}
-	EVP_PKEY_free(key);
-	a->pem = pem;
-	a->pem_len = len;
-	return 0;
-}
 
 int auth_init(struct auth *a, uv_loop_t *loop, const char *jwt_public_key, const char *api_key,
 	      long ticket_ttl_s, char *err, size_t err_size)
@@ -70,7 +29,8 @@ int auth_init(struct auth *a, uv_loop_t *loop, const char *jwt_public_key, const
 	a->loop = loop;
 	a->ticket_ttl_s = ticket_ttl_s;
 	sbx_map_init(&a->tickets, MAX_TICKETS);
-	if (jwt_public_key && *jwt_public_key && (rc = load_key(a, jwt_public_key, err, err_size)))
+	if (jwt_public_key && *jwt_public_key &&
+	    (rc = sbx_jwt_key_load(&a->key, jwt_public_key, "JWT_PUBLIC_KEY", err, err_size)))
 		return rc;
 	if (api_key && *api_key && !(a->api_key = sbx_strdup(api_key)))
 		return -ENOMEM;
@@ -91,91 +51,20 @@ void auth_release(struct auth *a)
 	if (a->api_key)
 		OPENSSL_cleanse(a->api_key, strlen(a->api_key));
 	sbx_free(a->api_key);
-	sbx_free(a->pem);
-	a->api_key = a->pem = NULL;
+	a->api_key = NULL;
+	sbx_jwt_key_release(&a->key);
 }
 
 bool auth_enabled(const struct auth *a)
 {
-	return a->pem || a->api_key;
+	return a->key.pem || a->api_key;
 }
 
 /* ---- JWT ------------------------------------------------------------------- */
 
-/* base64url (no padding) to bytes, through the standard decoder. */
-static int b64url_decode(const char *in, size_t len, char **out, size_t *out_len)
-{
-	char *std = sbx_malloc(len + 4);
-	size_t n = 0;
-	int rc;
-
-	if (!std)
-		return -ENOMEM;
-	for (size_t i = 0; i < len; i++)
-		std[n++] = in[i] == '-' ? '+' : in[i] == '_' ? '/' : in[i];
-	while (n % 4)
-		std[n++] = '=';
-	rc = sbx_base64_decode(std, n, out, out_len);
-	sbx_free(std);
-	return rc;
-}
-
-/* libjwt 1.x verifies with the algorithm the token's own header names, so an
- * HS256 token would be checked with our public key as its HMAC secret (the
- * classic forgery). The header is read here first, and only RS256 goes on. */
-static const char *header_alg_ok(const char *token)
-{
-	const char *dot = strchr(token, '.');
-	char *raw = NULL, err[64];
-	size_t len;
-	json_t *h;
-	const char *why = NULL;
-
-	if (!dot || !strchr(dot + 1, '.'))
-		return "malformed token";
-	if (b64url_decode(token, (size_t)(dot - token), &raw, &len))
-		return "malformed token header";
-	h = sbx_json_loadb(raw, len, 4096, err, sizeof(err));
-	sbx_free(raw);
-	if (!json_is_object(h))
-		why = "malformed token header";
-	else if (!sbx_json_str(h, "alg") || strcmp(sbx_json_str(h, "alg"), "RS256") != 0)
-		why = "only RS256 tokens are accepted";
-	json_decref(h);
-	return why;
-}
-
 const char *auth_check_jwt(const struct auth *a, const char *token, long long now_s)
 {
-	const char *why = header_alg_ok(token);
-	jwt_t *jwt = NULL;
-	long exp, nbf;
-
-	if (why)
-		return why;
-	if (jwt_decode(&jwt, token, (const unsigned char *)a->pem, (int)a->pem_len) || !jwt)
-		return "invalid token signature";
-	if (jwt_get_alg(jwt) != JWT_ALG_RS256) {
-		why = "only RS256 tokens are accepted";
-		goto out_free;
-	}
-	errno = 0;
-	exp = jwt_get_grant_int(jwt, "exp");
-	if (errno) {
-		why = "token has no exp claim";
-		goto out_free;
-	}
-	if (exp <= now_s) {
-		why = "token expired";
-		goto out_free;
-	}
-	errno = 0;
-	nbf = jwt_get_grant_int(jwt, "nbf");
-	if (!errno && nbf > now_s + 60)
-		why = "token not valid yet";
-out_free:
-	jwt_free(jwt);
-	return why;
+	return sbx_jwt_verify(&a->key, token, now_s, NULL);
 }
 
 /* ---- tickets ---------------------------------------------------------------- */
@@ -304,11 +193,11 @@ bool auth_authorize(struct sbx_http_req *req, void *arg)
 		token = h + 7 + strspn(h + 7, " ");
 	if (!token || !*token)
 		return deny(a, req, why);
-	if (strlen(token) > TOKEN_MAX)
+	if (strlen(token) > SBX_JWT_MAX)
 		return deny(a, req, "token too long");
 	if (a->api_key && same_secret(token, a->api_key))
 		return true;
-	if (!a->pem)
+	if (!a->key.pem)
 		return deny(a, req, "invalid API key");
 	why = auth_check_jwt(a, token, (long long)time(NULL));
 	return why ? deny(a, req, why) : true;

@@ -12,6 +12,7 @@
 #ifndef SBX_AGENT_AUTH_H
 #define SBX_AGENT_AUTH_H
 
+#include "sbx/jwt.h"
 #include "sbx/map.h"
 
 #include <stdbool.h>
@@ -22,9 +23,8 @@ struct sbx_http_req;
 
 struct auth {
 	uv_loop_t *loop;
-	char *pem; /* RSA public key, PEM; NULL: no JWTs */
-	size_t pem_len;
-	char *api_key; /* NULL: no static key */
+	struct sbx_jwt_key key; /* key.pem NULL: no JWTs */
+	char *api_key;		/* NULL: no static key */
 	long ticket_ttl_s;
 	struct sbx_map tickets; /* ticket -> heap uint64_t expiry (uv_now ms) */
 	unsigned long denied;

@@ -599,3 +599,121 @@ def test_sandboxes_of_namespaces_not_watched_are_not_routed(started, crd, namesp
     path = f"/sandboxes/web-9z8y7/port/{app.port}/"
     wait_for(lambda: watched.get(path)[0] == 200, what="routed where watched")
     assert other.get(path)[0] == 404
+
+
+# ---- access control ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keys():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    good = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = good.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return good, other, pem
+
+
+def secured(started, keys, sandboxes, *flags):
+    import base64
+    _, _, pem = keys
+    return started(Ingress, sandboxes, f"--jwt-public-key={base64.b64encode(pem).decode()}",
+                   *flags)
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_credentials_that_are_not_valid_get_401_that_reveals_nothing(started, keys):
+    from test_agent_auth import mint
+    good, other, pem = keys
+    app = started(App)
+    ing = secured(started, keys, [dict(sandbox("a", app.port), namespace="team-a")])
+    soon = int(time.time()) + 300
+    tokens = {
+        "none": None,
+        "wrong key": mint({"sandboxes": ["a"], "exp": soon}, key=other),
+        "expired": mint({"sandboxes": ["a"], "exp": int(time.time()) - 5}, key=good),
+        "no exp": mint({"sandboxes": ["a"]}, key=good),
+        "alg none": mint({"sandboxes": ["a"], "exp": soon}, alg="none"),
+        "HS256 with the public key": mint({"sandboxes": ["a"], "exp": soon}, alg="HS256",
+                                          secret=pem),
+        "garbage": "not.a.token",
+    }
+    for what, token in tokens.items():
+        for path in (f"/sandboxes/a/port/{app.port}/", "/sandboxes/nope/port/1/"):
+            status, headers, body = ing.get(path, headers=bearer(token) if token else {})
+            assert status == 401, (what, path, body)
+            assert headers.get("www-authenticate") == "Bearer"
+        # The same answer for a sandbox that exists and one that does not.
+        assert ing.get(f"/sandboxes/a/port/{app.port}/", headers=bearer(token) if token else {}
+                       )[2] == ing.get("/sandboxes/nope/port/1/",
+                                       headers=bearer(token) if token else {})[2]
+    assert app.requests == []
+    assert ing.metric('sbx_ingress_auth_refused_total{status="401"}') == 2 * 2 * len(tokens)
+
+
+def test_a_token_reaches_only_the_sandboxes_it_names(started, keys):
+    from test_agent_auth import mint
+    good, _, _ = keys
+    a, b = started(App), started(App)
+    ing = secured(started, keys, [dict(sandbox("a", a.port), namespace="team-a"),
+                                  dict(sandbox("b", b.port), namespace="team-b")])
+    soon = int(time.time()) + 300
+    only_a = mint({"sandboxes": ["a"], "exp": soon}, key=good)
+    status, _, body = ing.get(f"/sandboxes/a/port/{a.port}/x", headers=bearer(only_a))
+    assert status == 200 and json.loads(body)["path"] == "/x"
+    # The gateway's credential is not the app's.
+    assert "authorization" not in a.names(0)
+    for path in (f"/sandboxes/b/port/{b.port}/", "/sandboxes/ghost/port/1/"):
+        status, _, body = ing.get(path, headers=bearer(only_a))
+        assert status == 403 and b"does not give access" in body, (path, body)
+    assert b.requests == []
+    # By namespace, and every sandbox with "*".
+    team_b = mint({"namespaces": ["team-b"], "exp": soon}, key=good)
+    assert ing.get(f"/sandboxes/b/port/{b.port}/", headers=bearer(team_b))[0] == 200
+    assert ing.get(f"/sandboxes/a/port/{a.port}/", headers=bearer(team_b))[0] == 403
+    admin = mint({"sandboxes": ["*"], "exp": soon}, key=good)
+    assert ing.get(f"/sandboxes/a/port/{a.port}/", headers=bearer(admin))[0] == 200
+    # The header form is held to the same scope.
+    assert ing.get("/", headers={**bearer(only_a), "OpenSandbox-Ingress-To": f"b-{b.port}"}
+                   )[0] == 403
+    # No body is read from a refused request: 401 at the head.
+    with socket.create_connection(("127.0.0.1", ing.port), timeout=5) as s:
+        s.sendall(f"POST /sandboxes/a/port/{a.port}/ HTTP/1.1\r\nHost: x\r\n"
+                  "Content-Length: 1000000000\r\n\r\n".encode())
+        assert s.recv(100).startswith(b"HTTP/1.1 401")
+
+
+def test_tickets_work_once_within_their_lifetime_and_keep_the_scope(started, keys):
+    from websockets.sync.client import connect
+    from test_agent_auth import mint
+    good, _, _ = keys
+    app, tool = started(App), started(Tool)
+    ing = secured(started, keys, [sandbox("a", app.port, tool.port), sandbox("b", app.port)],
+                  "--ticket-ttl-seconds=1")
+    token = mint({"sandboxes": ["a"], "exp": int(time.time()) + 300}, key=good)
+    assert ing.get("/tickets", method="POST")[0] == 401
+
+    def ticket() -> str:
+        status, _, body = ing.get("/tickets", method="POST", headers=bearer(token))
+        assert status == 200, body
+        answer = json.loads(body)
+        assert answer["expires_in"] == 1
+        return answer["ticket"]
+    t = ticket()
+    status, _, body = ing.get(f"/sandboxes/a/port/{app.port}/page?x=1&ticket={t}")
+    assert status == 200
+    assert json.loads(body)["path"] == "/page?x=1"  # the ticket stays at the gateway
+    assert ing.get(f"/sandboxes/a/port/{app.port}/page?ticket={t}")[0] == 401  # used
+    assert ing.get(f"/sandboxes/b/port/{app.port}/?ticket={ticket()}")[0] == 403  # scope kept
+    late = ticket()
+    time.sleep(1.2)  # the lifetime is what is under test
+    assert ing.get(f"/sandboxes/a/port/{app.port}/?ticket={late}")[0] == 401
+    # A browser's WebSocket carries a ticket in its URL.
+    with connect(f"ws://127.0.0.1:{ing.port}/sandboxes/a/port/{tool.port}/ws?ticket={ticket()}"
+                 ) as ws:
+        ws.send("through")
+        assert ws.recv() == "through"
