@@ -7,19 +7,18 @@
 #include "sbx/log.h"
 
 #include <errno.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
 #define MAX_TICKETS 100000
-#define TICKET_MAX  128
+#define TICKET_MAX  128 /* longest ?ticket= looked at */
 
-struct ticket {
-	uint64_t expires_ms; /* loop time */
-	json_t *claims;	     /* the minting token's scope claims */
-};
+static void claims_free(void *claims)
+{
+	json_decref(claims);
+}
 
 int ingress_auth_init(struct ingress_auth *a, uv_loop_t *loop, const char *key, long ticket_ttl_s,
 		      char *err, size_t err_size)
@@ -27,27 +26,16 @@ int ingress_auth_init(struct ingress_auth *a, uv_loop_t *loop, const char *key, 
 	memset(a, 0, sizeof(*a));
 	a->loop = loop;
 	a->ticket_ttl_s = ticket_ttl_s;
-	sbx_map_init(&a->tickets, MAX_TICKETS);
+	/* A ticket carries the scope claims of the token that made it. */
+	sbx_tickets_init(&a->tickets, loop, MAX_TICKETS, claims_free);
 	if (key && *key)
 		return sbx_jwt_key_load(&a->key, key, "--jwt-public-key", err, err_size);
 	return 0;
 }
 
-static void ticket_free(struct ticket *t)
-{
-	if (t) {
-		json_decref(t->claims);
-		sbx_free(t);
-	}
-}
-
 void ingress_auth_release(struct ingress_auth *a)
 {
-	struct ticket *t;
-
-	while ((t = sbx_map_pop(&a->tickets)))
-		ticket_free(t);
-	sbx_map_release(&a->tickets);
+	sbx_tickets_release(&a->tickets);
 	sbx_jwt_key_release(&a->key);
 }
 
@@ -106,14 +94,11 @@ static json_t *bearer_claims(struct ingress_auth *a, struct sbx_http_req *req, c
 /* The claims a ticket carries, once (it is gone after), or NULL. */
 static json_t *take_ticket(struct ingress_auth *a, const char *value)
 {
-	struct ticket *t = sbx_map_remove(&a->tickets, value);
-	json_t *claims = NULL;
+	void *claims = NULL;
 
-	if (t && t->expires_ms > uv_now(a->loop)) {
-		claims = json_incref(t->claims);
-		a->tickets_used++;
-	}
-	ticket_free(t);
+	if (!sbx_tickets_take(&a->tickets, value, &claims))
+		return NULL;
+	a->tickets_used++;
 	return claims;
 }
 
@@ -165,39 +150,12 @@ bool ingress_auth_check(struct ingress_auth *a, struct sbx_http_req *req,
 
 /* ---- tickets --------------------------------------------------------------------------------- */
 
-struct expired {
-	uint64_t now;
-	const char *keys[64];
-	size_t n;
-};
-
-static void find_expired(const char *key, void *value, void *arg)
-{
-	struct expired *e = arg;
-
-	if (((struct ticket *)value)->expires_ms <= e->now && e->n < 64)
-		e->keys[e->n++] = key;
-}
-
-static void purge(struct ingress_auth *a)
-{
-	struct expired e = { .now = uv_now(a->loop) };
-
-	do {
-		e.n = 0;
-		sbx_map_foreach(&a->tickets, find_expired, &e);
-		for (size_t i = 0; i < e.n; i++)
-			ticket_free(sbx_map_remove(&a->tickets, e.keys[i]));
-	} while (e.n == 64);
-}
-
 void ingress_auth_tickets(struct ingress_auth *a, struct sbx_http_req *req)
 {
-	unsigned char raw[24];
-	char value[2 * sizeof(raw) + 1];
-	struct ticket *t;
+	char value[SBX_TICKET_SIZE];
 	const char *why;
-	json_t *claims, *body;
+	json_t *claims, *scope, *body;
+	int rc;
 
 	if (!ingress_auth_enabled(a)) {
 		sbx_http_respond_error(req, 400,
@@ -208,23 +166,16 @@ void ingress_auth_tickets(struct ingress_auth *a, struct sbx_http_req *req)
 		unauthorized(a, req, why);
 		return;
 	}
-	purge(a);
-	t = sbx_calloc(1, sizeof(*t));
-	if (!t || RAND_bytes(raw, sizeof(raw)) != 1) {
-		sbx_free(t);
-		json_decref(claims);
-		sbx_http_respond_error(req, 503, "cannot make a ticket now");
-		return;
-	}
-	for (size_t i = 0; i < sizeof(raw); i++)
-		snprintf(value + 2 * i, 3, "%02x", raw[i]);
-	t->expires_ms = uv_now(a->loop) + (uint64_t)a->ticket_ttl_s * 1000;
-	t->claims = json_pack("{s:O?, s:O?}", "sandboxes", json_object_get(claims, "sandboxes"),
-			      "namespaces", json_object_get(claims, "namespaces"));
+	scope = json_pack("{s:O?, s:O?}", "sandboxes", json_object_get(claims, "sandboxes"),
+			  "namespaces", json_object_get(claims, "namespaces"));
 	json_decref(claims);
-	if (!t->claims || sbx_map_put(&a->tickets, value, t, NULL)) {
-		ticket_free(t);
-		sbx_http_respond_error(req, 429, "too many tickets outstanding");
+	rc = scope ? sbx_tickets_issue(&a->tickets, (uint64_t)a->ticket_ttl_s * 1000, scope, value)
+		   : -ENOMEM;
+	if (rc) {
+		json_decref(scope);
+		sbx_http_respond_error(req, rc == -E2BIG ? 429 : 503,
+				       rc == -E2BIG ? "too many tickets outstanding"
+						    : "cannot make a ticket now");
 		return;
 	}
 	a->tickets_issued++;

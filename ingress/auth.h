@@ -23,7 +23,7 @@
 #include "table.h"
 
 #include "sbx/jwt.h"
-#include "sbx/map.h"
+#include "sbx/tickets.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -35,7 +35,7 @@ struct ingress_auth {
 	uv_loop_t *loop;
 	struct sbx_jwt_key key;
 	long ticket_ttl_s;
-	struct sbx_map tickets; /* ticket -> struct ticket */
+	struct sbx_tickets tickets; /* each carries its token's scope claims */
 	uint64_t unauthorized, forbidden, tickets_issued, tickets_used;
 };
 

@@ -7,10 +7,10 @@
 #include "sbx/json.h"
 #include "sbx/jwt.h"
 #include "sbx/log.h"
+#include "sbx/tickets.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -28,7 +28,7 @@ int auth_init(struct auth *a, uv_loop_t *loop, const char *jwt_public_key, const
 	memset(a, 0, sizeof(*a));
 	a->loop = loop;
 	a->ticket_ttl_s = ticket_ttl_s;
-	sbx_map_init(&a->tickets, MAX_TICKETS);
+	sbx_tickets_init(&a->tickets, loop, MAX_TICKETS, NULL);
 	if (jwt_public_key && *jwt_public_key &&
 	    (rc = sbx_jwt_key_load(&a->key, jwt_public_key, "JWT_PUBLIC_KEY", err, err_size)))
 		return rc;
@@ -37,17 +37,9 @@ int auth_init(struct auth *a, uv_loop_t *loop, const char *jwt_public_key, const
 	return 0;
 }
 
-static void free_ticket(const char *key, void *value, void *arg)
-{
-	(void)key;
-	(void)arg;
-	sbx_free(value);
-}
-
 void auth_release(struct auth *a)
 {
-	sbx_map_foreach(&a->tickets, free_ticket, NULL);
-	sbx_map_release(&a->tickets);
+	sbx_tickets_release(&a->tickets);
 	if (a->api_key)
 		OPENSSL_cleanse(a->api_key, strlen(a->api_key));
 	sbx_free(a->api_key);
@@ -69,61 +61,18 @@ const char *auth_check_jwt(const struct auth *a, const char *token, long long no
 
 /* ---- tickets ---------------------------------------------------------------- */
 
-struct purge {
-	uint64_t now;
-	const char *expired[64];
-	size_t n;
-};
-
-static void find_expired(const char *key, void *value, void *arg)
-{
-	struct purge *p = arg;
-
-	if (*(uint64_t *)value <= p->now && p->n < 64)
-		p->expired[p->n++] = key;
-}
-
-static void purge_tickets(struct auth *a)
-{
-	struct purge p = { .now = uv_now(a->loop) };
-
-	do {
-		p.n = 0;
-		sbx_map_foreach(&a->tickets, find_expired, &p);
-		for (size_t i = 0; i < p.n; i++)
-			sbx_free(sbx_map_remove(&a->tickets, p.expired[i]));
-	} while (p.n == 64);
-}
-
-/* A ticket works once, within its lifetime. */
-static bool take_ticket(struct auth *a, const char *ticket)
-{
-	uint64_t *exp = sbx_map_remove(&a->tickets, ticket);
-	bool ok = exp && *exp > uv_now(a->loop);
-
-	sbx_free(exp);
-	return ok;
-}
-
 int auth_issue_ticket(struct auth *a, char *out, size_t size)
 {
-	unsigned char raw[24];
-	uint64_t *exp;
+	char value[SBX_TICKET_SIZE];
+	int rc;
 
 	if (!auth_enabled(a))
 		return -ENOTSUP;
-	if (size < 2 * sizeof(raw) + 1)
+	if (size < sizeof(value))
 		return -ENAMETOOLONG;
-	purge_tickets(a);
-	if (RAND_bytes(raw, sizeof(raw)) != 1 || !(exp = sbx_malloc(sizeof(*exp))))
-		return -EAGAIN;
-	for (size_t i = 0; i < sizeof(raw); i++)
-		snprintf(out + 2 * i, 3, "%02x", raw[i]);
-	*exp = uv_now(a->loop) + (uint64_t)a->ticket_ttl_s * 1000;
-	if (sbx_map_put(&a->tickets, out, exp, NULL)) {
-		sbx_free(exp);
-		return -E2BIG;
-	}
+	if ((rc = sbx_tickets_issue(&a->tickets, (uint64_t)a->ticket_ttl_s * 1000, NULL, value)))
+		return rc == -ENOMEM ? -EAGAIN : rc;
+	memcpy(out, value, sizeof(value));
 	return 0;
 }
 
@@ -184,7 +133,9 @@ bool auth_authorize(struct sbx_http_req *req, void *arg)
 	if (!auth_enabled(a))
 		return true;
 	if (sbx_http_query(req, "ticket", ticket, sizeof(ticket)) > 0)
-		return take_ticket(a, ticket) ? true : deny(a, req, "invalid or expired ticket");
+		return sbx_tickets_take(&a->tickets, ticket, NULL)
+			       ? true
+			       : deny(a, req, "invalid or expired ticket");
 	h = sbx_http_header(req, "X-API-Key");
 	if (h && a->api_key)
 		return same_secret(h, a->api_key) ? true : deny(a, req, "invalid API key");

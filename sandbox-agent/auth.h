@@ -13,7 +13,7 @@
 #define SBX_AGENT_AUTH_H
 
 #include "sbx/jwt.h"
-#include "sbx/map.h"
+#include "sbx/tickets.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -26,7 +26,7 @@ struct auth {
 	struct sbx_jwt_key key; /* key.pem NULL: no JWTs */
 	char *api_key;		/* NULL: no static key */
 	long ticket_ttl_s;
-	struct sbx_map tickets; /* ticket -> heap uint64_t expiry (uv_now ms) */
+	struct sbx_tickets tickets;
 	unsigned long denied;
 };
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SANITIZED, assert_no_sanitizer_report, binary, make_tls_pair
+from test_agent_auth import keys, mint  # noqa: F401 - keys is a fixture
 from test_http_server import H2, H2WebSocket, echo_10mb, fnv1a
 
 
@@ -604,17 +605,6 @@ def test_sandboxes_of_namespaces_not_watched_are_not_routed(started, crd, namesp
 # ---- access control ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def keys():
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    good = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = good.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    return good, other, pem
-
-
 def secured(started, keys, sandboxes, *flags):
     import base64
     _, _, pem = keys
@@ -627,7 +617,6 @@ def bearer(token: str) -> dict:
 
 
 def test_credentials_that_are_not_valid_get_401_that_reveals_nothing(started, keys):
-    from test_agent_auth import mint
     good, other, pem = keys
     app = started(App)
     ing = secured(started, keys, [dict(sandbox("a", app.port), namespace="team-a")])
@@ -656,7 +645,6 @@ def test_credentials_that_are_not_valid_get_401_that_reveals_nothing(started, ke
 
 
 def test_a_token_reaches_only_the_sandboxes_it_names(started, keys):
-    from test_agent_auth import mint
     good, _, _ = keys
     a, b = started(App), started(App)
     ing = secured(started, keys, [dict(sandbox("a", a.port), namespace="team-a"),
@@ -689,7 +677,6 @@ def test_a_token_reaches_only_the_sandboxes_it_names(started, keys):
 
 def test_tickets_work_once_within_their_lifetime_and_keep_the_scope(started, keys):
     from websockets.sync.client import connect
-    from test_agent_auth import mint
     good, _, _ = keys
     app, tool = started(App), started(Tool)
     ing = secured(started, keys, [sandbox("a", app.port, tool.port), sandbox("b", app.port)],
