@@ -22,6 +22,7 @@
 #include "sbx/yaml.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,7 @@ static bool trust_forwarded = false;
 static char *jwt_public_key = "";
 static long ticket_ttl_s = 30;
 static bool access_log = true;
+static bool reuse_port = true;
 static struct sbx_http_flags http_flags = SBX_HTTP_FLAGS_DEFAULT;
 
 struct app {
@@ -55,12 +57,14 @@ struct app {
 	struct ingress in;
 	struct sbx_http_server *admin;
 	struct sbx_signals signals;
+	uv_signal_t sighup;
 	uv_fs_poll_t routes_poll;
 	bool polling;
 	struct sbx_kube *kube;
 	struct discovery *discovery;
 	struct ingress_auth auth;
-	bool ready; /* a routing table is loaded */
+	bool ready;    /* a routing table is loaded */
+	bool draining; /* stopping: the public listener is closed */
 	uint64_t reloads, reload_errors;
 };
 
@@ -220,7 +224,11 @@ static void readyz(struct sbx_http_req *req, void *arg)
 {
 	struct app *a = arg;
 
-	if (a->ready)
+	if (a->draining)
+		sbx_http_respond_error(req, 503,
+				       "draining: open connections finish, new ones go "
+				       "elsewhere");
+	else if (a->ready)
 		sbx_http_respond(req, 200, "text/plain", "ready\n", 6);
 	else
 		sbx_http_respond_error(req, 503,
@@ -275,12 +283,34 @@ static void on_closed(void *arg)
 {
 	struct app *a = arg;
 
+	sbx_log_info("drained");
+	if (a->admin)
+		sbx_http_server_close(a->admin, NULL, NULL);
+	a->admin = NULL;
 	discovery_free(a->discovery);
 	a->discovery = NULL;
 	sbx_kube_free(a->kube);
 	a->kube = NULL;
 	ingress_release(&a->in);
 	ingress_auth_release(&a->auth);
+}
+
+/* SIGHUP: a renewed certificate (cert-manager, say, rewrote the files)
+ * for new connections; open ones go on with theirs. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+	char err[512];
+	int rc;
+
+	(void)signum;
+	if (!*tls_listen)
+		return;
+	rc = sbx_http_server_reload_tls(((struct app *)h->data)->in.http, tls_cert,
+					*tls_key ? tls_key : tls_cert, err, sizeof(err));
+	if (rc < 0)
+		sbx_log_error("certificate not reloaded; the old one stays", SBX_LS("error", err));
+	else
+		sbx_log_info("certificate reloaded", SBX_LS("cert", tls_cert));
 }
 
 static void on_stop(void *arg)
@@ -295,9 +325,9 @@ static void on_stop(void *arg)
 		a->polling = false;
 	}
 	sbx_signals_close(&a->signals);
-	if (a->admin)
-		sbx_http_server_close(a->admin, NULL, NULL);
-	a->admin = NULL;
+	uv_close((uv_handle_t *)&a->sighup, NULL);
+	/* Health and metrics stay up while draining (/readyz says so). */
+	a->draining = true;
 	sbx_http_server_close(a->in.http, on_closed, a);
 }
 
@@ -449,6 +479,11 @@ int main(int argc, char **argv)
 		  .dest = &trust_forwarded,
 		  .help = "keep clients' X-Forwarded-For/-Proto/-Host (behind a proxy that sets "
 			  "them)" },
+		{ .name = "reuse-port",
+		  .type = SBX_OPT_BOOL,
+		  .dest = &reuse_port,
+		  .help = "public listeners with SO_REUSEPORT: a new process started beside a "
+			  "draining one takes its new connections" },
 		{ .name = "access-log",
 		  .type = SBX_OPT_BOOL,
 		  .dest = &access_log,
@@ -515,6 +550,7 @@ int main(int argc, char **argv)
 	so.connect_timeout_ms = (uint64_t)connect_timeout_ms;
 	so.authorize = authorize;
 	so.authorize_arg = a;
+	so.reuse_port = reuse_port;
 	memcpy(routes, public_routes, sizeof(routes));
 	routes[0].max_body_bytes = max_body_bytes ? (size_t)max_body_bytes : SIZE_MAX;
 	ao.server_name = "sbx-ingress";
@@ -526,7 +562,6 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if ((*routes_file ? load_routes(a) : start_discovery(a)) || listen_all(a)) {
-		sbx_http_server_close(a->admin, NULL, NULL);
 		sbx_http_server_close(a->in.http, on_closed, a);
 		uv_run(a->loop, UV_RUN_DEFAULT);
 		sbx_loop_close(a->loop);
@@ -541,6 +576,10 @@ int main(int argc, char **argv)
 	}
 	sbx_metrics_register(app_metrics, a);
 	sbx_signals_init(a->loop, &a->signals, on_stop, a);
+	uv_signal_init(a->loop, &a->sighup);
+	a->sighup.data = a;
+	uv_signal_start(&a->sighup, on_sighup, SIGHUP);
+	uv_unref((uv_handle_t *)&a->sighup);
 	sbx_log_info("listening", SBX_LS("listen", listen_addr), SBX_LS("tls_listen", tls_listen),
 		     SBX_LB("access_control", ingress_auth_enabled(&a->auth)),
 		     SBX_LS("admin_listen", admin_listen), SBX_LS("base_domain", base_domain),

@@ -119,7 +119,8 @@ int ingress_table_put(struct ingress_table *t, const struct ingress_sandbox_spec
 	e->phase = put_str(&at, phase);
 	e->ready = s->ready && *address;
 	e->n_ports = s->n_ports;
-	memcpy(e->ports, s->ports, s->n_ports * sizeof(s->ports[0]));
+	if (s->n_ports)
+		memcpy(e->ports, s->ports, s->n_ports * sizeof(s->ports[0]));
 	if ((rc = sbx_map_put(&t->by_id, e->id, e, &old))) {
 		sbx_free(e);
 		return rc;

@@ -11,7 +11,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 static const struct {
 	int status;
@@ -244,6 +246,26 @@ int http_server_adopt(struct sbx_http_server *s, uv_os_sock_t fd, SSL_CTX *tls)
 	return 0;
 }
 
+/* A socket other processes (or loops) may listen on beside this one: the
+ * kernel spreads new connections among them, and one of them closing its
+ * listener leaves the port served. */
+static int reuse_port_socket(uv_tcp_t *tcp, int family)
+{
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), one = 1, rc;
+
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one))) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	if ((rc = uv_tcp_open(tcp, fd)))
+		close(fd);
+	return rc;
+}
+
 int sbx_http_server_listen(struct sbx_http_server *s, const char *addr)
 {
 	struct sockaddr_storage ss;
@@ -260,6 +282,12 @@ int sbx_http_server_listen(struct sbx_http_server *s, const char *addr)
 	l->tcp.data = l;
 	s->open_listeners++;
 	s->n_listeners++;
+	if (s->o.reuse_port && (rc = reuse_port_socket(&l->tcp, ss.ss_family))) {
+		s->n_listeners--;
+		uv_close((uv_handle_t *)&l->tcp, NULL);
+		s->open_listeners--;
+		return rc;
+	}
 	if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) ||
 	    (rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection))) {
 		s->n_listeners--;
@@ -268,6 +296,29 @@ int sbx_http_server_listen(struct sbx_http_server *s, const char *addr)
 		return rc;
 	}
 	return 0;
+}
+
+int sbx_http_server_reload_tls(struct sbx_http_server *s, const char *cert_file,
+			       const char *key_file, char *err, size_t err_size)
+{
+	SSL_CTX *ctx = tls_ctx_new(cert_file, key_file, err, err_size);
+	int n = 0;
+
+	if (!ctx)
+		return -EINVAL;
+	for (int i = 0; i < s->n_listeners; i++) {
+		struct http_listener *l = &s->listeners[i];
+
+		if (!l->tls)
+			continue;
+		/* Open connections keep the context they started with. */
+		SSL_CTX_up_ref(ctx);
+		SSL_CTX_free(l->tls);
+		l->tls = ctx;
+		n++;
+	}
+	SSL_CTX_free(ctx);
+	return n;
 }
 
 int sbx_http_server_listen_tls(struct sbx_http_server *s, const char *addr, const char *cert_file,

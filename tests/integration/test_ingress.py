@@ -50,19 +50,27 @@ class Ingress:
     """sbx-ingress with a routes file it watches (sandboxes given), or routing
     from Sandbox objects (sandboxes None: flags name the kubeconfig)."""
 
-    def __init__(self, tmp: Path, sandboxes: list[dict] | None, *flags: str):
+    def __init__(self, tmp: Path, sandboxes: list[dict] | None, *flags: str,
+                 port: int | None = None):
         self.routes = tmp / f"routes-{free_port()}.yaml"
         source = []
         if sandboxes is not None:
             self.write(sandboxes)
             source = [f"--routes-file={self.routes}"]
-        self.port, self.admin = free_port(), free_port()
+        self.port, self.admin = port or free_port(), free_port()
         self.proc = subprocess.Popen(
             [str(binary("ingress/sbx-ingress")), f"--listen=127.0.0.1:{self.port}",
              f"--admin-listen=127.0.0.1:{self.admin}", *source,
              "--log-format=json", *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.log: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         wait_for(self.ready, what="sbx-ingress /readyz")
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.log.append(line)
 
     def write(self, sandboxes: list[dict]) -> None:
         # Written beside and renamed: the watcher never sees half a file.
@@ -70,13 +78,17 @@ class Ingress:
         tmp.write_text(json.dumps({"sandboxes": sandboxes}))  # JSON is YAML
         os.replace(tmp, self.routes)
 
+    def readyz(self) -> int:
+        c = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=2)
+        c.request("GET", "/readyz")
+        return c.getresponse().status
+
     def ready(self) -> bool:
         if self.proc.poll() is not None:
-            raise AssertionError(self.proc.stderr.read())
+            self.reader.join(5)
+            raise AssertionError("".join(self.log))
         try:
-            c = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=2)
-            c.request("GET", "/readyz")
-            return c.getresponse().status == 200
+            return self.readyz() == 200
         except OSError:
             return False
 
@@ -107,7 +119,8 @@ class Ingress:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        err = self.proc.stderr.read()
+        self.reader.join(5)
+        err = "".join(self.log)
         assert_no_sanitizer_report(err)
         return err
 
@@ -206,6 +219,10 @@ def started(tmp_path):
     yield start
     for t in reversed(things):
         t.stop()
+
+
+def ing_log(ing: Ingress) -> str:
+    return "".join(ing.log)
 
 
 def sandbox(sid: str, port: int, *more: int, ready: bool = True, address: str = "127.0.0.1"):
@@ -446,6 +463,51 @@ def test_tls_with_alpn_h2_and_http11_as_curl_speaks_them(started, tmp_path):
     assert app.header(0, "Forwarded").endswith("proto=https")
 
 
+def test_sighup_swaps_the_certificate_without_resetting_open_connections(started, tmp_path):
+    import shutil
+    import ssl
+    app = started(App)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    cert1, key1 = make_tls_pair(tmp_path / "one")
+    cert2, key2 = make_tls_pair(tmp_path / "two")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(cert1, cert)
+    shutil.copy(key1, key)
+    tls = free_port()
+    ing = started(Ingress, [sandbox("demo-1", app.port)], f"--tls-listen=127.0.0.1:{tls}",
+                  f"--tls-cert={cert}", f"--tls-key={key}")
+
+    def connect(cafile: Path) -> ssl.SSLSocket:
+        ctx = ssl.create_default_context(cafile=str(cafile))
+        return ctx.wrap_socket(socket.create_connection(("127.0.0.1", tls), timeout=5),
+                               server_hostname="127.0.0.1")
+
+    def ask(conn: ssl.SSLSocket) -> bytes:
+        conn.sendall(f"GET /sandboxes/demo-1/port/{app.port}/x HTTP/1.1\r\nHost: h\r\n\r\n"
+                     .encode())
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            chunk = conn.recv(65536)
+            assert chunk, data
+            data += chunk
+        return data
+    before = connect(cert1)
+    assert ask(before).startswith(b"HTTP/1.1 200")
+    # The files are renewed (as cert-manager does), then the ingress is told.
+    shutil.copy(cert2, cert)
+    shutil.copy(key2, key)
+    ing.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "certificate reloaded" in ing_log(ing), what="the reload")
+    after = connect(cert2)  # verifies against the new certificate only
+    assert after.getpeercert(binary_form=True) != before.getpeercert(binary_form=True)
+    assert ask(after).startswith(b"HTTP/1.1 200")
+    # The connection opened before goes on, with its certificate.
+    assert ask(before).startswith(b"HTTP/1.1 200")
+    before.close()
+    after.close()
+
+
 def test_websocket_over_http11_and_rfc8441_10mb_each_way(started):
     from websockets.sync.client import connect
     tool = started(Tool)
@@ -460,6 +522,35 @@ def test_websocket_over_http11_and_rfc8441_10mb_each_way(started):
     assert ws2.status == b"200"
     echo_10mb(lambda m: ws2.send(0x2, m), lambda: ws2.recv()[1])
     assert ing.metric("sbx_ingress_websocket_tunnels_total") == 2
+
+
+def test_a_rolling_restart_keeps_an_open_websocket_echoing(started):
+    from websockets.sync.client import connect
+    tool = started(Tool)
+    routes = [sandbox("ws", tool.port)]
+    old = started(Ingress, routes, "--drain-timeout-ms=60000")
+    url = f"ws://127.0.0.1:{old.port}/sandboxes/ws/port/{tool.port}/ws"
+    with connect(url) as ws:
+        ws.send("before")
+        assert ws.recv() == "before"
+        # The new version starts beside the old one, on the same port; then
+        # the old one is told to stop, as a Deployment's rollout does.
+        new = started(Ingress, routes, port=old.port)
+        old.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: old.readyz() == 503, what="the old one draining")
+        # New connections reach the new process...
+        for _ in range(20):
+            assert new.get(f"/sandboxes/ws/port/{tool.port}/hello")[2] == b"hello"
+        assert new.metric('sbx_ingress_requests_total{form="path",code="2xx"}') == 20
+        # ...while the open WebSocket keeps echoing through the old one.
+        for i in range(10):
+            ws.send(f"during {i}")
+            assert ws.recv() == f"during {i}"
+            time.sleep(0.05)
+        assert old.proc.poll() is None
+    # Closed on its own: the old process has nothing left and exits, long
+    # before its drain deadline.
+    assert old.proc.wait(10) == 0
 
 
 def test_server_sent_events_arrive_one_by_one(started):

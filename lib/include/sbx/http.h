@@ -80,6 +80,10 @@ struct sbx_http_server_opts {
 	uint64_t connect_timeout_ms; /* a tunnel's upstream: to connect, then to answer (10000) */
 	size_t write_high_water;     /* sbx_http_write says "pause" above (256 KiB) */
 	const char *server_name;     /* Server header ("sbx") */
+	/* Listeners set SO_REUSEPORT: other processes (a new version started
+	 * beside this one) or loops may listen on the same port, and the port
+	 * stays served while this server drains. */
+	bool reuse_port;
 	/* called when no route matches; NULL answers 404 with a JSON body */
 	sbx_http_handler not_found;
 	void *not_found_arg;
@@ -101,6 +105,11 @@ int sbx_http_server_listen(struct sbx_http_server *s, const char *addr);
  * that picks h2 speaks HTTP/2 on it. 0, or a negative errno with the
  * reason in err (an unusable certificate or key, say). */
 int sbx_http_server_listen_tls(struct sbx_http_server *s, const char *addr, const char *cert_file,
+			       const char *key_file, char *err, size_t err_size);
+/* Loads a new certificate and key for every TLS listener: new connections
+ * get it, open ones keep theirs. The number of listeners changed, or a
+ * negative errno with the reason in err (the old certificate stays). */
+int sbx_http_server_reload_tls(struct sbx_http_server *s, const char *cert_file,
 			       const char *key_file, char *err, size_t err_size);
 /* The port of the first listener (useful after ":0"). */
 int sbx_http_server_port(const struct sbx_http_server *s);
