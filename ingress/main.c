@@ -48,6 +48,7 @@ static long pool_idle_timeout_ms = 30000;
 static bool trust_forwarded = false;
 static char *jwt_public_key = "";
 static long ticket_ttl_s = 30;
+static long shutdown_delay_ms = 0;
 static bool access_log = true;
 static bool reuse_port = true;
 static struct sbx_http_flags http_flags = SBX_HTTP_FLAGS_DEFAULT;
@@ -58,6 +59,7 @@ struct app {
 	struct sbx_http_server *admin;
 	struct sbx_signals signals;
 	uv_signal_t sighup;
+	uv_timer_t shutdown_delay;
 	uv_fs_poll_t routes_poll;
 	bool polling;
 	struct sbx_kube *kube;
@@ -283,7 +285,8 @@ static void on_closed(void *arg)
 {
 	struct app *a = arg;
 
-	sbx_log_info("drained");
+	if (a->draining)
+		sbx_log_info("drained");
 	if (a->admin)
 		sbx_http_server_close(a->admin, NULL, NULL);
 	a->admin = NULL;
@@ -313,6 +316,14 @@ static void on_sighup(uv_signal_t *h, int signum)
 		sbx_log_info("certificate reloaded", SBX_LS("cert", tls_cert));
 }
 
+static void close_public(uv_timer_t *t)
+{
+	struct app *a = t->data;
+
+	uv_close((uv_handle_t *)t, NULL);
+	sbx_http_server_close(a->in.http, on_closed, a);
+}
+
 static void on_stop(void *arg)
 {
 	struct app *a = arg;
@@ -326,9 +337,13 @@ static void on_stop(void *arg)
 	}
 	sbx_signals_close(&a->signals);
 	uv_close((uv_handle_t *)&a->sighup, NULL);
-	/* Health and metrics stay up while draining (/readyz says so). */
+	/* Health and metrics stay up while draining (/readyz says so). The
+	 * listeners stay open --shutdown-delay-ms first: until the Service's
+	 * endpoints have dropped this pod, clients may still be sent here. */
 	a->draining = true;
-	sbx_http_server_close(a->in.http, on_closed, a);
+	uv_timer_init(a->loop, &a->shutdown_delay);
+	a->shutdown_delay.data = a;
+	uv_timer_start(&a->shutdown_delay, close_public, (uint64_t)shutdown_delay_ms, 0);
 }
 
 static int listen_all(struct app *a)
@@ -479,6 +494,14 @@ int main(int argc, char **argv)
 		  .dest = &trust_forwarded,
 		  .help = "keep clients' X-Forwarded-For/-Proto/-Host (behind a proxy that sets "
 			  "them)" },
+		{ .name = "shutdown-delay-ms",
+		  .type = SBX_OPT_INT,
+		  .dest = &shutdown_delay_ms,
+		  .metavar = "MS",
+		  .help = "on SIGTERM, keep accepting this long (with /readyz at 503) before "
+			  "draining, while load balancers take this pod out",
+		  .min = 0,
+		  .max = 600000 },
 		{ .name = "reuse-port",
 		  .type = SBX_OPT_BOOL,
 		  .dest = &reuse_port,

@@ -11,10 +11,12 @@ helm="${HELM:-$("$here/scripts/k8s-toolchain.sh")/helm}"
 
 render() {
 	cat <<'HEAD'
-# sbx-operator: its namespace, identity, least-privilege RBAC and Deployment.
+# sbx-operator and sbx-ingress: their namespace, identities, least-privilege
+# RBAC, Deployments and Services.
 # kubectl apply -f manifests/crd/ -f manifests/operator/
 # Generated from the Helm chart by scripts/manifests.sh: edit helm/sbx, not this
-# file. docs/operator.md lists every flag; set them in the container's args.
+# file. docs/operator.md and docs/ingress.md list every flag; set them in the
+# containers' args.
 apiVersion: v1
 kind: Namespace
 metadata:

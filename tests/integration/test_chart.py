@@ -74,6 +74,35 @@ def test_values_become_the_operators_flags():
     assert r.returncode != 0 and "could not find template" in r.stderr, r.stderr
 
 
+def test_values_become_the_ingresss_flags_and_secret():
+    out = helm("template", "sbx", str(CHART), "--namespace", "ops",
+               "--set", "ingress.baseDomain=sbx.example.com",
+               "--set", "ingress.jwtPublicKeySecret.name=sbx-jwt",
+               "--set", "ingress.drainSeconds=600", "--set", "ingress.shutdownDelayMs=3000",
+               "--set", "operator.namespaces={team-a,team-b}",
+               "--show-only", "templates/ingress-deployment.yaml").stdout
+    dep = yaml.safe_load(out)
+    pod = dep["spec"]["template"]
+    c = pod["spec"]["containers"][0]
+    for want in ["--base-domain=sbx.example.com", "--namespace=team-a", "--namespace=team-b",
+                 "--drain-timeout-ms=600000", "--shutdown-delay-ms=3000",
+                 "--ticket-ttl-seconds=30", "--listen=:8080", "--admin-listen=:9090"]:
+        assert want in c["args"], c["args"]
+    assert c["env"] == [{"name": "JWT_PUBLIC_KEY", "valueFrom": {"secretKeyRef": {
+        "name": "sbx-jwt", "key": "jwt-public-key"}}}]
+    # The pods carry the label sandboxes admit, and get the drain's time to stop.
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "sbx-ingress"
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 600 + 3 + 5
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    # Without a key, access control is off and no Secret is named.
+    dep = yaml.safe_load(helm("template", "sbx", str(CHART), "--show-only",
+                              "templates/ingress-deployment.yaml").stdout)
+    assert "env" not in dep["spec"]["template"]["spec"]["containers"][0]
+    r = helm("template", "sbx", str(CHART), "--set", "ingress.enabled=false", "--show-only",
+             "templates/ingress-deployment.yaml", check=False)
+    assert r.returncode != 0 and "could not find template" in r.stderr, r.stderr
+
+
 def test_install_into_an_apiserver_scoped_to_namespaces_then_cluster_wide(control_plane, namespace):
     cp = control_plane
     system = f"{namespace}-sys"[:63]
@@ -99,6 +128,17 @@ def test_install_into_an_apiserver_scoped_to_namespaces_then_cluster_wide(contro
                                     "-o", "json").stdout)
         assert f"--namespace={namespace}" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
         assert cp.kubectl("get", "clusterrole", "scoped-sbx-operator", check=False).returncode != 0
+        # The ingress reads Sandboxes where the operator works, and nothing else.
+        ing = f"system:serviceaccount:{system}:scoped-sbx-ingress"
+        assert can_i(cp, ing, "watch", "sandboxes.sbx.dev", "-n", namespace)
+        assert not can_i(cp, ing, "list", "sandboxes.sbx.dev", "--all-namespaces")
+        assert not can_i(cp, ing, "patch", "sandboxes.sbx.dev", "--subresource=status", "-n",
+                         namespace)
+        assert not can_i(cp, ing, "list", "pods", "-n", namespace)
+        assert not can_i(cp, ing, "get", "secrets", "-n", namespace)
+        dep = json.loads(cp.kubectl("-n", system, "get", "deployment", "scoped-sbx-ingress",
+                                    "-o", "json").stdout)
+        assert f"--namespace={namespace}" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
     finally:
         helm("uninstall", "scoped", "--namespace", system, cp=cp)
     assert cp.kubectl("-n", namespace, "get", "role", "scoped-sbx-operator",
@@ -114,10 +154,18 @@ def test_install_into_an_apiserver_scoped_to_namespaces_then_cluster_wide(contro
         kinds = cp.kubectl("-n", system, "get", "deployment,service,poddisruptionbudget,"
                            "serviceaccount,role,rolebinding", "-l", "app.kubernetes.io/instance=sbx",
                            "-o", "name").stdout.split()
-        assert sorted(k.split("/")[0] for k in kinds) == sorted([
-            "deployment.apps", "service", "poddisruptionbudget.policy", "serviceaccount",
-            "role.rbac.authorization.k8s.io", "rolebinding.rbac.authorization.k8s.io"]), kinds
+        assert sorted(kinds) == sorted([
+            "deployment.apps/sbx-operator", "service/sbx-operator-metrics",
+            "poddisruptionbudget.policy/sbx-operator", "serviceaccount/sbx-operator",
+            "role.rbac.authorization.k8s.io/sbx-operator-leader",
+            "rolebinding.rbac.authorization.k8s.io/sbx-operator-leader",
+            "deployment.apps/sbx-ingress", "service/sbx-ingress", "service/sbx-ingress-metrics",
+            "poddisruptionbudget.policy/sbx-ingress", "serviceaccount/sbx-ingress"]), kinds
+        ing = f"system:serviceaccount:{system}:sbx-ingress"
+        assert can_i(cp, ing, "watch", "sandboxes.sbx.dev", "--all-namespaces")
+        assert not can_i(cp, ing, "list", "pods", "--all-namespaces")
     finally:
         helm("uninstall", "sbx", "--namespace", system, cp=cp)
     assert cp.kubectl("get", "clusterrole", "sbx-operator", check=False).returncode != 0
+    assert cp.kubectl("get", "clusterrole", "sbx-ingress", check=False).returncode != 0
     cp.kubectl("get", "crd", "sandboxes.sbx.dev")

@@ -553,6 +553,18 @@ def test_a_rolling_restart_keeps_an_open_websocket_echoing(started):
     assert old.proc.wait(10) == 0
 
 
+def test_shutdown_delay_keeps_serving_while_readiness_says_draining(started):
+    app = started(App)
+    ing = started(Ingress, [sandbox("demo-1", app.port)], "--shutdown-delay-ms=1500")
+    ing.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: ing.readyz() == 503, what="readiness off")
+    # Load balancers have not dropped this pod yet: what they send is served.
+    assert ing.get(f"/sandboxes/demo-1/port/{app.port}/late")[0] == 200
+    assert ing.proc.wait(10) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", ing.port), timeout=2).close()
+
+
 def test_server_sent_events_arrive_one_by_one(started):
     app = started(App)
     ing = started(Ingress, [sandbox("demo-1", app.port)])

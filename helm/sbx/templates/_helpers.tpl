@@ -29,3 +29,22 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+{{- define "sbx.ingress.name" -}}
+{{- printf "%s-ingress" (include "sbx.fullname" .) -}}
+{{- end -}}
+
+{{/* The labels that select the ingress's pods; app.kubernetes.io/name is what
+operator.ingressSelector names by default, so sandboxes admit these pods. */}}
+{{- define "sbx.ingress.selector" -}}
+app.kubernetes.io/name: sbx-ingress
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "sbx.ingress.labels" -}}
+{{ include "sbx.ingress.selector" . }}
+app.kubernetes.io/part-of: sbx
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
