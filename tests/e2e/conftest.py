@@ -189,6 +189,7 @@ def operator(kube):
                         f"--agent-image={kube.image('agent')}")
     text = text.replace("--egress-image=sbx.local/sbx-egress:dev",
                         f"--egress-image={kube.image('egress')}")
+    text = text.replace("image: sbx.local/sbx-ingress:dev", f"image: {kube.image('ingress')}")
     kube.kubectl("apply", "-f", "-", input=text)
     r = kube.kubectl("-n", "sbx-system", "rollout", "status", "deployment/sbx-operator",
                      "--timeout=120s", check=False, timeout=130)
@@ -197,7 +198,10 @@ def operator(kube):
         pytest.fail(f"the operator did not become available: {r.stderr}\n{pods[-3000:]}")
     yield kube
     logs = kube.kubectl("-n", "sbx-system", "logs", "deployment/sbx-operator", check=False).stdout
-    kube.kubectl("-n", "sbx-system", "delete", "deployment", "sbx-operator", "--wait=false")
+    logs += kube.kubectl("-n", "sbx-system", "logs", "-l", "app.kubernetes.io/name=sbx-ingress",
+                         "--tail=-1", check=False).stdout
+    kube.kubectl("-n", "sbx-system", "delete", "deployment", "sbx-operator", "sbx-ingress",
+                 "--wait=false")
     for mark in SANITIZER_MARKS:
         assert mark not in logs, logs
 

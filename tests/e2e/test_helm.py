@@ -1,8 +1,9 @@
 """sbx installed with Helm, as a cluster admin installs it: `helm install` of
-helm/sbx brings the CRD and an operator scoped to one namespace (Roles there,
-nothing cluster-wide), a Sandbox in that namespace runs and answers, one in
-another namespace is left alone, `helm upgrade` changes the operator's flags,
-and `helm uninstall` removes the operator but keeps the CRD and the Sandboxes."""
+helm/sbx brings the CRD, an operator and a gateway scoped to one namespace
+(Roles there, nothing cluster-wide), a Sandbox in that namespace runs and
+answers, through the gateway too, one in another namespace is left alone,
+`helm upgrade` changes the operator's flags, and `helm uninstall` removes
+the operator but keeps the CRD and the Sandboxes."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ OPERATOR = f"{RELEASE}-operator"
 
 def image_values(kube) -> list[str]:
     repo, tag = kube.image("operator").rsplit(":", 1)
+    ing_repo, ing_tag = kube.image("ingress").rsplit(":", 1)
     return ["--set", f"operator.image.repository={repo}", "--set", f"operator.image.tag={tag}",
             "--set", f"operator.agentImage={kube.image('agent')}",
-            "--set", f"operator.egressImage={kube.image('egress')}"]
+            "--set", f"operator.egressImage={kube.image('egress')}",
+            "--set", f"ingress.image.repository={ing_repo}", "--set", f"ingress.image.tag={ing_tag}"]
 
 
 @pytest.fixture
@@ -75,7 +78,8 @@ def test_helm_install_upgrade_and_uninstall(kube, ns, release):
 
     # Both replicas serve health and metrics through the chart's Service; one leads.
     pods = kube.kubectl("-n", system, "get", "pods", "-l",
-                        f"app.kubernetes.io/instance={RELEASE}", "-o", "name").stdout.split()
+                        f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=sbx-operator",
+                        "-o", "name").stdout.split()
     assert len(pods) == 2, pods
     svc = kube.cluster_ip(system, f"{OPERATOR}-metrics")
     metrics = wait_until("the operator's metrics through its Service",
@@ -92,6 +96,11 @@ def test_helm_install_upgrade_and_uninstall(kube, ns, release):
     wait_until("the endpoint URLs through the gateway",
                lambda: {e["name"]: e["url"] for e in
                         kube.get(ns, "sandbox", "mine")["status"]["endpoints"]} == want, 60)
+    # The release's gateway serves them (its ingress watches ns only).
+    gw = kube.cluster_ip(system, f"{RELEASE}-ingress")
+    ping = wait_until("the agent through the release's ingress", lambda: kube.fetch_from_host(
+        f"http://{gw}/sandboxes/{sid}/port/8080/v1/ping"), 30)
+    assert ping
 
     # Values are checked against the chart's schema before anything is changed.
     r = kube.helm("upgrade", RELEASE, str(REPO / "helm" / "sbx"), "--namespace", system,

@@ -19,6 +19,7 @@ import requests
 from agent_sandbox import Sandbox
 from websockets.sync.client import connect
 
+from headless_chromium import headless_chromium
 from test_agent import agent  # noqa: F401 - the fixture
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,26 +34,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def chromium(tmp_path):
-    exe = shutil.which("chromium")
-    assert exe, "Debian's chromium is missing: scripts/setup.sh installs it"
-    port = free_port()
-    p = subprocess.Popen([exe, "--headless=new", "--no-sandbox", "--disable-gpu",
-                          "--no-first-run", "--disable-dev-shm-usage",
-                          f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
-                          f"--user-data-dir={tmp_path / 'profile'}", "about:blank"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/json/version", timeout=1)
-            break
-        except requests.RequestException:
-            assert time.monotonic() < deadline, "chromium did not start"
-            time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
-    os.killpg(p.pid, 9)
-    p.wait(10)
+    with headless_chromium(tmp_path / "profile") as addr:
+        yield addr
 
 
 @pytest.fixture
