@@ -136,6 +136,18 @@ class Kube:
             return None
 
 
+def busybox_pod(kube, ns: str, name: str, labels: dict) -> str:
+    """A pod that sleeps, with busybox's wget for fetch_from_pod; Ready when
+    this returns. Its name."""
+    kube.apply(ns, yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": kube.image("busybox"), "imagePullPolicy": "Never",
+            "command": ["sleep", "3600"]}]}}))
+    kube.wait_ready(ns, name)
+    return name
+
+
 def sandbox_yaml(kube, name: str, **spec) -> str:
     spec.setdefault("image", kube.image("sandbox-base"))
     return yaml.safe_dump({"apiVersion": "sbx.dev/v1alpha1", "kind": "Sandbox",

@@ -16,7 +16,7 @@ import pytest
 import requests
 from agent_sandbox import Sandbox
 
-from conftest import REPO, SANITIZER_MARKS, sandbox_yaml, wait_running, wait_until
+from conftest import REPO, SANITIZER_MARKS, busybox_pod, sandbox_yaml, wait_running, wait_until
 from headless_chromium import headless_chromium
 
 
@@ -75,15 +75,7 @@ def test_the_sdk_and_a_browser_terminal_reach_a_sandbox_through_the_ingress(
 
     # The NetworkPolicy: the ingress's pods got in (above); a pod without
     # their label, in the sandbox's own namespace, does not.
-    kube.apply(ns, f"""apiVersion: v1
-kind: Pod
-metadata: {{name: neighbour, labels: {{app: neighbour}}}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {{name: main, image: {kube.image('busybox')}, imagePullPolicy: Never, command: [sleep, "3600"]}}
-""")
-    kube.wait_ready(ns, "neighbour")
+    busybox_pod(kube, ns, "neighbour", {"app": "neighbour"})
     pod_ip = kube.get(ns, "sandbox", "web")["status"]["podIP"]
     assert kube.fetch_from_pod(ns, "neighbour", f"http://{pod_ip}:8080/v1/ping") is None
     # ...while it can reach the ingress, which routes it.

@@ -10,7 +10,7 @@ import json
 import pytest
 from agent_sandbox import Sandbox
 
-from conftest import sandbox_yaml, wait_running, wait_until
+from conftest import busybox_pod, sandbox_yaml, wait_running, wait_until
 
 def test_kubectl_apply_a_sandbox_then_the_sdk_and_the_declared_port_answer(operator, ns):
     kube = operator
@@ -30,32 +30,16 @@ def test_kubectl_apply_a_sandbox_then_the_sdk_and_the_declared_port_answer(opera
     # NetworkPolicy admits: one labelled as the gateway, in its namespace.
     svc = kube.cluster_ip(ns, st["serviceName"])
     gateway_ns = "sbx-system"
-    kube.apply(gateway_ns, f"""apiVersion: v1
-kind: Pod
-metadata: {{name: gw-{ns[-4:]}, labels: {{app.kubernetes.io/name: sbx-ingress}}}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {{name: main, image: {kube.image('busybox')}, imagePullPolicy: Never, command: [sleep, "3600"]}}
-""")
     gw = f"gw-{ns[-4:]}"
     try:
-        kube.wait_ready(gateway_ns, gw)
+        busybox_pod(kube, gateway_ns, gw, {"app.kubernetes.io/name": "sbx-ingress"})
         ping = wait_until("the agent from the gateway's pod",
                           lambda: kube.fetch_from_pod(gateway_ns, gw, f"http://{svc}:8080/v1/ping"), 30)
         assert json.loads(ping)
         page = kube.fetch_from_pod(gateway_ns, gw, f"http://{svc}:3000/")
         assert page and "Directory listing" in page
         # Another pod, even in the sandbox's own namespace, is refused.
-        kube.apply(ns, f"""apiVersion: v1
-kind: Pod
-metadata: {{name: neighbour, labels: {{app: neighbour}}}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {{name: main, image: {kube.image('busybox')}, imagePullPolicy: Never, command: [sleep, "3600"]}}
-""")
-        kube.wait_ready(ns, "neighbour")
+        busybox_pod(kube, ns, "neighbour", {"app": "neighbour"})
         assert kube.fetch_from_pod(ns, "neighbour", f"http://{svc}:8080/v1/ping") is None
         assert kube.fetch_from_pod(ns, "neighbour", f"http://{st['podIP']}:3000/") is None
     finally:
