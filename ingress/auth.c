@@ -20,14 +20,14 @@ static void claims_free(void *claims)
 	json_decref(claims);
 }
 
-int ingress_auth_init(struct ingress_auth *a, uv_loop_t *loop, const char *key, long ticket_ttl_s,
-		      char *err, size_t err_size)
+int ingress_auth_init(struct ingress_auth *a, const char *key, long ticket_ttl_s, char *err,
+		      size_t err_size)
 {
 	memset(a, 0, sizeof(*a));
-	a->loop = loop;
 	a->ticket_ttl_s = ticket_ttl_s;
+	uv_mutex_init(&a->lock);
 	/* A ticket carries the scope claims of the token that made it. */
-	sbx_tickets_init(&a->tickets, loop, MAX_TICKETS, claims_free);
+	sbx_tickets_init(&a->tickets, MAX_TICKETS, claims_free);
 	if (key && *key)
 		return sbx_jwt_key_load(&a->key, key, "--jwt-public-key", err, err_size);
 	return 0;
@@ -37,6 +37,22 @@ void ingress_auth_release(struct ingress_auth *a)
 {
 	sbx_tickets_release(&a->tickets);
 	sbx_jwt_key_release(&a->key);
+	uv_mutex_destroy(&a->lock);
+}
+
+void ingress_auth_counts(struct ingress_auth *a, struct ingress_auth_counts *out)
+{
+	uv_mutex_lock(&a->lock);
+	*out = (struct ingress_auth_counts){ a->unauthorized, a->forbidden, a->tickets_issued,
+					     a->tickets_used };
+	uv_mutex_unlock(&a->lock);
+}
+
+static void count(struct ingress_auth *a, uint64_t *counter)
+{
+	uv_mutex_lock(&a->lock);
+	(*counter)++;
+	uv_mutex_unlock(&a->lock);
 }
 
 bool ingress_auth_enabled(const struct ingress_auth *a)
@@ -48,7 +64,7 @@ bool ingress_auth_enabled(const struct ingress_auth *a)
 
 static bool unauthorized(struct ingress_auth *a, struct sbx_http_req *req, const char *why)
 {
-	a->unauthorized++;
+	count(a, &a->unauthorized);
 	sbx_log_info("request refused", SBX_LI("status", 401), SBX_LS("path", sbx_http_path(req)),
 		     SBX_LS("peer", sbx_http_peer(req)), SBX_LS("reason", why));
 	sbx_http_add_header(req, "WWW-Authenticate", "Bearer");
@@ -60,7 +76,7 @@ static bool forbidden(struct ingress_auth *a, struct sbx_http_req *req, const ch
 {
 	char msg[160];
 
-	a->forbidden++;
+	count(a, &a->forbidden);
 	snprintf(msg, sizeof(msg), "this credential does not give access to sandbox '%s'", id);
 	sbx_log_info("request refused", SBX_LI("status", 403), SBX_LS("path", sbx_http_path(req)),
 		     SBX_LS("peer", sbx_http_peer(req)), SBX_LS("sandbox", id));
@@ -95,11 +111,13 @@ static json_t *bearer_claims(struct ingress_auth *a, struct sbx_http_req *req, c
 static json_t *take_ticket(struct ingress_auth *a, const char *value)
 {
 	void *claims = NULL;
+	bool ok;
 
-	if (!sbx_tickets_take(&a->tickets, value, &claims))
-		return NULL;
-	a->tickets_used++;
-	return claims;
+	uv_mutex_lock(&a->lock);
+	ok = sbx_tickets_take(&a->tickets, value, &claims);
+	a->tickets_used += ok;
+	uv_mutex_unlock(&a->lock);
+	return ok ? claims : NULL;
 }
 
 static bool listed(const json_t *list, const char *value)
@@ -169,8 +187,13 @@ void ingress_auth_tickets(struct ingress_auth *a, struct sbx_http_req *req)
 	scope = json_pack("{s:O?, s:O?}", "sandboxes", json_object_get(claims, "sandboxes"),
 			  "namespaces", json_object_get(claims, "namespaces"));
 	json_decref(claims);
-	rc = scope ? sbx_tickets_issue(&a->tickets, (uint64_t)a->ticket_ttl_s * 1000, scope, value)
-		   : -ENOMEM;
+	rc = -ENOMEM;
+	if (scope) {
+		uv_mutex_lock(&a->lock);
+		rc = sbx_tickets_issue(&a->tickets, (uint64_t)a->ticket_ttl_s * 1000, scope, value);
+		a->tickets_issued += rc == 0;
+		uv_mutex_unlock(&a->lock);
+	}
 	if (rc) {
 		json_decref(scope);
 		sbx_http_respond_error(req, rc == -E2BIG ? 429 : 503,
@@ -178,7 +201,6 @@ void ingress_auth_tickets(struct ingress_auth *a, struct sbx_http_req *req)
 						    : "cannot make a ticket now");
 		return;
 	}
-	a->tickets_issued++;
 	body = json_pack("{s:s, s:i}", "ticket", value, "expires_in", (int)a->ticket_ttl_s);
 	sbx_http_respond_json(req, 200, body);
 	json_decref(body);

@@ -31,19 +31,26 @@
 
 struct sbx_http_req;
 
+/* Shared by the worker threads: the key is read-only once loaded; tickets
+ * and counters are behind the lock. */
 struct ingress_auth {
-	uv_loop_t *loop;
 	struct sbx_jwt_key key;
 	long ticket_ttl_s;
+	uv_mutex_t lock;
 	struct sbx_tickets tickets; /* each carries its token's scope claims */
 	uint64_t unauthorized, forbidden, tickets_issued, tickets_used;
 };
 
+struct ingress_auth_counts {
+	uint64_t unauthorized, forbidden, tickets_issued, tickets_used;
+};
+
 /* key NULL or "": off. 0, or -EINVAL with the reason in err. */
-int ingress_auth_init(struct ingress_auth *a, uv_loop_t *loop, const char *key, long ticket_ttl_s,
-		      char *err, size_t err_size);
+int ingress_auth_init(struct ingress_auth *a, const char *key, long ticket_ttl_s, char *err,
+		      size_t err_size);
 void ingress_auth_release(struct ingress_auth *a);
 bool ingress_auth_enabled(const struct ingress_auth *a);
+void ingress_auth_counts(struct ingress_auth *a, struct ingress_auth_counts *out);
 
 /* For a request naming sandbox t: true to go on; otherwise it has answered
  * 401 or 403. table gives the sandbox's namespace for namespace scopes. */

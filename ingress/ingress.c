@@ -41,11 +41,55 @@ static const char *const form_labels[INGRESS_FORMS] = { "host", "header", "path"
 static const char *const error_labels[BACKEND_ERRORS] = { "refused", "timeout", "reset", "protocol",
 							  "other" };
 
-void ingress_metrics(struct sbx_buf *b, void *arg)
+void ingress_snapshot(const struct ingress *in, struct ingress_snapshot *out)
 {
-	const struct ingress *in = arg;
-	const struct ingress_stats *st = &in->st;
-	struct sbx_http_pool_stats ps;
+	out->st = in->st;
+	if (in->http) /* else: closed, out->http as last taken */
+		out->http = *sbx_http_server_stats(in->http);
+	sbx_http_pool_stats(in->pool, &out->pool);
+}
+
+void ingress_snapshot_add(struct ingress_snapshot *sum, const struct ingress_snapshot *one)
+{
+	struct ingress_stats *a = &sum->st;
+	const struct ingress_stats *b = &one->st;
+
+	for (int f = 0; f < INGRESS_FORMS; f++)
+		for (int c = 0; c < 6; c++)
+			a->requests[f][c] += b->requests[f][c];
+	for (int i = 0; i <= INGRESS_LATENCY_BUCKETS; i++)
+		a->latency[i] += b->latency[i];
+	a->latency_sum += b->latency_sum;
+	for (int e = 0; e < BACKEND_ERRORS; e++)
+		a->backend_errors[e] += b->backend_errors[e];
+	a->held_total += b->held_total;
+	a->hold_expired += b->hold_expired;
+	a->held_now += b->held_now;
+	a->proxied_now += b->proxied_now;
+	a->tunnels_total += b->tunnels_total;
+	sum->http.connections_accepted += one->http.connections_accepted;
+	sum->http.connections_rejected += one->http.connections_rejected;
+	sum->http.connections_open += one->http.connections_open;
+	sum->http.requests += one->http.requests;
+	for (int c = 0; c < 6; c++)
+		sum->http.responses_by_class[c] += one->http.responses_by_class[c];
+	sum->http.bytes_in += one->http.bytes_in;
+	sum->http.bytes_out += one->http.bytes_out;
+	sum->http.tunnels_open += one->http.tunnels_open;
+	sum->pool.connects += one->pool.connects;
+	sum->pool.reuses += one->pool.reuses;
+	sum->pool.retries += one->pool.retries;
+	sum->pool.expired += one->pool.expired;
+	sum->pool.dropped += one->pool.dropped;
+	sum->pool.evicted += one->pool.evicted;
+	sum->pool.idle += one->pool.idle;
+	sum->pool.active += one->pool.active;
+}
+
+void ingress_metrics(struct sbx_buf *b, const struct ingress_snapshot *snap, size_t routes)
+{
+	const struct ingress_stats *st = &snap->st;
+	const struct sbx_http_pool_stats *ps = &snap->pool;
 	char lab[96];
 	bool first = true;
 	uint64_t cum = 0, total = 0;
@@ -93,7 +137,7 @@ void ingress_metrics(struct sbx_buf *b, void *arg)
 	}
 	sbx_metrics_sample(b, "sbx_ingress_held_requests", "gauge",
 			   "Requests waiting for their sandbox to be ready or listen.", "",
-			   in->st.held_now);
+			   st->held_now);
 	sbx_metrics_sample(b, "sbx_ingress_held_requests_total", "counter",
 			   "Requests that had to wait for their sandbox.", "",
 			   (double)st->held_total);
@@ -106,17 +150,15 @@ void ingress_metrics(struct sbx_buf *b, void *arg)
 			   "Protocol switches (WebSocket) handed to a tunnel.", "",
 			   (double)st->tunnels_total);
 	sbx_metrics_sample(b, "sbx_ingress_websocket_tunnels", "gauge", "Tunnels open now.", "",
-			   in->http ? sbx_http_server_stats(in->http)->tunnels_open : 0);
+			   snap->http.tunnels_open);
 	sbx_metrics_sample(b, "sbx_ingress_routes", "gauge", "Sandboxes in the routing table.", "",
-			   (double)(in->table ? ingress_table_count(in->table) : 0));
-	sbx_http_pool_stats(in->pool, &ps);
+			   (double)routes);
 	sbx_metrics_sample(b, "sbx_ingress_pool_connects_total", "counter",
-			   "Connections opened to pods.", "", (double)ps.connects);
+			   "Connections opened to pods.", "", (double)ps->connects);
 	sbx_metrics_sample(b, "sbx_ingress_pool_reuses_total", "counter",
 			   "Requests sent on a kept-alive connection to a pod.", "",
-			   (double)ps.reuses);
+			   (double)ps->reuses);
 	sbx_metrics_sample(b, "sbx_ingress_pool_idle_connections", "gauge",
-			   "Kept-alive connections to pods, idle now.", "", ps.idle);
-	if (in->http)
-		sbx_metrics_http_server(b, in->http, "sbx_ingress");
+			   "Kept-alive connections to pods, idle now.", "", ps->idle);
+	sbx_metrics_http_stats(b, &snap->http, "sbx_ingress");
 }

@@ -9,6 +9,7 @@
 #ifndef SBX_INGRESS_H
 #define SBX_INGRESS_H
 
+#include "auth.h"
 #include "route.h"
 #include "table.h"
 
@@ -64,6 +65,7 @@ extern const double ingress_latency_bounds[INGRESS_LATENCY_BUCKETS];
 struct ingress {
 	uv_loop_t *loop;
 	struct ingress_opts o;
+	struct ingress_auth *auth; /* shared by the workers */
 	struct sbx_http_server *http;
 	struct sbx_http_pool *pool;
 	struct ingress_table *table; /* the snapshot this worker routes by */
@@ -86,7 +88,17 @@ void ingress_proxy(struct ingress *in, struct sbx_http_req *req, const struct in
 /* Counts an answered request (form INGRESS_FORMS - 1: none). */
 void ingress_count(struct ingress *in, int form, int status, uint64_t started_ms);
 
-/* The Prometheus samples of this worker. */
-void ingress_metrics(struct sbx_buf *b, void *arg);
+/* A worker's counters at one moment, taken on its own thread, and their
+ * sum over workers. */
+struct ingress_snapshot {
+	struct ingress_stats st;
+	struct sbx_http_stats http;
+	struct sbx_http_pool_stats pool;
+};
+
+void ingress_snapshot(const struct ingress *in, struct ingress_snapshot *out);
+void ingress_snapshot_add(struct ingress_snapshot *sum, const struct ingress_snapshot *one);
+/* The Prometheus samples of a (summed) snapshot; routes: the table's size. */
+void ingress_metrics(struct sbx_buf *b, const struct ingress_snapshot *s, size_t routes);
 
 #endif

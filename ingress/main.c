@@ -1,15 +1,17 @@
 /* sbx-ingress: routes /sandboxes/<id>/port/<port>/... (and the header and
  * wildcard-host forms) to sandbox pods over HTTP/1.1 and HTTP/2.
  *
- * main() parses the configuration, keeps the routing table current (from
- * Sandbox objects through an informer, or from a routes file watched for
- * changes), and runs the public listener, whose one route
- * dispatches every request: to a sandbox (proxy.c), or to the ingress's own
- * few paths. Health and metrics are also served on the admin listener.
+ * main() parses the configuration and runs the control loop: it keeps the
+ * routing table current (from Sandbox objects through informers, or from a
+ * routes file watched for changes) and hands each new snapshot to the
+ * workers (worker.c), which serve the public listeners; it serves health
+ * and metrics on the admin listener, and turns signals into a drain or a
+ * certificate reload.
  */
 #include "auth.h"
 #include "discovery.h"
 #include "ingress.h"
+#include "worker.h"
 
 #include "sbx/alloc.h"
 #include "sbx/config.h"
@@ -51,26 +53,48 @@ static long ticket_ttl_s = 30;
 static long shutdown_delay_ms = 0;
 static bool access_log = true;
 static bool reuse_port = true;
+static long workers_n = 1;
 static struct sbx_http_flags http_flags = SBX_HTTP_FLAGS_DEFAULT;
 
 struct app {
 	uv_loop_t *loop;
-	struct ingress in;
+	struct worker *workers[256];
+	int n_workers;
+	struct ingress_table *table; /* the latest snapshot, handed to every worker */
 	struct sbx_http_server *admin;
 	struct sbx_signals signals;
 	uv_signal_t sighup;
 	uv_timer_t shutdown_delay;
+	uv_async_t notify; /* a worker has counters ready, or has finished */
 	uv_fs_poll_t routes_poll;
 	bool polling;
 	struct sbx_kube *kube;
 	struct discovery *discovery;
 	struct ingress_auth auth;
 	bool ready;    /* a routing table is loaded */
-	bool draining; /* stopping: the public listener is closed */
+	bool draining; /* stopping: the public listeners close */
+	bool done;     /* every worker has finished */
 	uint64_t reloads, reload_errors;
+	/* /metrics requests waiting for the workers' counters of scrape_gen. */
+	struct scrape *scrapes;
+	uint64_t scrape_gen;
+	struct ingress_snapshot sum; /* what the collector renders */
 };
 
 static struct app app;
+
+/* ---- the routing table ------------------------------------------------------------------ */
+
+/* The new snapshot, for every worker (and for those started later). */
+static void set_table(struct app *a, struct ingress_table *t)
+{
+	t->generation = a->table ? a->table->generation + 1 : 1;
+	ingress_table_ref(t);
+	ingress_table_unref(a->table);
+	a->table = t;
+	for (int i = 0; i < a->n_workers; i++)
+		worker_publish(a->workers[i], t);
+}
 
 /* ---- the routing table from a routes file ------------------------------------------------- */
 
@@ -89,13 +113,12 @@ static int load_routes(struct app *a)
 			      SBX_LS("file", routes_file), SBX_LS("error", err));
 		return -EINVAL;
 	}
-	t->generation = a->in.table->generation + 1;
-	ingress_set_table(&a->in, t);
+	set_table(a, t);
 	ingress_table_unref(t);
 	a->reloads++;
 	a->ready = true;
 	sbx_log_info("routes loaded", SBX_LS("file", routes_file),
-		     SBX_LI("sandboxes", (long long)ingress_table_count(a->in.table)));
+		     SBX_LI("sandboxes", (long long)ingress_table_count(t)));
 	return 0;
 }
 
@@ -118,8 +141,7 @@ static void publish(struct ingress_table *t, void *arg)
 {
 	struct app *a = arg;
 
-	t->generation = a->in.table->generation + 1;
-	ingress_set_table(&a->in, t);
+	set_table(a, t);
 	a->reloads++;
 	if (!a->ready)
 		sbx_log_info("routes synced from Sandbox objects",
@@ -153,67 +175,6 @@ static int start_discovery(struct app *a)
 	return rc;
 }
 
-/* ---- the public listener's one route --------------------------------------------------- */
-
-static void respond_own(struct sbx_http_req *req, int status, const char *message)
-{
-	ingress_count(&app.in, INGRESS_FORMS - 1, status, uv_now(app.loop));
-	sbx_http_respond_error(req, status, message);
-}
-
-static void dispatch(struct sbx_http_req *req, void *arg)
-{
-	struct app *a = arg;
-	const char *path = sbx_http_path(req), *why;
-	struct ingress_target t;
-	int rc = ingress_route(path, sbx_http_header(req, "Host"),
-			       sbx_http_header(req, INGRESS_TO_HEADER), base_domain, &t, &why);
-
-	if (rc == 0) {
-		ingress_proxy(&a->in, req, &t);
-		return;
-	}
-	if (rc == -EINVAL) {
-		respond_own(req, 400, why);
-		return;
-	}
-	if (!strcmp(path, "/tickets") && !strcmp(sbx_http_method(req), "POST")) {
-		ingress_auth_tickets(&a->auth, req);
-		return;
-	}
-	if (!strcmp(path, "/healthz")) {
-		ingress_count(&a->in, INGRESS_FORMS - 1, 200, uv_now(a->loop));
-		sbx_http_respond(req, 200, "text/plain", "ok\n", 3);
-		return;
-	}
-	respond_own(req, 404,
-		    "not a sandbox route: use /sandboxes/<id>/port/<port>/..., the "
-		    "OpenSandbox-Ingress-To header, or <id>-<port>.<base domain>");
-}
-
-/* Runs at the head, before any of the body is read: a request for a
- * sandbox needs a credential that names it. The ingress's own paths go on
- * (POST /tickets checks its token itself; 400s and 404s reveal nothing). */
-static bool authorize(struct sbx_http_req *req, void *arg)
-{
-	struct app *a = arg;
-	struct ingress_target t;
-	const char *why;
-
-	if (ingress_route(sbx_http_path(req), sbx_http_header(req, "Host"),
-			  sbx_http_header(req, INGRESS_TO_HEADER), base_domain, &t, &why))
-		return true;
-	return ingress_auth_check(&a->auth, req, &t, a->in.table);
-}
-
-static const struct sbx_http_route public_routes[] = {
-	{ .pattern = "/*",
-	  .fn = dispatch,
-	  .arg = &app,
-	  .stream_body = true,
-	  .summary = "every request: to a sandbox's port, or the ingress's own paths" },
-};
-
 /* ---- the admin listener ------------------------------------------------------------------ */
 
 static void healthz(struct sbx_http_req *req, void *arg)
@@ -238,6 +199,74 @@ static void readyz(struct sbx_http_req *req, void *arg)
 						    : "no routing table loaded yet");
 }
 
+/* GET /metrics: the workers' counters are taken on their own threads, then
+ * summed here; the answer goes once every worker has given them. */
+struct scrape {
+	struct sbx_http_req *req;
+	uint64_t gen;
+	struct scrape *next;
+};
+
+static void scrape_gone(struct sbx_http_req *req, void *arg)
+{
+	struct app *a = &app;
+	struct scrape **p = &a->scrapes, *sc = arg;
+
+	(void)req;
+	while (*p && *p != sc)
+		p = &(*p)->next;
+	if (*p)
+		*p = sc->next;
+	sbx_free(sc);
+}
+
+static void metrics(struct sbx_http_req *req, void *arg)
+{
+	struct app *a = arg;
+	struct scrape *sc = sbx_calloc(1, sizeof(*sc));
+
+	if (!sc) {
+		sbx_http_respond_error(req, 503, "out of memory");
+		return;
+	}
+	sc->req = req;
+	sc->gen = ++a->scrape_gen;
+	sc->next = a->scrapes;
+	a->scrapes = sc;
+	sbx_http_on_abort(req, scrape_gone, sc);
+	for (int i = 0; i < a->n_workers; i++)
+		worker_request_snapshot(a->workers[i], sc->gen);
+	uv_async_send(&a->notify); /* with no worker left, answers at once */
+}
+
+/* Answers the scrapes whose counters are all in. */
+static void answer_scrapes(struct app *a)
+{
+	struct scrape **p = &a->scrapes;
+
+	while (*p) {
+		struct scrape *sc = *p;
+		struct ingress_snapshot one, sum;
+		bool all = true;
+
+		memset(&sum, 0, sizeof(sum));
+		for (int i = 0; i < a->n_workers && all; i++) {
+			all = worker_snapshot(a->workers[i], sc->gen, &one);
+			if (all)
+				ingress_snapshot_add(&sum, &one);
+		}
+		if (!all) {
+			p = &sc->next;
+			continue;
+		}
+		*p = sc->next;
+		a->sum = sum;
+		sbx_http_on_abort(sc->req, NULL, NULL);
+		sbx_metrics_handle(sc->req, NULL);
+		sbx_free(sc);
+	}
+}
+
 static const struct sbx_http_route admin_routes[] = {
 	{ .method = "GET", .pattern = "/healthz", .fn = healthz, .public = true, .health = true },
 	{ .method = "GET",
@@ -248,7 +277,8 @@ static const struct sbx_http_route admin_routes[] = {
 	  .health = true },
 	{ .method = "GET",
 	  .pattern = "/metrics",
-	  .fn = sbx_metrics_handle,
+	  .fn = metrics,
+	  .arg = &app,
 	  .public = true,
 	  .health = true },
 };
@@ -256,7 +286,11 @@ static const struct sbx_http_route admin_routes[] = {
 static void app_metrics(struct sbx_buf *b, void *arg)
 {
 	struct app *a = arg;
+	struct ingress_auth_counts ac;
 
+	ingress_auth_counts(&a->auth, &ac);
+	sbx_metrics_sample(b, "sbx_ingress_workers", "gauge", "Worker threads serving requests.",
+			   "", a->n_workers);
 	sbx_metrics_sample(b, "sbx_ingress_routes_reloads_total", "counter",
 			   "Routing tables made (from the routes file, or Sandbox changes).", "",
 			   (double)a->reloads);
@@ -268,25 +302,32 @@ static void app_metrics(struct sbx_buf *b, void *arg)
 			   (double)a->reload_errors);
 	sbx_metrics_sample(b, "sbx_ingress_auth_refused_total", "counter",
 			   "Requests refused by access control, by status.", "status=\"401\"",
-			   (double)a->auth.unauthorized);
+			   (double)ac.unauthorized);
 	sbx_metrics_more(b, "sbx_ingress_auth_refused_total", "status=\"403\"",
-			 (double)a->auth.forbidden);
+			 (double)ac.forbidden);
 	sbx_metrics_sample(b, "sbx_ingress_tickets_issued_total", "counter",
-			   "Tickets made by POST /tickets.", "", (double)a->auth.tickets_issued);
+			   "Tickets made by POST /tickets.", "", (double)ac.tickets_issued);
 	sbx_metrics_sample(b, "sbx_ingress_tickets_used_total", "counter",
 			   "Tickets that let a request in (each works once).", "",
-			   (double)a->auth.tickets_used);
-	ingress_metrics(b, &a->in);
+			   (double)ac.tickets_used);
+	ingress_metrics(b, &a->sum, a->table ? ingress_table_count(a->table) : 0);
 }
 
 /* ---- start and stop ----------------------------------------------------------------------- */
 
-static void on_closed(void *arg)
+/* Every worker has drained: the control loop lets go of the rest. */
+static void finish(struct app *a)
 {
-	struct app *a = arg;
-
+	if (a->done)
+		return;
+	a->done = true;
 	if (a->draining)
 		sbx_log_info("drained");
+	if (a->polling) {
+		uv_fs_poll_stop(&a->routes_poll);
+		uv_close((uv_handle_t *)&a->routes_poll, NULL);
+		a->polling = false;
+	}
 	if (a->admin)
 		sbx_http_server_close(a->admin, NULL, NULL);
 	a->admin = NULL;
@@ -294,26 +335,33 @@ static void on_closed(void *arg)
 	a->discovery = NULL;
 	sbx_kube_free(a->kube);
 	a->kube = NULL;
-	ingress_release(&a->in);
-	ingress_auth_release(&a->auth);
+	uv_close((uv_handle_t *)&a->notify, NULL);
+}
+
+static void on_notify(uv_async_t *h)
+{
+	struct app *a = h->data;
+	bool all = true;
+
+	answer_scrapes(a);
+	for (int i = 0; i < a->n_workers && all; i++)
+		all = worker_finished(a->workers[i]);
+	if (all && a->draining)
+		finish(a);
 }
 
 /* SIGHUP: a renewed certificate (cert-manager, say, rewrote the files)
  * for new connections; open ones go on with theirs. */
 static void on_sighup(uv_signal_t *h, int signum)
 {
-	char err[512];
-	int rc;
+	struct app *a = h->data;
 
 	(void)signum;
 	if (!*tls_listen)
 		return;
-	rc = sbx_http_server_reload_tls(((struct app *)h->data)->in.http, tls_cert,
-					*tls_key ? tls_key : tls_cert, err, sizeof(err));
-	if (rc < 0)
-		sbx_log_error("certificate not reloaded; the old one stays", SBX_LS("error", err));
-	else
-		sbx_log_info("certificate reloaded", SBX_LS("cert", tls_cert));
+	for (int i = 0; i < a->n_workers; i++)
+		worker_reload_tls(a->workers[i]);
+	sbx_log_info("certificate reloaded", SBX_LS("cert", tls_cert));
 }
 
 static void close_public(uv_timer_t *t)
@@ -321,7 +369,9 @@ static void close_public(uv_timer_t *t)
 	struct app *a = t->data;
 
 	uv_close((uv_handle_t *)t, NULL);
-	sbx_http_server_close(a->in.http, on_closed, a);
+	for (int i = 0; i < a->n_workers; i++)
+		worker_stop(a->workers[i]);
+	uv_async_send(&a->notify); /* with no worker, finish now */
 }
 
 static void on_stop(void *arg)
@@ -330,11 +380,6 @@ static void on_stop(void *arg)
 
 	sbx_log_info("stopping: draining connections",
 		     SBX_LI("drain_timeout_ms", http_flags.drain_timeout_ms));
-	if (a->polling) {
-		uv_fs_poll_stop(&a->routes_poll);
-		uv_close((uv_handle_t *)&a->routes_poll, NULL);
-		a->polling = false;
-	}
 	sbx_signals_close(&a->signals);
 	uv_close((uv_handle_t *)&a->sighup, NULL);
 	/* Health and metrics stay up while draining (/readyz says so). The
@@ -346,35 +391,43 @@ static void on_stop(void *arg)
 	uv_timer_start(&a->shutdown_delay, close_public, (uint64_t)shutdown_delay_ms, 0);
 }
 
-static int listen_all(struct app *a)
+/* The data plane: --workers threads on the public listeners. */
+static int start_workers(struct app *a, const struct worker_config *wc)
 {
 	char err[512];
 	int rc;
 
-	if (*listen_addr && (rc = sbx_http_server_listen(a->in.http, listen_addr))) {
-		fprintf(stderr, "sbx-ingress: cannot listen on %s: %s\n", listen_addr,
-			uv_strerror(rc));
-		return rc;
-	}
-	if (*tls_listen) {
-		if (!*tls_cert) {
-			fprintf(stderr,
-				"sbx-ingress: --tls-listen needs --tls-cert (and --tls-key)\n");
-			return -EINVAL;
-		}
-		if ((rc = sbx_http_server_listen_tls(a->in.http, tls_listen, tls_cert,
-						     *tls_key ? tls_key : tls_cert, err,
-						     sizeof(err)))) {
-			fprintf(stderr, "sbx-ingress: %s\n", err);
+	for (int i = 0; i < workers_n; i++) {
+		if ((rc = worker_start(wc, i, &a->workers[i], err, sizeof(err)))) {
+			sbx_log_error("cannot start", SBX_LS("error", err), SBX_LI("worker", i));
 			return rc;
 		}
-	}
-	if (*admin_listen && (rc = sbx_http_server_listen(a->admin, admin_listen))) {
-		fprintf(stderr, "sbx-ingress: cannot listen on %s: %s\n", admin_listen,
-			uv_strerror(rc));
-		return rc;
+		a->n_workers++;
+		if (a->table)
+			worker_publish(a->workers[i], a->table);
 	}
 	return 0;
+}
+
+/* The admin listener, the routing table's source, then the workers: 0, or
+ * the error (logged). */
+static int start_all(struct app *a, const struct worker_config *wc)
+{
+	struct sbx_http_server_opts ao = { .server_name = "sbx-ingress", .max_connections = 64 };
+	int rc;
+
+	if ((rc = sbx_http_server_new(a->loop, &ao, admin_routes,
+				      sizeof(admin_routes) / sizeof(admin_routes[0]), &a->admin))) {
+		sbx_log_error("out of memory");
+		return rc;
+	}
+	if ((rc = *routes_file ? load_routes(a) : start_discovery(a)) ||
+	    (rc = start_workers(a, wc)))
+		return rc;
+	if (*admin_listen && (rc = sbx_http_server_listen(a->admin, admin_listen)))
+		sbx_log_error("cannot listen", SBX_LS("addr", admin_listen),
+			      SBX_LS("error", uv_strerror(rc)));
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -502,6 +555,14 @@ int main(int argc, char **argv)
 			  "draining, while load balancers take this pod out",
 		  .min = 0,
 		  .max = 600000 },
+		{ .name = "workers",
+		  .type = SBX_OPT_INT,
+		  .dest = &workers_n,
+		  .metavar = "N",
+		  .help = "threads serving the public listeners, each with its own event loop "
+			  "(one per core)",
+		  .min = 1,
+		  .max = 256 },
 		{ .name = "reuse-port",
 		  .type = SBX_OPT_BOOL,
 		  .dest = &reuse_port,
@@ -521,10 +582,7 @@ int main(int argc, char **argv)
 		.opts = opts,
 		.n_opts = sizeof(opts) / sizeof(opts[0]),
 	};
-	struct sbx_http_route routes[sizeof(public_routes) / sizeof(public_routes[0])];
-	struct sbx_http_server_opts so = { 0 }, ao = { 0 };
-	struct sbx_http_pool_opts po = { 0 };
-	struct ingress_opts io = { 0 };
+	struct worker_config wc = { 0 };
 	struct app *a = &app;
 	int rc = sbx_config_load(&cfg, argc, argv);
 
@@ -540,53 +598,66 @@ int main(int argc, char **argv)
 	}
 	sbx_alloc_install_jansson();
 	a->loop = uv_default_loop();
+	if (workers_n > 1 && !reuse_port) {
+		sbx_log_error("--workers above 1 needs --reuse-port (each worker listens)");
+		sbx_config_release(&cfg);
+		return 2;
+	}
 	{
 		char err[256];
 
-		if (ingress_auth_init(&a->auth, a->loop, jwt_public_key, ticket_ttl_s, err,
-				      sizeof(err))) {
+		if (ingress_auth_init(&a->auth, jwt_public_key, ticket_ttl_s, err, sizeof(err))) {
 			sbx_log_error("access control cannot start", SBX_LS("error", err));
 			ingress_auth_release(&a->auth);
 			sbx_config_release(&cfg);
 			return 2;
 		}
 	}
-	io.base_domain = base_domain;
-	io.hold_timeout_ms = (uint64_t)hold_timeout_ms;
-	io.connect_timeout_ms = (uint64_t)connect_timeout_ms;
-	io.response_timeout_ms = (uint64_t)response_timeout_ms;
-	io.trust_forwarded = trust_forwarded;
-	io.strip_credentials = ingress_auth_enabled(&a->auth);
-	io.access_log = access_log;
-	po.max_idle_per_backend = pool_max_idle ? (unsigned)pool_max_idle : 1;
-	po.idle_timeout_ms = (uint64_t)pool_idle_timeout_ms;
-	po.connect_timeout_ms = (uint64_t)connect_timeout_ms;
-	po.read_timeout_ms = (uint64_t)response_timeout_ms;
-	po.max_header_bytes = (size_t)http_flags.max_header_bytes;
-	if ((rc = ingress_init(&a->in, a->loop, &io, &po))) {
-		fprintf(stderr, "sbx-ingress: %s\n", strerror(-rc));
-		sbx_config_release(&cfg);
-		return 1;
-	}
-	sbx_http_flags_apply(&http_flags, &so);
-	so.server_name = "sbx-ingress";
-	so.connect_timeout_ms = (uint64_t)connect_timeout_ms;
-	so.authorize = authorize;
-	so.authorize_arg = a;
-	so.reuse_port = reuse_port;
-	memcpy(routes, public_routes, sizeof(routes));
-	routes[0].max_body_bytes = max_body_bytes ? (size_t)max_body_bytes : SIZE_MAX;
-	ao.server_name = "sbx-ingress";
-	ao.max_connections = 64;
-	if (sbx_http_server_new(a->loop, &so, routes, 1, &a->in.http) ||
-	    sbx_http_server_new(a->loop, &ao, admin_routes,
-				sizeof(admin_routes) / sizeof(admin_routes[0]), &a->admin)) {
-		fprintf(stderr, "sbx-ingress: out of memory\n");
-		return 1;
-	}
-	if ((*routes_file ? load_routes(a) : start_discovery(a)) || listen_all(a)) {
-		sbx_http_server_close(a->in.http, on_closed, a);
+	wc.ingress.base_domain = base_domain;
+	wc.ingress.hold_timeout_ms = (uint64_t)hold_timeout_ms;
+	wc.ingress.connect_timeout_ms = (uint64_t)connect_timeout_ms;
+	wc.ingress.response_timeout_ms = (uint64_t)response_timeout_ms;
+	wc.ingress.trust_forwarded = trust_forwarded;
+	wc.ingress.strip_credentials = ingress_auth_enabled(&a->auth);
+	wc.ingress.access_log = access_log;
+	wc.pool.max_idle_per_backend = pool_max_idle ? (unsigned)pool_max_idle : 1;
+	wc.pool.idle_timeout_ms = (uint64_t)pool_idle_timeout_ms;
+	wc.pool.connect_timeout_ms = (uint64_t)connect_timeout_ms;
+	wc.pool.read_timeout_ms = (uint64_t)response_timeout_ms;
+	wc.pool.max_header_bytes = (size_t)http_flags.max_header_bytes;
+	sbx_http_flags_apply(&http_flags, &wc.server);
+	wc.server.server_name = "sbx-ingress";
+	wc.server.connect_timeout_ms = (uint64_t)connect_timeout_ms;
+	wc.server.reuse_port = reuse_port;
+	wc.max_body_bytes = max_body_bytes ? (size_t)max_body_bytes : SIZE_MAX;
+	wc.auth = &a->auth;
+	wc.listen = listen_addr;
+	wc.tls_listen = tls_listen;
+	wc.tls_cert = tls_cert;
+	wc.tls_key = tls_key;
+	wc.notify = &a->notify;
+	uv_async_init(a->loop, &a->notify, on_notify);
+	a->notify.data = a;
+	if (start_all(a, &wc)) {
+		/* Stop what started, and go. */
+		a->draining = false;
+		for (int i = 0; i < a->n_workers; i++)
+			worker_stop(a->workers[i]);
+		while (!a->done) {
+			bool all = true;
+
+			for (int i = 0; i < a->n_workers && all; i++)
+				all = worker_finished(a->workers[i]);
+			if (all)
+				finish(a);
+			else
+				uv_run(a->loop, UV_RUN_ONCE);
+		}
 		uv_run(a->loop, UV_RUN_DEFAULT);
+		for (int i = 0; i < a->n_workers; i++)
+			worker_join(a->workers[i]);
+		ingress_table_unref(a->table);
+		ingress_auth_release(&a->auth);
 		sbx_loop_close(a->loop);
 		sbx_config_release(&cfg);
 		return 1;
@@ -606,8 +677,12 @@ int main(int argc, char **argv)
 	sbx_log_info("listening", SBX_LS("listen", listen_addr), SBX_LS("tls_listen", tls_listen),
 		     SBX_LB("access_control", ingress_auth_enabled(&a->auth)),
 		     SBX_LS("admin_listen", admin_listen), SBX_LS("base_domain", base_domain),
-		     SBX_LS("version", SBX_VERSION));
+		     SBX_LI("workers", a->n_workers), SBX_LS("version", SBX_VERSION));
 	uv_run(a->loop, UV_RUN_DEFAULT);
+	for (int i = 0; i < a->n_workers; i++)
+		worker_join(a->workers[i]);
+	ingress_table_unref(a->table);
+	ingress_auth_release(&a->auth);
 	sbx_loop_close(a->loop);
 	sbx_config_release(&cfg);
 	return 0;

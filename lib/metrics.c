@@ -122,7 +122,11 @@ void sbx_metrics_handle(struct sbx_http_req *req, void *arg)
 
 void sbx_metrics_http_server(struct sbx_buf *b, const struct sbx_http_server *s, const char *prefix)
 {
-	const struct sbx_http_stats *st = sbx_http_server_stats(s);
+	sbx_metrics_http_stats(b, sbx_http_server_stats(s), prefix);
+}
+
+void sbx_metrics_http_stats(struct sbx_buf *b, const struct sbx_http_stats *st, const char *prefix)
+{
 	char name[128], lab[32];
 
 	snprintf(name, sizeof(name), "%s_http_connections_accepted_total", prefix);

@@ -6,16 +6,22 @@
 #include <errno.h>
 #include <openssl/rand.h>
 #include <stdio.h>
+#include <uv.h>
 
 struct sbx_ticket_entry {
 	uint64_t expires_ms; /* loop time */
 	void *value;
 };
 
-void sbx_tickets_init(struct sbx_tickets *t, uv_loop_t *loop, size_t max,
-		      void (*free_value)(void *value))
+/* The monotonic clock, not a loop's cached time: a store may be used from
+ * several loops (under its user's lock). */
+static uint64_t now_ms(void)
 {
-	t->loop = loop;
+	return uv_hrtime() / 1000000;
+}
+
+void sbx_tickets_init(struct sbx_tickets *t, size_t max, void (*free_value)(void *value))
+{
 	t->free_value = free_value;
 	sbx_map_init(&t->map, max);
 }
@@ -54,7 +60,7 @@ static void find_expired(const char *key, void *value, void *arg)
 
 static void purge(struct sbx_tickets *t)
 {
-	struct expired x = { .now = uv_now(t->loop) };
+	struct expired x = { .now = now_ms() };
 
 	do {
 		x.n = 0;
@@ -78,7 +84,7 @@ int sbx_tickets_issue(struct sbx_tickets *t, uint64_t ttl_ms, void *value,
 		return -ENOMEM;
 	for (size_t i = 0; i < sizeof(raw); i++)
 		snprintf(out + 2 * i, 3, "%02x", raw[i]);
-	e->expires_ms = uv_now(t->loop) + ttl_ms;
+	e->expires_ms = now_ms() + ttl_ms;
 	e->value = value;
 	if ((rc = sbx_map_put(&t->map, out, e, NULL))) {
 		sbx_free(e); /* the value stays the caller's */
@@ -90,7 +96,7 @@ int sbx_tickets_issue(struct sbx_tickets *t, uint64_t ttl_ms, void *value,
 bool sbx_tickets_take(struct sbx_tickets *t, const char *ticket, void **value)
 {
 	struct sbx_ticket_entry *e = sbx_map_remove(&t->map, ticket);
-	bool ok = e && e->expires_ms > uv_now(t->loop);
+	bool ok = e && e->expires_ms > now_ms();
 
 	if (ok && value) {
 		*value = e->value;

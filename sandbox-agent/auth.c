@@ -28,7 +28,7 @@ int auth_init(struct auth *a, uv_loop_t *loop, const char *jwt_public_key, const
 	memset(a, 0, sizeof(*a));
 	a->loop = loop;
 	a->ticket_ttl_s = ticket_ttl_s;
-	sbx_tickets_init(&a->tickets, loop, MAX_TICKETS, NULL);
+	sbx_tickets_init(&a->tickets, MAX_TICKETS, NULL);
 	if (jwt_public_key && *jwt_public_key &&
 	    (rc = sbx_jwt_key_load(&a->key, jwt_public_key, "JWT_PUBLIC_KEY", err, err_size)))
 		return rc;

@@ -86,7 +86,8 @@ def test_values_become_the_ingresss_flags_and_secret():
     c = pod["spec"]["containers"][0]
     for want in ["--base-domain=sbx.example.com", "--namespace=team-a", "--namespace=team-b",
                  "--drain-timeout-ms=600000", "--shutdown-delay-ms=3000",
-                 "--ticket-ttl-seconds=30", "--listen=:8080", "--admin-listen=:9090"]:
+                 "--ticket-ttl-seconds=30", "--listen=:8080", "--admin-listen=:9090",
+                 "--workers=2"]:
         assert want in c["args"], c["args"]
     assert c["env"] == [{"name": "JWT_PUBLIC_KEY", "valueFrom": {"secretKeyRef": {
         "name": "sbx-jwt", "key": "jwt-public-key"}}}]

@@ -807,3 +807,35 @@ def test_tickets_work_once_within_their_lifetime_and_keep_the_scope(started, key
                  ) as ws:
         ws.send("through")
         assert ws.recv() == "through"
+
+
+# ---- workers ------------------------------------------------------------------------------------
+
+
+def test_workers_share_routes_tickets_and_counters(started, keys):
+    good, _, _ = keys
+    a, b = started(App), started(App)
+    ing = secured(started, keys, [sandbox("s", a.port)], "--workers=2")
+    token = mint({"sandboxes": ["s"], "exp": int(time.time()) + 300}, key=good)
+    assert ing.metric("sbx_ingress_workers") == 2
+    # Every connection is a new one: the kernel spreads them over both
+    # workers. A ticket made on one works on the other.
+    for _ in range(10):
+        status, _, body = ing.get("/tickets", method="POST", headers=bearer(token))
+        ticket = json.loads(body)["ticket"]
+        assert ing.get(f"/sandboxes/s/port/{a.port}/?ticket={ticket}")[0] == 200
+    # A new routing table reaches every worker.
+    ing.write([dict(sandbox("s", b.port))])
+    wait_for(lambda: ing.get(f"/sandboxes/s/port/{b.port}/", headers=bearer(token))[0] == 200,
+             what="the new route")
+    for _ in range(20):
+        assert ing.get(f"/sandboxes/s/port/{b.port}/", headers=bearer(token))[0] == 200
+    # The counters are the sum over workers, fresh at each scrape.
+    before = ing.metric('sbx_ingress_requests_total{form="path",code="2xx"}')
+    for _ in range(7):
+        ing.get(f"/sandboxes/s/port/{b.port}/", headers=bearer(token))
+    assert ing.metric('sbx_ingress_requests_total{form="path",code="2xx"}') == before + 7
+    assert ing.metric("sbx_ingress_tickets_used_total") == 10
+    # Both stop and drain.
+    ing.proc.send_signal(signal.SIGTERM)
+    assert ing.proc.wait(10) == 0

@@ -35,5 +35,8 @@ void sbx_metrics_handle(struct sbx_http_req *req, void *arg);
 /* A collector for an HTTP server's counters, prefixed "<prefix>_http_". */
 void sbx_metrics_http_server(struct sbx_buf *b, const struct sbx_http_server *s,
 			     const char *prefix);
+/* The same from counters gathered elsewhere (summed over servers, say). */
+struct sbx_http_stats;
+void sbx_metrics_http_stats(struct sbx_buf *b, const struct sbx_http_stats *st, const char *prefix);
 
 #endif

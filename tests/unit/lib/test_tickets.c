@@ -16,14 +16,12 @@ static void count_free(void *v)
 
 static void ticket_works_once_and_hands_over_its_value(void **state)
 {
-	uv_loop_t loop;
 	struct sbx_tickets t;
 	char a[SBX_TICKET_SIZE], b[SBX_TICKET_SIZE];
 	int value = 7;
 	void *got = NULL;
 
-	uv_loop_init(&loop);
-	sbx_tickets_init(&t, &loop, 10, count_free);
+	sbx_tickets_init(&t, 10, count_free);
 	freed = 0;
 	assert_int_equal(sbx_tickets_issue(&t, 60000, &value, a), 0);
 	assert_int_equal(sbx_tickets_issue(&t, 60000, NULL, b), 0);
@@ -36,18 +34,15 @@ static void ticket_works_once_and_hands_over_its_value(void **state)
 	assert_int_equal(freed, 0);
 	assert_int_equal(sbx_tickets_count(&t), 1);
 	sbx_tickets_release(&t);
-	uv_loop_close(&loop);
 }
 
 static void expired_tickets_are_refused_and_freed(void **state)
 {
-	uv_loop_t loop;
 	struct sbx_tickets t;
 	char a[SBX_TICKET_SIZE], b[SBX_TICKET_SIZE];
 	static int v1, v2;
 
-	uv_loop_init(&loop);
-	sbx_tickets_init(&t, &loop, 10, count_free);
+	sbx_tickets_init(&t, 10, count_free);
 	freed = 0;
 	assert_int_equal(sbx_tickets_issue(&t, 0, &v1, a), 0); /* expires at once */
 	assert_false(sbx_tickets_take(&t, a, NULL));
@@ -58,25 +53,21 @@ static void expired_tickets_are_refused_and_freed(void **state)
 	assert_int_equal(freed, 2);
 	assert_int_equal(sbx_tickets_count(&t), 1);
 	sbx_tickets_release(&t);
-	uv_loop_close(&loop);
 }
 
 static void outstanding_tickets_are_bounded(void **state)
 {
-	uv_loop_t loop;
 	struct sbx_tickets t;
 	char a[SBX_TICKET_SIZE];
 	int v;
 
-	uv_loop_init(&loop);
-	sbx_tickets_init(&t, &loop, 3, count_free);
+	sbx_tickets_init(&t, 3, count_free);
 	freed = 0;
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(sbx_tickets_issue(&t, 60000, NULL, a), 0);
 	assert_int_equal(sbx_tickets_issue(&t, 60000, &v, a), -E2BIG);
 	assert_int_equal(freed, 0); /* refused: the value stays the caller's */
 	sbx_tickets_release(&t);
-	uv_loop_close(&loop);
 }
 
 int main(void)
