@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build images test demo fuzz bench bench-agent bench-operator bench-egress setup format format-check manifests clean help
+.PHONY: all build images test demo fuzz bench bench-agent bench-operator bench-egress bench-ingress setup format format-check manifests clean help
 
 all: build
 
@@ -18,7 +18,7 @@ help:
 	@echo "                   them into the test cluster's containerd when it is up"
 	@echo "make fuzz          run every fuzz target for FUZZ_SECONDS each (default 60)"
 	@echo "make bench         run the benchmarks against their peers (bench/; bench-agent,"
-	@echo "                   bench-operator, bench-egress one at a time)"
+	@echo "                   bench-operator, bench-egress, bench-ingress one at a time)"
 	@echo "make format        reformat the C sources with clang-format"
 	@echo "make format-check  fail if any C source is not formatted"
 	@echo "make manifests     render manifests/operator/operator.yaml from the chart helm/sbx"
@@ -45,7 +45,7 @@ demo:
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
-bench: bench-agent bench-operator bench-egress
+bench: bench-agent bench-operator bench-egress bench-ingress
 
 # The venv that scripts/setup.sh made (it prints where).
 bench-agent: build
@@ -61,6 +61,11 @@ bench-operator: images
 bench-egress: build
 	scripts/setup.sh --bench >/dev/null
 	$$(scripts/setup.sh --no-k8s | sed -n 's/^export SBX_VENV=//p')/bin/python bench/egress/run.py $(BUILD)
+
+# Against nghttpx, HAProxy and nginx (Debian), with wrk and h2load.
+bench-ingress: build
+	scripts/setup.sh --bench >/dev/null
+	$$(scripts/setup.sh --no-k8s | sed -n 's/^export SBX_VENV=//p')/bin/python bench/ingress/run.py $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.h.in')

@@ -696,10 +696,14 @@ static void on_head(struct h1 *h)
 		q->want_continue = false;
 		conn_send1(h->c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	}
-	if (v == ROUTE_STREAM && !q->r.sink) {
+	if (v == ROUTE_STREAM && !q->r.sink && q->has_body) {
 		/* The body waits until the handler asks for it. */
 		q->body_paused = true;
 		conn_pause(h->c, PAUSE_BODY);
+		conn_set_timer(h->c, TIMER_NONE, 0);
+	} else if (v == ROUTE_STREAM && !q->has_body) {
+		/* Nothing to wait for: reading goes on (a next request waits in
+		 * the buffer), and no body timer runs while the handler works. */
 		conn_set_timer(h->c, TIMER_NONE, 0);
 	}
 }

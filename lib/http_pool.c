@@ -285,7 +285,8 @@ struct upconn *pool_take(struct sbx_http_pool *p, const char *key, struct sbx_ht
 			continue;
 		}
 		idle_unlink(c);
-		pool_read(c, false);
+		/* It goes on reading (no read stop and start per exchange):
+		 * the exchange's answer arrives on the same watch. */
 		pool_timer(c, 0);
 		up_set_state(c, UP_BUSY);
 		c->x = x;

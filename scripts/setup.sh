@@ -36,8 +36,8 @@ node_pkgs=(
 	util-linux iproute2
 )
 
-# The benchmarks' peers and load generator (bench/egress), Debian's builds.
-bench_pkgs=(dnsperf unbound)
+# The benchmarks' peers and load generators (bench/egress, bench/ingress), Debian's builds.
+bench_pkgs=(dnsperf unbound nghttp2-proxy haproxy nginx-light wrk)
 
 k8s=1 bench=0
 for arg in "$@"; do
