@@ -23,6 +23,9 @@ int ingress_init(struct ingress *in, uv_loop_t *loop, const struct ingress_opts 
 	uv_timer_init(loop, &in->hold_timer);
 	in->hold_timer.data = in;
 	uv_unref((uv_handle_t *)&in->hold_timer);
+	uv_timer_init(loop, &in->heads_timer);
+	in->heads_timer.data = in;
+	uv_unref((uv_handle_t *)&in->heads_timer);
 	return 0;
 }
 
@@ -31,6 +34,7 @@ void ingress_release(struct ingress *in)
 	/* Held requests are answered by their connections' drain: by now the
 	 * server is closed and none is left. */
 	uv_close((uv_handle_t *)&in->hold_timer, NULL);
+	uv_close((uv_handle_t *)&in->heads_timer, NULL);
 	sbx_http_pool_free(in->pool);
 	in->pool = NULL;
 	ingress_table_unref(in->table);

@@ -71,6 +71,10 @@ struct ingress {
 	struct ingress_table *table; /* the snapshot this worker routes by */
 	struct proxy *held;	     /* requests waiting for their sandbox */
 	uv_timer_t hold_timer;
+	/* Answers whose head is in but not sent yet: it goes with the first
+	 * body bytes, or at the start of the next loop turn without them. */
+	struct proxy *heads;
+	uv_timer_t heads_timer;
 	struct ingress_stats st;
 };
 

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -48,6 +49,12 @@ struct proxy {
 	bool body_started, body_ended;
 	bool listed;		   /* in the held list */
 	struct proxy *prev, *next; /* the held list */
+	/* The pod's answer head, until it goes out (see ingress.h). */
+	bool head_pending;
+	int status;
+	long long length; /* -1: chunked */
+	char *type;
+	struct proxy *head_prev, *head_next;
 };
 
 static void set_state(struct proxy *p, enum proxy_state to)
@@ -81,8 +88,26 @@ static void unhold(struct proxy *p)
 		uv_timer_stop(&in->hold_timer);
 }
 
+static void head_unlink(struct proxy *p)
+{
+	struct ingress *in = p->in;
+
+	if (!p->head_pending)
+		return;
+	p->head_pending = false;
+	if (p->head_prev)
+		p->head_prev->head_next = p->head_next;
+	else
+		in->heads = p->head_next;
+	if (p->head_next)
+		p->head_next->head_prev = p->head_prev;
+	p->head_prev = p->head_next = NULL;
+}
+
 static void proxy_free(struct proxy *p)
 {
+	head_unlink(p);
+	sbx_free(p->type);
 	unhold(p);
 	p->in->st.proxied_now--;
 	sbx_buf_release(&p->target);
@@ -400,12 +425,28 @@ static bool end_to_end(const char *name)
 	return true;
 }
 
+/* The head goes out now, with the body's first bytes when there are some:
+ * 0, 1 (the client is behind) or a negative errno. */
+static int send_head(struct proxy *p, const char *data, size_t len)
+{
+	head_unlink(p);
+	return sbx_http_start_with(p->req, p->status, p->type, p->length, data, len);
+}
+
+static void heads_due(uv_timer_t *t)
+{
+	struct ingress *in = t->data;
+
+	while (in->heads)
+		send_head(in->heads, NULL, 0); /* a client gone is seen by its abort */
+}
+
 static void up_head(struct sbx_http_client *x, int status, const struct sbx_http_field *f, size_t n,
 		    void *arg)
 {
 	struct proxy *p = arg;
 	const char *type = NULL, *length = NULL, *connection = NULL;
-	int rc;
+	struct ingress *in = p->in;
 
 	(void)x;
 	for (size_t i = 0; i < n; i++) {
@@ -420,13 +461,23 @@ static void up_head(struct sbx_http_client *x, int status, const struct sbx_http
 		if (end_to_end(f[i].name) && !(connection && listed(connection, f[i].name)))
 			sbx_http_add_header(p->req, f[i].name, f[i].value);
 	set_state(p, P_RESPONDING);
-	if (length && status != 304)
-		rc = sbx_http_start_sized(p->req, status, type, strtoull(length, NULL, 10));
-	else if (status == 204 || status == 304)
-		rc = sbx_http_start_sized(p->req, status, type, 0);
-	else
-		rc = sbx_http_start(p->req, status, type);
-	(void)rc; /* a client already gone is seen by the abort callback */
+	p->status = status;
+	p->type = type ? sbx_strdup(type) : NULL;
+	p->length = -1;
+	if (status == 204 || status == 304)
+		p->length = 0;
+	else if (length)
+		p->length = (long long)strtoull(length, NULL, 10);
+	/* The head waits for the body's first bytes, which usually came in
+	 * the same read, so that both go in one write; at the latest it goes
+	 * at the start of the next loop turn. */
+	p->head_pending = true;
+	p->head_next = in->heads;
+	if (in->heads)
+		in->heads->head_prev = p;
+	in->heads = p;
+	if (!uv_is_active((uv_handle_t *)&in->heads_timer))
+		uv_timer_start(&in->heads_timer, heads_due, 0, 0);
 	sbx_http_on_drain(p->req, resume_up, p);
 	ingress_count(p->in, (int)p->t.form, status, p->started_ms);
 	log_request(p, status, NULL);
@@ -435,8 +486,9 @@ static void up_head(struct sbx_http_client *x, int status, const struct sbx_http
 static void up_data(struct sbx_http_client *x, const char *data, size_t len, void *arg)
 {
 	struct proxy *p = arg;
+	int rc = p->head_pending ? send_head(p, data, len) : sbx_http_write(p->req, data, len);
 
-	if (sbx_http_write(p->req, data, len) == 1) {
+	if (rc == 1) {
 		sbx_http_client_pause(x); /* the client is behind */
 		sbx_http_on_drain(p->req, resume_up, p);
 	}
@@ -470,6 +522,8 @@ static void up_done(struct sbx_http_client *x, int err, void *arg)
 	if (err)
 		p->in->st.backend_errors[error_kind(err)]++;
 	if (p->state == P_RESPONDING) {
+		if (p->head_pending)
+			send_head(p, NULL, 0);
 		sbx_http_on_abort(req, NULL, NULL);
 		proxy_free(p);
 		if (err)
@@ -478,6 +532,7 @@ static void up_done(struct sbx_http_client *x, int err, void *arg)
 			sbx_http_end(req);
 		return;
 	}
+
 	if (err == -ECONNREFUSED && !p->body_started) {
 		/* Nothing of the request went: it may go again. */
 		snprintf(why, sizeof(why), "sandbox '%s' refused the connection on port %u",

@@ -214,16 +214,28 @@ static int h1_respond(struct sbx_http_req *r, int status, const char *content_ty
 	sbx_buf_init(&head, 128 * 1024);
 	rc = build_head(h, q, &head, status, content_type, no_body && whole ? -1 : length);
 	if (!rc) {
-		uv_buf_t b[2] = { uv_buf_init(head.data, (unsigned)head.len),
-				  uv_buf_init((char *)body, (unsigned)len) };
+		/* The head and what body there is, in one write. */
+		bool with_body = !r->head && !no_body && len;
+		char size_line[24];
+		int n = snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
+		uv_buf_t b[4] = { uv_buf_init(head.data, (unsigned)head.len) };
+		unsigned nb = 1;
 
-		rc = conn_send(h->c, b, whole && !r->head && !no_body && len ? 2 : 1);
+		if (with_body && !whole && q->chunked)
+			b[nb++] = uv_buf_init(size_line, (unsigned)n);
+		if (with_body)
+			b[nb++] = uv_buf_init((char *)body, (unsigned)len);
+		if (with_body && !whole && q->chunked)
+			b[nb++] = uv_buf_init("\r\n", 2);
+		rc = conn_send(h->c, b, nb);
 	}
 	sbx_buf_release(&head);
 	if (rc)
 		h->keep_alive = false;
 	if (whole)
 		finish(q);
+	else if (!rc && len)
+		rc = conn_congested(h->c);
 	return rc;
 }
 

@@ -232,11 +232,14 @@ static int h2_respond(struct sbx_http_req *r, int status, const char *content_ty
 	req_set_state(r, whole ? REQ_DONE : REQ_RESPONDING);
 	if (!h2 || !conn_alive(h2->c))
 		return -ECONNRESET;
-	if (!no_body && whole && len && sbx_buf_append(&hs->out, body, len))
+	/* The body, or its first bytes, go in the same flush as the head. */
+	if (!no_body && len && sbx_buf_append(&hs->out, body, len))
 		return -ENOMEM;
 	hs->eof_out = whole || no_body;
 	rc = submit_head(hs, status, content_type, length, !no_body);
 	flush(h2);
+	if (!rc && !whole && len)
+		rc = hs->out.len - hs->out_off > h2->c->s->o.write_high_water;
 	return rc;
 }
 

@@ -38,11 +38,13 @@ static int call_respond(struct sbx_http_req *r, int status, const char *content_
 	req_set_state(r, REQ_RESPONDING);
 	r->status = status;
 	snprintf(k->ctype, sizeof(k->ctype), "%s", content_type ? content_type : "");
-	if (whole) {
-		if (sbx_buf_append(&k->captured, body, len))
-			r->status = 500;
-		call_finish(k);
+	if (len && sbx_buf_append(&k->captured, body, len)) {
+		if (!whole)
+			return -EMSGSIZE;
+		r->status = 500;
 	}
+	if (whole)
+		call_finish(k);
 	return 0;
 }
 

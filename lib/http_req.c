@@ -378,27 +378,37 @@ int sbx_http_respond_error(struct sbx_http_req *req, int status, const char *mes
 }
 
 static int start_stream(struct sbx_http_req *req, int status, const char *content_type,
-			long long length)
+			long long length, const void *first, size_t first_len)
 {
 	if (answered(req))
 		return -EALREADY;
 	req->status = status;
+	if (req->head)
+		first_len = 0;
 	if (length >= 0) {
+		if ((uint64_t)length < first_len)
+			return -EMSGSIZE;
 		req->sized = true;
-		req->length_left = (uint64_t)length;
+		req->length_left = (uint64_t)length - first_len;
 	}
-	return req->ops->respond(req, status, content_type, length, NULL, 0, false);
+	return req->ops->respond(req, status, content_type, length, first, first_len, false);
 }
 
 int sbx_http_start(struct sbx_http_req *req, int status, const char *content_type)
 {
-	return start_stream(req, status, content_type, -1);
+	return start_stream(req, status, content_type, -1, NULL, 0);
 }
 
 int sbx_http_start_sized(struct sbx_http_req *req, int status, const char *content_type,
 			 uint64_t length)
 {
-	return start_stream(req, status, content_type, (long long)length);
+	return start_stream(req, status, content_type, (long long)length, NULL, 0);
+}
+
+int sbx_http_start_with(struct sbx_http_req *req, int status, const char *content_type,
+			long long length, const void *first, size_t first_len)
+{
+	return start_stream(req, status, content_type, length < 0 ? -1 : length, first, first_len);
 }
 
 int sbx_http_write(struct sbx_http_req *req, const void *data, size_t len)

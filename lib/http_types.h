@@ -179,8 +179,10 @@ enum req_state { REQ_HEAD, REQ_BODY, REQ_HANDLER, REQ_RESPONDING, REQ_DONE };
 
 /* What a codec does for a request (HAProxy's mux_ops for one stream). */
 struct http_req_ops {
-	/* The response head, and body[0..len) with it when whole. length is
-	 * the Content-Length, or -1 for a body of unknown length. */
+	/* The response head, and body[0..len) with it: the whole body, or
+	 * (not whole) the first bytes of a streamed one, sent with the head;
+	 * then 0, or 1 above the write high water mark. length is the
+	 * Content-Length, or -1 for a body of unknown length. */
 	int (*respond)(struct sbx_http_req *r, int status, const char *content_type,
 		       long long length, const void *body, size_t len, bool whole);
 	int (*write)(struct sbx_http_req *r, const void *data, size_t len);

@@ -274,6 +274,11 @@ int sbx_http_start(struct sbx_http_req *req, int status, const char *content_typ
  * client sees a short body rather than a complete one. */
 int sbx_http_start_sized(struct sbx_http_req *req, int status, const char *content_type,
 			 uint64_t length);
+/* sbx_http_start (length < 0) or sbx_http_start_sized, with the body's
+ * first bytes sent together with the head (one write instead of two, for
+ * a proxy that has them at hand). Returns as sbx_http_write. */
+int sbx_http_start_with(struct sbx_http_req *req, int status, const char *content_type,
+			long long length, const void *first, size_t first_len);
 /* Queues data. Returns 0, 1 when more than write_high_water bytes wait (the
  * producer should pause until the drain callback), or -ECONNRESET once the
  * client is gone. Data is copied. */
