@@ -196,7 +196,7 @@ def nginx(work: Path, backend: int, ws_backend: int, port: int, h2: int):
     conf = work / "nginx.conf"
     conf.write_text(f"""
 daemon off; worker_processes {WORKERS}; pid {work}/nginx.pid;
-error_log stderr crit;
+error_log {work}/nginx-error.log error;
 events {{ worker_connections {2 * MAXCONN}; }}
 http {{
   access_log off;
@@ -281,7 +281,10 @@ async def open_tunnels(port: int, path: str, n: int) -> list:
             await ws.send("hi")
             assert await ws.recv() == "hi"
             conns.append(ws)
-    await asyncio.gather(*(one() for _ in range(n)))
+    results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        print(f"  {len(failed)} of {n} tunnels failed: {failed[0]!r}", file=sys.stderr)
     return conns
 
 
@@ -293,9 +296,10 @@ def tunnels(proc: Proc, port: int, path: str) -> dict:
         await asyncio.sleep(2)  # settled: what stays is per tunnel
         rss = tree_rss_kib(proc.p.pid)
         await asyncio.gather(*(c.close() for c in conns))
-        return rss
-    after = asyncio.run(run())
-    return {"rss_mib": after / 1024, "per_tunnel_kib": (after - before) / TUNNELS}
+        return rss, len(conns)
+    after, opened = asyncio.run(run())
+    return {"rss_mib": after / 1024, "per_tunnel_kib": (after - before) / max(opened, 1),
+            "opened": opened}
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -322,6 +326,9 @@ def main() -> None:
                        "--idle-timeout-ms=3600000"], ws_port, "the WebSocket backend")
     proxies = [("sbx-ingress", lambda *a: sbx_ingress(build, *a)), ("nghttpx", nghttpx),
                ("HAProxy", haproxy), ("nginx", nginx)]
+    only = os.environ.get("BENCH_ONLY")
+    if only:
+        proxies = [p for p in proxies if p[0] in only.split(",")]
     results: dict[str, dict] = {}
     try:
         for name, start in proxies:
