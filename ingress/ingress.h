@@ -86,6 +86,11 @@ void ingress_release(struct ingress *in);
  * tries the held requests again. */
 void ingress_set_table(struct ingress *in, struct ingress_table *t);
 
+/* The public listeners' one route (a stream_body catch-all route, arg: the
+ * worker's struct ingress), and their authorize check (the same arg). */
+void ingress_dispatch(struct sbx_http_req *req, void *arg);
+bool ingress_authorize(struct sbx_http_req *req, void *arg);
+
 /* Proxies req to the sandbox port t names. */
 void ingress_proxy(struct ingress *in, struct sbx_http_req *req, const struct ingress_target *t);
 

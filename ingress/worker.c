@@ -40,7 +40,7 @@ static void respond_own(struct ingress *in, struct sbx_http_req *req, int status
 	sbx_http_respond_error(req, status, message);
 }
 
-static void dispatch(struct sbx_http_req *req, void *arg)
+void ingress_dispatch(struct sbx_http_req *req, void *arg)
 {
 	struct ingress *in = arg;
 	const char *path = sbx_http_path(req), *why;
@@ -74,7 +74,7 @@ static void dispatch(struct sbx_http_req *req, void *arg)
 /* Runs at the head, before any of the body is read: a request for a
  * sandbox needs a credential that names it. The ingress's own paths go on
  * (POST /tickets checks its token itself; 400s and 404s reveal nothing). */
-static bool authorize(struct sbx_http_req *req, void *arg)
+bool ingress_authorize(struct sbx_http_req *req, void *arg)
 {
 	struct ingress *in = arg;
 	struct ingress_target t;
@@ -195,13 +195,13 @@ static void run(void *arg)
 	w->in.auth = w->c.auth;
 	w->route = (struct sbx_http_route){
 		.pattern = "/*",
-		.fn = dispatch,
+		.fn = ingress_dispatch,
 		.arg = &w->in,
 		.stream_body = true,
 		.max_body_bytes = w->c.max_body_bytes,
 		.summary = "every request: to a sandbox's port, or the ingress's own paths",
 	};
-	so.authorize = authorize;
+	so.authorize = ingress_authorize;
 	so.authorize_arg = &w->in;
 	uv_async_init(&w->loop, &w->wake, on_wake);
 	w->wake.data = w;

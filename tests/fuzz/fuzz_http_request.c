@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <fcntl.h>
+
 #include <sys/socket.h>
 
 static void echo(struct sbx_http_req *req, void *arg)
@@ -201,6 +202,12 @@ static void upc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 		upc_send(u, junk, sizeof(junk) - 1);
 	} else if (strstr(u->head, "X-Up: close")) {
 		uv_close((uv_handle_t *)st, upc_closed);
+	} else if (!strstr(u->head, "\nUpgrade:")) {
+		/* A plain request (through the ingress): a kept-alive answer. */
+		static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+		upc_send(u, ok, sizeof(ok) - 1);
+		u->len = 0;
 	} else {
 		static const char ok[] =
 			"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -267,12 +274,31 @@ static void on_peer(uv_poll_t *p, int status, int events)
 	}
 }
 
+#ifndef UP_PORT
+#define UP_PORT 0
+#endif
+
+/* UP_PORT when it is free (another fuzzing process may hold it), else any. */
+static int up_port(void)
+{
+	struct sockaddr_in sa;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1, free_ = 0;
+
+	uv_ip4_addr("127.0.0.1", UP_PORT, &sa);
+	if (fd >= 0) {
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		free_ = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		close(fd);
+	}
+	return free_ ? UP_PORT : 0;
+}
+
 static void up_listen(uv_loop_t *loop, uv_tcp_t *up)
 {
 	struct sockaddr_in sa;
 	int len = sizeof(sa);
 
-	uv_ip4_addr("127.0.0.1", 0, &sa);
+	uv_ip4_addr("127.0.0.1", UP_PORT ? up_port() : 0, &sa);
 	uv_tcp_init(loop, up);
 	if (uv_tcp_bind(up, (struct sockaddr *)&sa, 0) ||
 	    uv_listen((uv_stream_t *)up, 16, up_accept) ||
@@ -304,7 +330,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	uv_loop_init(&loop);
 	up_listen(&loop, &up);
+#ifdef FUZZ_INGRESS
+	fuzz_ingress_start(&loop, &o, &s, data, size);
+#else
 	sbx_http_server_new(&loop, &o, routes, sizeof(routes) / sizeof(routes[0]), &s);
+#endif
 #ifdef FUZZ_TLS_RECORDS
 	http_server_adopt(s, fds[0], fuzz_tls_ctx());
 #else
@@ -336,6 +366,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	sbx_http_server_close(s, on_closed, &closed);
 	uv_close((uv_handle_t *)&d.poll, NULL);
 	uv_close((uv_handle_t *)&up, NULL);
+#ifdef FUZZ_INGRESS
+	fuzz_ingress_stop();
+#endif
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (!closed)
 		__builtin_trap();
