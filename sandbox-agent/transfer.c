@@ -205,6 +205,7 @@ static void on_written(uv_fs_t *w)
 static void upload_write_next(struct upload *up)
 {
 	struct sbx_buf swap;
+	bool resume = false;
 	uv_buf_t b;
 	int rc;
 
@@ -216,12 +217,13 @@ static void upload_write_next(struct upload *up)
 		swap = up->flight;
 		up->flight = up->queue;
 		up->queue = swap;
-		if (up->req && up->queue.len < QUEUE_RESUME)
-			sbx_http_resume_body(up->req);
+		resume = up->queue.len < QUEUE_RESUME;
 	}
 	if (up->flight_off == up->flight.len) {
 		if (up->body_done)
 			upload_finish(up);
+		else if (resume)
+			sbx_http_resume_body(up->req);
 		return;
 	}
 	b = uv_buf_init(up->flight.data + up->flight_off,
@@ -233,6 +235,11 @@ static void upload_write_next(struct upload *up)
 		return;
 	}
 	up->writing = true;
+	/* Last: resuming may hand over body bytes at once (HTTP/2 delivers
+	 * what it held), which re-enter here and must find the write running,
+	 * not start a second one on the same request. */
+	if (resume)
+		sbx_http_resume_body(up->req);
 }
 
 static void final_work(uv_work_t *w)
