@@ -704,11 +704,44 @@ static void call_drains(struct h2 *h2)
 
 /* Frames what nghttp2 has to send, as far as the socket keeps up, and
  * tells streams that were waiting that there is room again. */
+/* What nghttp2 has to send, gathered into as few writes as it fits in:
+ * one per 64 KiB rather than one per frame. 0, or an error (closed). */
+static int send_frames(struct h2 *h2)
+{
+	struct http_conn *c = h2->c;
+	struct sbx_http_server *s = c->s;
+	bool batching = !s->batch_busy;
+	const uint8_t *data;
+	size_t len = 0;
+	ssize_t n;
+	int rc = 0;
+
+	s->batch_busy = true;
+	while (!rc && !conn_congested(c) && (n = nghttp2_session_mem_send(h2->ng, &data)) > 0) {
+		if (batching && len + (size_t)n <= sizeof(s->batch)) {
+			memcpy(s->batch + len, data, (size_t)n);
+			len += (size_t)n;
+			if (len < sizeof(s->batch) / 2)
+				continue; /* more frames may follow */
+			rc = conn_send1(c, s->batch, len);
+			len = 0;
+			continue;
+		}
+		if (len && (rc = conn_send1(c, s->batch, len)))
+			break;
+		len = 0;
+		rc = conn_send1(c, data, (size_t)n);
+	}
+	if (!rc && len)
+		rc = conn_send1(c, s->batch, len);
+	if (batching)
+		s->batch_busy = false;
+	return rc;
+}
+
 static void flush(struct h2 *h2)
 {
 	struct http_conn *c = h2->c;
-	const uint8_t *data;
-	ssize_t n;
 
 	if (h2->hold || h2->flushing) {
 		h2->flush_due = true;
@@ -719,12 +752,10 @@ static void flush(struct h2 *h2)
 	h2->flushing = true;
 	do {
 		h2->flush_due = false;
-		while (!conn_congested(c) && (n = nghttp2_session_mem_send(h2->ng, &data)) > 0) {
-			if (conn_send1(c, data, (size_t)n)) {
-				h2->flushing = false;
-				conn_close(c);
-				return;
-			}
+		if (send_frames(h2)) {
+			h2->flushing = false;
+			conn_close(c);
+			return;
 		}
 		if (!conn_congested(c)) {
 			h2->hold++;

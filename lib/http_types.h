@@ -157,6 +157,10 @@ struct sbx_http_server {
 	char date[40];
 	time_t date_at;
 	char read_buf[65536]; /* one loop, one read at a time: shared */
+	/* HTTP/2 frames gathered for one write; a flush nested in another's
+	 * (from a callback) writes its frames one by one instead. */
+	char batch[65536];
+	bool batch_busy;
 };
 
 const char *http_date(struct sbx_http_server *s);
