@@ -22,7 +22,6 @@ struct discovery {
 	struct ingress_table *work; /* changed in place; cloned to publish */
 	uv_timer_t flush;
 	bool dirty;
-	size_t skipped;
 	discovery_publish publish;
 	void *arg;
 };
@@ -74,10 +73,8 @@ static void put(struct discovery *d, const json_t *obj)
 	uint16_t ports[INGRESS_MAX_PORTS];
 	int rc = ingress_sandbox_from_object(obj, &s, ports);
 
-	if (rc == -ENOENT) {
-		d->skipped++; /* no id yet: the operator has not seen it */
-		return;
-	}
+	if (rc == -ENOENT)
+		return; /* no id yet: the operator has not seen it */
 	if ((rc = ingress_table_put(d->work, &s))) {
 		sbx_log_warn("Sandbox not routable", SBX_LS("namespace", s.ns),
 			     SBX_LS("name", sbx_json_str(obj, "metadata.name")), SBX_LS("id", s.id),
@@ -213,9 +210,4 @@ void discovery_free(struct discovery *d)
 bool discovery_synced(const struct discovery *d)
 {
 	return d->synced >= d->n_inf;
-}
-
-size_t discovery_skipped(const struct discovery *d)
-{
-	return d->skipped;
 }

@@ -27,7 +27,5 @@ int discovery_start(struct discovery *d);
 void discovery_free(struct discovery *d);
 /* Every informer has listed once. */
 bool discovery_synced(const struct discovery *d);
-/* Events of Sandboxes without an id yet (the operator has not seen them). */
-size_t discovery_skipped(const struct discovery *d);
 
 #endif
