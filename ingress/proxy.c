@@ -219,19 +219,21 @@ static bool not_passed_on(const struct proxy *p, const char *name, const char *c
 	return connection && listed(connection, name);
 }
 
-/* Appends "name\0value\0" to the proxy's own values. */
-static int add_extra(struct proxy *p, const char *name, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+/* Appends "name\0value\0" to the proxy's own values, the value being the
+ * strings that follow, up to a NULL one. */
+static int add_extra(struct proxy *p, const char *name, ...) __attribute__((sentinel));
 
-static int add_extra(struct proxy *p, const char *name, const char *fmt, ...)
+static int add_extra(struct proxy *p, const char *name, ...)
 {
+	const char *part;
 	va_list ap;
 	int rc;
 
 	if ((rc = sbx_buf_append(&p->extra, name, strlen(name) + 1)))
 		return rc;
-	va_start(ap, fmt);
-	rc = sbx_buf_vprintf(&p->extra, fmt, ap);
+	va_start(ap, name);
+	while (!rc && (part = va_arg(ap, const char *)))
+		rc = sbx_buf_append_str(&p->extra, part);
 	va_end(ap);
 	return rc ? rc : sbx_buf_append(&p->extra, "", 1);
 }
@@ -244,6 +246,8 @@ static int build_fields(struct proxy *p)
 	const char *host = sbx_http_header(req, "Host") ?: "";
 	const char *proto = sbx_http_secure(req) ? "https" : "http";
 	const char *xff = p->in->o.trust_forwarded ? sbx_http_header(req, "X-Forwarded-For") : NULL;
+	const char *peer = sbx_http_peer(req);
+	bool v6 = strchr(peer, ':') != NULL;
 	const char *name, *value, *at, *end;
 	int rc;
 
@@ -256,19 +260,21 @@ static int build_fields(struct proxy *p)
 			return -E2BIG;
 		p->fields[p->n_fields++] = (struct sbx_http_field){ name, value };
 	}
-	rc = add_extra(p, "X-Forwarded-For", "%s%s%s", xff ?: "", xff ? ", " : "",
-		       sbx_http_peer(req));
+	rc = add_extra(p, "X-Forwarded-For", xff ?: "", xff ? ", " : "", peer, NULL);
 	if (!rc && !(p->in->o.trust_forwarded && sbx_http_header(req, "X-Forwarded-Host")))
-		rc = add_extra(p, "X-Forwarded-Host", "%s", host);
+		rc = add_extra(p, "X-Forwarded-Host", host, NULL);
 	if (!rc && !(p->in->o.trust_forwarded && sbx_http_header(req, "X-Forwarded-Proto")))
-		rc = add_extra(p, "X-Forwarded-Proto", "%s", proto);
-	if (!rc && p->t.prefix_len)
-		rc = add_extra(p, "X-Forwarded-Prefix", "%.*s", (int)p->t.prefix_len,
-			       sbx_http_path(req));
+		rc = add_extra(p, "X-Forwarded-Proto", proto, NULL);
+	if (!rc && p->t.prefix_len) {
+		rc = sbx_buf_append(&p->extra, "X-Forwarded-Prefix", sizeof("X-Forwarded-Prefix"));
+		if (!rc)
+			rc = sbx_buf_append(&p->extra, sbx_http_path(req), p->t.prefix_len);
+		if (!rc)
+			rc = sbx_buf_append(&p->extra, "", 1);
+	}
 	if (!rc)
-		rc = add_extra(p, "Forwarded", "for=\"%s%s%s\";host=\"%s\";proto=%s",
-			       strchr(sbx_http_peer(req), ':') ? "[" : "", sbx_http_peer(req),
-			       strchr(sbx_http_peer(req), ':') ? "]" : "", host, proto);
+		rc = add_extra(p, "Forwarded", "for=\"", v6 ? "[" : "", peer, v6 ? "]" : "",
+			       "\";host=\"", host, "\";proto=", proto, NULL);
 	if (rc)
 		return rc;
 	/* The buffer is complete: its strings stay where they are. */

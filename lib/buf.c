@@ -73,6 +73,31 @@ int sbx_buf_append_str(struct sbx_buf *b, const char *s)
 	return sbx_buf_append(b, s, strlen(s));
 }
 
+int sbx_buf_cat(struct sbx_buf *b, ...)
+{
+	size_t total = 0, n;
+	const char *s;
+	va_list ap;
+	int rc;
+
+	va_start(ap, b);
+	while ((s = va_arg(ap, const char *)))
+		total += strlen(s);
+	va_end(ap);
+	if ((rc = reserve(b, total)))
+		return rc;
+	va_start(ap, b);
+	while ((s = va_arg(ap, const char *))) {
+		n = strlen(s);
+		memcpy(b->data + b->len, s, n);
+		b->len += n;
+	}
+	va_end(ap);
+	if (b->data)
+		b->data[b->len] = '\0';
+	return 0;
+}
+
 int sbx_buf_vprintf(struct sbx_buf *b, const char *fmt, va_list ap)
 {
 	va_list copy;

@@ -70,16 +70,19 @@ static int build_head(struct h1 *h, struct h1_req *q, struct sbx_buf *b, int sta
 		      const char *content_type, long long length)
 {
 	bool no_body = status < 200 || status == 204 || status == 304;
+	char st[24], cl[24];
 	int rc;
 
-	rc = sbx_buf_printf(b, "HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n", status,
-			    sbx_http_reason(status), h->c->s->o.server_name, http_date(h->c->s));
+	rc = sbx_buf_cat(b, "HTTP/1.1 ", http_utoa((unsigned)status, st), " ",
+			 sbx_http_reason(status), "\r\nServer: ", h->c->s->o.server_name,
+			 "\r\nDate: ", http_date(h->c->s), "\r\n", NULL);
 	if (!rc && q && q->r.resp_headers.len)
 		rc = sbx_buf_append(b, q->r.resp_headers.data, q->r.resp_headers.len);
 	if (!rc && content_type && !no_body)
-		rc = sbx_buf_printf(b, "Content-Type: %s\r\n", content_type);
+		rc = sbx_buf_cat(b, "Content-Type: ", content_type, "\r\n", NULL);
 	if (!rc && !no_body && length >= 0)
-		rc = sbx_buf_printf(b, "Content-Length: %lld\r\n", length);
+		rc = sbx_buf_cat(b, "Content-Length: ", http_utoa((unsigned long long)length, cl),
+				 "\r\n", NULL);
 	else if (!rc && !no_body && q && q->chunked)
 		rc = sbx_buf_append_str(b, "Transfer-Encoding: chunked\r\n");
 	if (!rc && !h->keep_alive)
@@ -742,7 +745,10 @@ static void on_end(struct h1 *h)
 }
 
 /* May the parser go on? Not while a handler holds the request, unless it
- * is reading that request's streamed body. */
+ * is reading that request's streamed body, or the last byte of a request
+ * without a body (http_parser stops at the head one byte before the end of
+ * the message: left unread, it would count as a next request's bytes and
+ * pause reading for every request). */
 static bool may_parse(const struct h1 *h)
 {
 	const struct h1_req *q = h->req;
@@ -750,6 +756,8 @@ static bool may_parse(const struct h1 *h)
 	if (!q)
 		return true;
 	if (q->r.state == REQ_HEAD || q->r.state == REQ_BODY)
+		return true;
+	if (!q->msg_done && !q->has_body && !h->parser.upgrade)
 		return true;
 	return q->r.streamed && !q->msg_done && q->r.sink && !q->body_paused && !q->r.body_ended;
 }

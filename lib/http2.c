@@ -61,6 +61,7 @@ struct h2 {
 static const struct http_req_ops h2_req_ops;
 static const struct http_stream_ops h2_stream_ops;
 static void flush(struct h2 *h2);
+static void flush_soon(struct h2 *h2);
 
 static struct h2 *h2_of(struct http_conn *c)
 {
@@ -184,21 +185,21 @@ static int submit_head(struct h2_stream *hs, int status, const char *content_typ
 	struct http_conn *c = hs->h2->c;
 	nghttp2_nv nva[64];
 	size_t n = 0, off = 0, nlen, vlen;
-	char st[8], cl[24], names[64][64];
+	char st[24], cl[24], names[64][64];
 	const char *name, *value;
 	nghttp2_data_provider dp = { .source.ptr = hs, .read_callback = read_body };
 	bool no_body = status < 200 || status == 204 || status == 304;
 
 #define NV(N, NL, V, VL) \
 	nva[n++] = (nghttp2_nv){ (uint8_t *)(N), (uint8_t *)(V), NL, VL, NGHTTP2_NV_FLAG_NONE }
-	snprintf(st, sizeof(st), "%d", status);
+	http_utoa((unsigned)status, st);
 	NV(":status", 7, st, strlen(st));
 	NV("server", 6, c->s->o.server_name, strlen(c->s->o.server_name));
 	NV("date", 4, http_date(c->s), strlen(http_date(c->s)));
 	if (content_type && !no_body)
 		NV("content-type", 12, content_type, strlen(content_type));
 	if (length >= 0 && !no_body) {
-		snprintf(cl, sizeof(cl), "%lld", length);
+		http_utoa((unsigned long long)length, cl);
 		NV("content-length", 14, cl, strlen(cl));
 	}
 	/* The handler's own headers, lower-cased; connection-specific ones
@@ -237,7 +238,7 @@ static int h2_respond(struct sbx_http_req *r, int status, const char *content_ty
 		return -ENOMEM;
 	hs->eof_out = whole || no_body;
 	rc = submit_head(hs, status, content_type, length, !no_body);
-	flush(h2);
+	flush_soon(h2);
 	if (!rc && !whole && len)
 		rc = hs->out.len - hs->out_off > h2->c->s->o.write_high_water;
 	return rc;
@@ -261,7 +262,7 @@ static int h2_write(struct sbx_http_req *r, const void *data, size_t len)
 	if (sbx_buf_append(&hs->out, data, len))
 		return -ENOMEM;
 	resume_data(hs);
-	flush(h2);
+	flush_soon(h2);
 	return hs->out.len - hs->out_off > h2->c->s->o.write_high_water;
 }
 
@@ -278,7 +279,7 @@ static int h2_end(struct sbx_http_req *r)
 		reset(hs, NGHTTP2_INTERNAL_ERROR); /* short of its length: reset, not ended */
 	else
 		resume_data(hs);
-	flush(h2);
+	flush_soon(h2);
 	return 0;
 }
 
@@ -403,7 +404,7 @@ static int st_send(struct http_stream *st, const void *data, size_t len)
 		return -ENOMEM;
 	hs->last_in_ms = uv_now(st->s->loop);
 	resume_data(hs);
-	flush(hs->h2);
+	flush_soon(hs->h2);
 	return hs->out.len - hs->out_off > st->s->o.write_high_water;
 }
 
@@ -452,7 +453,7 @@ static void st_close(struct http_stream *st)
 	hs->eof_out = true;
 	if (hs->h2) {
 		resume_data(hs);
-		flush(hs->h2);
+		flush_soon(hs->h2);
 	}
 }
 
@@ -771,6 +772,17 @@ static void flush(struct h2 *h2)
 		conn_shutdown(c);
 }
 
+/* A response step: its frames go out at the end of the loop turn, in the
+ * same write as every other stream's answered in that turn. */
+static void flush_soon(struct h2 *h2)
+{
+	if (h2->hold || h2->flushing) {
+		h2->flush_due = true; /* the outermost caller flushes */
+		return;
+	}
+	conn_flush_soon(h2->c);
+}
+
 static void h2_input(struct http_conn *c, const char *data, size_t len)
 {
 	struct h2 *h2 = h2_of(c);
@@ -882,6 +894,7 @@ static const struct http_codec h2_codec = {
 	.timeout = h2_timeout,
 	.shutdown = h2_shutdown,
 	.gone = h2_gone,
+	.flush = h2_drained,
 };
 
 int http2_start(struct http_conn *c, const char *data, size_t len)

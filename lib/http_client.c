@@ -135,6 +135,7 @@ static void rearm(struct sbx_http_client *x)
 
 static int send_bufs(struct sbx_http_client *x, const uv_buf_t *bufs, unsigned n)
 {
+	ssize_t queued;
 	int rc;
 
 	if (x->state == X_CONNECTING) {
@@ -143,10 +144,9 @@ static int send_bufs(struct sbx_http_client *x, const uv_buf_t *bufs, unsigned n
 				return rc;
 		return 0;
 	}
-	if ((rc = pool_send(x->c, bufs, n)))
-		return rc;
-	for (unsigned i = 0; i < n; i++)
-		x->queued += bufs[i].len;
+	if ((queued = pool_send(x->c, bufs, n)) < 0)
+		return (int)queued;
+	x->queued += (size_t)queued;
 	rearm(x);
 	return 0;
 }
@@ -421,7 +421,9 @@ static int start_exchange(struct sbx_http_client *x)
 
 	http_parser_init(&x->parser, HTTP_RESPONSE);
 	x->parser.data = x;
-	x->c = pool_take(x->p, x->key, x, x->retried, &x->reused, &rc);
+	/* One without a body is retried if a reused connection turns out
+	 * closed: the pool need not ask the kernel first. */
+	x->c = pool_take(x->p, x->key, x, x->retried, x->content_length != 0, &x->reused, &rc);
 	if (!x->c)
 		return rc;
 	if (x->reused)
@@ -457,6 +459,7 @@ static bool framing(const char *name)
 static int build_head(struct sbx_http_client *x, const struct sbx_http_client_request *r)
 {
 	struct sbx_buf *b = &x->head;
+	char cl[24];
 	bool with_body = r->content_length != 0 || !strcmp(r->method, "POST") ||
 			 !strcmp(r->method, "PUT") || !strcmp(r->method, "PATCH");
 	int rc;
@@ -465,22 +468,24 @@ static int build_head(struct sbx_http_client *x, const struct sbx_http_client_re
 	    strpbrk(r->target, " \r\n") || (r->host && (!*r->host || strpbrk(r->host, " \r\n/"))) ||
 	    (r->upgrade && !is_token(r->upgrade)) || r->content_length < -1)
 		return -EINVAL;
-	rc = sbx_buf_printf(b, "%s %s HTTP/1.1\r\nHost: %s\r\n", r->method, r->target,
-			    r->host ? r->host : r->backend);
+	rc = sbx_buf_cat(b, r->method, " ", r->target,
+			 " HTTP/1.1\r\nHost: ", r->host ? r->host : r->backend, "\r\n", NULL);
 	for (size_t i = 0; !rc && i < r->n_headers; i++) {
 		const struct sbx_http_field *f = &r->headers[i];
 
 		if (!is_token(f->name) || !is_value(f->value))
 			return -EINVAL;
 		if (!framing(f->name))
-			rc = sbx_buf_printf(b, "%s: %s\r\n", f->name, f->value);
+			rc = sbx_buf_cat(b, f->name, ": ", f->value, "\r\n", NULL);
 	}
 	if (!rc && r->upgrade)
-		rc = sbx_buf_printf(b, "Connection: Upgrade\r\nUpgrade: %s\r\n", r->upgrade);
+		rc = sbx_buf_cat(b, "Connection: Upgrade\r\nUpgrade: ", r->upgrade, "\r\n", NULL);
 	if (!rc && r->content_length < 0)
 		rc = sbx_buf_append_str(b, "Transfer-Encoding: chunked\r\n");
 	else if (!rc && with_body)
-		rc = sbx_buf_printf(b, "Content-Length: %lld\r\n", (long long)r->content_length);
+		rc = sbx_buf_cat(
+			b, "Content-Length: ", http_utoa((unsigned long long)r->content_length, cl),
+			"\r\n", NULL);
 	return rc ? rc : sbx_buf_append_str(b, "\r\n");
 }
 

@@ -14,15 +14,10 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #define LINGER_MS 1000
-
-struct wreq {
-	uv_write_t w;
-	struct http_conn *c;
-	char data[];
-};
 
 static void on_timer(uv_timer_t *t);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -157,20 +152,11 @@ void conn_written(struct http_conn *c, int status)
 		c->codec->drained(c);
 }
 
-static void on_written(uv_write_t *w, int status)
+ssize_t http_write(uv_stream_t *stream, const uv_buf_t *bufs, unsigned n, uv_write_cb cb,
+		   void *owner)
 {
-	struct wreq *wr = (struct wreq *)w;
-	struct http_conn *c = wr->c;
-
-	sbx_free(wr);
-	conn_written(c, status);
-}
-
-/* Copies the pieces into one write on the socket. */
-static int tcp_send(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
-{
-	size_t total = 0, off = 0;
-	struct wreq *wr;
+	size_t total = 0, done = 0, off = 0;
+	struct http_wreq *wr;
 	uv_buf_t buf;
 	int rc;
 
@@ -178,21 +164,53 @@ static int tcp_send(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
 		total += bufs[i].len;
 	if (!total)
 		return 0;
-	wr = sbx_malloc(sizeof(*wr) + total);
+	/* Straight to the socket when nothing is queued before: no copy, no
+	 * request, and no completion to come back for (libuv's completion
+	 * also rewrites the socket's epoll registration every time). A
+	 * failure is left to the queued write, which reports it through cb
+	 * like any other. */
+	if (total <= INT_MAX && !uv_stream_get_write_queue_size(stream)) {
+		rc = uv_try_write(stream, bufs, n);
+		done = rc > 0 ? (size_t)rc : 0;
+		if (done == total)
+			return 0;
+	}
+	wr = sbx_malloc(sizeof(*wr) + total - done);
 	if (!wr)
 		return -ENOMEM;
-	wr->c = c;
+	wr->owner = owner;
+	wr->len = total - done;
 	for (unsigned i = 0; i < n; i++) {
-		memcpy(wr->data + off, bufs[i].base, bufs[i].len);
-		off += bufs[i].len;
+		size_t skip = done > bufs[i].len ? bufs[i].len : done;
+
+		done -= skip;
+		memcpy(wr->data + off, bufs[i].base + skip, bufs[i].len - skip);
+		off += bufs[i].len - skip;
 	}
-	buf = uv_buf_init(wr->data, (unsigned)total);
-	rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &buf, 1, on_written);
-	if (rc) {
+	buf = uv_buf_init(wr->data, (unsigned)wr->len);
+	if ((rc = uv_write(&wr->w, stream, &buf, 1, cb))) {
 		sbx_free(wr);
 		return rc;
 	}
-	if (!c->write_at) {
+	return (ssize_t)wr->len;
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+	struct http_wreq *wr = (struct http_wreq *)w;
+	struct http_conn *c = wr->owner;
+
+	sbx_free(wr);
+	conn_written(c, status);
+}
+
+static int tcp_send(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
+{
+	ssize_t queued = http_write((uv_stream_t *)&c->tcp, bufs, n, on_written, c);
+
+	if (queued < 0)
+		return (int)queued;
+	if (queued && !c->write_at) {
 		c->write_at = uv_now(c->s->loop) + c->s->o.write_timeout_ms;
 		conn_arm(c);
 	}

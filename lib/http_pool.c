@@ -2,7 +2,8 @@
  * loop, idle ones kept per backend address (most recently used first, so
  * the warm ones serve and the cold ones expire), bounded per backend and in
  * all, each watched while idle so that a backend's close is seen at once,
- * and checked again when taken. See sbx/http_client.h.
+ * and checked again when taken for an exchange that could not be retried.
+ * See sbx/http_client.h.
  */
 #include "http_pool.h"
 
@@ -175,50 +176,20 @@ void pool_timer(struct upconn *c, uint64_t ms)
 
 /* ---- writing ------------------------------------------------------------------------ */
 
-struct upwrite {
-	uv_write_t w;
-	struct upconn *c;
-	size_t len;
-	char data[];
-};
-
 static void on_written(uv_write_t *w, int status)
 {
-	struct upwrite *uw = (struct upwrite *)w;
-	struct upconn *c = uw->c;
-	size_t len = uw->len;
+	struct http_wreq *wr = (struct http_wreq *)w;
+	struct upconn *c = wr->owner;
+	size_t len = wr->len;
 
-	sbx_free(uw);
+	sbx_free(wr);
 	if (c->x && c->state != UP_CLOSED)
 		client_written(c->x, status, len);
 }
 
-int pool_send(struct upconn *c, const uv_buf_t *bufs, unsigned n)
+ssize_t pool_send(struct upconn *c, const uv_buf_t *bufs, unsigned n)
 {
-	size_t total = 0, off = 0;
-	struct upwrite *uw;
-	uv_buf_t b;
-	int rc;
-
-	for (unsigned i = 0; i < n; i++)
-		total += bufs[i].len;
-	if (!total)
-		return 0;
-	uw = sbx_malloc(sizeof(*uw) + total);
-	if (!uw)
-		return -ENOMEM;
-	uw->c = c;
-	uw->len = total;
-	for (unsigned i = 0; i < n; i++) {
-		memcpy(uw->data + off, bufs[i].base, bufs[i].len);
-		off += bufs[i].len;
-	}
-	b = uv_buf_init(uw->data, (unsigned)total);
-	if ((rc = uv_write(&uw->w, (uv_stream_t *)&c->tcp, &b, 1, on_written))) {
-		sbx_free(uw);
-		return rc;
-	}
-	return 0;
+	return http_write((uv_stream_t *)&c->tcp, bufs, n, on_written, c);
 }
 
 /* ---- taking and giving back -------------------------------------------------------- */
@@ -234,7 +205,10 @@ static void on_connect(uv_connect_t *req, int status)
 	client_connected(c->x, status);
 }
 
-/* Still open, and nothing unasked for waiting in it. */
+/* Still open, and nothing unasked for waiting in it. An idle connection is
+ * read all along, so a close or stray bytes are seen as they come; what
+ * this catches is one that arrived in this loop turn (a backend whose idle
+ * timeout has just run out), at the cost of a system call. */
 static bool healthy(struct upconn *c)
 {
 	uv_os_fd_t fd;
@@ -271,7 +245,7 @@ static struct backend *backend_of(struct sbx_http_pool *p, const char *key, int 
 }
 
 struct upconn *pool_take(struct sbx_http_pool *p, const char *key, struct sbx_http_client *x,
-			 bool fresh, bool *reused, int *err)
+			 bool fresh, bool check, bool *reused, int *err)
 {
 	struct backend *b = backend_of(p, key, err);
 	struct upconn *c;
@@ -279,7 +253,7 @@ struct upconn *pool_take(struct sbx_http_pool *p, const char *key, struct sbx_ht
 	if (!b)
 		return NULL;
 	while (!fresh && (c = b->idle)) {
-		if (!healthy(c)) {
+		if (check && !healthy(c)) {
 			p->stats.dropped++;
 			pool_close(c);
 			continue;

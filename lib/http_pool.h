@@ -47,15 +47,17 @@ struct sbx_http_pool {
 	char read_buf[65536];
 };
 
-/* A connection for backend 'key': an idle one that is still open (state
- * BUSY, *reused set; never when 'fresh'), or a new one being connected
- * (CONNECTING; the exchange hears through client_connected). NULL: -errno
- * in *err. */
+/* A connection for backend 'key': an idle one (state BUSY, *reused set;
+ * never when 'fresh'), checked to be still open with the kernel when
+ * 'check' (an exchange that could not be retried on another), or a new one
+ * being connected (CONNECTING; the exchange hears through
+ * client_connected). NULL: -errno in *err. */
 struct upconn *pool_take(struct sbx_http_pool *p, const char *key, struct sbx_http_client *x,
-			 bool fresh, bool *reused, int *err);
-/* Sends bytes (copied) on a busy connection; the exchange hears through
- * client_written. */
-int pool_send(struct upconn *c, const uv_buf_t *bufs, unsigned n);
+			 bool fresh, bool check, bool *reused, int *err);
+/* Sends bytes on a busy connection: what the socket does not take at once
+ * is copied and queued. Returns the bytes queued (the exchange hears of
+ * them, or of a failure, through client_written) or a negative errno. */
+ssize_t pool_send(struct upconn *c, const uv_buf_t *bufs, unsigned n);
 /* Back to the pool after a clean exchange, or closed when over the bounds. */
 void pool_put(struct upconn *c);
 /* Closes it; no more calls reach its exchange. */

@@ -341,7 +341,7 @@ int sbx_http_add_header(struct sbx_http_req *req, const char *name, const char *
 		return -EALREADY;
 	if (!http_valid_header(name, value))
 		return -EINVAL;
-	return sbx_buf_printf(&req->resp_headers, "%s: %s\r\n", name, value);
+	return sbx_buf_cat(&req->resp_headers, name, ": ", value, "\r\n", NULL);
 }
 
 int sbx_http_respond(struct sbx_http_req *req, int status, const char *content_type,
@@ -470,6 +470,21 @@ void http_stream_attach(struct http_stream *st, const struct http_stream_cb *cb,
 	st->cb = cb;
 	st->arg = arg;
 	st->ops->resume(st);
+}
+
+char *http_utoa(unsigned long long v, char *out)
+{
+	char digits[21];
+	size_t n = 0;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	for (size_t i = 0; i < n; i++)
+		out[i] = digits[n - 1 - i];
+	out[n] = '\0';
+	return out;
 }
 
 bool http_is_token(const char *at, size_t len)

@@ -122,6 +122,10 @@ int sbx_http_server_new(uv_loop_t *loop, const struct sbx_http_server_opts *opts
 	o->server_name = o->server_name ?: "sbx";
 	s->routes = routes;
 	s->n_routes = n_routes;
+	uv_check_init(loop, &s->flush_check);
+	uv_prepare_init(loop, &s->flush_prepare);
+	s->flush_check.data = s->flush_prepare.data = s;
+	s->open_flushers = 2;
 	*out = s;
 	return 0;
 }
@@ -155,12 +159,68 @@ int http_parse_addr(const char *addr, struct sockaddr_storage *ss)
 	return uv_ip4_addr(hlen ? host : "0.0.0.0", (int)port, (struct sockaddr_in *)ss);
 }
 
+/* ---- output gathered per loop turn ------------------------------------------------ */
+
+static void maybe_free(struct sbx_http_server *s);
+
+static void run_flushes(struct sbx_http_server *s)
+{
+	struct http_conn *c;
+
+	/* A flush that asks for another is served in this run too. */
+	while ((c = s->flush_due)) {
+		s->flush_due = c->flush_next;
+		c->flush_listed = false;
+		if (conn_alive(c) && c->codec && c->codec->flush)
+			c->codec->flush(c);
+	}
+	uv_check_stop(&s->flush_check);
+	uv_prepare_stop(&s->flush_prepare);
+}
+
+static void on_flush_check(uv_check_t *h)
+{
+	run_flushes(h->data);
+}
+
+static void on_flush_prepare(uv_prepare_t *h)
+{
+	run_flushes(h->data);
+}
+
+static void on_flusher_closed(uv_handle_t *h)
+{
+	struct sbx_http_server *s = h->data;
+
+	s->open_flushers--;
+	maybe_free(s);
+}
+
+void conn_flush_soon(struct http_conn *c)
+{
+	struct sbx_http_server *s = c->s;
+
+	if (c->flush_listed || !conn_alive(c))
+		return;
+	if (s->closing) {
+		c->codec->flush(c); /* the handles are closed or closing */
+		return;
+	}
+	c->flush_listed = true;
+	c->flush_next = s->flush_due;
+	s->flush_due = c;
+	if (!uv_is_active((uv_handle_t *)&s->flush_check)) {
+		uv_check_start(&s->flush_check, on_flush_check);
+		uv_prepare_start(&s->flush_prepare, on_flush_prepare);
+	}
+}
+
 static void maybe_free(struct sbx_http_server *s)
 {
 	void (*done)(void *) = s->done;
 	void *arg = s->done_arg;
 
-	if (!s->closing || s->conns || s->open_listeners)
+	if (!s->closing || s->conns || s->open_listeners || s->open_flushers)
 		return;
 	sbx_http_pool_free(s->pool);
 	sbx_free(s);
@@ -170,6 +230,13 @@ static void maybe_free(struct sbx_http_server *s)
 
 void http_server_conn_gone(struct sbx_http_server *s, struct http_conn *c)
 {
+	if (c->flush_listed) {
+		struct http_conn **pp = &s->flush_due;
+
+		while (*pp != c)
+			pp = &(*pp)->flush_next;
+		*pp = c->flush_next;
+	}
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -377,6 +444,9 @@ void sbx_http_server_close(struct sbx_http_server *s, void (*done)(void *arg), v
 	s->done_arg = arg;
 	for (int i = 0; i < s->n_listeners; i++)
 		uv_close((uv_handle_t *)&s->listeners[i].tcp, on_listener_closed);
+	run_flushes(s);
+	uv_close((uv_handle_t *)&s->flush_check, on_flusher_closed);
+	uv_close((uv_handle_t *)&s->flush_prepare, on_flusher_closed);
 	/* Each codec finishes what is in flight (or closes at once when
 	 * idle); whatever is still open at the drain deadline is closed. */
 	for (c = s->conns; c; c = next) {

@@ -14,16 +14,10 @@
 #include <stdio.h>
 #include <string.h>
 
-struct twreq {
-	uv_write_t w;
-	struct http_conn *c;
-	char data[];
-};
-
 static void on_written(uv_write_t *w, int status)
 {
-	struct twreq *wr = (struct twreq *)w;
-	struct http_conn *c = wr->c;
+	struct http_wreq *wr = (struct http_wreq *)w;
+	struct http_conn *c = wr->owner;
 
 	sbx_free(wr);
 	conn_written(c, status);
@@ -33,25 +27,18 @@ static void on_written(uv_write_t *w, int status)
 static int flush_records(struct http_conn *c)
 {
 	BIO *w = SSL_get_wbio(c->ssl);
-	size_t pending;
+	char records[32768];
+	int n;
 
-	while ((pending = BIO_ctrl_pending(w)) > 0) {
-		struct twreq *wr = sbx_malloc(sizeof(*wr) + pending);
-		uv_buf_t buf;
-		int n;
+	while ((n = BIO_read(w, records, sizeof(records))) > 0) {
+		uv_buf_t buf = uv_buf_init(records, (unsigned)n);
+		ssize_t queued = http_write((uv_stream_t *)&c->tcp, &buf, 1, on_written, c);
 
-		if (!wr)
-			return -ENOMEM;
-		wr->c = c;
-		n = BIO_read(w, wr->data, (int)pending);
-		if (n <= 0) {
-			sbx_free(wr);
-			break;
-		}
-		buf = uv_buf_init(wr->data, (unsigned)n);
-		if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &buf, 1, on_written)) {
-			sbx_free(wr);
+		if (queued < 0)
 			return -EPIPE;
+		if (queued && !c->write_at) {
+			c->write_at = uv_now(c->s->loop) + c->s->o.write_timeout_ms;
+			conn_arm(c);
 		}
 	}
 	return 0;

@@ -70,6 +70,8 @@ struct http_codec {
 	void (*shutdown)(struct http_conn *c);
 	/* The connection closes: abort what is open and free the codec's data. */
 	void (*gone)(struct http_conn *c);
+	/* Output asked for with conn_flush_soon is due (optional). */
+	void (*flush)(struct http_conn *c);
 };
 
 /* Under the codec: cleartext TCP or TLS (HAProxy's xprt_ops). */
@@ -85,6 +87,8 @@ struct http_conn {
 	uv_shutdown_t shutdown;
 	struct sbx_http_server *s;
 	struct http_conn *next, *prev;
+	struct http_conn *flush_next; /* on the server's flush list */
+	bool flush_listed;
 	const struct http_codec *codec;
 	void *codec_data;
 	const struct http_xprt *xprt;
@@ -119,6 +123,23 @@ void conn_close(struct http_conn *c);
 /* Plain bytes from the transport, for the codec. */
 void conn_input(struct http_conn *c, const char *data, size_t len);
 void conn_written(struct http_conn *c, int status);
+/* The codec's flush is to run once this loop turn's callbacks are done, so
+ * that what they answered goes out in one write (before the loop sleeps:
+ * from a timer's callback too). */
+void conn_flush_soon(struct http_conn *c);
+
+/* A write that could not go at once: the rest of the bytes, copied. */
+struct http_wreq {
+	uv_write_t w;
+	void *owner;
+	size_t len;
+	char data[];
+};
+/* Writes bufs: what the socket takes now goes at once, the rest is copied
+ * into one http_wreq whose cb is called when it is written. Returns the
+ * bytes left queued (0: all written, no cb to come) or a negative errno. */
+ssize_t http_write(uv_stream_t *stream, const uv_buf_t *bufs, unsigned n, uv_write_cb cb,
+		   void *owner);
 /* Accepts on a listener or adopts a connected socket: links, starts reading. */
 struct http_conn *conn_new(struct sbx_http_server *s);
 void conn_start(struct http_conn *c);
@@ -161,11 +182,20 @@ struct sbx_http_server {
 	 * (from a callback) writes its frames one by one instead. */
 	char batch[65536];
 	bool batch_busy;
+	/* Connections whose codec flushes at the end of this loop turn: after
+	 * the I/O callbacks (check) or before sleeping (prepare). */
+	struct http_conn *flush_due;
+	uv_check_t flush_check;
+	uv_prepare_t flush_prepare;
+	int open_flushers;
 };
 
 const char *http_date(struct sbx_http_server *s);
 void http_server_conn_gone(struct sbx_http_server *s, struct http_conn *c);
 int http_parse_addr(const char *addr, struct sockaddr_storage *ss);
+/* v in decimal, in out (at least 21 bytes); returns out. For heads, where
+ * snprintf's format machinery costs more than the rest of the head. */
+char *http_utoa(unsigned long long v, char *out);
 /* A token (RFC 9110 5.6.2): header names, methods. len 0 passes. */
 bool http_is_token(const char *at, size_t len);
 /* Adopts a connected socket as a server connection, TLS on it when tls is

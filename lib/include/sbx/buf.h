@@ -29,6 +29,9 @@ void sbx_buf_reset(struct sbx_buf *b);
 /* 0, -E2BIG past the maximum, or -ENOMEM. */
 int sbx_buf_append(struct sbx_buf *b, const void *data, size_t n);
 int sbx_buf_append_str(struct sbx_buf *b, const char *s);
+/* Appends each string up to a NULL one: what a "%s%s..." format would,
+ * without formatting (request and response heads are built with it). */
+int sbx_buf_cat(struct sbx_buf *b, ...) __attribute__((sentinel));
 int sbx_buf_printf(struct sbx_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int sbx_buf_vprintf(struct sbx_buf *b, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));

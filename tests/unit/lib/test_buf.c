@@ -34,6 +34,22 @@ static void append_past_limit_fails_and_keeps_content(void **state)
 	sbx_buf_release(&b);
 }
 
+static void cat_joins_strings_within_the_limit(void **state)
+{
+	struct sbx_buf b;
+
+	sbx_buf_init(&b, 12);
+	assert_int_equal(sbx_buf_cat(&b, NULL), 0);
+	assert_string_equal(b.data, "");
+	assert_int_equal(sbx_buf_cat(&b, "GET", " ", "/a", NULL), 0);
+	assert_string_equal(b.data, "GET /a");
+	assert_int_equal(sbx_buf_cat(&b, " HTTP/1.1", NULL), -E2BIG); /* 15 > 12 */
+	assert_string_equal(b.data, "GET /a");
+	assert_int_equal(sbx_buf_cat(&b, "", "\r\n", NULL), 0);
+	assert_int_equal(b.len, 8);
+	sbx_buf_release(&b);
+}
+
 static void printf_and_consume(void **state)
 {
 	struct sbx_buf b;
@@ -102,6 +118,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(append_within_limit),
 		cmocka_unit_test(append_past_limit_fails_and_keeps_content),
+		cmocka_unit_test(cat_joins_strings_within_the_limit),
 		cmocka_unit_test(printf_and_consume),
 		cmocka_unit_test(grows_through_many_appends),
 		cmocka_unit_test(steal_hands_over_memory),

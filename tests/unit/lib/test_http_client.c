@@ -557,6 +557,9 @@ static void client_pool_notices_a_backend_closing_an_idle_connection(void **stat
 
 static void client_pool_checks_a_connection_when_taking_it(void **state)
 {
+	struct sbx_http_client_request r = {
+		.method = "PUT", .target = "/f", .host = "h", .content_length = 4
+	};
 	struct sbx_http_pool_stats st;
 	struct t t;
 	int fd;
@@ -565,16 +568,54 @@ static void client_pool_checks_a_connection_when_taking_it(void **state)
 	get(&t, "/");
 	fd = be_accept(&t);
 	answer(&t, fd);
-	/* Closed, and taken before the loop has seen it. */
+	/* Closed, and taken before the loop has seen it, by an exchange with
+	 * a body (which could not be sent again). */
 	close(fd);
 	poll(NULL, 0, 20);
-	get(&t, "/");
+	r.backend = t.addr;
+	t.done = false;
+	assert_int_equal(sbx_http_client_start(t.p, &r, &cb, &t, &t.x), 0);
 	assert_false(sbx_http_client_reused(t.x));
+	assert_int_equal(sbx_http_client_write(t.x, "abcd", 4), 0);
+	assert_int_equal(sbx_http_client_end(t.x), 0);
 	fd = be_accept(&t);
-	answer(&t, fd);
+	assert_string_equal(be_read(&t, fd, "abcd"),
+			    "PUT /f HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nabcd");
+	be_write(fd, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+	spin(&t, is_done, fd);
+	assert_int_equal(t.status, 201);
 	sbx_http_pool_stats(t.p, &st);
 	assert_int_equal(st.dropped, 1);
 	assert_int_equal(st.retries, 0);
+	close(fd);
+	teardown(&t);
+}
+
+static void client_without_a_body_on_a_closed_idle_connection_is_retried(void **state)
+{
+	struct sbx_http_pool_stats st;
+	struct t t;
+	int fd;
+
+	setup(&t, NULL);
+	get(&t, "/");
+	fd = be_accept(&t);
+	answer(&t, fd);
+	/* Closed, and taken before the loop has seen it: no check, the
+	 * request goes on the closed connection and again on a new one. */
+	close(fd);
+	poll(NULL, 0, 20);
+	get(&t, "/again");
+	assert_true(sbx_http_client_reused(t.x));
+	fd = be_accept(&t);
+	assert_string_equal(be_read(&t, fd, "\r\n\r\n"), "GET /again HTTP/1.1\r\nHost: h\r\n\r\n");
+	be_write(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+	spin(&t, is_done, fd);
+	assert_int_equal(t.err, 0);
+	assert_int_equal(t.status, 200);
+	sbx_http_pool_stats(t.p, &st);
+	assert_int_equal(st.retries, 1);
+	assert_int_equal(st.dropped, 0);
 	close(fd);
 	teardown(&t);
 }
@@ -812,6 +853,7 @@ int main(void)
 		cmocka_unit_test(client_pool_closes_idle_connections_after_the_timeout),
 		cmocka_unit_test(client_pool_notices_a_backend_closing_an_idle_connection),
 		cmocka_unit_test(client_pool_checks_a_connection_when_taking_it),
+		cmocka_unit_test(client_without_a_body_on_a_closed_idle_connection_is_retried),
 		cmocka_unit_test(client_retries_once_when_a_reused_connection_closes_unanswered),
 		cmocka_unit_test(client_pool_keeps_at_most_max_idle_per_backend),
 		cmocka_unit_test(client_upgrade_hands_over_the_connection),
