@@ -208,9 +208,8 @@ static bool not_passed_on(const struct proxy *p, const char *name, const char *c
 		INGRESS_TO_HEADER,
 	};
 
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (!strcasecmp(name, names[i]))
-			return true;
+	if (sbx_http_name_in(name, names, sizeof(names) / sizeof(names[0])))
+		return true;
 	if (!p->in->o.trust_forwarded &&
 	    (!strcasecmp(name, "x-forwarded-proto") || !strcasecmp(name, "x-forwarded-host")))
 		return true;
@@ -425,10 +424,7 @@ static bool end_to_end(const char *name)
 		"content-type", "date",	      "server",
 	};
 
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (!strcasecmp(name, names[i]))
-			return false;
-	return true;
+	return !sbx_http_name_in(name, names, sizeof(names) / sizeof(names[0]));
 }
 
 /* The head goes out now, with the body's first bytes when there are some:

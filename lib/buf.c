@@ -42,7 +42,7 @@ static int reserve(struct sbx_buf *b, size_t extra)
 	need = b->len + extra;
 	if (b->data && need <= b->cap)
 		return 0;
-	cap = b->cap ? b->cap : 64;
+	cap = b->cap ? b->cap : 256; /* a request head, in one go */
 	while (cap < need)
 		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
 	if (cap > b->max)

@@ -450,10 +450,7 @@ static bool framing(const char *name)
 		"keep-alive", "upgrade",	"proxy-connection"
 	};
 
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (!strcasecmp(name, names[i]))
-			return true;
-	return false;
+	return sbx_http_name_in(name, names, sizeof(names) / sizeof(names[0]));
 }
 
 static int build_head(struct sbx_http_client *x, const struct sbx_http_client_request *r)

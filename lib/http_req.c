@@ -222,13 +222,30 @@ bool sbx_http_secure(const struct sbx_http_req *req)
 	return req->secure;
 }
 
+/* Header names are ASCII tokens: the first letters are compared before
+ * the whole names, which rules out most at the cost of one load. */
+static inline bool same_first(const char *a, const char *b)
+{
+	return ((unsigned char)*a | 0x20) == ((unsigned char)*b | 0x20);
+}
+
 const char *sbx_http_header(const struct sbx_http_req *req, const char *name)
 {
 	for (unsigned i = 0; i < req->n_headers; i++) {
-		if (strcasecmp(req->arena.data + req->headers[i].name, name) == 0)
+		const char *have = req->arena.data + req->headers[i].name;
+
+		if (same_first(have, name) && strcasecmp(have, name) == 0)
 			return req->arena.data + req->headers[i].value;
 	}
 	return NULL;
+}
+
+bool sbx_http_name_in(const char *name, const char *const *names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (same_first(name, names[i]) && !strcasecmp(name, names[i]))
+			return true;
+	return false;
 }
 
 const char *sbx_http_param(const struct sbx_http_req *req, const char *name)

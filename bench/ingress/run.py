@@ -17,13 +17,15 @@ nothing, keeps connections to the backend alive, and takes HTTP/1.1 and h2c
     1.1, proxy_buffering off; HTTP/1.1 on one port and h2c on another
     (nginx 1.22 cannot take both on one clear-text port).
 
-Measures, for each proxy, one after the other:
+Measures, for each proxy, one after the other, in BENCH_ROUNDS (3) rounds
+(the proxies interleaved; the median of each figure is reported):
   - HTTP/1.1: wrk, BENCH_CONNS (50) connections, BENCH_SECONDS (10) s:
     requests/s, p50 and p99;
   - HTTP/2: h2load, 10 connections x 10 streams, BENCH_SECONDS s:
     requests/s, p50 and p99 (from its per-request log);
-  - BENCH_TUNNELS (10,000) idle WebSocket tunnels opened through it: the
-    proxy's RSS (all its processes) above its RSS before, per tunnel.
+  - BENCH_TUNNELS (10,000) idle WebSocket tunnels opened through it (first
+    round only): the proxy's RSS (all its processes) above its RSS before,
+    per tunnel.
 Prints a table and, for sbx-ingress, its ratio to the best peer on each
 line. Figures go to docs/benchmarks.md by hand, with the machine."""
 
@@ -49,6 +51,7 @@ WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNS = int(os.environ.get("BENCH_CONNS", "50"))
 TUNNELS = int(os.environ.get("BENCH_TUNNELS", "10000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 MAXCONN = 60000  # connections each proxy may hold; set from the open files limit
 
 
@@ -329,25 +332,35 @@ def main() -> None:
     only = os.environ.get("BENCH_ONLY")
     if only:
         proxies = [p for p in proxies if p[0] in only.split(",")]
+    # Rounds, the proxies interleaved in each (this machine's speed drifts
+    # by 10 % and more within minutes): the median of each load's figures.
+    # The tunnels are opened once, in the first round.
+    rounds: dict[str, list[dict]] = {name: [] for name, _ in proxies}
     results: dict[str, dict] = {}
     try:
-        for name, start in proxies:
-            port, h2 = free_port(), free_port()
-            proc, path, ws_path, h2_port = start(work, backend_port, ws_port, port, h2)
-            try:
-                print(f"{name}: HTTP/1.1", file=sys.stderr)
-                r = {"h1": http1(port, path)}
-                print(f"{name}: HTTP/2", file=sys.stderr)
-                r["h2"] = http2(h2_port, path, work)
-                print(f"{name}: {TUNNELS} WebSocket tunnels", file=sys.stderr)
-                r["ws"] = tunnels(proc, port, ws_path)
-                results[name] = r
-            finally:
-                proc.stop()
+        for k in range(ROUNDS):
+            for name, start in proxies:
+                port, h2 = free_port(), free_port()
+                proc, path, ws_path, h2_port = start(work, backend_port, ws_port, port, h2)
+                try:
+                    print(f"round {k + 1}/{ROUNDS}, {name}: HTTP/1.1", file=sys.stderr)
+                    r = {"h1": http1(port, path)}
+                    print(f"round {k + 1}/{ROUNDS}, {name}: HTTP/2", file=sys.stderr)
+                    r["h2"] = http2(h2_port, path, work)
+                    if k == 0:
+                        print(f"{name}: {TUNNELS} WebSocket tunnels", file=sys.stderr)
+                        r["ws"] = tunnels(proc, port, ws_path)
+                    rounds[name].append(r)
+                finally:
+                    proc.stop()
     finally:
         backend.stop()
         ws_backend.stop()
         shutil.rmtree(work, ignore_errors=True)
+    for name, rs in rounds.items():
+        results[name] = {part: {key: statistics.median(r[part][key] for r in rs)
+                                for key in rs[0][part]} for part in ("h1", "h2")}
+        results[name]["ws"] = rs[0]["ws"]
     report(results)
 
 
@@ -360,7 +373,7 @@ def report(results: dict[str, dict]) -> None:
             ("RSS per idle tunnel (KiB)", "ws", "per_tunnel_kib", min)]
     print(f"\nbench/ingress on {platform.node()} ({os.cpu_count()} cores, {platform.release()}), "
           f"{WORKERS} worker(s) each, {SECONDS} s per load, {CONNS} HTTP/1.1 connections, "
-          f"h2load 10x10\n")
+          f"h2load 10x10, median of {ROUNDS} interleaved rounds\n")
     print("| measure | " + " | ".join(results) + " | sbx / best peer |")
     print("|---" * (len(results) + 2) + "|")
     for label, part, key, best in rows:

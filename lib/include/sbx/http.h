@@ -202,6 +202,8 @@ const char *sbx_http_path(const struct sbx_http_req *req);
 const char *sbx_http_query_string(const struct sbx_http_req *req);
 /* First header with this name (case-insensitive), or NULL. */
 const char *sbx_http_header(const struct sbx_http_req *req, const char *name);
+/* Is a header name one of names (both in any case)? */
+bool sbx_http_name_in(const char *name, const char *const *names, size_t n);
 /* The i-th header as received (0, 1, ...): false past the last. */
 bool sbx_http_header_at(const struct sbx_http_req *req, unsigned i, const char **name,
 			const char **value);
