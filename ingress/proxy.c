@@ -312,6 +312,33 @@ static int build_target(struct proxy *p)
 
 /* ---- the exchange with the pod ------------------------------------------------------------ */
 
+/* "ip:port" or "[ip6]:port", the pool's key (no snprintf: per request). */
+static void backend_key(struct proxy *p, const char *address)
+{
+	bool v6 = strchr(address, ':') != NULL;
+	size_t n = strlen(address), at = 0;
+	char port[8], *digits = port + sizeof(port) - 1;
+	unsigned v = p->t.port;
+
+	*digits = '\0';
+	do {
+		*--digits = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	if (n + strlen(digits) + 4 > sizeof(p->backend)) {
+		p->backend[0] = '\0'; /* cannot happen: addresses are checked IPs */
+		return;
+	}
+	if (v6)
+		p->backend[at++] = '[';
+	memcpy(p->backend + at, address, n);
+	at += n;
+	if (v6)
+		p->backend[at++] = ']';
+	p->backend[at++] = ':';
+	strcpy(p->backend + at, digits);
+}
+
 static void attempt(struct proxy *p);
 
 /* Waits for the sandbox (or its port) until the hold deadline; past it,
@@ -625,8 +652,7 @@ static void attempt(struct proxy *p)
 		hold(p, 503, why, 0);
 		return;
 	}
-	snprintf(p->backend, sizeof(p->backend), strchr(s->address, ':') ? "[%s]:%u" : "%s:%u",
-		 s->address, p->t.port);
+	backend_key(p, s->address);
 	unhold(p);
 	if (sbx_http_upgrade(p->req)) {
 		tunnel(p);

@@ -75,26 +75,29 @@ int sbx_buf_append_str(struct sbx_buf *b, const char *s)
 
 int sbx_buf_cat(struct sbx_buf *b, ...)
 {
-	size_t total = 0, n;
+	size_t lens[16], total = 0, n, i = 0;
 	const char *s;
 	va_list ap;
 	int rc;
 
 	va_start(ap, b);
-	while ((s = va_arg(ap, const char *)))
-		total += strlen(s);
+	for (; (s = va_arg(ap, const char *)); i++) {
+		n = strlen(s);
+		if (i < 16)
+			lens[i] = n;
+		total += n;
+	}
 	va_end(ap);
 	if ((rc = reserve(b, total)))
 		return rc;
 	va_start(ap, b);
-	while ((s = va_arg(ap, const char *))) {
-		n = strlen(s);
+	for (i = 0; (s = va_arg(ap, const char *)); i++) {
+		n = i < 16 ? lens[i] : strlen(s);
 		memcpy(b->data + b->len, s, n);
 		b->len += n;
 	}
 	va_end(ap);
-	if (b->data)
-		b->data[b->len] = '\0';
+	b->data[b->len] = '\0';
 	return 0;
 }
 

@@ -220,12 +220,14 @@ static int h1_respond(struct sbx_http_req *r, int status, const char *content_ty
 		/* The head and what body there is, in one write. */
 		bool with_body = !r->head && !no_body && len;
 		char size_line[24];
-		int n = snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
 		uv_buf_t b[4] = { uv_buf_init(head.data, (unsigned)head.len) };
 		unsigned nb = 1;
 
-		if (with_body && !whole && q->chunked)
+		if (with_body && !whole && q->chunked) {
+			int n = snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
+
 			b[nb++] = uv_buf_init(size_line, (unsigned)n);
+		}
 		if (with_body)
 			b[nb++] = uv_buf_init((char *)body, (unsigned)len);
 		if (with_body && !whole && q->chunked)
@@ -611,7 +613,7 @@ static int on_headers_complete(http_parser *p)
 	/* An empty last value never called on_header_value: point it at a NUL. */
 	if (h->last == H_FIELD)
 		r->headers[r->n_headers - 1].value = r->arena.len - 1;
-	snprintf(r->method, sizeof(r->method), "%s", http_method_str(p->method));
+	req_set_method(r, http_method_str(p->method));
 	r->head = p->method == HTTP_HEAD;
 	req_split_target(r);
 	if (p->method == HTTP_CONNECT || (r->path[0] != '/' && p->method != HTTP_OPTIONS))

@@ -487,7 +487,7 @@ static void head_done(struct h2 *h2, struct h2_stream *hs)
 		else if (!strcmp(name, ":protocol"))
 			protocol = value;
 		else if (!strcmp(name, ":method"))
-			snprintf(r->method, sizeof(r->method), "%s", value);
+			req_set_method(r, value);
 		else if (!strcmp(name, "content-length"))
 			r->content_length = strtoll(value, NULL, 10);
 		q = value + strlen(value) + 1;

@@ -33,7 +33,7 @@ struct sbx_http_client {
 	const struct sbx_http_client_callbacks *cb;
 	void *arg;
 	enum x_state state;
-	char *key;	      /* the backend, for a retry */
+	char key[64];	      /* the backend ("ip:port"), for a retry */
 	struct sbx_buf head;  /* the request head: sent again on a retry */
 	struct sbx_buf early; /* body bytes written before the connection was up */
 	http_parser parser;
@@ -64,7 +64,6 @@ static void x_free(struct sbx_http_client *x)
 	sbx_buf_release(&x->head);
 	sbx_buf_release(&x->early);
 	sbx_buf_release(&x->fields);
-	sbx_free(x->key);
 	sbx_free(x);
 }
 
@@ -508,8 +507,10 @@ int sbx_http_client_start(struct sbx_http_pool *p, const struct sbx_http_client_
 	sbx_buf_init(&x->head, 2 * p->o.max_header_bytes + 4096);
 	sbx_buf_init(&x->early, SIZE_MAX);
 	sbx_buf_init(&x->fields, p->o.max_header_bytes);
-	x->key = sbx_strdup(r->backend);
-	rc = x->key ? build_head(x, r) : -ENOMEM;
+	/* The pool's addresses are numeric: "[v6]:port" fits. */
+	rc = strlen(r->backend) < sizeof(x->key) ? build_head(x, r) : -EINVAL;
+	if (!rc)
+		strcpy(x->key, r->backend);
 	if (rc) {
 		x_free(x);
 		return rc;

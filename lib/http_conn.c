@@ -52,10 +52,14 @@ bool conn_congested(const struct http_conn *c)
 	return conn_queued(c) > c->s->o.write_high_water;
 }
 
-/* The one timer runs to the earliest of the three deadlines. */
+/* The one timer runs to the earliest of the three deadlines, lazily: a
+ * deadline that moves later (every request moves the idle one) leaves the
+ * armed timer as it is, and the timer, when it fires early, arms itself
+ * again for what is due then. Most requests so touch no timer at all (a
+ * start or stop is a heap update in libuv). */
 void conn_arm(struct http_conn *c)
 {
-	uint64_t at = 0;
+	uint64_t at = 0, now;
 
 	if (c->state == CONN_CLOSED)
 		return;
@@ -65,12 +69,10 @@ void conn_arm(struct http_conn *c)
 		at = c->write_at;
 	if (c->drain_at && (!at || c->drain_at < at))
 		at = c->drain_at;
-	if (!at) {
-		uv_timer_stop(&c->timer);
+	if (!at || (uv_is_active((uv_handle_t *)&c->timer) && c->armed_at <= at))
 		return;
-	}
-	uint64_t now = uv_now(c->s->loop);
-
+	now = uv_now(c->s->loop);
+	c->armed_at = at;
 	uv_timer_start(&c->timer, on_timer, at > now ? at - now : 0, 0);
 }
 
@@ -85,9 +87,13 @@ static void on_timer(uv_timer_t *t)
 {
 	struct http_conn *c = t->data;
 	uint64_t now = uv_now(c->s->loop);
+	bool stopped = c->drain_at && now >= c->drain_at, stuck = c->write_at && now >= c->write_at;
 
-	if ((c->drain_at && now >= c->drain_at) || (c->write_at && now >= c->write_at) ||
-	    c->state == CONN_SHUTTING || c->state == CONN_LINGERING) {
+	if (!stopped && !stuck && !(c->timer_at && now >= c->timer_at)) {
+		conn_arm(c); /* early (armed for an earlier deadline): nothing due yet */
+		return;
+	}
+	if (stopped || stuck || c->state == CONN_SHUTTING || c->state == CONN_LINGERING) {
 		/* Stopped long enough, a client that does not read what it is
 		 * sent, or the end of lingering. */
 		conn_close(c);

@@ -153,10 +153,19 @@ void pool_read(struct upconn *c, bool on)
 	}
 }
 
+static void pool_timer_at(struct upconn *c, uint64_t at);
+
 static void on_timer(uv_timer_t *t)
 {
 	struct upconn *c = t->data;
 
+	if (!c->due_at)
+		return;
+	if (uv_now(c->p->loop) < c->due_at) {
+		pool_timer_at(c, c->due_at); /* armed for an earlier deadline */
+		return;
+	}
+	c->due_at = 0;
 	if (c->state == UP_IDLE) {
 		c->p->stats.expired++;
 		pool_close(c);
@@ -166,12 +175,23 @@ static void on_timer(uv_timer_t *t)
 		client_timeout(c->x);
 }
 
+/* Lazily, like the server's connections: a deadline that moves later
+ * leaves the armed timer be (it arms itself again when it fires early), so
+ * that progress on an exchange costs no timer update. */
+static void pool_timer_at(struct upconn *c, uint64_t at)
+{
+	uint64_t now = uv_now(c->p->loop);
+
+	c->due_at = at;
+	if (!at || (uv_is_active((uv_handle_t *)&c->timer) && c->armed_at <= at))
+		return;
+	c->armed_at = at;
+	uv_timer_start(&c->timer, on_timer, at > now ? at - now : 0, 0);
+}
+
 void pool_timer(struct upconn *c, uint64_t ms)
 {
-	if (ms)
-		uv_timer_start(&c->timer, on_timer, ms, 0);
-	else
-		uv_timer_stop(&c->timer);
+	pool_timer_at(c, ms ? uv_now(c->p->loop) + ms : 0);
 }
 
 /* ---- writing ------------------------------------------------------------------------ */

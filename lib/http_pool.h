@@ -30,7 +30,9 @@ struct upconn {
 	enum up_state state;
 	int handles; /* open libuv handles; freed at 0 */
 	bool reading;
-	bool served; /* carried an exchange before: a reuse */
+	bool served;	   /* carried an exchange before: a reuse */
+	uint64_t due_at;   /* the deadline (loop time, ms); 0: none */
+	uint64_t armed_at; /* what the timer is set for, while active */
 	/* The backend's idle list, and the pool's (oldest last), while IDLE. */
 	struct upconn *prev, *next, *lru_prev, *lru_next;
 };

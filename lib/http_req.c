@@ -489,6 +489,14 @@ void http_stream_attach(struct http_stream *st, const struct http_stream_cb *cb,
 	st->ops->resume(st);
 }
 
+void req_set_method(struct sbx_http_req *r, const char *method)
+{
+	size_t n = strnlen(method, sizeof(r->method) - 1);
+
+	memcpy(r->method, method, n);
+	r->method[n] = '\0';
+}
+
 char *http_utoa(unsigned long long v, char *out)
 {
 	char digits[21];

@@ -99,6 +99,7 @@ struct http_conn {
 	bool reserved; /* holds a health slot: only health routes are served */
 	enum conn_timer timer_kind;
 	uint64_t timer_at; /* the codec's deadline (loop time, ms); 0: none */
+	uint64_t armed_at; /* what the timer is set for, while active */
 	uint64_t write_at; /* queued bytes must move by then; 0: nothing queued */
 	uint64_t drain_at; /* the server stops: closed by then */
 	int handles;	   /* libuv handles still open */
@@ -193,6 +194,8 @@ struct sbx_http_server {
 const char *http_date(struct sbx_http_server *s);
 void http_server_conn_gone(struct sbx_http_server *s, struct http_conn *c);
 int http_parse_addr(const char *addr, struct sockaddr_storage *ss);
+/* The request's method, cut to its field's size. */
+void req_set_method(struct sbx_http_req *r, const char *method);
 /* v in decimal, in out (at least 21 bytes); returns out. For heads, where
  * snprintf's format machinery costs more than the rest of the head. */
 char *http_utoa(unsigned long long v, char *out);
