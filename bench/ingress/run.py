@@ -347,6 +347,9 @@ def main() -> None:
                     r = {"h1": http1(port, path)}
                     print(f"round {k + 1}/{ROUNDS}, {name}: HTTP/2", file=sys.stderr)
                     r["h2"] = http2(h2_port, path, work)
+                    print(f"  HTTP/1.1 {r['h1']['rps']:.0f} req/s, p99 {r['h1']['p99']:.2f} ms; "
+                          f"HTTP/2 {r['h2']['rps']:.0f} req/s, p99 {r['h2']['p99']:.2f} ms",
+                          file=sys.stderr)
                     if k == 0:
                         print(f"{name}: {TUNNELS} WebSocket tunnels", file=sys.stderr)
                         r["ws"] = tunnels(proc, port, ws_path)
