@@ -14,6 +14,7 @@
 #include "sbx/yaml.h"
 
 #include <dirent.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -155,6 +156,22 @@ static bool has_skill_md(const char *dir)
 	       S_ISREG(st.st_mode);
 }
 
+/* A skill's name becomes a folder under the skills directory: one path
+ * segment of letters, digits, '.', '_' and '-', not starting with a dot (so
+ * not "." or ".." either), so that it cannot name anything outside. */
+static bool safe_name(const char *name, size_t len)
+{
+	if (!len || len > 255 || name[0] == '.')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (!isalnum(c) && c != '.' && c != '_' && c != '-')
+			return false;
+	}
+	return true;
+}
+
 static int add_found(struct reg_job *j, const char *dir, const char *fallback_name)
 {
 	struct found *f;
@@ -168,8 +185,13 @@ static int add_found(struct reg_job *j, const char *dir, const char *fallback_na
 	if ((rc = read_skill_md(dir, &f->metadata, NULL, err, sizeof(err))))
 		return fail(j, -rc, "%s/SKILL.md: %s", dir, err[0] ? err : strerror(-rc));
 	name = json_string_value(json_object_get(f->metadata, "name"));
-	snprintf(f->name, sizeof(f->name), "%s", name && *name ? name : fallback_name);
-	if (strchr(f->name, '/') || !strcmp(f->name, ".") || !strcmp(f->name, "..")) {
+	/* The name the front matter gives, else the one asked for, else the
+	 * folder's (an unpacked zip's root has none usable). */
+	snprintf(f->name, sizeof(f->name), "%s",
+		 name && *name ? name
+		 : j->name[0]  ? j->name
+			       : fallback_name);
+	if (!safe_name(f->name, strlen(f->name))) {
 		json_decref(f->metadata);
 		return fail(j, EINVAL, "skill name '%s' is not a usable name", f->name);
 	}
@@ -487,6 +509,14 @@ void skills_handle_register(struct sbx_http_req *req, void *arg)
 	}
 	if (!f.has_file && !f.path.len) {
 		api_invalid(req, "body", "give a zip as 'file' or a folder as 'path'", "missing");
+		goto out;
+	}
+	if (f.name.len && !safe_name(f.name.data, f.name.len)) {
+		api_invalid(
+			req, "body.name",
+			"a skill name is one path segment of letters, digits, '.', '_' and '-', "
+			"not starting with '.'",
+			"value_error");
 		goto out;
 	}
 	j = sbx_calloc(1, sizeof(*j));

@@ -109,3 +109,32 @@ def test_not_a_zip_and_no_input(sb):
     assert not r.success and "not a zip" in r.message
     r = requests.post(f"{a.url}/v1/skills/register", files={"name": (None, "x")})
     assert r.status_code == 422
+
+
+@pytest.mark.parametrize("name", ["../victim", "..", ".", "a/b", ".hidden", "a\\b", "x" * 256,
+                                  "na\x00me"])
+def test_a_name_that_is_not_one_safe_segment_is_refused_and_touches_nothing(sb, name):
+    # A name became a folder under the skills directory: "../victim" used to
+    # delete and replace a folder beside it.
+    _, a, tmp = sb
+    victim = tmp / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    data = zipped({"SKILL.md": "---\ndescription: d\n---\nbody\n"})
+    r = requests.post(f"{a.url}/v1/skills/register",
+                      files={"file": ("s.zip", data, "application/zip"), "name": (None, name)})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"][0] == "body"
+    assert [p.name for p in victim.iterdir()] == ["keep.txt"]
+    assert (victim / "keep.txt").read_text() == "mine"
+    skills = tmp / "skills"
+    assert not skills.exists() or not [p for p in skills.iterdir()]
+
+
+def test_a_skill_md_name_that_is_not_one_safe_segment_is_refused(sb):
+    c, _, tmp = sb
+    r = c.skills.register_skills(
+        file=("s.zip", zipped({"a/SKILL.md": "---\nname: ../victim\n---\nbody\n"}),
+              "application/zip"))
+    assert not r.success and "not a usable name" in r.message
+    assert not (tmp / "victim").exists()
