@@ -20,6 +20,9 @@ void api_ok(struct sbx_http_req *req, const char *message, json_t *data);
 void api_fail(struct sbx_http_req *req, const char *message, json_t *data);
 /* 422 with one detail entry: loc is "body.field" (split on dots). */
 void api_invalid(struct sbx_http_req *req, const char *loc, const char *msg, const char *type);
+/* The largest number of seconds a request may give (a timeout, a wait):
+ * a billion, so that any such value in milliseconds fits a uint64_t. */
+#define API_MAX_SECONDS 1e9
 
 /* Where the client reached the agent: "http(s)://host/prefix", the same with
  * ws(s)://, and "host/prefix". A proxy in front says so with

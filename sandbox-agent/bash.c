@@ -506,13 +506,20 @@ static bool opt_number(struct sbx_http_req *req, json_t *body, const char *f, do
 	*out = -1;
 	if (!v || json_is_null(v))
 		return true;
-	if (json_is_number(v) && json_number_value(v) >= 0) {
-		*out = json_number_value(v);
-		return true;
-	}
 	snprintf(loc, sizeof(loc), "body.%s", f);
-	api_invalid(req, loc, "Input should be a non-negative number", "float_type");
-	return false;
+	if (!json_is_number(v) || !(json_number_value(v) >= 0)) {
+		api_invalid(req, loc, "Input should be a non-negative number", "float_type");
+		return false;
+	}
+	/* Seconds, turned into milliseconds for a timer: bounded so that the
+	 * conversion stays defined. */
+	if (json_number_value(v) > API_MAX_SECONDS) {
+		api_invalid(req, loc, "Input should be less than or equal to 1000000000",
+			    "less_than_equal");
+		return false;
+	}
+	*out = json_number_value(v);
+	return true;
 }
 
 static bool required_session(struct sbx_http_req *req, json_t *body, const char **id)

@@ -15,6 +15,8 @@
 #include <stdatomic.h>
 #include <fnmatch.h>
 #include <regex.h>
+#include <math.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1152,23 +1154,44 @@ struct grepper {
 };
 
 /* "1M", "500K", "2G" or a plain byte count. */
-static size_t parse_size(const char *s, size_t fallback)
+/* "1M", "500K", "2G", "1048576", "1.5m", a "B" after the unit allowed:
+ * 0, or -EINVAL for anything else (negative, not finite, 2^63 or more,
+ * trailing bytes). */
+static int parse_size(const char *s, size_t fallback, size_t *out)
 {
+	double v, unit = 1;
 	char *end;
-	double v;
 
+	*out = fallback;
 	if (!s || !*s)
-		return fallback;
+		return 0;
+	errno = 0;
 	v = strtod(s, &end);
-	if (end == s || v < 0)
-		return fallback;
-	if (*end == 'k' || *end == 'K')
-		v *= 1024;
-	else if (*end == 'm' || *end == 'M')
-		v *= 1024 * 1024;
-	else if (*end == 'g' || *end == 'G')
-		v *= 1024.0 * 1024 * 1024;
-	return (size_t)v;
+	if (end == s || !isfinite(v) || v < 0 || isspace((unsigned char)*s))
+		return -EINVAL;
+	switch (*end) {
+	case 'k':
+	case 'K':
+		unit = 1024, end++;
+		break;
+	case 'm':
+	case 'M':
+		unit = 1024.0 * 1024, end++;
+		break;
+	case 'g':
+	case 'G':
+		unit = 1024.0 * 1024 * 1024, end++;
+		break;
+	}
+	if (*end == 'b' || *end == 'B')
+		end++;
+	if (*end)
+		return -EINVAL;
+	v *= unit;
+	if (!(v < 0x1p63))
+		return -EINVAL; /* 1e30 is not a file size */
+	*out = (size_t)v;
+	return 0;
 }
 
 static bool any_glob(json_t *globs, const char *name, const char *rel)
@@ -1383,7 +1406,8 @@ static int do_grep(struct job *j)
 	g.offset = clamp((long)json_integer_value(json_object_get(a, "offset")), 0, LONG_MAX);
 	g.max_results =
 		json_is_integer(mr) ? (size_t)clamp((long)json_integer_value(mr), 1, 10000) : 500;
-	g.max_file = parse_size(json_string_value(json_object_get(a, "max_file_size")), 1u << 20);
+	(void)parse_size(json_string_value(json_object_get(a, "max_file_size")), 1u << 20,
+			 &g.max_file); /* checked when the request came */
 	if (g.max_file > j->f->max_read_bytes)
 		g.max_file = j->f->max_read_bytes;
 	for (size_t i = 0; type && i < sizeof(grep_types) / sizeof(grep_types[0]); i++) {
@@ -1561,6 +1585,18 @@ static void start(struct sbx_http_req *req, struct files *f, enum op op, const c
 		if (!check_type(req, body, fields[i].name, fields[i].type, fields[i].required) ||
 		    !check_enum(req, body, &fields[i])) {
 			json_decref(body);
+			return;
+		}
+	}
+	if (op == OP_GREP) {
+		size_t size;
+
+		if (parse_size(json_string_value(json_object_get(body, "max_file_size")), 0,
+			       &size)) {
+			json_decref(body);
+			api_invalid(req, "body.max_file_size",
+				    "Input should be a size such as 1M, 500K or 1048576",
+				    "value_error");
 			return;
 		}
 	}

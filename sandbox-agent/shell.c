@@ -639,6 +639,11 @@ static bool opt_field(struct sbx_http_req *req, json_t *body, const char *name, 
 		api_invalid(req, loc, "Input should be a valid boolean", "bool_type");
 		return false;
 	case 'n':
+		if (json_is_number(v) && json_number_value(v) > API_MAX_SECONDS) {
+			api_invalid(req, loc, "Input should be less than or equal to 1000000000",
+				    "less_than_equal");
+			return false;
+		}
 		if (json_is_number(v) && json_number_value(v) >= 0) {
 			*(double *)out = json_number_value(v);
 			return true;

@@ -113,3 +113,14 @@ def test_sessions_truncation_and_errors(sb):
     assert r.status_code == 422
     r = requests.post(f"{a.url}/v1/bash/exec", json={"command": "true", "exec_dir": "rel"})
     assert r.status_code == 422
+
+
+@pytest.mark.parametrize("field", ["timeout", "hard_timeout"])
+def test_a_timeout_beyond_a_billion_seconds_is_refused(sb, field):
+    # 1e30 seconds in milliseconds does not fit the timer's integer.
+    _, a, _ = sb
+    r = requests.post(f"{a.url}/v1/bash/exec", json={"command": "true", field: 1e30})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", field]
+    r = requests.post(f"{a.url}/v1/bash/exec", json={"command": "true", field: 1e9})
+    assert r.status_code == 200, r.text

@@ -302,3 +302,27 @@ def test_walks_are_bounded_in_time(agent, tmp_path):  # noqa: F811
         t0 = time.monotonic()
         r = c.file.read_file(file="/proc/kmsg")
         assert time.monotonic() - t0 < 5 and not r.success
+
+
+@pytest.mark.parametrize("size", ["1e30", "inf", "NaN", "-1", "1Q", "1e308G", " 1M", "1MX", ""])
+def test_grep_max_file_size_must_be_a_size(sdk, size):
+    # "1e30" (or inf, NaN) was converted to size_t unchecked: undefined.
+    _, ws, a = sdk
+    (ws / "t.txt").write_text("needle\n")
+    r = requests.post(f"{a.url}/v1/file/grep",
+                      json={"path": str(ws), "pattern": "needle", "max_file_size": size})
+    if size == "":
+        assert r.status_code == 200 and r.json()["data"]["files_matched"] == 1, r.text
+        return
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "max_file_size"]
+
+
+@pytest.mark.parametrize("size,found", [("1M", 1), ("500K", 1), ("3", 0), ("1.5kb", 1),
+                                        ("1048576", 1)])
+def test_grep_max_file_size_skips_larger_files(sdk, size, found):
+    _, ws, a = sdk
+    (ws / "t.txt").write_text("needle\n")  # 7 bytes
+    r = requests.post(f"{a.url}/v1/file/grep",
+                      json={"path": str(ws), "pattern": "needle", "max_file_size": size})
+    assert r.status_code == 200 and r.json()["data"]["files_matched"] == found, r.text

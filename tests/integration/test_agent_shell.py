@@ -171,3 +171,10 @@ def test_exit_in_a_command_reports_its_status_and_ends_the_session(agent):  # no
     assert_no_zombies_below(a.proc.pid)
     r = c.shell.exec_command(id=sid, command="echo again")
     assert r.data.exit_code == 0 and r.data.output.strip() == "again"
+
+
+def test_a_timeout_beyond_a_billion_seconds_is_refused(sh):
+    _, a, _ = sh
+    r = requests.post(f"{a.url}/v1/shell/exec", json={"command": "true", "hard_timeout": 1e30})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "hard_timeout"]
