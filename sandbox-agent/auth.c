@@ -124,32 +124,58 @@ static bool deny(struct auth *a, struct sbx_http_req *req, const char *why)
 	return false;
 }
 
+/* Whether a static key or a token is one this agent accepts: NULL, or why
+ * not. */
+static const char *check_key_or_token(struct auth *a, const char *cred, bool token_too)
+{
+	if (strlen(cred) > SBX_JWT_MAX)
+		return "token too long";
+	if (a->api_key && same_secret(cred, a->api_key))
+		return NULL;
+	if (!token_too || !a->key.pem)
+		return "invalid API key";
+	return auth_check_jwt(a, cred, (long long)time(NULL));
+}
+
+/* The credentials a request may carry, in the order they are tried: the
+ * key headers (X-AIO-API-Key, X-API-Key), Authorization: Bearer (the key or
+ * a JWT), the api_key query parameter, then a ticket (spent only when
+ * nothing before it let the request in). One good credential is enough; a
+ * refusal names what was wrong with the first one given. */
 bool auth_authorize(struct sbx_http_req *req, void *arg)
 {
+	static const char *const key_headers[] = { "X-AIO-API-Key", "X-API-Key" };
 	struct auth *a = arg;
-	const char *h, *token = NULL, *why = "missing credentials";
-	char ticket[128];
+	const char *h, *why = NULL, *w;
+	char query[SBX_JWT_MAX + 2];
 
 	if (!auth_enabled(a))
 		return true;
-	if (sbx_http_query(req, "ticket", ticket, sizeof(ticket)) > 0)
-		return sbx_tickets_take(&a->tickets, ticket, NULL)
-			       ? true
-			       : deny(a, req, "invalid or expired ticket");
-	h = sbx_http_header(req, "X-API-Key");
-	if (h && a->api_key)
-		return same_secret(h, a->api_key) ? true : deny(a, req, "invalid API key");
+	for (size_t i = 0; i < sizeof(key_headers) / sizeof(key_headers[0]); i++) {
+		if ((h = sbx_http_header(req, key_headers[i]))) {
+			if (!(w = check_key_or_token(a, h, false)))
+				return true;
+			why = why ? why : w;
+		}
+	}
 	h = sbx_http_header(req, "Authorization");
-	if (h && strncasecmp(h, "Bearer ", 7) == 0)
-		token = h + 7 + strspn(h + 7, " ");
-	if (!token || !*token)
-		return deny(a, req, why);
-	if (strlen(token) > SBX_JWT_MAX)
-		return deny(a, req, "token too long");
-	if (a->api_key && same_secret(token, a->api_key))
-		return true;
-	if (!a->key.pem)
-		return deny(a, req, "invalid API key");
-	why = auth_check_jwt(a, token, (long long)time(NULL));
-	return why ? deny(a, req, why) : true;
+	if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+		h += 7 + strspn(h + 7, " ");
+		if (*h) {
+			if (!(w = check_key_or_token(a, h, true)))
+				return true;
+			why = why ? why : w;
+		}
+	}
+	if (sbx_http_query(req, "api_key", query, sizeof(query)) > 0) {
+		if (!(w = check_key_or_token(a, query, false)))
+			return true;
+		why = why ? why : w;
+	}
+	if (sbx_http_query(req, "ticket", query, 128) > 0) {
+		if (sbx_tickets_take(&a->tickets, query, NULL))
+			return true;
+		why = why ? why : "invalid or expired ticket";
+	}
+	return deny(a, req, why ? why : "missing credentials");
 }

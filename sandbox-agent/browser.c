@@ -498,17 +498,44 @@ void browser_handle_screenshot(struct sbx_http_req *req, void *arg)
 	start(req, arg, K_SHOT, "");
 }
 
+/* Appends the query's parameters but the gateway's credentials (ticket,
+ * api_key) to out: the browser is not told them. */
+static bool query_without_credentials(const char *q, struct sbx_buf *out)
+{
+	bool first = true;
+
+	while (*q) {
+		size_t len = strcspn(q, "&"), name = strcspn(q, "=&");
+
+		if (len && !((name == 6 && !strncmp(q, "ticket", 6)) ||
+			     (name == 7 && !strncmp(q, "api_key", 7)))) {
+			if (sbx_buf_append(out, first ? "?" : "&", 1) ||
+			    sbx_buf_append(out, q, len))
+				return false;
+			first = false;
+		}
+		q += len + (q[len] == '&');
+	}
+	return true;
+}
+
 void browser_handle_devtools(struct sbx_http_req *req, void *arg)
 {
+	/* The gateway's and the agent's credentials stay here: what reaches
+	 * the browser is the DevTools protocol, nothing of who asked. */
 	static const char *const drop[] = { "Origin",
+					    "Authorization",
+					    "Proxy-Authorization",
+					    "X-API-Key",
+					    "X-AIO-API-Key",
+					    "Cookie",
 					    "X-Forwarded-For",
 					    "X-Forwarded-Host",
 					    "X-Forwarded-Proto",
 					    "X-Forwarded-Prefix",
 					    NULL };
 	struct browser *b = arg;
-	char path[2048];
-	const char *q = sbx_http_query_string(req);
+	struct sbx_buf path;
 
 	if (!b->cdp) {
 		sbx_http_respond_error(req, 503, no_browser);
@@ -517,12 +544,17 @@ void browser_handle_devtools(struct sbx_http_req *req, void *arg)
 	/* /cdp/devtools/browser/ID -> /devtools/browser/ID on Chromium. Its
 	 * DevTools refuse a Host that is not an address, and (since 111) an
 	 * Origin it was not told of: the agent's own auth guards this path. */
-	if (snprintf(path, sizeof(path), "%s%s%s", sbx_http_path(req) + 4, *q ? "?" : "", q) >=
-	    (int)sizeof(path)) {
+	sbx_buf_init(&path, 2048);
+	if (sbx_buf_append_str(&path, sbx_http_path(req) + 4) ||
+	    !query_without_credentials(sbx_http_query_string(req), &path)) {
+		sbx_buf_release(&path);
 		sbx_http_respond_error(req, 414, "path too long");
 		return;
 	}
-	struct sbx_http_tunnel_opts o = { .upstream = b->cdp, .path = path, .drop_headers = drop };
+	struct sbx_http_tunnel_opts o = { .upstream = b->cdp,
+					  .path = path.data,
+					  .drop_headers = drop };
 
 	sbx_http_tunnel(req, &o);
+	sbx_buf_release(&path);
 }

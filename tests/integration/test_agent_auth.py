@@ -142,6 +142,30 @@ def test_static_api_key_forms(agent):  # noqa: F811
     assert get(a, headers={"X-API-Key": "s3cret-kez"}).status_code == 401
     assert get(a, token="s3cret-ke").status_code == 401
     assert get(a).status_code == 401
+    # AIO's own forms: its header and the query parameter.
+    assert get(a, headers={"X-AIO-API-Key": "s3cret-key"}).status_code == 200
+    assert get(a, params={"api_key": "s3cret-key"}).status_code == 200
+    assert get(a, headers={"X-AIO-API-Key": "nope"}).status_code == 401
+    assert get(a, params={"api_key": "nope"}).status_code == 401
+
+
+def test_one_good_credential_is_enough_and_a_ticket_is_spent_last(agent):  # noqa: F811
+    a = agent(env=dict(os.environ, SANDBOX_API_KEY="s3cret-key"))
+    # A stale ticket in a browser URL beside a good key: the key lets it in.
+    assert get(a, headers={"X-AIO-API-Key": "s3cret-key"},
+               params={"ticket": "0" * 48}).status_code == 200
+    assert get(a, params={"api_key": "s3cret-key", "ticket": "0" * 48}).status_code == 200
+    # A wrong key beside a good one in another form: still in.
+    assert get(a, headers={"X-API-Key": "wrong"}, token="s3cret-key").status_code == 200
+    # A good ticket is not spent when a key already let the request in.
+    ticket = requests.post(a.url + "/tickets", headers={"X-API-Key": "s3cret-key"},
+                           timeout=5).json()["ticket"]
+    assert get(a, token="s3cret-key", params={"ticket": ticket}).status_code == 200
+    assert get(a, params={"ticket": ticket}).status_code == 200
+    assert get(a, params={"ticket": ticket}).status_code == 401
+    # Nothing good: 401 naming the first credential's fault.
+    r = get(a, headers={"X-AIO-API-Key": "wrong"}, params={"ticket": "0" * 48})
+    assert r.status_code == 401 and r.json()["detail"] == "invalid API key"
 
 
 def test_without_configuration_everything_is_open(agent):  # noqa: F811

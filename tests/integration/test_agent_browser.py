@@ -170,3 +170,55 @@ def test_terminal_page_in_a_real_browser(agent, chromium, tmp_path):  # noqa: F8
     ticket = r.data.split("ticket=")[1]
     resp = requests.get(f"{a.url}/v1/shell/ws", params={"session_id": sid, "ticket": ticket})
     assert resp.status_code == 401
+
+
+def test_the_browser_sees_no_client_credential(agent):  # noqa: F811
+    # A stand-in for Chromium's DevTools endpoint (a mock, named as such:
+    # what is checked is what the agent sends it): it records the upgrade
+    # request it gets and accepts it.
+    import base64
+    import hashlib
+
+    seen: list[bytes] = []
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    port = lsock.getsockname()[1]
+
+    def serve():
+        conn, _ = lsock.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            head += chunk
+        seen.append(head)
+        key = [ln.split(b":", 1)[1].strip() for ln in head.split(b"\r\n")
+               if ln.lower().startswith(b"sec-websocket-key:")][0]
+        accept = base64.b64encode(hashlib.sha1(
+            key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        conn.recv(1024)
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    a = agent(f"--cdp=127.0.0.1:{port}", env=dict(os.environ, SANDBOX_API_KEY="k3y"))
+    ticket = requests.post(f"{a.url}/tickets", headers={"X-API-Key": "k3y"}, timeout=5).json()
+    url = (f"ws://127.0.0.1:{a.port}/cdp/devtools/browser/abc?api_key=k3y&x=1"
+           f"&ticket={ticket['ticket']}")
+    with connect(url, additional_headers={"Authorization": "Bearer k3y", "X-API-Key": "k3y",
+                                          "X-AIO-API-Key": "k3y", "Cookie": "s=1"},
+                 open_timeout=10):
+        pass
+    t.join(10)
+    lsock.close()
+    assert seen, "the upstream got no request"
+    head = seen[0].decode()
+    request_line = head.split("\r\n")[0]
+    assert request_line == "GET /devtools/browser/abc?x=1 HTTP/1.1", request_line
+    assert "k3y" not in head and ticket["ticket"] not in head, head
+    names = {ln.split(":")[0].lower() for ln in head.split("\r\n")[1:] if ":" in ln}
+    assert not names & {"authorization", "x-api-key", "x-aio-api-key", "cookie"}, names
