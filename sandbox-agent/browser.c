@@ -387,7 +387,7 @@ static void fetch_done(uv_work_t *w, int status)
 				sbx_http_respond(req, 200, f->jpeg ? "image/jpeg" : "image/png",
 						 f->image, f->image_len);
 			else
-				api_fail(req, f->err, NULL);
+				sbx_http_respond_error(req, 502, f->err);
 		} else if (f->err[0] || f->status != 200) {
 			char msg[320];
 
@@ -437,7 +437,9 @@ static void start(struct sbx_http_req *req, struct browser *b, enum kind kind, c
 	struct fetch *f;
 
 	if (!b->cdp) {
-		if (kind == K_JSON)
+		/* An image endpoint answers an error status: the SDKs hand a 200's
+		 * body back as the image. */
+		if (kind == K_JSON || kind == K_SHOT)
 			sbx_http_respond_error(req, 503, no_browser);
 		else
 			api_fail(req, no_browser, NULL);

@@ -128,8 +128,11 @@ def test_without_a_browser_every_endpoint_says_so(agent):  # noqa: F811
     assert not info.success and "no browser in this sandbox" in info.message
     r = requests.get(f"{a.url}/cdp/json/version")
     assert r.status_code == 503 and "no browser" in r.text
+    # An image endpoint: an error status (both SDKs hand a 200's body back
+    # as the image), with a JSON body that says why.
     r = requests.get(f"{a.url}/v1/browser/screenshot")
-    assert r.status_code == 200 and not r.json()["success"]
+    assert r.status_code == 503 and r.headers["Content-Type"].startswith("application/json")
+    assert "no browser" in r.text
 
 
 def test_unreachable_browser_is_a_clear_error(agent):  # noqa: F811
@@ -140,6 +143,8 @@ def test_unreachable_browser_is_a_clear_error(agent):  # noqa: F811
         "Upgrade": "websocket", "Connection": "Upgrade",
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"})
     assert r.status_code == 502
+    r = requests.get(f"{a.url}/v1/browser/screenshot")
+    assert r.status_code == 502 and "did not answer" in r.json()["error"]["message"], r.text
 
 
 def test_terminal_page_in_a_real_browser(agent, chromium, tmp_path):  # noqa: F811
