@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define EPHEMERAL_LINGER_S 600
 #define HISTORY		   16 /* finished commands a session remembers */
 #define MAX_ID		   64
 #define DEFAULT_MAX_OUTPUT 50000
@@ -60,6 +61,13 @@ struct bsession {
 	char id[MAX_ID + 1];
 	char dir[PATH_MAX];
 	bool closed;
+	/* Made for one /v1/bash/exec without a session_id: it ends with its
+	 * command when the exec answered the final result; otherwise (async,
+	 * or the exec's timeout came first) its output can be read for
+	 * EPHEMERAL_LINGER_S after the command ended, unless a new session
+	 * needs its place first. Naming it in a later exec makes it last. */
+	bool ephemeral, delivered;
+	time_t finished_at;
 	time_t created_at, last_used_at;
 	unsigned command_count;
 	struct bcmd *history[HISTORY]; /* newest last */
@@ -193,6 +201,8 @@ static void wait_answer(struct bwait *w)
 			       exec_result(c, w->max_len));
 		else
 			api_ok(w->req, "Output", output_result(c, w->off, w->eoff));
+		if (w->is_exec && c->status != C_RUNNING)
+			c->s->delivered = true; /* the exec answered its final result */
 	}
 	uv_timer_stop(&w->timer);
 	uv_close((uv_handle_t *)&w->timer, wait_closed);
@@ -253,6 +263,8 @@ static void wait_add(struct bcmd *c, struct sbx_http_req *req, bool is_exec, siz
 	sbx_http_on_abort(req, wait_gone, w);
 }
 
+static void session_close(struct bsession *s);
+
 /* ---- the command's process --------------------------------------------------------- */
 
 static void cmd_step(struct bcmd *c)
@@ -268,6 +280,11 @@ static void cmd_step(struct bcmd *c)
 	uv_close((uv_handle_t *)&c->out, cmd_closed);
 	uv_close((uv_handle_t *)&c->err, cmd_closed);
 	uv_close((uv_handle_t *)&c->hard, cmd_closed);
+	if (c->s->ephemeral && !c->s->closed) {
+		c->s->finished_at = time(NULL);
+		if (c->s->delivered)
+			session_close(c->s);
+	}
 }
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
@@ -420,11 +437,47 @@ static json_t *session_info(const struct bsession *s)
 			 (int)s->command_count);
 }
 
+struct sweep {
+	struct bsession *due[64];
+	size_t n;
+	struct bsession *oldest; /* the finished one-call session to evict first */
+	time_t now;
+};
+
+static void sweep_one(const char *key, void *value, void *arg)
+{
+	struct sweep *sw = arg;
+	struct bsession *s = value;
+
+	(void)key;
+	if (!s->ephemeral || !s->finished_at)
+		return;
+	if (sw->now - s->finished_at >= EPHEMERAL_LINGER_S &&
+	    sw->n < sizeof(sw->due) / sizeof(sw->due[0]))
+		sw->due[sw->n++] = s;
+	else if (!sw->oldest || s->finished_at < sw->oldest->finished_at)
+		sw->oldest = s;
+}
+
+/* Ends the finished one-call sessions past their time; when the table is
+ * still full, the oldest finished one makes room. */
+static void sweep(struct bash *b)
+{
+	struct sweep sw = { .now = time(NULL) };
+
+	sbx_map_foreach(&b->sessions, sweep_one, &sw);
+	for (size_t i = 0; i < sw.n; i++)
+		session_close(sw.due[i]);
+	if (b->sessions.count >= b->max_sessions && sw.oldest)
+		session_close(sw.oldest);
+}
+
 static struct bsession *session_new(struct bash *b, const char *id, const char *dir,
 				    const char **err)
 {
 	struct bsession *s;
 
+	sweep(b);
 	if (b->sessions.count >= b->max_sessions) {
 		*err = "too many bash sessions; close one first";
 		return NULL;
@@ -598,9 +651,13 @@ void bash_handle_exec(struct sbx_http_req *req, void *arg)
 	}
 	async_mode = json_is_true(json_object_get(body, "async_mode"));
 	s = sid && *sid ? sbx_map_get(&b->sessions, sid) : NULL;
-	if (!s && !(s = session_new(b, sid, dir, &err))) {
+	if (s) {
+		s->ephemeral = false; /* named again: it lasts */
+	} else if (!(s = session_new(b, sid, dir, &err))) {
 		api_fail(req, err, NULL);
 		goto out;
+	} else if (!sid || !*sid) {
+		s->ephemeral = true;
 	}
 	if (dir) /* takes effect for this and later calls */
 		snprintf(s->dir, sizeof(s->dir), "%s", dir);

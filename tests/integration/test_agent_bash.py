@@ -124,3 +124,36 @@ def test_a_timeout_beyond_a_billion_seconds_is_refused(sb, field):
     assert r.json()["detail"][0]["loc"] == ["body", field]
     r = requests.post(f"{a.url}/v1/bash/exec", json={"command": "true", field: 1e9})
     assert r.status_code == 200, r.text
+
+
+def test_exec_without_a_session_leaves_no_session_behind(agent):  # noqa: F811
+    # Each call without a session_id made a session nobody closed: the 101st
+    # got "too many bash sessions".
+    a = agent("--max-sessions=10")
+    c = Sandbox(base_url=a.url)
+    for i in range(150):
+        r = c.bash.exec(command=f"echo {i}")
+        assert r.success and r.data.stdout == f"{i}\n", r
+    assert c.bash.sessions().data == []
+    # One named in a later call lasts, as any named one.
+    sid = c.bash.exec(command="true").data.session_id
+    assert c.bash.exec(command="echo again", session_id=sid).data.stdout == "again\n"
+    assert [s.session_id for s in c.bash.sessions().data] == [sid]
+
+
+def test_async_one_call_sessions_stay_readable_and_make_room(agent):  # noqa: F811
+    a = agent("--max-sessions=10")
+    c = Sandbox(base_url=a.url)
+    ids = []
+    for i in range(30):
+        r = c.bash.exec(command=f"echo {i}", async_mode=True)
+        assert r.success, r  # the oldest finished one made room
+        ids.append(r.data.session_id)
+    o = c.bash.output(session_id=ids[-1], wait=True, wait_timeout=5).data
+    deadline = time.monotonic() + 5
+    while o.command.status == "running":
+        assert time.monotonic() < deadline
+        o = c.bash.output(session_id=ids[-1], wait=True, wait_timeout=1).data
+    assert o.stdout == "29\n"
+    assert c.bash.output(session_id=ids[-1], offset=1).data.stdout == "9\n"  # read again
+    assert len(c.bash.sessions().data) <= 10
