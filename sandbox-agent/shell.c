@@ -6,6 +6,7 @@
 #include "shell.h"
 
 #include "api.h"
+#include "ptyspawn.h"
 #include "sbx/alloc.h"
 #include "sbx/base64.h"
 #include "sbx/buf.h"
@@ -449,34 +450,31 @@ static int session_spawn(struct shell *sh, const char *id, const char *dir, stru
 	snprintf(s->marker, sizeof(s->marker), "\x01SBX%s;", s->nonce);
 	snprintf(ps1, sizeof(ps1), "\\001SBX%s;$?;${PWD}\\002", s->nonce);
 	snprintf(s->cwd, sizeof(s->cwd), "%s", dir);
-	pid = forkpty(&master, NULL, NULL, &ws);
-	if (pid < 0) {
-		sbx_free(s);
-		return -errno;
-	}
-	if (pid == 0) {
-		const char *bash = access("/bin/bash", X_OK) == 0 ? "/bin/bash" : NULL;
-		struct termios t;
+	{
+		char ps1_env[128];
+		const char *const changes[] = { ps1_env, "PS2=", "?TERM=xterm-256color",
+						"PROMPT_COMMAND", NULL };
+		const char *bash = pty_shell();
+		const char *const bash_argv[] = { "bash",	 "--noprofile", "--norc",
+						  "--noediting", "-i",		NULL };
+		const char *const sh_argv[] = { "sh", "-i", NULL };
+		struct pty_spawn_opts o = { .dir = dir, .size = ws, .no_echo = true };
+		int rc;
 
 		/* No echo: commands are sourced from files, never typed. */
-		if (tcgetattr(0, &t) == 0) {
-			t.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
-			tcsetattr(0, TCSANOW, &t);
+		snprintf(ps1_env, sizeof(ps1_env), "PS1=%s", ps1);
+		o.path = bash;
+		o.argv = strcmp(bash, "/bin/bash") == 0 ? bash_argv : sh_argv;
+		char **env = pty_env(changes);
+
+		o.envp = env;
+		rc = env ? pty_spawn(&o, &master, &pid) : -ENOMEM;
+		pty_env_free(env);
+		if (rc) {
+			sbx_free(s);
+			return rc;
 		}
-		if (chdir(dir) != 0)
-			(void)!chdir("/");
-		setenv("PS1", ps1, 1);
-		setenv("PS2", "", 1);
-		setenv("TERM", "xterm-256color", 0);
-		unsetenv("PROMPT_COMMAND");
-		if (bash)
-			execl(bash, "bash", "--noprofile", "--norc", "--noediting", "-i",
-			      (char *)NULL);
-		execl("/bin/sh", "sh", "-i", (char *)NULL);
-		_exit(127);
 	}
-	fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK);
-	fcntl(master, F_SETFD, FD_CLOEXEC);
 	s->master = master;
 	s->pid = pid;
 	s->status = ST_IDLE;

@@ -3,6 +3,8 @@
 #define _GNU_SOURCE
 #include "terminal.h"
 
+#include "ptyspawn.h"
+
 #include "api.h"
 #include "auth.h"
 #include "terminal_html.h"
@@ -240,25 +242,27 @@ static struct terminal *terminal_start(struct terminals *ts, unsigned cols, unsi
 		*err = "out of memory";
 		return NULL;
 	}
-	pid = forkpty(&master, NULL, NULL, &wsz);
-	if (pid < 0) {
-		sbx_free(t);
-		*err = "cannot open a pseudo-terminal";
-		return NULL;
-	}
-	if (pid == 0) {
-		const char *bash = access("/bin/bash", X_OK) == 0 ? "/bin/bash" : NULL;
+	{
+		const char *const changes[] = { "TERM=xterm-256color", NULL };
+		const char *path = pty_shell();
+		const char *const argv[] = { strcmp(path, "/bin/bash") == 0 ? "bash" : "sh", "-i",
+					     NULL };
+		struct pty_spawn_opts o = {
+			.path = path, .argv = argv, .dir = ts->workspace, .size = wsz
+		};
+		int rc;
 
-		if (chdir(ts->workspace) != 0)
-			(void)!chdir("/");
-		setenv("TERM", "xterm-256color", 1);
-		if (bash)
-			execl(bash, "bash", "-i", (char *)NULL);
-		execl("/bin/sh", "sh", "-i", (char *)NULL);
-		_exit(127);
+		char **env = pty_env(changes);
+
+		o.envp = env;
+		rc = env ? pty_spawn(&o, &master, &pid) : -ENOMEM;
+		pty_env_free(env);
+		if (rc) {
+			sbx_free(t);
+			*err = "cannot start a shell on a pseudo-terminal";
+			return NULL;
+		}
 	}
-	fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK);
-	fcntl(master, F_SETFD, FD_CLOEXEC);
 	t->ts = ts;
 	t->pid = pid;
 	t->master = master;

@@ -178,3 +178,13 @@ def test_a_timeout_beyond_a_billion_seconds_is_refused(sh):
     r = requests.post(f"{a.url}/v1/shell/exec", json={"command": "true", "hard_timeout": 1e30})
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"] == ["body", "hard_timeout"]
+
+
+def test_a_pipe_closed_early_ends_the_writer_by_sigpipe(sh):
+    # The shell used to inherit the agent's ignored SIGPIPE: `yes | head -1`
+    # printed "Broken pipe" and `yes` exited 1 instead of dying by the signal.
+    shell, _, _ = sh
+    r = shell.exec_command(command='yes | head -1; echo "status=${PIPESTATUS[0]}"')
+    assert r.data.output == "y\nstatus=141\n", r.data.output
+    r = shell.exec_command(command="trap -p; ls -la / | head -1 >/dev/null; echo ok")
+    assert r.data.output == "ok\n", r.data.output  # no handlers set, no write error
