@@ -3,6 +3,7 @@
 #include "ptyspawn.h"
 
 #include "sbx/alloc.h"
+#include "sbx/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -173,4 +174,42 @@ int pty_spawn(const struct pty_spawn_opts *o, int *master_out, pid_t *pid_out)
 	*master_out = master;
 	*pid_out = pid;
 	return 0;
+}
+
+/* ---- reaping ----------------------------------------------------------------------- */
+
+void pty_graveyard_reap(struct pty_graveyard *g)
+{
+	for (size_t i = 0; i < g->n;) {
+		if (waitpid(g->pids[i], NULL, WNOHANG) != 0 || errno == ECHILD)
+			g->pids[i] = g->pids[--g->n]; /* reaped, or not ours to wait for */
+		else
+			i++;
+	}
+}
+
+void pty_graveyard_add(struct pty_graveyard *g, pid_t pid)
+{
+	if (waitpid(pid, NULL, WNOHANG) != 0)
+		return; /* reaped now (or already: -1) */
+	if (g->n == g->cap) {
+		size_t cap = g->cap ? 2 * g->cap : 16;
+		pid_t *p = sbx_realloc(g->pids, cap * sizeof(*p));
+
+		if (!p) {
+			sbx_log_warn("a killed shell is left unreaped: out of memory",
+				     SBX_LI("pid", pid));
+			return;
+		}
+		g->pids = p;
+		g->cap = cap;
+	}
+	g->pids[g->n++] = pid;
+}
+
+void pty_graveyard_release(struct pty_graveyard *g)
+{
+	pty_graveyard_reap(g);
+	sbx_free(g->pids);
+	*g = (struct pty_graveyard){ 0 };
 }

@@ -33,4 +33,18 @@ void pty_env_free(char **env);
 /* The interactive shell to run: /bin/bash if it can be run, else /bin/sh. */
 const char *pty_shell(void);
 
+/* Shells that were killed and are not reaped yet: waitpid(-1) would take
+ * the exit statuses libuv waits for, so each pid is waited for by itself,
+ * never blocking. */
+struct pty_graveyard {
+	pid_t *pids;
+	size_t n, cap;
+};
+
+/* Reaps pid if it has ended, else keeps it for pty_graveyard_reap. */
+void pty_graveyard_add(struct pty_graveyard *g, pid_t pid);
+/* Reaps those that have ended since (on SIGCHLD, or a timer). */
+void pty_graveyard_reap(struct pty_graveyard *g);
+void pty_graveyard_release(struct pty_graveyard *g);
+
 #endif

@@ -74,6 +74,8 @@ struct session {
 	struct sbx_buf scan; /* raw bytes not yet parsed (a marker may be split) */
 	int exit_code;
 	bool have_exit;
+	bool exit_pending; /* the shell ended with its command: answered once reaped */
+	int wait_status;   /* what waitpid said, once reaped */
 	char cwd[PATH_MAX];
 	uint64_t created_ms, last_used_ms, last_output_ms;
 	uint64_t hard_deadline_ms; /* 0: none */
@@ -86,6 +88,7 @@ struct session {
 };
 
 static void session_settle(struct session *s);
+static void exit_settle(struct session *s);
 static void command_done(struct session *s);
 
 /* ---- small helpers ----------------------------------------------------------- */
@@ -316,12 +319,7 @@ static void session_remove(struct session *s)
 		if (!s->dead)
 			kill(-s->pid, SIGKILL); /* the shell leads its own session and group */
 		/* Out of the map, so on_sigchld must find it here to reap it. */
-		if (waitpid(s->pid, NULL, WNOHANG) != s->pid) {
-			if (sh->n_graveyard < sizeof(sh->graveyard) / sizeof(sh->graveyard[0]))
-				sh->graveyard[sh->n_graveyard++] = s->pid;
-			else
-				waitpid(s->pid, NULL, 0); /* SIGKILLed: returns at once */
-		}
+		pty_graveyard_add(&sh->graveyard, s->pid);
 	}
 	if (s->running) {
 		s->running = false;
@@ -362,22 +360,18 @@ static void on_pty(uv_poll_t *p, int status, int events)
 		if (s->running) {
 			/* The command ended the shell ("exit 3"): its status is
 			 * the command's. The shell closed its terminal on the
-			 * way out, so it is a zombie now or within moments. */
+			 * way out, so it is a zombie now or within moments: the
+			 * answer waits for SIGCHLD rather than the loop. */
 			int st;
 
-			for (int i = 0; i < 100; i++) {
-				if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
-					s->exit_code = WIFEXITED(st) ? WEXITSTATUS(st)
-								     : 128 + WTERMSIG(st);
-					s->have_exit = true;
-					s->reaped = true;
-					break;
-				}
-				usleep(1000);
+			if (!s->reaped && waitpid(s->pid, &st, WNOHANG) == s->pid) {
+				s->reaped = true;
+				s->wait_status = st;
 			}
-			s->running = false;
-			if (s->status == ST_RUNNING || s->status == ST_NO_CHANGE)
-				s->status = ST_COMPLETED;
+			s->exit_pending = true;
+			if (s->reaped)
+				exit_settle(s);
+			return;
 		}
 		session_settle(s);
 		return;
@@ -507,10 +501,36 @@ static void reap_one(const char *key, void *value, void *arg)
 	if (!s->reaped && waitpid(s->pid, &st, WNOHANG) == s->pid) {
 		s->dead = true;
 		s->reaped = true;
+		s->wait_status = st;
 		sbx_log_info(
 			"shell session ended", SBX_LS("session", s->id),
 			SBX_LI("status", WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st)));
 	}
+}
+
+/* A command that ended its shell ("exit 3") answers once the shell is
+ * reaped: its status is the command's. */
+static void exit_settle(struct session *s)
+{
+	int st = s->wait_status;
+
+	s->exit_pending = false;
+	s->exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	s->have_exit = true;
+	s->running = false;
+	if (s->status == ST_RUNNING || s->status == ST_NO_CHANGE)
+		s->status = ST_COMPLETED;
+	session_settle(s);
+}
+
+static void settle_exited(const char *key, void *value, void *arg)
+{
+	struct session *s = value;
+
+	(void)key;
+	(void)arg;
+	if (s->exit_pending && s->reaped)
+		exit_settle(s);
 }
 
 /* Reaps our shells, by pid: waitpid(-1) would steal the exit statuses libuv
@@ -521,12 +541,8 @@ static void on_sigchld(uv_signal_t *h, int signum)
 
 	(void)signum;
 	sbx_map_foreach(&sh->sessions, reap_one, NULL);
-	for (unsigned i = 0; i < sh->n_graveyard;) {
-		if (waitpid(sh->graveyard[i], NULL, WNOHANG) == sh->graveyard[i])
-			sh->graveyard[i] = sh->graveyard[--sh->n_graveyard];
-		else
-			i++;
-	}
+	sbx_map_foreach(&sh->sessions, settle_exited, NULL);
+	pty_graveyard_reap(&sh->graveyard);
 }
 
 /* ---- commands ----------------------------------------------------------------------- */
@@ -1006,6 +1022,7 @@ void shell_close(struct shell *sh)
 	remove_all(sh);
 	sbx_map_release(&sh->sessions);
 	on_sigchld(&sh->sigchld, SIGCHLD);
+	pty_graveyard_release(&sh->graveyard);
 	uv_close((uv_handle_t *)&sh->sigchld, NULL);
 	rmdir(sh->script_dir);
 }

@@ -12,6 +12,7 @@
 #ifndef SBX_AGENT_SHELL_H
 #define SBX_AGENT_SHELL_H
 
+#include "ptyspawn.h"
 #include "sbx/map.h"
 
 #include <stdbool.h>
@@ -30,8 +31,7 @@ struct shell {
 	unsigned default_no_change_s; /* a session's no-output timeout */
 	struct sbx_map sessions;      /* id -> struct session */
 	uv_signal_t sigchld;
-	pid_t graveyard[256]; /* removed shells not reaped yet */
-	unsigned n_graveyard;
+	struct pty_graveyard graveyard; /* removed shells not reaped yet */
 	bool closing;
 };
 

@@ -110,10 +110,10 @@ static void terminal_remove(struct terminal *t, const char *why)
 		sbx_ws_close(v->ws, 1000, why);
 	}
 	t->n_viewers = 0;
-	/* A SIGKILLed shell is reaped at once; a dead one already was, or
-	 * is now. */
+	/* Reaped now if it has ended, else on a later tick: never waited
+	 * for on the loop. */
 	if (!t->reaped)
-		waitpid(t->pid, NULL, 0);
+		pty_graveyard_add(&t->ts->graveyard, t->pid);
 	t->reaped = true;
 	uv_poll_stop(&t->poll);
 	close(t->master);
@@ -273,7 +273,7 @@ static struct terminal *terminal_start(struct terminals *ts, unsigned cols, unsi
 	if (sbx_map_put(&ts->all, t->id, t, NULL)) {
 		t->removing = true; /* not in the map */
 		kill(-pid, SIGKILL);
-		waitpid(pid, NULL, 0);
+		pty_graveyard_add(&ts->graveyard, pid);
 		close(master);
 		uv_close((uv_handle_t *)&t->poll, terminal_closed);
 		*err = "out of memory";
@@ -494,6 +494,7 @@ static void on_tick(uv_timer_t *h)
 	json_decref(ping);
 	sbx_map_foreach(&ts->all, tick_one, &c);
 	sbx_free(c.ping);
+	pty_graveyard_reap(&ts->graveyard);
 	for (size_t i = 0; i < c.n; i++)
 		terminal_remove(c.idle[i],
 				c.idle[i]->dead ? "the shell exited" : "idle without a viewer");
@@ -525,4 +526,5 @@ void terminals_close(struct terminals *ts)
 		terminal_remove(t, "the agent is stopping");
 	uv_close((uv_handle_t *)&ts->tick, NULL);
 	sbx_map_release(&ts->all);
+	pty_graveyard_release(&ts->graveyard);
 }

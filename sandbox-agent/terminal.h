@@ -21,6 +21,7 @@
 #ifndef SBX_AGENT_TERMINAL_H
 #define SBX_AGENT_TERMINAL_H
 
+#include "ptyspawn.h"
 #include "sbx/map.h"
 
 #include <stdbool.h>
@@ -36,8 +37,9 @@ struct terminals {
 	unsigned max;
 	uint64_t idle_ms; /* without a viewer */
 	struct sbx_map all;
-	uv_timer_t tick;   /* pings and idle checks */
-	struct auth *auth; /* for the ticket in terminal URLs */
+	uv_timer_t tick;		/* pings and idle checks */
+	struct auth *auth;		/* for the ticket in terminal URLs */
+	struct pty_graveyard graveyard; /* killed shells not reaped yet */
 	bool closing;
 };
 
