@@ -5,6 +5,7 @@
 #include "bash.h"
 
 #include "api.h"
+#include "ptyspawn.h"
 #include "sbx/alloc.h"
 #include "sbx/base64.h"
 #include "sbx/buf.h"
@@ -390,8 +391,14 @@ static int cmd_spawn(struct bcmd *c, const char *dir, json_t *env)
 {
 	uv_stdio_container_t stdio[3];
 	uv_process_options_t o = { 0 };
-	const char *shell = access("/bin/bash", X_OK) == 0 ? "/bin/bash" : "/bin/sh";
+	const char *shell = pty_shell();
+	bool bash = strcmp(shell, "/bin/bash") == 0;
+	/* stdin is a socket (libuv's pipes are socket pairs): bash then takes
+	 * itself for a command run by rshd and, at the top level (SHLVL unset,
+	 * as under an agent that is PID 1), sources ~/.bashrc before every
+	 * command. --norc stops that; sh reads nothing. */
 	char *args[4] = { (char *)shell, "-c", c->command, NULL };
+	char *bash_args[5] = { (char *)shell, "--norc", "-c", c->command, NULL };
 	char **envp = json_object_size(env) ? make_env(env) : NULL;
 	uv_loop_t *loop = c->s->b->loop;
 	int rc;
@@ -409,7 +416,7 @@ static int cmd_spawn(struct bcmd *c, const char *dir, json_t *env)
 	stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
 	stdio[2].data.stream = (uv_stream_t *)&c->err;
 	o.file = shell;
-	o.args = args;
+	o.args = bash ? bash_args : args;
 	o.cwd = dir;
 	o.env = envp;
 	o.stdio = stdio;

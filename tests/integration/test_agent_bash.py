@@ -3,6 +3,7 @@ byte offsets and long-polling, through the official SDK."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -157,3 +158,16 @@ def test_async_one_call_sessions_stay_readable_and_make_room(agent):  # noqa: F8
     assert o.stdout == "29\n"
     assert c.bash.output(session_id=ids[-1], offset=1).data.stdout == "9\n"  # read again
     assert len(c.bash.sessions().data) <= 10
+
+
+def test_exec_does_not_source_bashrc(agent, tmp_path):  # noqa: F811
+    # bash, given a socket as stdin and no SHLVL (the agent as PID 1), took
+    # itself for a command run by rshd and sourced ~/.bashrc every time.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("echo SOURCED-BASHRC\n")
+    env = {k: v for k, v in os.environ.items() if k != "SHLVL"}
+    env["HOME"] = str(home)
+    a = agent(env=env)
+    r = Sandbox(base_url=a.url).bash.exec(command="echo plain; echo ${SHLVL:-unset} >&2")
+    assert r.data.stdout == "plain\n", r.data.stdout
