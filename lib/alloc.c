@@ -1,6 +1,8 @@
 /* Allocation wrappers with a failure-injection hook for tests. */
 #include "sbx/alloc.h"
 
+#include "sbx/json.h"
+
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,5 +70,5 @@ char *sbx_strdup(const char *s)
 
 void sbx_alloc_install_jansson(void)
 {
-	json_set_alloc_funcs(sbx_malloc, sbx_free);
+	json_set_alloc_funcs(sbx_json_malloc, sbx_json_free);
 }

@@ -267,13 +267,25 @@ const char *sbx_http_body(const struct sbx_http_req *req, size_t *len)
 	return req->body.data ? req->body.data : "";
 }
 
-json_t *sbx_http_body_json(const struct sbx_http_req *req, char *err, size_t err_size)
+json_t *sbx_http_body_json(const struct sbx_http_req *req, char *err, size_t err_size,
+			   bool *too_large)
 {
+	if (too_large)
+		*too_large = false;
 	if (req->body.len == 0) {
 		snprintf(err, err_size, "the request body is empty; a JSON object was expected");
 		return NULL;
 	}
-	return sbx_json_loadb(req->body.data, req->body.len, req->body.max, err, err_size);
+	/* Three times the body and 4 MiB (a long string is built in a buffer
+	 * that doubles, then copied), at most 256 MiB. */
+	size_t memory = req->body.len < (84u << 20) ? 3 * req->body.len + (4u << 20) : 256u << 20;
+	bool over;
+	json_t *v = sbx_json_loadb_within(req->body.data, req->body.len, req->body.max, memory, err,
+					  err_size, &over);
+
+	if (too_large)
+		*too_large = over;
+	return v;
 }
 
 static int hexval(int ch)

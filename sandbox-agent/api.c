@@ -82,8 +82,13 @@ json_t *api_body_object_or_empty(struct sbx_http_req *req)
 json_t *api_body_object(struct sbx_http_req *req)
 {
 	char err[160];
-	json_t *body = sbx_http_body_json(req, err, sizeof(err));
+	bool too_large;
+	json_t *body = sbx_http_body_json(req, err, sizeof(err), &too_large);
 
+	if (!body && too_large) {
+		sbx_http_respond_error(req, 413, err);
+		return NULL;
+	}
 	if (!body) {
 		api_invalid(req, "body", err, "json_invalid");
 		return NULL;

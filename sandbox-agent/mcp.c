@@ -602,6 +602,7 @@ void mcp_handle_post(struct sbx_http_req *req, void *arg)
 	const char *ctype = sbx_http_header(req, "Content-Type");
 	struct exchange *ex;
 	char err[160];
+	bool too_large;
 	json_t *body, *msg;
 	size_t i;
 
@@ -614,9 +615,9 @@ void mcp_handle_post(struct sbx_http_req *req, void *arg)
 		rpc_http_error(req, 415, INVALID_REQUEST, "Content-Type must be application/json");
 		return;
 	}
-	body = sbx_http_body_json(req, err, sizeof(err));
+	body = sbx_http_body_json(req, err, sizeof(err), &too_large);
 	if (!body) {
-		rpc_http_error(req, 400, PARSE_ERROR, err);
+		rpc_http_error(req, too_large ? 413 : 400, PARSE_ERROR, err);
 		return;
 	}
 	if (json_is_array(body) && !json_array_size(body)) {

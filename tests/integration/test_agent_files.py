@@ -326,3 +326,38 @@ def test_grep_max_file_size_skips_larger_files(sdk, size, found):
     r = requests.post(f"{a.url}/v1/file/grep",
                       json={"path": str(ws), "pattern": "needle", "max_file_size": size})
     assert r.status_code == 200 and r.json()["data"]["files_matched"] == found, r.text
+
+
+def status_kib(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {key}")
+
+
+def test_a_json_body_that_would_take_too_much_memory_is_refused(agent, tmp_path):  # noqa: F811
+    # A 60 MiB array of small integers took the agent to 1.27 GiB (about 40
+    # bytes of jansson objects per 2 bytes of text), and 1 GiB stayed.
+    ws = tmp_path
+    a = agent(f"--workspace={ws}")
+    n = 30 << 20
+    body = b'{"path": "x", "content": "y", "extra": [' + b"1," * (n - 1) + b"1]}"
+    before = status_kib(a.proc.pid, "VmRSS")
+    r = requests.post(f"{a.url}/v1/file/write", data=body,
+                      headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413, r.text[:300]
+    assert "MiB of memory" in r.json()["error"]["message"]
+    peak = status_kib(a.proc.pid, "VmHWM") - before
+    after = status_kib(a.proc.pid, "VmRSS") - before
+    print(f"body {len(body) >> 20} MiB: peak +{peak >> 10} MiB, after +{after >> 10} MiB")
+    # The body itself (60 MiB) plus the parse's budget (3x the body + 4
+    # MiB, capped at 256 MiB), not 40 times the body.
+    assert peak < 400 << 10
+    assert after < 100 << 10
+    # A long string (what a file write carries) fits its budget.
+    content = "z" * (20 << 20)
+    r = requests.post(f"{a.url}/v1/file/write", json={"file": str(ws / "big.txt"),
+                                                       "content": content}, timeout=60)
+    assert r.status_code == 200 and r.json()["success"], r.text[:300]
+    assert (ws / "big.txt").stat().st_size == 20 << 20

@@ -222,9 +222,12 @@ const char *sbx_http_param(const struct sbx_http_req *req, const char *name);
 int sbx_http_query(const struct sbx_http_req *req, const char *name, char *out, size_t size);
 /* The request body (NUL-terminated; may contain NULs). */
 const char *sbx_http_body(const struct sbx_http_req *req, size_t *len);
-/* The body parsed as JSON; NULL (with a 422-worthy reason in err) if it is
- * not. The reference is the caller's. */
-json_t *sbx_http_body_json(const struct sbx_http_req *req, char *err, size_t err_size);
+/* The body parsed as JSON, within a memory budget (three times the body
+ * and 4 MiB, at most 256 MiB): NULL if it is not JSON (with a 422-worthy
+ * reason in err) or would take more (*too_large set, if given: 413). The
+ * reference is the caller's. */
+json_t *sbx_http_body_json(const struct sbx_http_req *req, char *err, size_t err_size,
+			   bool *too_large);
 /* The peer address as text ("127.0.0.1"). */
 const char *sbx_http_peer(const struct sbx_http_req *req);
 

@@ -12,6 +12,13 @@ struct sbx_buf;
 /* Parses exactly one JSON value from data[0..len). Returns a new reference,
  * or NULL with "line L, column C: what" (or "larger than N bytes") in err. */
 json_t *sbx_json_loadb(const char *data, size_t len, size_t max_bytes, char *err, size_t err_size);
+/* The same, allowed at most 'memory' bytes for what it builds: beyond,
+ * NULL with *over set (and err saying so). */
+json_t *sbx_json_loadb_within(const char *data, size_t len, size_t max_bytes, size_t memory,
+			      char *err, size_t err_size, bool *over);
+/* jansson's allocation functions (installed by sbx_alloc_install_jansson). */
+void *sbx_json_malloc(size_t size);
+void sbx_json_free(void *ptr);
 
 /* Follows "a.b.c" through nested objects; NULL if any step is missing or not
  * an object. A borrowed reference. */
