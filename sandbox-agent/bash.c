@@ -6,6 +6,7 @@
 
 #include "api.h"
 #include "ptyspawn.h"
+#include "tree.h"
 #include "sbx/alloc.h"
 #include "sbx/base64.h"
 #include "sbx/buf.h"
@@ -41,6 +42,7 @@ struct bcmd {
 	int refs;
 	struct bsession *s;
 	char id[33];
+	char tag[TREE_TAG_MAX]; /* its process tree's (tree.h) */
 	char *command;
 	enum cstatus status;
 	int exit_code;
@@ -50,7 +52,7 @@ struct bcmd {
 	uv_timer_t hard;
 	int open_handles;
 	int pending; /* exit + two EOFs */
-	bool exited;
+	bool exited, out_ended, err_ended, hard_fired;
 	struct sbx_buf stdout_buf, stderr_buf;
 	size_t stdout_dropped, stderr_dropped;
 	struct bwait *waiters;
@@ -306,6 +308,18 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	*buf = uv_buf_init(chunk, sizeof(chunk));
 }
 
+static void stream_ended(struct bcmd *c, bool is_out)
+{
+	if (is_out ? c->out_ended : c->err_ended)
+		return;
+	if (is_out)
+		c->out_ended = true;
+	else
+		c->err_ended = true;
+	uv_read_stop(is_out ? (uv_stream_t *)&c->out : (uv_stream_t *)&c->err);
+	cmd_step(c);
+}
+
 static void on_output(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
 	struct bcmd *c = st->data;
@@ -323,26 +337,39 @@ static void on_output(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 		cmd_notify(c);
 		return;
 	}
-	if (n < 0) {
-		uv_read_stop(st);
-		cmd_step(c);
-	}
+	if (n < 0)
+		stream_ended(c, is_out);
+}
+
+/* The root while it lives (its pid may be another's once reaped). */
+static pid_t live_root(const struct bcmd *c)
+{
+	return c->exited ? 0 : c->proc.pid;
 }
 
 static void on_hard_timeout(uv_timer_t *t)
 {
 	struct bcmd *c = t->data;
 
-	if (c->exited)
+	if (!c->hard_fired) {
+		c->hard_fired = true;
+		c->status = C_TIMED_OUT;
+		tree_signal(c->tag, live_root(c), SIGKILL);
+		/* Its pipes close as the tree dies; whatever still holds them a
+		 * second later is outside it, and the answer does not wait. */
+		uv_timer_start(&c->hard, on_hard_timeout, 1000, 0);
 		return;
-	c->status = C_TIMED_OUT;
-	kill(-c->proc.pid, SIGKILL);
+	}
+	if (!c->out_ended)
+		stream_ended(c, true);
+	if (!c->err_ended)
+		stream_ended(c, false);
 }
 
 /* A copy of environ with env's string values set (NULL on no memory). */
-static char **make_env(json_t *env)
+static char **make_env(json_t *env, const char *tag)
 {
-	size_t n = 0, extra = json_object_size(env), i = 0;
+	size_t n = 0, extra = json_object_size(env) + 1, i = 0;
 	const char *key;
 	json_t *v;
 	char **out;
@@ -355,10 +382,16 @@ static char **make_env(json_t *env)
 	for (size_t k = 0; k < n; k++) {
 		size_t eq = strcspn(environ[k], "=");
 
-		if (json_is_string(json_object_getn(env, environ[k], eq)))
+		if (json_is_string(json_object_getn(env, environ[k], eq)) ||
+		    (eq == sizeof(TREE_ENV) - 1 && !strncmp(environ[k], TREE_ENV, eq)))
 			continue; /* overridden below */
 		out[i++] = environ[k];
 	}
+	/* The command's tree carries its tag (tree.h). */
+	if (asprintf(&out[i], "%s=%s", TREE_ENV, tag) >= 0)
+		i++;
+	else
+		out[i] = NULL;
 	json_object_foreach(env, key, v)
 	{
 		char *kv;
@@ -399,7 +432,7 @@ static int cmd_spawn(struct bcmd *c, const char *dir, json_t *env)
 	 * command. --norc stops that; sh reads nothing. */
 	char *args[4] = { (char *)shell, "-c", c->command, NULL };
 	char *bash_args[5] = { (char *)shell, "--norc", "-c", c->command, NULL };
-	char **envp = json_object_size(env) ? make_env(env) : NULL;
+	char **envp = make_env(env, c->tag);
 	uv_loop_t *loop = c->s->b->loop;
 	int rc;
 
@@ -519,9 +552,9 @@ static void session_close(struct bsession *s)
 	for (unsigned i = 0; i < s->n_history; i++) {
 		struct bcmd *c = s->history[i];
 
-		if (c->status == C_RUNNING && !c->exited) {
+		if (c->status == C_RUNNING) {
 			c->status = C_KILLED;
-			kill(-c->proc.pid, SIGKILL);
+			tree_signal(c->tag, live_root(c), SIGKILL);
 		}
 		cmd_unref(c);
 	}
@@ -679,6 +712,7 @@ void bash_handle_exec(struct sbx_http_req *req, void *arg)
 	s->refs++;
 	c->pending = 3;
 	sbx_random_hex(c->id, 16);
+	tree_new_tag(c->tag);
 	sbx_buf_init(&c->stdout_buf, b->max_output_bytes);
 	sbx_buf_init(&c->stderr_buf, b->max_output_bytes);
 	s->command_count++;
@@ -835,14 +869,14 @@ void bash_handle_kill(struct sbx_http_req *req, void *arg)
 		goto out;
 	}
 	if (!(s = sbx_map_get(&b->sessions, sid)) || !(c = session_cmd(s, NULL)) ||
-	    c->status != C_RUNNING || c->exited) {
+	    c->status != C_RUNNING) {
 		api_fail(req, s ? "no command is running in this session" : "no such bash session",
 			 NULL);
 		goto out;
 	}
 	if (sig != SIGSTOP && sig != SIGCONT)
 		c->status = C_KILLED;
-	kill(-c->proc.pid, sig); /* the whole group */
+	tree_signal(c->tag, live_root(c), sig); /* the whole tree */
 	api_ok(req, "Signal sent", NULL);
 out:
 	json_decref(body);

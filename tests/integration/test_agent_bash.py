@@ -10,7 +10,7 @@ import pytest
 import requests
 from agent_sandbox import Sandbox
 
-from conftest import assert_no_zombies_below, wait_gone
+from conftest import assert_no_zombies_below, processes, wait_gone
 from test_agent import agent  # noqa: F401 - the fixture
 
 
@@ -171,3 +171,41 @@ def test_exec_does_not_source_bashrc(agent, tmp_path):  # noqa: F811
     a = agent(env=env)
     r = Sandbox(base_url=a.url).bash.exec(command="echo plain; echo ${SHLVL:-unset} >&2")
     assert r.data.stdout == "plain\n", r.data.stdout
+
+
+# ---- process trees: children that leave their group with setsid ----
+
+
+def test_hard_timeout_kills_setsid_children_and_answers_on_time(sb):
+    c, _, _ = sb
+    t0 = time.monotonic()
+    # The setsid'd sleep left the group and held the pipes: it survived,
+    # and the answer came only at `timeout`.
+    r = c.bash.exec(command="setsid sleep 341 & setsid sh -c 'sleep 342' & sleep 343",
+                    hard_timeout=1, timeout=20)
+    took = time.monotonic() - t0
+    assert r.data.status == "timed_out", r.data
+    assert took < 4, took
+    wait_gone(["sleep 341", "sleep 342", "sleep 343"])
+
+
+def test_kill_and_session_close_end_setsid_children(sb):
+    c, _, _ = sb
+    r = c.bash.exec(command="setsid sleep 344 & exec sleep 345", async_mode=True)
+    sid = r.data.session_id
+    deadline = time.monotonic() + 5
+    while not any("sleep 344" in p[3] for p in processes()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert c.bash.kill(session_id=sid, signal="SIGKILL").success
+    wait_gone(["sleep 344", "sleep 345"])
+
+    made = c.bash.create_session(session_id="trees").data
+    r = c.bash.exec(command="(setsid sleep 346 &); sleep 347", session_id=made.session_id,
+                    async_mode=True)
+    deadline = time.monotonic() + 5
+    while not any("sleep 346" in p[3] for p in processes()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert c.bash.close_session("trees").success
+    wait_gone(["sleep 346", "sleep 347"])
