@@ -7,6 +7,7 @@
 
 #include "api.h"
 #include "ptyspawn.h"
+#include "tree.h"
 #include "sbx/alloc.h"
 #include "sbx/base64.h"
 #include "sbx/buf.h"
@@ -66,12 +67,13 @@ struct session {
 	bool reaped; /* and its status was collected */
 	bool removing;
 	char nonce[17];
-	char marker[48];     /* "\x01SBX<nonce>;" */
-	enum status status;  /* what is reported */
-	bool running;	     /* a command is in flight (until its prompt) */
-	char *command;	     /* current or last command */
-	struct sbx_buf out;  /* current command's output */
-	struct sbx_buf scan; /* raw bytes not yet parsed (a marker may be split) */
+	char tag[TREE_TAG_MAX]; /* its shell's tree; a command's is tag.seq */
+	char marker[48];	/* "\x01SBX<nonce>;" */
+	enum status status;	/* what is reported */
+	bool running;		/* a command is in flight (until its prompt) */
+	char *command;		/* current or last command */
+	struct sbx_buf out;	/* current command's output */
+	struct sbx_buf scan;	/* raw bytes not yet parsed (a marker may be split) */
 	int exit_code;
 	bool have_exit;
 	bool exit_pending; /* the shell ended with its command: answered once reaped */
@@ -89,6 +91,7 @@ struct session {
 
 static void session_settle(struct session *s);
 static void exit_settle(struct session *s);
+static void command_tag(const struct session *s, unsigned seq, char *out, size_t size);
 static void command_done(struct session *s);
 
 /* ---- small helpers ----------------------------------------------------------- */
@@ -317,7 +320,7 @@ static void session_remove(struct session *s)
 		struct shell *sh = s->sh;
 
 		if (!s->dead)
-			kill(-s->pid, SIGKILL); /* the shell leads its own session and group */
+			tree_signal(s->tag, s->pid, SIGKILL); /* the shell and all it started */
 		/* Out of the map, so on_sigchld must find it here to reap it. */
 		pty_graveyard_add(&sh->graveyard, s->pid);
 	}
@@ -383,10 +386,13 @@ static void on_pty(uv_poll_t *p, int status, int events)
 static void kill_command(struct session *s)
 {
 	pid_t fg = tcgetpgrp(s->master);
+	char tag[TREE_TAG_MAX + 16];
 
-	if (fg > 0 && fg != s->pid)
-		kill(-fg, SIGKILL);
-	else
+	/* What the command started carries its tag (a child that left the
+	 * foreground group with setsid too); the shell carries the session's. */
+	command_tag(s, s->seq, tag, sizeof(tag));
+	tree_signal(tag, fg > 0 && fg != s->pid ? fg : 0, SIGKILL);
+	if (fg <= 0 || fg == s->pid)
 		kill(s->pid, SIGINT); /* a builtin loop runs in the shell itself */
 }
 
@@ -446,8 +452,9 @@ static int session_spawn(struct shell *sh, const char *id, const char *dir, stru
 	snprintf(s->cwd, sizeof(s->cwd), "%s", dir);
 	{
 		char ps1_env[128];
-		const char *const changes[] = { ps1_env, "PS2=", "?TERM=xterm-256color",
-						"PROMPT_COMMAND", NULL };
+		char tag_env[TREE_TAG_MAX + 16];
+		const char *const changes[] = { ps1_env,	  "PS2=",  "?TERM=xterm-256color",
+						"PROMPT_COMMAND", tag_env, NULL };
 		const char *bash = pty_shell();
 		const char *const bash_argv[] = { "bash",	 "--noprofile", "--norc",
 						  "--noediting", "-i",		NULL };
@@ -457,6 +464,8 @@ static int session_spawn(struct shell *sh, const char *id, const char *dir, stru
 
 		/* No echo: commands are sourced from files, never typed. */
 		snprintf(ps1_env, sizeof(ps1_env), "PS1=%s", ps1);
+		tree_new_tag(s->tag);
+		snprintf(tag_env, sizeof(tag_env), "%s=%s", TREE_ENV, s->tag);
 		o.path = bash;
 		o.argv = strcmp(bash, "/bin/bash") == 0 ? bash_argv : sh_argv;
 		char **env = pty_env(changes);
@@ -547,6 +556,11 @@ static void on_sigchld(uv_signal_t *h, int signum)
 
 /* ---- commands ----------------------------------------------------------------------- */
 
+static void command_tag(const struct session *s, unsigned seq, char *out, size_t size)
+{
+	snprintf(out, size, "%s.%u", s->tag, seq);
+}
+
 static void script_path(const struct session *s, unsigned seq, char *out, size_t size)
 {
 	snprintf(out, size, "%s/%s-%u.sh", s->sh->script_dir, s->id, seq);
@@ -604,7 +618,14 @@ static int start_command(struct session *s, const char *command, const char *dir
 	if (fclose(f))
 		return -errno;
 	sbx_buf_init(&line, PATH_MAX * 4 + 16);
-	rc = sbx_buf_append_str(&line, ". ");
+	/* The assignment holds for the sourcing only, and is in the
+	 * environment of all the command starts (tree.h). */
+	{
+		char tag[TREE_TAG_MAX + 16];
+
+		command_tag(s, s->seq, tag, sizeof(tag));
+		rc = sbx_buf_cat(&line, TREE_ENV "=", tag, " . ", NULL);
+	}
 	if (!rc)
 		rc = shell_quote(&line, path);
 	if (!rc)

@@ -8,7 +8,7 @@ import pytest
 import requests
 from agent_sandbox import Sandbox
 
-from conftest import assert_no_zombies_below, wait_gone, zombies_below
+from conftest import assert_no_zombies_below, processes, wait_gone, zombies_below
 from test_agent import agent  # noqa: F401 - the fixture
 
 
@@ -188,3 +188,26 @@ def test_a_pipe_closed_early_ends_the_writer_by_sigpipe(sh):
     assert r.data.output == "y\nstatus=141\n", r.data.output
     r = shell.exec_command(command="trap -p; ls -la / | head -1 >/dev/null; echo ok")
     assert r.data.output == "ok\n", r.data.output  # no handlers set, no write error
+
+
+def test_setsid_children_end_with_hard_timeout_and_with_their_session(sh):
+    # A child that called setsid left the foreground group: it survived the
+    # hard timeout, and the session's deletion.
+    shell, a, _ = sh
+    r = shell.exec_command(command="setsid sleep 332 & (setsid sleep 333 &); sleep 334",
+                           hard_timeout=1)
+    assert r.data.status == "hard_timeout"
+    wait_gone(["sleep 332", "sleep 333", "sleep 334"])
+    sid = r.data.session_id
+    # The shell itself lives on.
+    assert shell.exec_command(id=sid, command="echo alive").data.output == "alive\n"
+    # A background job with setsid, left running, ends with its session.
+    r = shell.exec_command(id=sid, command="(setsid sleep 335 &); echo started")
+    assert r.data.output == "started\n"
+    deadline = time.monotonic() + 5
+    while not any("sleep 335" in p[3] for p in processes()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert requests.delete(f"{a.url}/v1/shell/sessions/{sid}", timeout=10).json()["success"]
+    wait_gone(["sleep 335"])
+    assert zombies_below(a.proc.pid) == [], "zombies"
