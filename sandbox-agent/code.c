@@ -3,6 +3,9 @@
  * process has exited and both pipes have ended. */
 #include "code.h"
 
+#include "ptyspawn.h"
+#include "tree.h"
+
 #include "api.h"
 #include "context.h"
 #include "kernel.h"
@@ -37,7 +40,8 @@ struct run {
 	char *code;
 	int64_t exit_status;
 	int term_signal;
-	bool timed_out;
+	bool timed_out, exited, out_ended, err_ended, ending;
+	char tag[TREE_TAG_MAX]; /* its process tree's (tree.h) */
 };
 
 int code_init(struct code *c, uv_loop_t *loop, const char *workspace, const struct context *ctx,
@@ -185,14 +189,29 @@ static void run_step(struct run *r)
 	uv_close((uv_handle_t *)&r->timer, run_closed);
 }
 
+static void on_timeout(uv_timer_t *t);
+
+/* Ends the run's whole tree (a child that called setsid too); a second
+ * later, pipes something outside it may still hold are no longer waited
+ * for. */
+static void end_tree(struct run *r)
+{
+	tree_signal(r->tag, r->exited ? 0 : r->proc.pid, SIGKILL);
+	if (!r->ending) {
+		r->ending = true;
+		uv_timer_start(&r->timer, on_timeout, 1000, 0);
+	}
+}
+
 static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
 {
 	struct run *r = p->data;
 
 	r->exit_status = status;
 	r->term_signal = sig;
-	/* Whatever the code left running in its group goes with it. */
-	kill(-r->proc.pid, SIGKILL);
+	r->exited = true;
+	/* Whatever the code left running goes with it. */
+	end_tree(r);
 	run_step(r);
 }
 
@@ -203,6 +222,18 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	(void)h;
 	(void)suggested;
 	*buf = uv_buf_init(chunk, sizeof(chunk));
+}
+
+static void stream_ended(struct run *r, bool is_out)
+{
+	if (is_out ? r->out_ended : r->err_ended)
+		return;
+	if (is_out)
+		r->out_ended = true;
+	else
+		r->err_ended = true;
+	uv_read_stop(is_out ? (uv_stream_t *)&r->out : (uv_stream_t *)&r->err);
+	run_step(r);
 }
 
 static void on_output(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -222,18 +253,23 @@ static void on_output(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		}
 		return;
 	}
-	if (n < 0) {
-		uv_read_stop(s);
-		run_step(r);
-	}
+	if (n < 0)
+		stream_ended(r, s == (uv_stream_t *)&r->out);
 }
 
 static void on_timeout(uv_timer_t *t)
 {
 	struct run *r = t->data;
 
-	r->timed_out = true;
-	kill(-r->proc.pid, SIGKILL);
+	if (!r->ending) {
+		r->timed_out = true;
+		end_tree(r);
+		return;
+	}
+	if (!r->out_ended)
+		stream_ended(r, true);
+	if (!r->err_ended)
+		stream_ended(r, false);
 }
 
 static void on_gone(struct sbx_http_req *req, void *arg)
@@ -241,7 +277,7 @@ static void on_gone(struct sbx_http_req *req, void *arg)
 	struct run *r = arg;
 
 	r->req = NULL;
-	kill(-r->proc.pid, SIGKILL);
+	end_tree(r);
 }
 
 /* ---- handlers ---------------------------------------------------------------- */
@@ -265,6 +301,8 @@ static int spawn_run(struct run *r, const char *runtime, const char *cwd)
 	uv_stdio_container_t stdio[3];
 	uv_process_options_t o = { 0 };
 	char *args[3] = { (char *)runtime, r->path, NULL };
+	char tag_env[TREE_TAG_MAX + 16], **env;
+	const char *const changes[] = { tag_env, NULL };
 	int rc;
 
 	uv_pipe_init(r->c->loop, &r->out, 0);
@@ -282,9 +320,14 @@ static int spawn_run(struct run *r, const char *runtime, const char *cwd)
 	o.stdio = stdio;
 	o.stdio_count = 3;
 	o.exit_cb = on_exit_cb;
-	/* Its own session and group: a timeout or abort kills all it started. */
+	/* Its own session and group, and the tag its whole tree carries: a
+	 * timeout or abort kills all it started. */
 	o.flags = UV_PROCESS_DETACHED;
+	tree_new_tag(r->tag);
+	snprintf(tag_env, sizeof(tag_env), "%s=%s", TREE_ENV, r->tag);
+	o.env = env = pty_env(changes);
 	rc = uv_spawn(r->c->loop, &r->proc, &o);
+	pty_env_free(env);
 	r->open_handles = 4; /* a failed spawn still registered the process */
 	return rc;
 }

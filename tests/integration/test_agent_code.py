@@ -59,6 +59,26 @@ def test_timeout_kills_the_whole_group(code):
     wait_gone(["sleep 340"])
 
 
+def test_a_setsid_grandchild_neither_outlives_the_run_nor_holds_the_answer(code):
+    # The grandchild left the group with setsid and kept the output pipes:
+    # the run never answered, even after its timeout.
+    c, _, _ = code
+    t0 = time.monotonic()
+    r = c.execute_code(language="python",
+                       code="import subprocess\n"
+                            "subprocess.Popen(['setsid', 'sleep', '351'])\nprint('done')\n")
+    assert r.data.status == "ok" and r.data.stdout == "done\n", r.data
+    assert time.monotonic() - t0 < 5
+    wait_gone(["sleep 351"])
+    t0 = time.monotonic()
+    r = c.execute_code(language="python", timeout=1,
+                       code="import subprocess, time\n"
+                            "subprocess.Popen(['setsid', 'sleep', '352'])\ntime.sleep(60)\n")
+    assert r.data.status == "timeout"
+    assert time.monotonic() - t0 < 5
+    wait_gone(["sleep 352"])
+
+
 def test_cwd_and_info(code):
     c, _, ws = code
     (ws / "data.txt").write_text("from a file")
