@@ -52,6 +52,8 @@ struct kexec {
 	struct sbx_http_req *req; /* NULL once the client has gone */
 	enum { EP_JUPYTER, EP_NODEJS, EP_CODE } endpoint;
 	char *code;
+	json_t *files;	    /* name -> content, written before the run (Node.js), or NULL */
+	json_t *stdin_text; /* the run's process.stdin (Node.js), or NULL */
 	char cwd[PATH_MAX];
 	long timeout_s;
 	bool ephemeral; /* the kernel was made for this execution alone */
@@ -277,6 +279,8 @@ static void exec_answer(struct kexec *x, json_t *reply, json_t *out, json_t *err
 static void exec_free(struct kexec *x)
 {
 	sbx_free(x->code);
+	json_decref(x->files);
+	json_decref(x->stdin_text);
 	sbx_free(x);
 }
 
@@ -461,8 +465,9 @@ static void kernel_send_next(struct kernel *k)
 	x->next = NULL;
 	k->cur = x;
 	k->timed_out = k->interrupted = false;
-	req = json_pack("{s:s, s:s?, s:I}", "code", x->code, "cwd", x->cwd[0] ? x->cwd : NULL,
-			"timeout_ms", (json_int_t)x->timeout_s * 1000);
+	req = json_pack("{s:s, s:s?, s:I, s:O?, s:O?}", "code", x->code, "cwd",
+			x->cwd[0] ? x->cwd : NULL, "timeout_ms", (json_int_t)x->timeout_s * 1000,
+			"files", x->files, "stdin", x->stdin_text);
 	text = req ? sbx_json_dumps(req) : NULL;
 	json_decref(req);
 	len = text ? strlen(text) : 0;
@@ -636,7 +641,7 @@ static struct kernel *kernel_find(struct kernels *ks, enum lang lang, const char
  * ephemeral, one that ends after this execution). */
 static void kernel_submit(struct kernels *ks, struct sbx_http_req *req, int endpoint,
 			  enum lang lang, const char *id, const char *code, const char *cwd,
-			  long timeout_s, bool ephemeral)
+			  long timeout_s, bool ephemeral, json_t *files, json_t *stdin_text)
 {
 	struct kernel *k = id ? kernel_find(ks, lang, id) : NULL;
 	const char *err = NULL;
@@ -661,6 +666,8 @@ static void kernel_submit(struct kernels *ks, struct sbx_http_req *req, int endp
 	}
 	x->k = k;
 	x->req = req;
+	x->files = json_incref(files);
+	x->stdin_text = json_incref(stdin_text);
 	x->endpoint = endpoint;
 	x->ephemeral = ephemeral;
 	x->timeout_s = timeout_s;
@@ -834,7 +841,7 @@ void kernels_handle_jupyter_execute(struct sbx_http_req *req, void *arg)
 	    api_opt_string(req, body, "session_id", &id) && get_cwd(req, body, &cwd) &&
 	    api_opt_string(req, body, "kernel_name", &kname) && kernel_name_ok(req, kname))
 		kernel_submit(arg, req, EP_JUPYTER, PY, id && *id ? id : NULL, code, cwd, timeout,
-			      false);
+			      false, NULL, NULL);
 	json_decref(body);
 }
 
@@ -972,9 +979,47 @@ static bool get_idle(struct sbx_http_req *req, json_t *body, long *out)
 	return true;
 }
 
+/* "files": names relative to the execution's directory, each made of
+ * path segments that are not empty, "." or ".."; string contents. */
+static bool files_ok(struct sbx_http_req *req, json_t *files)
+{
+	const char *name;
+	json_t *v;
+
+	if (!json_is_object(files)) {
+		api_invalid(req, "body.files", "Input should be a valid dictionary", "dict_type");
+		return false;
+	}
+	json_object_foreach(files, name, v)
+	{
+		bool bad = !*name || name[0] == '/' || strlen(name) > 1024;
+
+		for (const char *p = name; !bad && *p;) {
+			size_t n = strcspn(p, "/");
+
+			bad = n == 0 || (n == 1 && p[0] == '.') || (n == 2 && !strncmp(p, "..", 2));
+			p += n + (p[n] == '/');
+		}
+		if (bad) {
+			api_invalid(req, "body.files",
+				    "file names are relative paths inside the execution's "
+				    "directory (no '..', no empty segment)",
+				    "value_error");
+			return false;
+		}
+		if (!json_is_string(v) && !json_is_null(v)) {
+			api_invalid(req, "body.files",
+				    "file contents should be strings (or null: empty)",
+				    "string_type");
+			return false;
+		}
+	}
+	return true;
+}
+
 void kernels_handle_nodejs_execute(struct sbx_http_req *req, void *arg)
 {
-	json_t *body = api_body_object(req), *v;
+	json_t *body = api_body_object(req), *files, *stdin_text;
 	const char *code, *id, *cwd;
 	long timeout;
 	bool stateful;
@@ -984,17 +1029,21 @@ void kernels_handle_nodejs_execute(struct sbx_http_req *req, void *arg)
 	if (!get_code(req, body, &code) || !get_timeout(req, body, &timeout) ||
 	    !api_opt_string(req, body, "session_id", &id) || !get_cwd(req, body, &cwd))
 		goto out;
-	if (((v = json_object_get(body, "stdin")) && !json_is_null(v)) ||
-	    ((v = json_object_get(body, "files")) && !json_is_null(v) && json_object_size(v))) {
-		api_fail(req,
-			 "stdin and files are not supported here; write files with "
-			 "/v1/file/write first",
-			 NULL);
+	stdin_text = json_object_get(body, "stdin");
+	if (json_is_null(stdin_text))
+		stdin_text = NULL;
+	if (stdin_text && !json_is_string(stdin_text)) {
+		api_invalid(req, "body.stdin", "Input should be a valid string", "string_type");
 		goto out;
 	}
+	files = json_object_get(body, "files");
+	if (json_is_null(files))
+		files = NULL;
+	if (files && !files_ok(req, files))
+		goto out;
 	stateful = json_is_true(json_object_get(body, "stateful")) || (id && *id);
 	kernel_submit(arg, req, EP_NODEJS, JS, stateful && id && *id ? id : NULL, code, cwd,
-		      timeout, !stateful);
+		      timeout, !stateful, json_object_size(files) ? files : NULL, stdin_text);
 out:
 	json_decref(body);
 }
@@ -1130,5 +1179,5 @@ void kernels_code_execute(struct kernels *ks, struct sbx_http_req *req, json_t *
 	const char *cwd = json_string_value(json_object_get(body, "cwd"));
 
 	kernel_submit(ks, req, EP_CODE, strcmp(lang, "python") == 0 ? PY : JS,
-		      id && *id ? id : NULL, code, cwd, timeout_s, false);
+		      id && *id ? id : NULL, code, cwd, timeout_s, false, NULL, NULL);
 }

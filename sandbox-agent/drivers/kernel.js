@@ -1,12 +1,16 @@
 // sbx-agent's Node.js session driver: runs as `node -e <this> MARKER`.
 // Requests arrive on fd 3, one JSON object per line ({"code", "cwd",
-// "timeout_ms"}); each reply goes to fd 4 as one line, after the marker has
+// "timeout_ms", and optionally "files" to write into the cell's directory
+// first and "stdin", the text its process.stdin gives}); each reply goes to
+// fd 4 as one line, after the marker has
 // been written to stdout and stderr (the agent cuts each execution's output
 // there). Top-level let/const/function declarations persist between calls:
 // every cell runs as a script in one vm context.
 'use strict';
 const fs = require('fs');
+const path = require('path');
 const readline = require('readline');
+const { Readable } = require('stream');
 const util = require('util');
 const vm = require('vm');
 
@@ -44,8 +48,22 @@ function settle(promise, deadline, req) {
 async function run(req) {
   count += 1;
   const reply = { execution_count: count, status: 'ok', result: null };
+  const stdinDescriptor = Object.getOwnPropertyDescriptor(process, 'stdin');
   try {
     if (req.cwd) process.chdir(req.cwd);
+    // The agent has checked the names; they must still land inside.
+    const base = process.cwd();
+    for (const [name, content] of Object.entries(req.files || {})) {
+      const target = path.resolve(base, name);
+      if (!target.startsWith(base + path.sep)) throw new Error(`file name outside: ${name}`);
+      fs.mkdirSync(path.dirname(target), { recursive: true });
+      fs.writeFileSync(target, content ?? '');
+    }
+    if (typeof req.stdin === 'string') {
+      const given = Readable.from([Buffer.from(req.stdin)]);
+      Object.defineProperty(process, 'stdin', { configurable: true, enumerable: true,
+        get: () => given });
+    }
     const script = new vm.Script(req.code || '', { filename: `cell-${count}.js` });
     const deadline = Date.now() + (req.timeout_ms || 0);
     // The timeout is kept here, not by a signal from the agent: the vm stops
@@ -66,6 +84,8 @@ async function run(req) {
     const frames = String(err.stack || '').split('\n').filter((l) => /^\s+at /.test(l) &&
       !/\[eval\]|node:internal|node:vm/.test(l));
     reply.traceback = [`${reply.ename}: ${reply.evalue}`, ...frames];
+  } finally {
+    if (stdinDescriptor) Object.defineProperty(process, 'stdin', stdinDescriptor);
   }
   return reply;
 }

@@ -207,3 +207,28 @@ def test_session_limit_and_bad_input(agent, tmp_path):  # noqa: F811
     assert r.status_code == 422
     r = requests.post(f"{a.url}/v1/jupyter/execute", json={"code": "1", "kernel_name": "r"})
     assert r.status_code == 200 and not r.json()["success"]
+
+
+def test_nodejs_execute_takes_the_sdks_files_and_stdin(sb):
+    # Both fields of the official SDKs' nodejs.execute_code were refused.
+    c, a, ws = sb
+    # The cell's last value, a promise, is awaited: stdin is read through.
+    r = c.nodejs.execute_code(
+        code="const fs = require('fs');"
+             "new Promise((resolve) => { let got = '';"
+             " process.stdin.on('data', (d) => { got += d; });"
+             " process.stdin.on('end', () => { console.log(JSON.stringify(got),"
+             " fs.readFileSync('data/in.txt', 'utf8'),"
+             " fs.readFileSync('empty.txt', 'utf8').length); resolve(); }); })",
+        files={"data/in.txt": "from a file", "empty.txt": None}, stdin="line 1\nline 2\n",
+        timeout=10)
+    assert r.data.status == "ok", r
+    assert r.data.stdout == '"line 1\\nline 2\\n" from a file 0\n', r.data.stdout
+    assert (ws / "data/in.txt").read_text() == "from a file"
+    for bad in ["../escape.txt", "/etc/x", "a//b", "./a", ""]:
+        resp = requests.post(f"{a.url}/v1/nodejs/execute",
+                             json={"code": "1", "files": {bad: "x"}}, timeout=10)
+        assert resp.status_code == 422, (bad, resp.text)
+    assert not (ws.parent / "escape.txt").exists()
+    resp = requests.post(f"{a.url}/v1/nodejs/execute", json={"code": "1", "stdin": 5}, timeout=10)
+    assert resp.status_code == 422
