@@ -52,6 +52,7 @@ struct fetch {
 	struct sbx_buf body;
 	char *image;
 	size_t image_len;
+	int page_width, page_height; /* the first page's innerWidth/Height; 0: unknown */
 	char err[256];
 };
 
@@ -264,7 +265,7 @@ out:
 
 /* The first page's DevTools WebSocket address (a blank one is opened if the
  * browser has none). */
-static int first_page(struct fetch *f, char *out, size_t size)
+static int first_page(struct fetch *f, char *out, size_t size, bool open_one)
 {
 	struct sbx_buf b;
 	char err[128];
@@ -290,8 +291,8 @@ static int first_page(struct fetch *f, char *out, size_t size)
 	}
 	json_decref(list);
 	sbx_buf_release(&b);
-	if (rc == 0)
-		return 0;
+	if (rc == 0 || !open_one)
+		return rc;
 	sbx_buf_init(&b, MAX_JSON);
 	if (devtools_http(f, "PUT", "/json/new?about:blank", &b) == 0) {
 		json_t *t2 =
@@ -316,7 +317,7 @@ static void take_screenshot(struct fetch *f)
 	json_t *reply;
 	const char *data;
 
-	if (first_page(f, ws, sizeof(ws)))
+	if (first_page(f, ws, sizeof(ws), true))
 		return;
 	snprintf(cmd, sizeof(cmd),
 		 "{\"id\":1,\"method\":\"Page.captureScreenshot\",\"params\":{\"format\":\"%s\"}}",
@@ -339,14 +340,41 @@ static void take_screenshot(struct fetch *f)
 	json_decref(reply);
 }
 
+/* The first page's viewport as the page sees it (window.innerWidth and
+ * innerHeight): left unknown when there is no page (none is opened for it)
+ * or the page does not answer. */
+static void page_viewport(struct fetch *f)
+{
+	static const char cmd[] =
+		"{\"id\":1,\"method\":\"Runtime.evaluate\",\"params\":{\"expression\":"
+		"\"[window.innerWidth, window.innerHeight]\",\"returnByValue\":true}}";
+	char ws[512], err[256];
+	json_t *reply, *size;
+
+	if (first_page(f, ws, sizeof(ws), false))
+		return;
+	if (!(reply = devtools_call(ws, cmd, err, sizeof(err))))
+		return;
+	size = sbx_json_path(reply, "result.result.value");
+	if (json_array_size(size) == 2 && json_is_integer(json_array_get(size, 0)) &&
+	    json_is_integer(json_array_get(size, 1))) {
+		f->page_width = (int)json_integer_value(json_array_get(size, 0));
+		f->page_height = (int)json_integer_value(json_array_get(size, 1));
+	}
+	json_decref(reply);
+}
+
 static void fetch_work(uv_work_t *w)
 {
 	struct fetch *f = w->data;
 
-	if (f->kind == K_SHOT)
+	if (f->kind == K_SHOT) {
 		take_screenshot(f);
-	else
-		(void)devtools_http(f, "GET", f->path, &f->body);
+		return;
+	}
+	(void)devtools_http(f, "GET", f->path, &f->body);
+	if (f->kind == K_INFO && !f->err[0])
+		page_viewport(f);
 }
 
 /* Chromium's addresses in its answers, pointed at the agent instead. */
@@ -408,13 +436,19 @@ static void fetch_done(uv_work_t *w, int status)
 				char cdp_url[700];
 
 				snprintf(cdp_url, sizeof(cdp_url), "%s/cdp", f->http_base);
+				json_t *page =
+					f->page_width > 0
+						? json_pack("{s:i, s:i}", "width", f->page_width,
+							    "height", f->page_height)
+						: json_null();
+
 				api_ok(req, "Browser",
 				       json_pack(
-					       "{s:s, s:s, s:s, s:n, s:{s:i, s:i}, s:n, s:s?, s:s?}",
+					       "{s:s, s:s, s:s, s:n, s:{s:i, s:i}, s:o, s:s?, s:s?}",
 					       "user_agent", sbx_json_str(j, "User-Agent") ?: "",
 					       "cdp_url", cdp_url, "vnc_url", "", "cdp_ui_url",
 					       "viewport", "width", (int)f->b->width, "height",
-					       (int)f->b->height, "page_viewport", "browser",
+					       (int)f->b->height, "page_viewport", page, "browser",
 					       sbx_json_str(j, "Browser"), "browser_ws_url",
 					       sbx_json_str(j, "webSocketDebuggerUrl")));
 			}

@@ -114,6 +114,11 @@ def test_screenshot_endpoint(agent, chromium):  # noqa: F811
     data = b"".join(c.browser.screenshot())
     w, h = png_size(data)
     assert w > 100 and h > 100
+    # The page's own viewport (it was null; the display size was all there
+    # was): what the page measures, the size of its picture.
+    info = c.browser.get_info().data
+    assert info.page_viewport is not None
+    assert (info.page_viewport.width, info.page_viewport.height) == (w, h)
     r = requests.get(f"{a.url}/v1/browser/screenshot", params={"format": "jpeg", "quality": 50})
     assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
     assert r.content[:2] == b"\xff\xd8"
