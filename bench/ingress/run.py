@@ -16,6 +16,10 @@ nothing, keeps connections to the backend alive, and takes HTTP/1.1 and h2c
   - nginx (Debian's nginx-light): upstream keepalive, proxy_http_version
     1.1, proxy_buffering off; HTTP/1.1 on one port and h2c on another
     (nginx 1.22 cannot take both on one clear-text port).
+Every proxy sends the backend the forwarding headers sbx-ingress sends
+(X-Forwarded-For, -Host, -Proto and Forwarded), so that the backend's work
+is the same behind each; sbx-ingress also strips the path prefix and sets
+X-Forwarded-Prefix, which the others, routing "/", have no use for.
 
 Measures, for each proxy, one after the other, in BENCH_ROUNDS (3) rounds
 (the proxies interleaved; the median of each figure is reported):
@@ -162,6 +166,9 @@ def nghttpx(work: Path, backend: int, ws_backend: int, port: int, _h2: int):
                  f"--backend=127.0.0.1,{ws_backend};/ws;proto=http/1.1",
                  f"--workers={WORKERS}", "--accesslog-file=/dev/null",
                  "--errorlog-file=/dev/null", "--frontend-http2-max-concurrent-streams=100",
+                 # The forwarding headers sbx-ingress sets (X-Forwarded-Proto
+                 # is nghttpx's default).
+                 "--add-x-forwarded-for", "--add-forwarded=for,host,proto",
                  f"--worker-frontend-connections={MAXCONN}", "--backend-keep-alive-timeout=60s",
                  f"--pid-file={work}/nghttpx.pid", "--conf=/dev/null"],
                 port, "nghttpx")
@@ -184,6 +191,11 @@ defaults
   option http-keep-alive
 frontend fe
   bind 127.0.0.1:{port}
+  # The forwarding headers sbx-ingress sets (2.6 has no "option forwarded").
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header Forwarded "for=%[src];host=%[req.hdr(host)];proto=http"
   use_backend ws if {{ path_beg /ws }}
   default_backend be
 backend be
@@ -216,6 +228,11 @@ http {{
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_buffering off;
+      # The forwarding headers sbx-ingress sets.
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header Forwarded "for=$remote_addr;host=$host;proto=$scheme";
     }}
     location /ws {{
       proxy_pass http://ws;
