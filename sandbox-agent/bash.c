@@ -29,9 +29,6 @@
 #define MAX_ID		   64
 #define DEFAULT_MAX_OUTPUT 50000
 #define MAX_WAIT_S	   3600
-
-extern char **environ;
-
 enum cstatus { C_RUNNING, C_COMPLETED, C_TIMED_OUT, C_KILLED };
 static const char *const cstatus_names[] = { "running", "completed", "timed_out", "killed" };
 
@@ -366,58 +363,34 @@ static void on_hard_timeout(uv_timer_t *t)
 		stream_ended(c, false);
 }
 
-/* A copy of environ with env's string values set (NULL on no memory). */
+/* A copy of environ with env's string values set and the tree's tag (NULL
+ * on no memory; freed with pty_env_free). */
 static char **make_env(json_t *env, const char *tag)
 {
-	size_t n = 0, extra = json_object_size(env) + 1, i = 0;
+	size_t n = 0, max = json_object_size(env) + 2;
+	const char **changes = sbx_calloc(max, sizeof(*changes));
 	const char *key;
+	char **out = NULL;
 	json_t *v;
-	char **out;
 
-	while (environ[n])
-		n++;
-	out = sbx_calloc(n + extra + 1, sizeof(*out));
-	if (!out)
+	if (!changes)
 		return NULL;
-	for (size_t k = 0; k < n; k++) {
-		size_t eq = strcspn(environ[k], "=");
-
-		if (json_is_string(json_object_getn(env, environ[k], eq)) ||
-		    (eq == sizeof(TREE_ENV) - 1 && !strncmp(environ[k], TREE_ENV, eq)))
-			continue; /* overridden below */
-		out[i++] = environ[k];
-	}
 	/* The command's tree carries its tag (tree.h). */
-	if (asprintf(&out[i], "%s=%s", TREE_ENV, tag) >= 0)
-		i++;
-	else
-		out[i] = NULL;
+	if (asprintf((char **)&changes[n], "%s=%s", TREE_ENV, tag) < 0)
+		goto out;
+	n++;
 	json_object_foreach(env, key, v)
 	{
-		char *kv;
-
-		if (!json_is_string(v) || asprintf(&kv, "%s=%s", key, json_string_value(v)) < 0)
-			continue;
-		out[i++] = kv;
+		if (json_is_string(v) &&
+		    asprintf((char **)&changes[n], "%s=%s", key, json_string_value(v)) >= 0)
+			n++;
 	}
+	out = pty_env(changes);
+out:
+	for (size_t i = 0; i < n; i++)
+		free((char *)changes[i]);
+	sbx_free(changes);
 	return out;
-}
-
-static void free_env(char **env, json_t *extra)
-{
-	if (!env)
-		return;
-	for (size_t i = 0; env[i]; i++) {
-		bool ours = true;
-
-		for (size_t k = 0; environ[k]; k++)
-			if (env[i] == environ[k])
-				ours = false;
-		if (ours)
-			free(env[i]);
-	}
-	sbx_free(env);
-	(void)extra;
 }
 
 static int cmd_spawn(struct bcmd *c, const char *dir, json_t *env)
@@ -457,7 +430,7 @@ static int cmd_spawn(struct bcmd *c, const char *dir, json_t *env)
 	o.exit_cb = on_exit_cb;
 	o.flags = UV_PROCESS_DETACHED; /* its own group: kill reaches all it started */
 	rc = uv_spawn(loop, &c->proc, &o);
-	free_env(envp, env);
+	pty_env_free(envp);
 	return rc;
 }
 

@@ -24,21 +24,32 @@ struct proc {
 	bool live; /* not a zombie */
 };
 
-/* pid, ppid, process group and state from /proc/PID/stat; false if gone. */
-static bool read_stat(pid_t pid, struct proc *p)
+/* /proc/PID/name into buf (NUL-terminated): the bytes read, or 0 if the
+ * process is gone or the file cannot be read. */
+static size_t read_proc(pid_t pid, const char *name, char *buf, size_t size)
 {
-	char path[64], buf[512], *close_paren, state;
+	char path[64];
 	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, name);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
+		return 0;
+	n = read(fd, buf, size - 1);
 	close(fd);
 	if (n <= 0)
-		return false;
+		return 0;
 	buf[n] = '\0';
+	return (size_t)n;
+}
+
+/* pid, ppid, process group and state from /proc/PID/stat; false if gone. */
+static bool read_stat(pid_t pid, struct proc *p)
+{
+	char buf[512], *close_paren, state;
+
+	if (!read_proc(pid, "stat", buf, sizeof(buf)))
+		return false;
 	/* The command name may hold spaces and parentheses: the fields
 	 * start after the last ')'. */
 	if (!(close_paren = strrchr(buf, ')')) ||
@@ -53,19 +64,10 @@ static bool read_stat(pid_t pid, struct proc *p)
 static bool has_tag(pid_t pid, const char *tag)
 {
 	static const char key[] = TREE_ENV "=";
-	char path[64], buf[65536];
+	char buf[65536];
 	size_t klen = sizeof(key) - 1, tlen = strlen(tag);
-	ssize_t n;
-	int fd;
+	size_t n = read_proc(pid, "environ", buf, sizeof(buf));
 
-	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = '\0';
 	for (char *e = buf; e < buf + n; e += strlen(e) + 1) {
 		if (strncmp(e, key, klen) == 0 && strncmp(e + klen, tag, tlen) == 0 &&
 		    (e[klen + tlen] == '\0' || e[klen + tlen] == '.'))
