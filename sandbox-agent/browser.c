@@ -1,5 +1,5 @@
 /* The browser endpoints (see browser.h). Talking to Chromium's DevTools
- * HTTP side (libcurl) and, for screenshots, to a page's DevTools WebSocket
+ * HTTP side (a blocking HTTP/1.1 exchange parsed by http-parser) and, for screenshots, to a page's DevTools WebSocket
  * (wslay, client side) happens on the thread pool with bounded timeouts;
  * the DevTools WebSocket of a client is a byte tunnel (sbx_http_tunnel). */
 #define _GNU_SOURCE
@@ -13,10 +13,9 @@
 #include "sbx/json.h"
 #include "sbx/log.h"
 
-#include <arpa/inet.h>
-#include <curl/curl.h>
 #include <errno.h>
-#include <netinet/in.h>
+#include <http_parser.h>
+#include <netdb.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,39 +57,115 @@ struct fetch {
 
 /* ---- the DevTools HTTP side ------------------------------------------------------------ */
 
-static size_t on_curl_data(char *data, size_t size, size_t n, void *arg)
+/* A socket to "host:port" (a name or an address) with both timeouts set:
+ * the fd, or -1 with err set. */
+static int dial(const char *hostport, char *err, size_t err_size)
 {
-	return sbx_buf_append(arg, data, size * n) ? 0 : size * n;
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai, *a;
+	struct timeval tv = { .tv_sec = HTTP_TIMEOUT_S };
+	char host[256], *colon;
+	int fd = -1, rc;
+
+	snprintf(host, sizeof(host), "%s", hostport);
+	colon = strrchr(host, ':');
+	if (!colon || colon == host) {
+		snprintf(err, err_size, "unexpected DevTools address %.100s", hostport);
+		return -1;
+	}
+	*colon = '\0';
+	if (host[0] == '[' && colon[-1] == ']') { /* [::1]:9222 */
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	if ((rc = getaddrinfo(host, colon + 1, &hints, &ai))) {
+		snprintf(err, err_size, "cannot resolve %.100s: %s", host, gai_strerror(rc));
+		return -1;
+	}
+	for (a = ai; a && fd < 0; a = a->ai_next) {
+		fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		if (connect(fd, a->ai_addr, a->ai_addrlen)) {
+			rc = errno;
+			close(fd);
+			fd = -1;
+			errno = rc;
+		}
+	}
+	freeaddrinfo(ai);
+	if (fd < 0)
+		snprintf(err, err_size, "cannot connect to %.100s: %s", hostport, strerror(errno));
+	return fd;
 }
 
-/* GET (or PUT) http://cdp/path into body: 0, or -1 with err set. */
+struct devtools_answer {
+	struct sbx_buf *body;
+	bool complete, too_big;
+};
+
+static int on_dt_body(http_parser *p, const char *at, size_t len)
+{
+	struct devtools_answer *a = p->data;
+
+	if (sbx_buf_append(a->body, at, len)) {
+		a->too_big = true;
+		return -1;
+	}
+	return 0;
+}
+
+static int on_dt_complete(http_parser *p)
+{
+	((struct devtools_answer *)p->data)->complete = true;
+	return 0;
+}
+
+/* GET (or PUT) http://cdp/path into body, f->status set: 0, or -1 with
+ * f->err set. Chromium's DevTools HTTP side answers small JSON documents. */
 static int devtools_http(struct fetch *f, const char *method, const char *path,
 			 struct sbx_buf *body)
 {
-	char url[256], curl_err[CURL_ERROR_SIZE] = "";
-	CURL *c = curl_easy_init();
-	CURLcode rc;
+	static const http_parser_settings settings = { .on_body = on_dt_body,
+						       .on_message_complete = on_dt_complete };
+	struct devtools_answer a = { .body = body };
+	http_parser p;
+	char head[512], err[200];
+	int fd = dial(f->b->cdp, err, sizeof(err)), n;
 
-	if (!c) {
-		snprintf(f->err, sizeof(f->err), "out of memory");
+	if (fd < 0) {
+		snprintf(f->err, sizeof(f->err), "the browser's DevTools did not answer: %s", err);
 		return -1;
 	}
-	snprintf(url, sizeof(url), "http://%s%s", f->b->cdp, path);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_curl_data);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)HTTP_TIMEOUT_S);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
-	rc = curl_easy_perform(c);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &f->status);
-	curl_easy_cleanup(c);
-	if (rc != CURLE_OK) {
-		snprintf(f->err, sizeof(f->err),
-			 "the browser's DevTools at %.60s did not answer: %.150s", f->b->cdp,
-			 curl_err[0] ? curl_err : curl_easy_strerror(rc));
+	n = snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+		     method, path, f->b->cdp);
+	http_parser_init(&p, HTTP_RESPONSE);
+	p.data = &a;
+	if (n < 0 || (size_t)n >= sizeof(head) || send(fd, head, (size_t)n, MSG_NOSIGNAL) != n) {
+		snprintf(f->err, sizeof(f->err), "cannot send a request to the browser's DevTools");
+		close(fd);
+		return -1;
+	}
+	while (!a.complete) {
+		char chunk[16384];
+		ssize_t r = recv(fd, chunk, sizeof(chunk), 0);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			break;
+		/* At EOF, a zero-length execute ends a body that has no length. */
+		if (http_parser_execute(&p, &settings, chunk, (size_t)r) != (size_t)r ||
+		    p.http_errno != HPE_OK || r == 0)
+			break;
+	}
+	close(fd);
+	f->status = p.status_code;
+	if (!a.complete) {
+		snprintf(f->err, sizeof(f->err), "the browser's DevTools at %.60s %s", f->b->cdp,
+			 a.too_big ? "answered more than the agent takes" :
+				     "did not answer completely");
 		return -1;
 	}
 	return 0;
@@ -177,11 +252,9 @@ static json_t *devtools_call(const char *ws_url, const char *command, char *err,
 							 .genmask_callback = wsc_mask,
 							 .on_msg_recv_callback = wsc_msg };
 	struct wsc w = { .fd = -1 };
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	struct timeval tv = { .tv_sec = HTTP_TIMEOUT_S };
-	char host[64], key_raw[16], *key = NULL, accept[SBX_WS_ACCEPT_SIZE], head[1024], expect[64];
+	char hostport[256], key_raw[16], *key = NULL, accept[SBX_WS_ACCEPT_SIZE], head[1024],
+		expect[64];
 	const char *p = ws_url + 5, *slash, *end;
-	unsigned port;
 	size_t n;
 	wslay_event_context_ptr ctx = NULL;
 	struct wslay_event_msg msg = { .opcode = WSLAY_TEXT_FRAME };
@@ -189,25 +262,20 @@ static json_t *devtools_call(const char *ws_url, const char *command, char *err,
 
 	/* ws://127.0.0.1:9222/devtools/page/ID: Chromium's own address. */
 	if (strncmp(ws_url, "ws://", 5) || !(slash = strchr(p, '/')) ||
-	    sscanf(p, "%63[0-9.]:%u", host, &port) != 2 ||
-	    inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+	    (size_t)(slash - p) >= sizeof(hostport)) {
 		snprintf(err, err_size, "unexpected DevTools address %.100s", ws_url);
 		return NULL;
 	}
-	sa.sin_port = htons((uint16_t)port);
-	w.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	setsockopt(w.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(w.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (w.fd < 0 || connect(w.fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		snprintf(err, err_size, "cannot connect to %s:%u: %s", host, port, strerror(errno));
-		goto out;
-	}
+	memcpy(hostport, p, (size_t)(slash - p));
+	hostport[slash - p] = '\0';
+	if ((w.fd = dial(hostport, err, err_size)) < 0)
+		return NULL;
 	RAND_bytes((unsigned char *)key_raw, sizeof(key_raw));
 	sbx_base64_encode(key_raw, sizeof(key_raw), &key, &n);
 	snprintf(head, sizeof(head),
-		 "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		 "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
 		 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-		 slash, host, port, key ? key : "");
+		 slash, hostport, key ? key : "");
 	if (!key || send(w.fd, head, strlen(head), MSG_NOSIGNAL) < 0) {
 		snprintf(err, err_size, "cannot send the WebSocket handshake");
 		goto out;

@@ -44,7 +44,7 @@ struct run {
 	char tag[TREE_TAG_MAX]; /* its process tree's (tree.h) */
 };
 
-int code_init(struct code *c, uv_loop_t *loop, const char *workspace, const struct context *ctx,
+int code_init(struct code *c, uv_loop_t *loop, const char *workspace, struct context *ctx,
 	      size_t max_output_bytes, unsigned max_running)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -448,7 +448,7 @@ static json_t *language_info(const struct code *c, const char *lang, const char 
 			 "max_timeout", MAX_TIMEOUT_S);
 }
 
-void code_handle_info(struct sbx_http_req *req, void *arg)
+static void handle_info_now(struct sbx_http_req *req, void *arg)
 {
 	struct code *c = arg;
 	json_t *langs = json_array();
@@ -459,4 +459,12 @@ void code_handle_info(struct sbx_http_req *req, void *arg)
 	if (find_runtime(node_names, path, sizeof(path)))
 		json_array_append_new(langs, language_info(c, "javascript", "nodejs", "Node.js"));
 	api_ok(req, "Supported languages", json_pack("{s:o}", "languages", langs));
+}
+
+void code_handle_info(struct sbx_http_req *req, void *arg)
+{
+	struct code *c = arg;
+
+	if (!context_defer(c->ctx, req, handle_info_now, c))
+		handle_info_now(req, c);
 }

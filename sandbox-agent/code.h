@@ -17,7 +17,7 @@ struct sbx_http_req;
 struct code {
 	uv_loop_t *loop;
 	const char *workspace;
-	const struct context *ctx; /* runtime versions for /v1/code/info */
+	struct context *ctx; /* runtime versions for /v1/code/info */
 	char dir[256];		   /* code files */
 	size_t max_output_bytes;   /* per stream */
 	unsigned max_running;
@@ -26,7 +26,7 @@ struct code {
 	struct kernels *kernels; /* stateful execution */
 };
 
-int code_init(struct code *c, uv_loop_t *loop, const char *workspace, const struct context *ctx,
+int code_init(struct code *c, uv_loop_t *loop, const char *workspace, struct context *ctx,
 	      size_t max_output_bytes, unsigned max_running);
 void code_release(struct code *c);
 

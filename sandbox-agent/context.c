@@ -255,15 +255,24 @@ int context_init(struct context *ctx, uv_loop_t *loop, const char *workspace)
 	ctx->workspace = sbx_strdup(workspace && *workspace ? workspace : home);
 	ctx->user = sbx_strdup(pw && pw->pw_name ? pw->pw_name : "unknown");
 	ctx->runtime = json_pack("{s:[], s:[]}", "python", "nodejs");
-	ctx->utils = gather_utils();
-	if (!ctx->home || !ctx->workspace || !ctx->user || !ctx->runtime || !ctx->utils) {
+	if (!ctx->home || !ctx->workspace || !ctx->user || !ctx->runtime) {
 		context_release(ctx);
 		return -ENOMEM;
 	}
+	return 0;
+}
+
+/* The facts that cost processes and file system walks are gathered when first
+ * asked for, not at start: the agent answers its first request sooner. */
+static void gather(struct context *ctx)
+{
+	if (ctx->gathered)
+		return;
+	ctx->gathered = true;
+	ctx->utils = gather_utils();
 	probe_start(ctx, "python", "python3");
 	probe_start(ctx, "python", "python");
 	probe_start(ctx, "nodejs", "node");
-	return 0;
 }
 
 void context_release(struct context *ctx)
@@ -406,7 +415,7 @@ static void waiter_gone(struct sbx_http_req *req, void *arg)
 	struct context *ctx = arg;
 
 	for (unsigned i = 0; i < ctx->n_waiting; i++) {
-		if (ctx->waiting[i] == req) {
+		if (ctx->waiting[i].req == req) {
 			ctx->waiting[i] = ctx->waiting[--ctx->n_waiting];
 			return;
 		}
@@ -416,26 +425,32 @@ static void waiter_gone(struct sbx_http_req *req, void *arg)
 static void answer_waiting(struct context *ctx)
 {
 	while (ctx->n_waiting) {
-		struct sbx_http_req *req = ctx->waiting[--ctx->n_waiting];
+		struct context_waiter w = ctx->waiting[--ctx->n_waiting];
 
-		sbx_http_on_abort(req, NULL, NULL);
-		respond_context(ctx, req);
+		sbx_http_on_abort(w.req, NULL, NULL);
+		w.fn(w.req, w.arg);
 	}
 }
 
-/* The runtimes are known a moment after start (their --version runs, at
- * most PROBE_TIMEOUT_MS): a request that comes earlier waits for them rather
- * than getting an empty list. */
+bool context_defer(struct context *ctx, struct sbx_http_req *req, sbx_http_handler fn, void *arg)
+{
+	gather(ctx);
+	if (!ctx->probes || ctx->n_waiting == sizeof(ctx->waiting) / sizeof(ctx->waiting[0]))
+		return false;
+	ctx->waiting[ctx->n_waiting++] = (struct context_waiter){ req, fn, arg };
+	sbx_http_on_abort(req, waiter_gone, ctx);
+	return true;
+}
+
+static void handle_sandbox_now(struct sbx_http_req *req, void *arg)
+{
+	respond_context(arg, req);
+}
+
 void context_handle_sandbox(struct sbx_http_req *req, void *arg)
 {
-	struct context *ctx = arg;
-
-	if (ctx->probes && ctx->n_waiting < sizeof(ctx->waiting) / sizeof(ctx->waiting[0])) {
-		ctx->waiting[ctx->n_waiting++] = req;
-		sbx_http_on_abort(req, waiter_gone, ctx);
-		return;
-	}
-	respond_context(ctx, req);
+	if (!context_defer(arg, req, handle_sandbox_now, arg))
+		respond_context(arg, req);
 }
 
 void context_handle_ping(struct sbx_http_req *req, void *arg)

@@ -30,7 +30,6 @@
 #include "sbx/metrics.h"
 #include "sbx/version.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -810,9 +809,7 @@ int main(int argc, char **argv)
 			cmd = NULL;
 	}
 	sbx_alloc_install_jansson();
-	curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: the browser's HTTP calls */
 	rc = cmd ? supervisor_run(cmd, serve, NULL, (unsigned)grace_ms) : serve(NULL);
-	curl_global_cleanup();
 	sbx_config_release(&cfg);
 	return rc;
 }

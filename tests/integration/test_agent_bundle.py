@@ -93,6 +93,16 @@ def test_bundle_carries_its_own_loader(image):
     assert any(p.name.startswith("ld-linux") for p in (image / "opt/sbx/lib").iterdir())
 
 
+def test_bundle_ships_no_kubernetes_client_libraries(image):
+    """The agent talks to no apiserver: libcurl and what Debian's libcurl pulls
+    in (gnutls, krb5, LDAP, ssh2, ...) are neither linked nor shipped."""
+    libs = {p.name.split(".so")[0] for p in (image / "opt/sbx/lib").iterdir()}
+    assert "libuv" in libs and "libc" in libs
+    unwanted = {"libcurl", "libgnutls", "libkrb5", "libgssapi_krb5", "libldap-2", "libssh2",
+                "librtmp", "libp11-kit", "libnettle", "libpsl", "libidn2"}
+    assert not libs & unwanted, sorted(libs & unwanted)
+
+
 def tree(root: Path) -> dict[str, tuple[int, bytes]]:
     """Every file under root: its mode and bytes (links: their target)."""
     out = {}
