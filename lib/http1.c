@@ -282,6 +282,26 @@ static int h1_end(struct sbx_http_req *r)
 	return rc;
 }
 
+static void h1_file_sent(struct http_conn *c, int status)
+{
+	struct h1_req *q = h1_of(c)->req;
+	sbx_http_file_cb done;
+
+	if (!q || !(done = q->r.file_done))
+		return;
+	q->r.file_done = NULL;
+	done(&q->r, q->r.file_arg, status);
+}
+
+static int h1_send_file(struct sbx_http_req *r, int fd, uint64_t off, uint64_t len)
+{
+	struct h1_req *q = (struct h1_req *)r;
+
+	if (q->chunked)
+		return -ENOTSUP;
+	return conn_send_file(q->h->c, fd, off, len, h1_file_sent);
+}
+
 static void h1_abort(struct sbx_http_req *r)
 {
 	struct h1_req *q = (struct h1_req *)r;
@@ -505,6 +525,7 @@ static const struct http_req_ops h1_req_ops = {
 	.resume_body = h1_resume_body,
 	.upgrade = h1_upgrade,
 	.peer = h1_peer,
+	.send_file = h1_send_file,
 };
 
 /* ---- parsing ------------------------------------------------------------------------- */

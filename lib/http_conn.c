@@ -14,10 +14,15 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
 
 #define LINGER_MS 1000
+/* One thread-pool job sends at most this much, then the loop has a turn. */
+#define FILE_SLICE (16u << 20)
 
 static void on_timer(uv_timer_t *t);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -143,6 +148,8 @@ void conn_set_codec(struct http_conn *c, const struct http_codec *codec, void *d
 
 /* ---- writing -------------------------------------------------------------------- */
 
+static void file_queued_out(struct http_conn *c);
+
 void conn_written(struct http_conn *c, int status)
 {
 	if (status < 0) {
@@ -154,6 +161,8 @@ void conn_written(struct http_conn *c, int status)
 	/* Progress: the client reads. */
 	c->write_at = conn_queued(c) ? uv_now(c->s->loop) + c->s->o.write_timeout_ms : 0;
 	conn_arm(c);
+	if (c->file && !conn_queued(c))
+		file_queued_out(c);
 	if (conn_alive(c) && conn_queued(c) < c->s->o.write_high_water / 2)
 		c->codec->drained(c);
 }
@@ -261,6 +270,196 @@ int conn_send1(struct http_conn *c, const void *data, size_t len)
 	return conn_send(c, &b, 1);
 }
 
+/* ---- sending a file --------------------------------------------------------------- *
+ *
+ * sendfile(2) runs on the thread pool, on duplicates of the socket and the
+ * file: the job may outlive the connection (a close only detaches it) and
+ * the caller's file descriptor. The socket is non-blocking, so a job sends
+ * until the socket is full (then a uv_poll on the duplicate waits for room:
+ * epoll watches a duplicate apart from the original, which libuv owns) or a
+ * slice is out; only the disk can make it wait. libuv's own write queue is
+ * empty before a job starts and stays so: nothing else is sent meanwhile. */
+
+struct conn_file {
+	struct http_conn *c; /* NULL once the connection is gone */
+	void (*sent)(struct http_conn *c, int status);
+	uv_work_t work;
+	uv_poll_t poll;
+	int sock, fd;
+	off_t off;
+	uint64_t left;
+	/* the last job's outcome */
+	uint64_t moved;
+	int err;
+	bool full;
+	bool busy; /* a job is on the thread pool */
+};
+
+static void file_poll_closed(uv_handle_t *h)
+{
+	struct conn_file *f = h->data;
+
+	close(f->sock);
+	close(f->fd);
+	sbx_free(f);
+}
+
+static void file_free(struct conn_file *f)
+{
+	uv_close((uv_handle_t *)&f->poll, file_poll_closed);
+}
+
+static void file_work(uv_work_t *w)
+{
+	struct conn_file *f = w->data;
+
+	f->moved = 0;
+	f->err = 0;
+	f->full = false;
+	while (f->left && f->moved < FILE_SLICE) {
+		size_t want = f->left < FILE_SLICE - f->moved ? (size_t)f->left
+							      : (size_t)(FILE_SLICE - f->moved);
+		ssize_t n = sendfile(f->sock, f->fd, &f->off, want);
+
+		if (n > 0) {
+			f->left -= (uint64_t)n;
+			f->moved += (uint64_t)n;
+		} else if (n == 0) {
+			f->err = -ENODATA; /* the file is shorter than promised */
+			break;
+		} else if (errno == EAGAIN) {
+			f->full = true;
+			break;
+		} else if (errno != EINTR) {
+			f->err = -errno;
+			break;
+		}
+	}
+}
+
+static void file_start(struct conn_file *f);
+
+static void file_finish(struct conn_file *f, int status)
+{
+	struct http_conn *c = f->c;
+	void (*sent)(struct http_conn *, int) = f->sent;
+
+	c->file = NULL;
+	file_free(f);
+	c->write_at = conn_queued(c) ? c->write_at : 0;
+	conn_arm(c);
+	sent(c, status);
+}
+
+static void file_writable(uv_poll_t *p, int status, int events)
+{
+	struct conn_file *f = p->data;
+
+	uv_poll_stop(p);
+	if (status < 0)
+		file_finish(f, status);
+	else
+		file_start(f);
+}
+
+static void file_done(uv_work_t *w, int status)
+{
+	struct conn_file *f = w->data;
+	struct http_conn *c = f->c;
+
+	f->busy = false;
+	if (!c) {
+		file_free(f);
+		return;
+	}
+	c->s->stats.bytes_out += f->moved;
+	if (f->moved) /* progress: the client reads */
+		c->write_at = uv_now(c->s->loop) + c->s->o.write_timeout_ms;
+	conn_arm(c);
+	if (status < 0 || f->err || !f->left) {
+		file_finish(f, status < 0 ? status : f->err);
+		return;
+	}
+	if (!f->full) {
+		file_start(f); /* a slice is out: again, after the loop's turn */
+		return;
+	}
+	if ((status = uv_poll_start(&f->poll, UV_WRITABLE, file_writable)))
+		file_finish(f, status);
+}
+
+static void file_start(struct conn_file *f)
+{
+	int rc;
+
+	f->work.data = f;
+	if ((rc = uv_queue_work(f->c->s->loop, &f->work, file_work, file_done))) {
+		file_finish(f, rc);
+		return;
+	}
+	f->busy = true;
+}
+
+/* libuv's queue (the head, say) is out: the file's turn. */
+static void file_queued_out(struct http_conn *c)
+{
+	struct conn_file *f = c->file;
+
+	if (!f->busy && !uv_is_active((uv_handle_t *)&f->poll))
+		file_start(f);
+}
+
+int conn_send_file(struct http_conn *c, int fd, uint64_t off, uint64_t len,
+		   void (*sent)(struct http_conn *c, int status))
+{
+	struct conn_file *f;
+	uv_os_fd_t sock;
+	int rc;
+
+	if (c->ssl || c->file || off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+		return c->ssl ? -ENOTSUP : -EINVAL;
+	if (!conn_alive(c))
+		return -ECONNRESET;
+	if ((rc = uv_fileno((uv_handle_t *)&c->tcp, &sock)))
+		return rc;
+	if (!(f = sbx_calloc(1, sizeof(*f))))
+		return -ENOMEM;
+	f->sock = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+	f->fd = f->sock < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (f->fd < 0 || (rc = uv_poll_init(c->s->loop, &f->poll, f->sock))) {
+		rc = f->fd < 0 ? -errno : rc;
+		if (f->sock >= 0)
+			close(f->sock);
+		if (f->fd >= 0)
+			close(f->fd);
+		sbx_free(f);
+		return rc;
+	}
+	f->poll.data = f;
+	f->c = c;
+	f->sent = sent;
+	f->off = (off_t)off;
+	f->left = len;
+	c->file = f;
+	if (!c->write_at)
+		c->write_at = uv_now(c->s->loop) + c->s->o.write_timeout_ms;
+	conn_arm(c);
+	if (!conn_queued(c))
+		file_start(f);
+	return 0;
+}
+
+/* The connection goes: a job under way finishes on its own. */
+static void file_detach(struct http_conn *c)
+{
+	struct conn_file *f = c->file;
+
+	c->file = NULL;
+	f->c = NULL;
+	if (!f->busy)
+		file_free(f);
+}
+
 /* ---- reading --------------------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -343,6 +542,8 @@ void conn_close(struct http_conn *c)
 	if (c->state == CONN_CLOSED)
 		return;
 	conn_set_state(c, CONN_CLOSED);
+	if (c->file)
+		file_detach(c);
 	if (c->codec)
 		c->codec->gone(c);
 	c->codec = NULL;

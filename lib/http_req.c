@@ -444,6 +444,8 @@ int sbx_http_write(struct sbx_http_req *req, const void *data, size_t len)
 {
 	if (req->state != REQ_RESPONDING)
 		return -EINVAL;
+	if (req->file_done)
+		return -EBUSY; /* a file is going out */
 	if (len == 0 || req->head)
 		return 0;
 	if (req->sized) {
@@ -454,10 +456,33 @@ int sbx_http_write(struct sbx_http_req *req, const void *data, size_t len)
 	return req->ops->write(req, data, len);
 }
 
+int sbx_http_send_file(struct sbx_http_req *req, int fd, uint64_t off, uint64_t len,
+		       sbx_http_file_cb done, void *arg)
+{
+	int rc;
+
+	if (req->state != REQ_RESPONDING || req->file_done)
+		return -EINVAL;
+	if (!req->ops->send_file || req->head || !req->sized || !len)
+		return -ENOTSUP;
+	if (len > req->length_left)
+		return -EMSGSIZE;
+	req->file_done = done;
+	req->file_arg = arg;
+	if ((rc = req->ops->send_file(req, fd, off, len))) {
+		req->file_done = NULL;
+		return rc;
+	}
+	req->length_left -= len;
+	return 0;
+}
+
 int sbx_http_end(struct sbx_http_req *req)
 {
 	if (req->state != REQ_RESPONDING)
 		return -EINVAL;
+	if (req->file_done)
+		return -EBUSY;
 	return req->ops->end(req);
 }
 

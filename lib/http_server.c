@@ -92,6 +92,7 @@ void sbx_http_flags_apply(const struct sbx_http_flags *f, struct sbx_http_server
 	o->drain_timeout_ms = (uint64_t)f->drain_timeout_ms;
 	o->max_header_bytes = (size_t)f->max_header_bytes;
 	o->max_buffered_body_bytes = (size_t)f->max_buffered_body_bytes;
+	o->write_timeout_ms = (uint64_t)f->write_timeout_ms;
 }
 
 int sbx_http_server_new(uv_loop_t *loop, const struct sbx_http_server_opts *opts,

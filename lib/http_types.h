@@ -98,16 +98,24 @@ struct http_conn {
 	bool reading;
 	bool reserved; /* holds a health slot: only health routes are served */
 	enum conn_timer timer_kind;
-	uint64_t timer_at; /* the codec's deadline (loop time, ms); 0: none */
-	uint64_t armed_at; /* what the timer is set for, while active */
-	uint64_t write_at; /* queued bytes must move by then; 0: nothing queued */
-	uint64_t drain_at; /* the server stops: closed by then */
-	int handles;	   /* libuv handles still open */
+	uint64_t timer_at;	/* the codec's deadline (loop time, ms); 0: none */
+	uint64_t armed_at;	/* what the timer is set for, while active */
+	uint64_t write_at;	/* queued bytes must move by then; 0: nothing queued */
+	uint64_t drain_at;	/* the server stops: closed by then */
+	int handles;		/* libuv handles still open */
+	struct conn_file *file; /* a file going out by sendfile */
 	char peer[64];
 };
 
 int conn_send(struct http_conn *c, const uv_buf_t *bufs, unsigned n);
 int conn_send1(struct http_conn *c, const void *data, size_t len);
+/* Sends len bytes of fd from off after what is queued, by sendfile(2) on the
+ * thread pool; sent(c, status) follows on the loop thread (status 0, or
+ * < 0: the file ended early or could not be read, or the socket failed).
+ * Nothing else may be sent meanwhile. -ENOTSUP on TLS. If the connection
+ * closes first, sent is not called. */
+int conn_send_file(struct http_conn *c, int fd, uint64_t off, uint64_t len,
+		   void (*sent)(struct http_conn *c, int status));
 size_t conn_queued(const struct http_conn *c);
 bool conn_congested(const struct http_conn *c); /* above the high water mark */
 void conn_pause(struct http_conn *c, unsigned reason);
@@ -231,6 +239,9 @@ struct http_req_ops {
 	 * extended CONNECT) and hands over the stream; the request is done. */
 	int (*upgrade)(struct sbx_http_req *r, struct http_stream **out);
 	const char *(*peer)(const struct sbx_http_req *r);
+	/* Sends len bytes of fd from off as body (sbx_http_send_file); NULL
+	 * where the transport cannot. */
+	int (*send_file)(struct sbx_http_req *r, int fd, uint64_t off, uint64_t len);
 };
 
 struct http_hdr {
@@ -275,6 +286,8 @@ struct sbx_http_req {
 	void *abort_arg;
 	void (*on_drain)(struct sbx_http_req *, void *);
 	void *drain_arg;
+	sbx_http_file_cb file_done; /* a sbx_http_send_file in progress */
+	void *file_arg;
 };
 
 void req_init(struct sbx_http_req *r, struct sbx_http_server *s, const struct http_req_ops *ops,

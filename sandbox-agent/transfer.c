@@ -3,8 +3,10 @@
  * Both stream: an upload's multipart body goes from the socket through the
  * multipart parser into a temporary file next to its destination, with at
  * most a few hundred KiB in memory whatever its size (reading pauses while
- * the disk is behind); a download goes from the file to the socket, reading
- * the next piece only when the client has taken the last. File I/O runs on
+ * the disk is behind); a download of a regular file goes from the page
+ * cache to the socket by sendfile(2) on plain HTTP/1.1 (sbx_http_send_file),
+ * and elsewhere (TLS, HTTP/2, special files) is read piece by piece, the
+ * next piece only when the client has taken the last. File I/O runs on
  * libuv's thread pool (uv_fs_*), never on the loop thread, apart from open
  * and rename-sized metadata calls.
  */
@@ -573,6 +575,22 @@ static void download_read(struct download *d)
 	d->reading = true;
 }
 
+/* The kernel has copied the file to the socket (sbx_http_send_file). */
+static void download_sent(struct sbx_http_req *req, void *arg, int status)
+{
+	struct download *d = arg;
+
+	sbx_http_on_abort(req, NULL, NULL);
+	if (status < 0) {
+		sbx_log_warn("download cut short", SBX_LS("path", d->path),
+			     SBX_LS("reason", uv_strerror(status)));
+		sbx_http_abort(req);
+	} else {
+		sbx_http_end(req);
+	}
+	download_free(d);
+}
+
 static void download_abort(struct sbx_http_req *req, void *arg)
 {
 	struct download *d = arg;
@@ -666,5 +684,23 @@ void files_handle_download(struct sbx_http_req *req, void *arg)
 	d->req = req;
 	disposition(req, d->path);
 	sbx_http_on_abort(req, download_abort, d);
+	if (S_ISREG(d->st.st_mode) && d->st.st_size > 0 && !d->abort_on_change) {
+		/* A regular file goes from the page cache to the socket, where
+		 * the connection allows (plain HTTP/1.1); elsewhere it is read
+		 * and written piece by piece. So is a download to be cut when
+		 * the file changes: each piece is checked before it goes out,
+		 * which the kernel's copy cannot do. */
+		d->started = true;
+		sbx_http_start_sized(req, 200, "application/octet-stream", (uint64_t)d->st.st_size);
+		rc = sbx_http_send_file(req, d->fd, 0, (uint64_t)d->st.st_size, download_sent, d);
+		if (rc == 0)
+			return;
+		if (rc != -ENOTSUP) {
+			sbx_http_on_abort(req, NULL, NULL);
+			sbx_http_abort(req);
+			download_free(d);
+			return;
+		}
+	}
 	download_read(d);
 }

@@ -35,8 +35,11 @@ class Server:
 
     def stats(self) -> dict:
         c = self.conn()
-        c.request("GET", "/stats")
-        return json.loads(c.getresponse().read())
+        try:
+            c.request("GET", "/stats")
+            return json.loads(c.getresponse().read())
+        finally:
+            c.close()
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -1041,3 +1044,102 @@ def test_ambiguous_request_framing_is_rejected_with_400(server, head):
     (status, headers, body), = read_responses(sock, 1)
     assert status == 400 and headers.get("connection") == "close"
     assert sock.recv(1) == b""
+
+
+# ---- files by sendfile (sbx_http_send_file) ----
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(48 << 20))
+    return path
+
+
+def test_a_file_goes_out_whole_by_sendfile_with_keep_alive_and_pipelining(server, data_file):
+    s = server()
+    want = data_file.read_bytes()
+    with requests.Session() as rs:
+        r = rs.get(f"http://127.0.0.1:{s.port}/file", params={"path": str(data_file)})
+        assert r.status_code == 200 and r.content == want
+        r = rs.get(f"http://127.0.0.1:{s.port}/file",
+                   params={"path": str(data_file), "off": 12345, "len": 1 << 20})
+        assert r.content == want[12345:12345 + (1 << 20)]
+    # Two requests in one write: the second answer follows the file, framed.
+    sock = s.raw()
+    q = f"GET /file?path={data_file}&off=7&len=100000 HTTP/1.1\r\nHost: t\r\n\r\n"
+    sock.sendall((q + "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n").encode())
+    (st1, _, b1), (st2, _, b2) = read_responses(sock, 2)
+    sock.close()
+    assert (st1, b1) == (200, want[7:100007]) and (st2, b2) == (200, b"hello")
+    st = s.stats()
+    assert st["files_sent"] == 3 and st["files_written"] == 0 and st["files_failed"] == 0
+    assert st["bytes_out"] > len(want)
+
+
+def test_a_file_over_http2_and_tls_is_written_instead(server, data_file, tls_files):
+    cert, key = tls_files
+    want = data_file.read_bytes()
+    plain = server()
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge",
+                          f"http://127.0.0.1:{plain.port}/file?path={data_file}"],
+                         capture_output=True, check=True).stdout
+    assert out == want
+    tls = server(f"--tls-cert={cert}", f"--tls-key={key}")
+    r = requests.get(f"https://127.0.0.1:{tls.port}/file", params={"path": str(data_file)},
+                     verify=str(cert))
+    assert r.content == want
+    tls_stats = requests.get(f"https://127.0.0.1:{tls.port}/stats", verify=str(cert)).json()
+    for st in (plain.stats(), tls_stats):
+        assert st["files_written"] == 1 and st["files_sent"] == 0
+
+
+def test_a_client_gone_mid_file_aborts_it_and_leaves_no_descriptor(server, data_file):
+    s = server()
+    base = open_fds(s.proc.pid)
+    for _ in range(5):
+        sock = s.raw()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(f"GET /file?path={data_file} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.close()
+    # The server hears of it from the read side (the abort callback) or from
+    # sendfile's failure (the done callback), whichever comes first.
+    wait_for(lambda: (st := s.stats())["aborts"] + st["files_failed"] == 5)
+    wait_for(lambda: open_fds(s.proc.pid) == base)
+    assert s.stats()["files_sent"] == 0
+
+
+def test_a_client_that_stops_reading_a_file_is_cut_off(server, data_file):
+    s = server("--write-timeout-ms=500")
+    sock = s.raw()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.sendall(f"GET /file?path={data_file} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    wait_for(lambda: s.stats()["aborts"] == 1)  # not reading: closed after 0.5 s
+    got = 0
+    try:
+        while chunk := sock.recv(1 << 20):
+            got += len(chunk)
+    except ConnectionResetError:
+        pass
+    sock.close()
+    assert got < 48 << 20
+
+
+def test_a_file_shorter_than_promised_cuts_the_response(server, tmp_path):
+    s = server()
+    short = tmp_path / "short.bin"
+    short.write_bytes(b"x" * 1000)
+    sock = s.raw()
+    sock.sendall(f"GET /file?path={short}&len=5000 HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert b"Content-Length: 5000" in head and body == b"x" * 1000
+    assert s.stats()["files_failed"] == 1

@@ -20,6 +20,10 @@
  *                                    also over HTTP/2 extended CONNECT
  *   GET  /tunnel/{port}?path=P       a tunnel to 127.0.0.1:{port}, path P (/ws);
  *                                    --connect-timeout-ms bounds its connect and answer
+ *   GET  /file?path=P&off=O&len=L    L bytes of file P from O (default: all), by
+ *                                    sbx_http_send_file, or read and written
+ *                                    where the connection cannot (TLS, HTTP/2);
+ *                                    a length past the file's end is cut short
  *   GET  /healthz                    "ok", a health route (served on the slots
  *                                    kept beyond --max-connections)
  *
@@ -31,9 +35,13 @@
 #include "sbx/log.h"
 #include "sbx/loop.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static char *listen_addr = "127.0.0.1:0";
 static char *tls_cert, *tls_key;
@@ -46,6 +54,7 @@ static struct sbx_http_flags http_flags = SBX_HTTP_FLAGS_DEFAULT;
 static struct sbx_http_server *server;
 static struct sbx_signals signals;
 static unsigned long pauses, aborts, streams_done;
+static unsigned long files_sent, files_written, files_failed;
 
 static void hello(struct sbx_http_req *req, void *arg)
 {
@@ -136,6 +145,70 @@ static void stream(struct sbx_http_req *req, void *arg)
 	sbx_http_on_abort(req, stream_abort, st);
 	sbx_http_start(req, 200, "application/octet-stream");
 	stream_more(req, st);
+}
+
+/* ---- files ------------------------------------------------------------------ */
+
+static void file_sent(struct sbx_http_req *req, void *arg, int status)
+{
+	sbx_http_on_abort(req, NULL, NULL);
+	if (status < 0) {
+		files_failed++;
+		sbx_http_abort(req);
+		return;
+	}
+	files_sent++;
+	sbx_http_end(req);
+}
+
+static void file_gone(struct sbx_http_req *req, void *arg)
+{
+	aborts++;
+}
+
+static void file(struct sbx_http_req *req, void *arg)
+{
+	char path[4096], v[32];
+	struct stat st;
+	long long off = 0, len;
+	int fd, rc;
+
+	if (sbx_http_query(req, "path", path, sizeof(path)) < 0 ||
+	    (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		sbx_http_respond_error(req, 404, "no such file");
+		return;
+	}
+	fstat(fd, &st);
+	if (sbx_http_query(req, "off", v, sizeof(v)) > 0)
+		off = atoll(v);
+	len = sbx_http_query(req, "len", v, sizeof(v)) > 0 ? atoll(v) : st.st_size - off;
+	sbx_http_start_sized(req, 200, "application/octet-stream", (uint64_t)len);
+	sbx_http_on_abort(req, file_gone, NULL);
+	rc = sbx_http_send_file(req, fd, (uint64_t)off, (uint64_t)len, file_sent, NULL);
+	if (rc == -ENOTSUP) {
+		/* A test tool: a blocking read loop is fine here. */
+		char buf[65536];
+		ssize_t n;
+
+		while (len > 0 && (n = pread(fd, buf, sizeof(buf), off)) > 0) {
+			n = n > len ? (ssize_t)len : n;
+			if (sbx_http_write(req, buf, (size_t)n) < 0)
+				break;
+			off += n;
+			len -= n;
+		}
+		files_written++;
+		sbx_http_on_abort(req, NULL, NULL);
+		if (len)
+			sbx_http_abort(req);
+		else
+			sbx_http_end(req);
+	} else if (rc < 0) {
+		files_failed++;
+		sbx_http_on_abort(req, NULL, NULL);
+		sbx_http_abort(req);
+	}
+	close(fd); /* the server holds its own reference while it sends */
 }
 
 /* ---- slow answers --------------------------------------------------------- */
@@ -366,6 +439,9 @@ static void stats(struct sbx_http_req *req, void *arg)
 		(json_int_t)streams_done, "bytes_out", (json_int_t)s->bytes_out, "sink_max_pending",
 		(json_int_t)sink_max_pending);
 
+	json_object_set_new(o, "files_sent", json_integer((json_int_t)files_sent));
+	json_object_set_new(o, "files_written", json_integer((json_int_t)files_written));
+	json_object_set_new(o, "files_failed", json_integer((json_int_t)files_failed));
 	json_object_set_new(o, "ws_open", json_integer((json_int_t)ws_open));
 	json_object_set_new(o, "ws_closed", json_integer((json_int_t)ws_closed));
 
@@ -385,6 +461,7 @@ static struct sbx_http_route routes[] = {
 	{ .method = "GET", .pattern = "/items/{id}/parts/{part}", .fn = items },
 	{ .method = "GET", .pattern = "/query", .fn = query },
 	{ .method = "GET", .pattern = "/stream", .fn = stream },
+	{ .method = "GET", .pattern = "/file", .fn = file },
 	{ .method = "GET", .pattern = "/slow", .fn = slow },
 	{ .method = "POST", .pattern = "/small", .fn = echo, .max_body_bytes = 16 },
 	{ .method = "GET", .pattern = "/stats", .fn = stats },

@@ -127,12 +127,12 @@ void sbx_http_server_close(struct sbx_http_server *s, void (*done)(void *arg), v
  * option table, then sbx_http_flags_apply into its server options. */
 struct sbx_http_flags {
 	long idle_timeout_ms, header_timeout_ms, max_connections, drain_timeout_ms;
-	long max_header_bytes, max_buffered_body_bytes;
+	long max_header_bytes, max_buffered_body_bytes, write_timeout_ms;
 };
 
-#define SBX_HTTP_FLAGS_DEFAULT                               \
-	{                                                    \
-		75000, 30000, 1024, 10000, 65536, 256L << 20 \
+#define SBX_HTTP_FLAGS_DEFAULT                                      \
+	{                                                           \
+		75000, 30000, 1024, 10000, 65536, 256L << 20, 60000 \
 	}
 
 #define SBX_HTTP_FLAG_OPTS(f)                                                           \
@@ -171,6 +171,13 @@ struct sbx_http_flags {
 		  .help = "request line and headers (431 beyond)",                      \
 		  .min = 1024,                                                          \
 		  .max = 16777216 },                                                    \
+		{ .name = "write-timeout-ms",                                           \
+		  .type = SBX_OPT_INT,                                                  \
+		  .dest = &(f)->write_timeout_ms,                                       \
+		  .metavar = "MS",                                                      \
+		  .help = "cut off a client that reads nothing this long",              \
+		  .min = 1,                                                             \
+		  .max = 3600000 },                                                     \
 	{                                                                               \
 		.name = "max-buffered-body-bytes", .type = SBX_OPT_INT,                 \
 		.dest = &(f)->max_buffered_body_bytes, .metavar = "N",                  \
@@ -286,12 +293,29 @@ int sbx_http_start_with(struct sbx_http_req *req, int status, const char *conten
 			long long length, const void *first, size_t first_len);
 /* Queues data. Returns 0, 1 when more than write_high_water bytes wait (the
  * producer should pause until the drain callback), or -ECONNRESET once the
- * client is gone. Data is copied. */
+ * client is gone (-EBUSY while a sbx_http_send_file is going out). Data is
+ * copied. */
 int sbx_http_write(struct sbx_http_req *req, const void *data, size_t len);
 /* Called once when the queued bytes fall below half the high water mark. */
 void sbx_http_on_drain(struct sbx_http_req *req, void (*cb)(struct sbx_http_req *, void *),
 		       void *arg);
-/* Ends a streamed response; the request is freed after it. */
+/* Called when a file sent by sbx_http_send_file has gone out (status 0: end
+ * the response, or write more), or could not be sent (status < 0: the file
+ * ended early or could not be read, or the socket failed; the handler should
+ * sbx_http_abort). */
+typedef void (*sbx_http_file_cb)(struct sbx_http_req *req, void *arg, int status);
+/* Sends len bytes of the file fd from off as (the rest of) a response body
+ * started with sbx_http_start_sized: the kernel copies them from the page
+ * cache to the socket (sendfile(2), on the thread pool, so a cold disk does
+ * not stall the loop), at the pace the client reads. fd may be closed as soon
+ * as this returns. Returns 0 (done follows, unless the client goes first: then
+ * the abort callback runs), -ENOTSUP where the connection cannot (TLS, HTTP/2,
+ * an in-process call, a HEAD or chunked response: write the bytes instead),
+ * -EMSGSIZE past the announced length, -ECONNRESET once the client is gone. */
+int sbx_http_send_file(struct sbx_http_req *req, int fd, uint64_t off, uint64_t len,
+		       sbx_http_file_cb done, void *arg);
+/* Ends a streamed response; the request is freed after it (-EBUSY while a
+ * sbx_http_send_file is going out). */
 int sbx_http_end(struct sbx_http_req *req);
 
 /* Gives up on the response: the connection closes at once (the client sees
