@@ -49,7 +49,7 @@ bench: bench-agent bench-operator bench-egress bench-ingress
 
 # The venv that scripts/setup.sh made (it prints where).
 bench-agent: build
-	$$(scripts/setup.sh --no-k8s | sed -n 's/^export SBX_VENV=//p')/bin/python bench/agent/run.py $(BUILD)
+	$$(scripts/setup.sh --no-k8s --bench | sed -n 's/^export SBX_VENV=//p')/bin/python bench/agent/run.py $(BUILD)
 
 # Against the apiserver (and agent-sandbox's controller), then on the real node.
 bench-operator: images

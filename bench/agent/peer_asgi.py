@@ -43,7 +43,12 @@ async def download(request: Request) -> FileResponse:
     return FileResponse(request.query_params["path"])
 
 
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
 app = Starlette(routes=[
+    Route("/healthz", healthz, methods=["GET"]),
     Route("/v1/shell/exec", shell_exec, methods=["POST"]),
     Route("/v1/file/upload", upload, methods=["POST"]),
     Route("/v1/file/download", download, methods=["GET"]),
