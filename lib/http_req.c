@@ -320,8 +320,13 @@ static int url_decode(const char *s, size_t n, char *out, size_t size)
 
 int sbx_http_query(const struct sbx_http_req *req, const char *name, char *out, size_t size)
 {
+	return sbx_http_query_param(req->query, name, out, size);
+}
+
+int sbx_http_query_param(const char *query, const char *name, char *out, size_t size)
+{
 	char key[256];
-	const char *p = req->query;
+	const char *p = query;
 
 	while (*p) {
 		size_t len = strcspn(p, "&");

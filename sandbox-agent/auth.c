@@ -139,22 +139,23 @@ static const char *check_key_or_token(struct auth *a, const char *cred, bool tok
 
 /* The credentials a request may carry, in the order they are tried: the
  * key headers (X-AIO-API-Key, X-API-Key), Authorization: Bearer (the key or
- * a JWT), the api_key query parameter, then a ticket (spent only when
- * nothing before it let the request in). One good credential is enough; a
- * refusal names what was wrong with the first one given. */
-bool auth_authorize(struct sbx_http_req *req, void *arg)
+ * a JWT), the api_key query parameter of query, then a ticket from it
+ * (spent only when nothing before it let the request in). One good
+ * credential is enough. NULL and *how set, or why the first one given was
+ * refused. */
+static const char *authenticate(struct auth *a, struct sbx_http_req *req, const char *query,
+				const char **how)
 {
 	static const char *const key_headers[] = { "X-AIO-API-Key", "X-API-Key" };
-	struct auth *a = arg;
 	const char *h, *why = NULL, *w;
-	char query[SBX_JWT_MAX + 2];
+	char value[SBX_JWT_MAX + 2];
 
-	if (!auth_enabled(a))
-		return true;
 	for (size_t i = 0; i < sizeof(key_headers) / sizeof(key_headers[0]); i++) {
 		if ((h = sbx_http_header(req, key_headers[i]))) {
-			if (!(w = check_key_or_token(a, h, false)))
-				return true;
+			if (!(w = check_key_or_token(a, h, false))) {
+				*how = "api_key";
+				return NULL;
+			}
 			why = why ? why : w;
 		}
 	}
@@ -162,20 +163,58 @@ bool auth_authorize(struct sbx_http_req *req, void *arg)
 	if (h && strncasecmp(h, "Bearer ", 7) == 0) {
 		h += 7 + strspn(h + 7, " ");
 		if (*h) {
-			if (!(w = check_key_or_token(a, h, true)))
-				return true;
+			if (!(w = check_key_or_token(a, h, true))) {
+				*how = a->api_key && same_secret(h, a->api_key) ? "api_key" : "jwt";
+				return NULL;
+			}
 			why = why ? why : w;
 		}
 	}
-	if (sbx_http_query(req, "api_key", query, sizeof(query)) > 0) {
-		if (!(w = check_key_or_token(a, query, false)))
-			return true;
+	if (sbx_http_query_param(query, "api_key", value, sizeof(value)) > 0) {
+		if (!(w = check_key_or_token(a, value, false))) {
+			*how = "api_key";
+			return NULL;
+		}
 		why = why ? why : w;
 	}
-	if (sbx_http_query(req, "ticket", query, 128) > 0) {
-		if (sbx_tickets_take(&a->tickets, query, NULL))
-			return true;
+	if (sbx_http_query_param(query, "ticket", value, 128) > 0) {
+		if (sbx_tickets_take(&a->tickets, value, NULL)) {
+			*how = "ticket";
+			return NULL;
+		}
 		why = why ? why : "invalid or expired ticket";
 	}
-	return deny(a, req, why ? why : "missing credentials");
+	return why ? why : "missing credentials";
+}
+
+bool auth_authorize(struct sbx_http_req *req, void *arg)
+{
+	struct auth *a = arg;
+	const char *why, *how;
+
+	if (!auth_enabled(a))
+		return true;
+	if (!(why = authenticate(a, req, sbx_http_query_string(req), &how)))
+		return true;
+	return deny(a, req, why);
+}
+
+/* GET /auth, for a front proxy's subrequest (nginx auth_request): the
+ * request's own credentials, or a ticket in the query of the URI the proxy
+ * is deciding on (X-Original-URI). 200 lets the original request in, 401
+ * keeps it out. */
+void auth_handle_auth(struct sbx_http_req *req, void *arg)
+{
+	struct auth *a = arg;
+	const char *uri = sbx_http_header(req, "X-Original-URI"), *q, *why, *how = "none";
+	json_t *body;
+
+	q = uri && (q = strchr(uri, '?')) ? q + 1 : "";
+	if (auth_enabled(a) && (why = authenticate(a, req, q, &how))) {
+		deny(a, req, why);
+		return;
+	}
+	body = json_pack("{s:s, s:s}", "status", "authenticated", "method", how);
+	sbx_http_respond_json(req, 200, body);
+	json_decref(body);
 }

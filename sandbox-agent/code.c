@@ -55,10 +55,11 @@ int code_init(struct code *c, uv_loop_t *loop, const char *workspace, struct con
 	c->ctx = ctx;
 	c->max_output_bytes = max_output_bytes;
 	c->max_running = max_running;
+	/* Made at the first run: an agent whose TMPDIR cannot be written
+	 * (a read-only root file system) still starts, and says why code
+	 * cannot run when asked to run some. */
 	snprintf(c->dir, sizeof(c->dir), "%s/sbx-code-%d", tmp && *tmp ? tmp : "/tmp",
 		 (int)getpid());
-	if (mkdir(c->dir, 0700) && errno != EEXIST)
-		return -errno;
 	return 0;
 }
 
@@ -413,6 +414,17 @@ void code_handle_execute(struct sbx_http_req *req, void *arg)
 	sbx_buf_init(&r->stdout_buf, c->max_output_bytes);
 	sbx_buf_init(&r->stderr_buf, c->max_output_bytes);
 	c->running++;
+	if (mkdir(c->dir, 0700) && errno != EEXIST) {
+		char why[PATH_MAX + 64];
+
+		snprintf(why, sizeof(why), "cannot make %s for the code: %s", c->dir,
+			 strerror(errno));
+		api_fail(req, why, NULL);
+		r->req = NULL;
+		r->open_handles = 1;
+		run_closed(&(uv_handle_t){ .data = r });
+		goto out;
+	}
 	if ((rc = write_code(r->path, code)) ||
 	    (rc = spawn_run(r, runtime, cwd ? cwd : c->workspace))) {
 		api_fail(req,

@@ -10,6 +10,7 @@
 #include "bash.h"
 #include "browser.h"
 #include "context.h"
+#include "display.h"
 #include "docs.h"
 #include "code.h"
 #include "files.h"
@@ -130,6 +131,16 @@ static int serve(void *arg)
 		  .fn = context_handle_ping,
 		  .public = true,
 		  .summary = "Liveness of the API" },
+		{ .method = "POST",
+		  .pattern = "/v1/display/record",
+		  .fn = display_handle_record,
+		  .summary = "Screen recording (501: not available; the message says why)" },
+		{ .method = "GET",
+		  .pattern = "/auth",
+		  .fn = auth_handle_auth,
+		  .arg = &a.auth,
+		  .public = true, /* it checks for itself, a ticket included */
+		  .summary = "Authenticate a front proxy's subrequest (nginx auth_request)" },
 		{ .method = "POST",
 		  .pattern = "/tickets",
 		  .fn = auth_handle_tickets,

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -58,6 +59,7 @@ struct session {
 	struct shell *sh;
 	char id[64];
 	int master; /* PTY master, non-blocking */
+	int script; /* the current command's file (memfd), or -1 */
 	pid_t pid;  /* the shell, leader of its own session */
 	uv_poll_t poll;
 	uv_timer_t timer; /* hard timeout and no-change watch */
@@ -302,6 +304,8 @@ static void session_closed(uv_handle_t *h)
 
 	if (--s->open_handles)
 		return;
+	if (s->script >= 0)
+		close(s->script);
 	sbx_buf_release(&s->out);
 	sbx_buf_release(&s->scan);
 	json_decref(s->console);
@@ -441,6 +445,7 @@ static int session_spawn(struct shell *sh, const char *id, const char *dir, stru
 	if (!s)
 		return -ENOMEM;
 	s->sh = sh;
+	s->script = -1;
 	if (id)
 		snprintf(s->id, sizeof(s->id), "%s", id);
 	else
@@ -561,19 +566,20 @@ static void command_tag(const struct session *s, unsigned seq, char *out, size_t
 	snprintf(out, size, "%s.%u", s->tag, seq);
 }
 
-static void script_path(const struct session *s, unsigned seq, char *out, size_t size)
+static void script_drop(struct session *s)
 {
-	snprintf(out, size, "%s/%s-%u.sh", s->sh->script_dir, s->id, seq);
+	if (s->script >= 0)
+		close(s->script);
+	s->script = -1;
 }
 
 /* A finished command goes into the console history; its script file goes. */
 static void command_done(struct session *s)
 {
-	char path[PATH_MAX], ps1[PATH_MAX + 8];
+	char ps1[PATH_MAX + 8];
 	char *out = shell_truncate(s->out.data ? s->out.data : "", s->out.len, OUTPUT_LIMIT_CHARS);
 
-	script_path(s, s->seq, path, sizeof(path));
-	unlink(path);
+	script_drop(s);
 	snprintf(ps1, sizeof(ps1), "%s $", s->cwd);
 	if (json_array_size(s->console) >= MAX_CONSOLE)
 		json_array_remove(s->console, 0);
@@ -593,49 +599,59 @@ static int shell_quote(struct sbx_buf *b, const char *text)
 	return rc ? rc : sbx_buf_append_str(b, "'");
 }
 
-/* Writes the command to its script file and has the shell source it. */
+/* Writes the command to its script file and has the shell source it. The
+ * file is a memfd, which the shell reads through /proc/<agent>/fd/<n>: the
+ * write is to memory, so it never waits for a disk (or for the kernel's
+ * throttling of writers while an upload's pages are flushed), and nothing
+ * is left in a folder. */
 static int start_command(struct session *s, const char *command, const char *dir)
 {
-	char path[PATH_MAX];
-	struct sbx_buf line;
-	FILE *f;
+	struct sbx_buf text, line;
+	char path[64];
 	int rc = 0;
 
+	script_drop(s);
 	s->seq++;
-	script_path(s, s->seq, path, sizeof(path));
-	f = fopen(path, "w");
-	if (!f)
-		return -errno;
+	sbx_buf_init(&text, strlen(command) + PATH_MAX * 4 + 64);
 	if (dir) {
-		struct sbx_buf q;
-
-		sbx_buf_init(&q, PATH_MAX * 4 + 16);
-		shell_quote(&q, dir);
-		fprintf(f, "cd -- %s || return $?\n", q.data);
-		sbx_buf_release(&q);
+		rc = sbx_buf_append_str(&text, "cd -- ");
+		if (!rc)
+			rc = shell_quote(&text, dir);
+		if (!rc)
+			rc = sbx_buf_append_str(&text, " || return $?\n");
 	}
-	fprintf(f, "%s\n", command);
-	if (fclose(f))
-		return -errno;
-	sbx_buf_init(&line, PATH_MAX * 4 + 16);
+	if (!rc)
+		rc = sbx_buf_cat(&text, command, "\n", NULL);
+	if (!rc && (s->script = memfd_create("sbx-command", MFD_CLOEXEC)) < 0)
+		rc = -errno;
+	for (size_t off = 0; !rc && off < text.len;) {
+		ssize_t n = write(s->script, text.data + off, text.len - off);
+
+		if (n < 0 && errno != EINTR)
+			rc = -errno;
+		off += n > 0 ? (size_t)n : 0;
+	}
+	sbx_buf_release(&text);
+	if (rc) {
+		script_drop(s);
+		return rc;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)getpid(), s->script);
+	sbx_buf_init(&line, 256);
 	/* The assignment holds for the sourcing only, and is in the
 	 * environment of all the command starts (tree.h). */
 	{
 		char tag[TREE_TAG_MAX + 16];
 
 		command_tag(s, s->seq, tag, sizeof(tag));
-		rc = sbx_buf_cat(&line, TREE_ENV "=", tag, " . ", NULL);
+		rc = sbx_buf_cat(&line, TREE_ENV "=", tag, " . ", path, "\n", NULL);
 	}
-	if (!rc)
-		rc = shell_quote(&line, path);
-	if (!rc)
-		rc = sbx_buf_append_str(&line, "\n");
 	/* A line of a few hundred bytes fits the terminal's input queue. */
 	if (!rc && write(s->master, line.data, line.len) != (ssize_t)line.len)
 		rc = -EIO;
 	sbx_buf_release(&line);
 	if (rc)
-		unlink(path);
+		script_drop(s);
 	return rc;
 }
 
@@ -1015,7 +1031,6 @@ void shell_handle_delete_all(struct sbx_http_req *req, void *arg)
 int shell_init(struct shell *sh, uv_loop_t *loop, const char *workspace, unsigned max_sessions,
 	       size_t max_output_bytes)
 {
-	const char *tmp = getenv("TMPDIR");
 
 	memset(sh, 0, sizeof(*sh));
 	sh->loop = loop;
@@ -1024,10 +1039,6 @@ int shell_init(struct shell *sh, uv_loop_t *loop, const char *workspace, unsigne
 	sh->max_output_bytes = max_output_bytes;
 	sh->default_no_change_s = 120;
 	sbx_map_init(&sh->sessions, max_sessions);
-	snprintf(sh->script_dir, sizeof(sh->script_dir), "%s/sbx-agent-%d",
-		 tmp && *tmp ? tmp : "/tmp", (int)getpid());
-	if (mkdir(sh->script_dir, 0700) && errno != EEXIST)
-		return -errno;
 	uv_signal_init(loop, &sh->sigchld);
 	sh->sigchld.data = sh;
 	uv_signal_start(&sh->sigchld, on_sigchld, SIGCHLD);
@@ -1045,7 +1056,6 @@ void shell_close(struct shell *sh)
 	on_sigchld(&sh->sigchld, SIGCHLD);
 	pty_graveyard_release(&sh->graveyard);
 	uv_close((uv_handle_t *)&sh->sigchld, NULL);
-	rmdir(sh->script_dir);
 }
 
 void shell_handle_update(struct sbx_http_req *req, void *arg)

@@ -4,7 +4,8 @@
  * PTY, started with forkpty so it has a controlling terminal: job control
  * gives each command its own process group, which is what a kill or a hard
  * timeout stops. The agent never types commands into the terminal: each one
- * is written to a script file and sourced (". file"), so cd and export stay
+ * is written to a script file in memory (a memfd) and sourced
+ * (". /proc/<agent>/fd/<n>"), so cd and export stay
  * in the session, any length works, and nothing is echoed. The shell's
  * prompt is set to a per-session marker carrying $? and $PWD; seeing it
  * means the command is done.
@@ -25,7 +26,6 @@ struct sbx_http_req;
 struct shell {
 	uv_loop_t *loop;
 	const char *workspace;
-	char script_dir[256]; /* command files live here */
 	unsigned max_sessions;
 	size_t max_output_bytes;      /* per command, kept in memory */
 	unsigned default_no_change_s; /* a session's no-output timeout */

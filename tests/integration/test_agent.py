@@ -13,6 +13,7 @@ import sys
 import pytest
 import requests
 from agent_sandbox import Sandbox
+from agent_sandbox.core.api_error import ApiError
 
 from conftest import assert_no_sanitizer_report, binary
 
@@ -144,3 +145,32 @@ def test_installed_packages_through_the_sdk(agent, tmp_path):  # noqa: F811
         assert all(set(p) == {"name", "version"} for p in r.data)
     else:
         assert not r.success and "npm" in r.message
+
+
+def test_display_record_without_a_display_is_a_501_naming_what_is_missing(agent, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    c = Sandbox(base_url=agent(env=env).url)
+    for action in ("start", "status", "stop"):
+        with pytest.raises(ApiError) as e:
+            c.display.record(action=action)
+        assert e.value.status_code == 501
+        assert e.value.body["success"] is False
+        assert "DISPLAY is not set" in e.value.body["message"]
+    # A display named but not there: the socket it should have is named.
+    shown = Sandbox(base_url=agent(env=dict(env, DISPLAY=":97")).url)
+    with pytest.raises(ApiError) as e:
+        shown.display.record(action="start", fps=10)
+    assert e.value.status_code == 501 and "/tmp/.X11-unix/X97" in e.value.body["message"]
+
+
+@pytest.mark.parametrize("body, loc", [
+    ({}, "action"), ({"action": "pause"}, "action"), ({"action": "start", "fps": 0}, "fps"),
+    ({"action": "start", "fps": 31}, "fps"), ({"action": "start", "crf": 52}, "crf"),
+    ({"action": "start", "fps": 2.5}, "fps"), ({"action": "start", "max_duration": 0}, "max_duration"),
+    ({"action": "start", "max_duration": 1e30}, "max_duration"),
+    ({"action": "start", "width": -1}, "width"), ({"action": "start", "save_path": 3}, "save_path"),
+])
+def test_display_record_checks_its_request(agent, body, loc):
+    r = requests.post(agent().url + "/v1/display/record", json=body, timeout=10)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", loc]

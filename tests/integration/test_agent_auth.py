@@ -135,6 +135,47 @@ def test_tickets_work_once_within_their_lifetime(secured, keys):
     assert get(secured, params={"ticket": "0" * 48}).status_code == 401
 
 
+def test_auth_answers_a_front_proxys_subrequest(secured, keys):
+    """GET /auth is what nginx's auth_request asks: 200 lets the original
+    request in, 401 keeps it out. It takes the request's own credentials, or a
+    ticket in the query of the URI being decided on (X-Original-URI)."""
+    good, other, _ = keys
+    token = mint({"exp": int(time.time()) + 300}, key=good)
+    sdk = Sandbox(base_url=secured.url, headers={"Authorization": f"Bearer {token}"})
+    assert sdk.auth.authenticate() == {"status": "authenticated", "method": "jwt"}
+    with pytest.raises(ApiError) as e:
+        Sandbox(base_url=secured.url).auth.authenticate()
+    assert e.value.status_code == 401
+    bad = mint({"exp": int(time.time()) + 300}, key=other)
+    assert get(secured, "/auth", token=bad).status_code == 401
+    ticket = requests.post(secured.url + "/tickets", headers={"Authorization": f"Bearer {token}"},
+                           timeout=5).json()["ticket"]
+    uri = {"X-Original-URI": f"/vnc/index.html?autoconnect=1&ticket={ticket}"}
+    anonymous = Sandbox(base_url=secured.url)
+    assert anonymous.auth.authenticate(
+        request_options={"additional_headers": uri}) == {"status": "authenticated",
+                                                          "method": "ticket"}
+    r = get(secured, "/auth", headers=uri)  # single use
+    assert r.status_code == 401 and r.json()["detail"] == "invalid or expired ticket"
+    # A ticket in /auth's own query is not the original request's.
+    fresh = requests.post(secured.url + "/tickets", headers={"Authorization": f"Bearer {token}"},
+                          timeout=5).json()["ticket"]
+    assert get(secured, "/auth", params={"ticket": fresh}).status_code == 401
+    assert get(secured, params={"ticket": fresh}).status_code == 200  # still unspent
+
+
+def test_auth_with_a_static_key_and_without_configuration(agent):  # noqa: F811
+    a = agent(env=dict(os.environ, SANDBOX_API_KEY="s3cret-key"))
+    r = get(a, "/auth", headers={"X-AIO-API-Key": "s3cret-key"})
+    assert r.status_code == 200 and r.json()["method"] == "api_key"
+    r = get(a, "/auth", headers={"X-Original-URI": "/novnc/?api_key=s3cret-key"})
+    assert r.status_code == 200 and r.json()["method"] == "api_key"
+    assert get(a, "/auth", headers={"X-Original-URI": "/novnc/?api_key=nope"}).status_code == 401
+    env = {k: v for k, v in os.environ.items() if k not in ("JWT_PUBLIC_KEY", "SANDBOX_API_KEY")}
+    assert Sandbox(base_url=agent(env=env).url).auth.authenticate() == {
+        "status": "authenticated", "method": "none"}
+
+
 def test_static_api_key_forms(agent):  # noqa: F811
     a = agent(env=dict(os.environ, SANDBOX_API_KEY="s3cret-key"))
     assert get(a, headers={"X-API-Key": "s3cret-key"}).status_code == 200

@@ -32,6 +32,29 @@ def test_a_session_keeps_cd_and_export(sh):
     assert r.data.output == f"{ws}\n[]\n" and r.data.session_id != sid
 
 
+def test_sessions_need_no_writable_folder(agent, tmp_path):  # noqa: F811
+    """A command's script lives in memory: a pod with a read-only root file
+    system (and a TMPDIR that cannot be written) still has shell sessions,
+    and nothing is left in any folder."""
+    import os
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    ro.chmod(0o555)
+    env = dict(os.environ, TMPDIR=str(ro / "missing"))
+    a = agent(f"--workspace={tmp_path}", env=env)
+    shell = Sandbox(base_url=a.url).shell
+    r = shell.exec_command(command="cd /usr && export N=$((6 * 7))")
+    assert r.data.status == "completed", r
+    r = shell.exec_command(id=r.data.session_id, command="echo $N $PWD\necho 'two lines'")
+    assert r.data.output == "42 /usr\ntwo lines\n"
+    assert list(ro.iterdir()) == []
+    # Code runs from a file in TMPDIR: refused with the reason, the agent stays.
+    r = requests.post(a.url + "/v1/code/execute", json={"language": "python", "code": "1"},
+                      timeout=10).json()
+    assert r["success"] is False and f"cannot make {ro / 'missing'}" in r["message"]
+    assert shell.exec_command(command="echo still").data.output == "still\n"
+
+
 def test_exit_codes_and_stderr(sh):
     shell, _, _ = sh
     r = shell.exec_command(command="echo out; echo err >&2; exit_with() { return $1; }; "

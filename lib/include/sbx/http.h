@@ -227,6 +227,8 @@ const char *sbx_http_param(const struct sbx_http_req *req, const char *name);
 /* A query parameter, percent-decoded into out: its length, -ENOENT, or
  * -ENAMETOOLONG. */
 int sbx_http_query(const struct sbx_http_req *req, const char *name, char *out, size_t size);
+/* The same for a query string of one's own ("a=1&b=2", without the '?'). */
+int sbx_http_query_param(const char *query, const char *name, char *out, size_t size);
 /* The request body (NUL-terminated; may contain NULs). */
 const char *sbx_http_body(const struct sbx_http_req *req, size_t *len);
 /* The body parsed as JSON, within a memory budget (three times the body

@@ -36,6 +36,7 @@ static struct session *fake_session(void)
 
 	sh.max_output_bytes = 1 << 20;
 	s->sh = &sh;
+	s->script = -1; /* no command file to close */
 	snprintf(s->nonce, sizeof(s->nonce), "0123456789abcdef");
 	snprintf(s->marker, sizeof(s->marker), "\x01SBX%s;", s->nonce);
 	s->console = json_array();
@@ -65,8 +66,6 @@ static void marker_parsed_at_every_chunking(void **state)
 	for (size_t cut = 0; cut <= len; cut++) {
 		struct session *s = fake_session();
 
-		/* command_done unlinks a script; point it somewhere harmless. */
-		snprintf(s->sh->script_dir, sizeof(s->sh->script_dir), "/nonexistent");
 		sbx_buf_append(&s->scan, stream, cut);
 		parse_scan(s);
 		sbx_buf_append(&s->scan, stream + cut, len - cut);
