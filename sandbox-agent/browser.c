@@ -1,7 +1,8 @@
 /* The browser endpoints (see browser.h). Talking to Chromium's DevTools
- * HTTP side (a blocking HTTP/1.1 exchange parsed by http-parser) and, for screenshots, to a page's DevTools WebSocket
- * (wslay, client side) happens on the thread pool with bounded timeouts;
- * the DevTools WebSocket of a client is a byte tunnel (sbx_http_tunnel). */
+ * HTTP side (a blocking HTTP/1.1 exchange parsed by http-parser) and, for
+ * screenshots, to a page's DevTools WebSocket (wslay, client side) happens
+ * on the thread pool with bounded timeouts; the DevTools WebSocket of a
+ * client is a byte tunnel (sbx_http_tunnel). */
 #define _GNU_SOURCE
 #include "browser.h"
 
@@ -164,8 +165,8 @@ static int devtools_http(struct fetch *f, const char *method, const char *path,
 	f->status = p.status_code;
 	if (!a.complete) {
 		snprintf(f->err, sizeof(f->err), "the browser's DevTools at %.60s %s", f->b->cdp,
-			 a.too_big ? "answered more than the agent takes" :
-				     "did not answer completely");
+			 a.too_big ? "answered more than the agent takes"
+				   : "did not answer completely");
 		return -1;
 	}
 	return 0;
@@ -253,7 +254,7 @@ static json_t *devtools_call(const char *ws_url, const char *command, char *err,
 							 .on_msg_recv_callback = wsc_msg };
 	struct wsc w = { .fd = -1 };
 	char hostport[256], key_raw[16], *key = NULL, accept[SBX_WS_ACCEPT_SIZE], head[1024],
-		expect[64];
+					 expect[64];
 	const char *p = ws_url + 5, *slash, *end;
 	size_t n;
 	wslay_event_context_ptr ctx = NULL;

@@ -17,9 +17,9 @@ struct sbx_http_req;
 struct code {
 	uv_loop_t *loop;
 	const char *workspace;
-	struct context *ctx; /* runtime versions for /v1/code/info */
-	char dir[256];		   /* code files */
-	size_t max_output_bytes;   /* per stream */
+	struct context *ctx;	 /* runtime versions for /v1/code/info */
+	char dir[256];		 /* code files */
+	size_t max_output_bytes; /* per stream */
 	unsigned max_running;
 	unsigned running;
 	unsigned long seq;
