@@ -144,7 +144,7 @@ static const char *check_key_or_token(struct auth *a, const char *cred, bool tok
  * credential is enough. NULL and *how set, or why the first one given was
  * refused. */
 static const char *authenticate(struct auth *a, struct sbx_http_req *req, const char *query,
-				const char **how)
+				const char **how, bool spend)
 {
 	static const char *const key_headers[] = { "X-AIO-API-Key", "X-API-Key" };
 	const char *h, *why = NULL, *w;
@@ -178,13 +178,25 @@ static const char *authenticate(struct auth *a, struct sbx_http_req *req, const 
 		why = why ? why : w;
 	}
 	if (sbx_http_query_param(query, "ticket", value, 128) > 0) {
-		if (sbx_tickets_take(&a->tickets, value, NULL)) {
+		if (!spend || sbx_tickets_take(&a->tickets, value, NULL)) {
 			*how = "ticket";
 			return NULL;
 		}
 		why = why ? why : "invalid or expired ticket";
 	}
 	return why ? why : "missing credentials";
+}
+
+/* The query a request's credentials are looked for in: its own, or for
+ * GET /auth the query of the URI a front proxy is deciding on. */
+static const char *credential_query(struct sbx_http_req *req)
+{
+	const char *uri, *q;
+
+	if (strcmp(sbx_http_path(req), "/auth") != 0)
+		return sbx_http_query_string(req);
+	uri = sbx_http_header(req, "X-Original-URI");
+	return uri && (q = strchr(uri, '?')) ? q + 1 : "";
 }
 
 bool auth_authorize(struct sbx_http_req *req, void *arg)
@@ -194,26 +206,24 @@ bool auth_authorize(struct sbx_http_req *req, void *arg)
 
 	if (!auth_enabled(a))
 		return true;
-	if (!(why = authenticate(a, req, sbx_http_query_string(req), &how)))
+	if (!(why = authenticate(a, req, credential_query(req), &how, true)))
 		return true;
 	return deny(a, req, why);
 }
 
 /* GET /auth, for a front proxy's subrequest (nginx auth_request): the
- * request's own credentials, or a ticket in the query of the URI the proxy
- * is deciding on (X-Original-URI). 200 lets the original request in, 401
- * keeps it out. */
+ * authorize check let it in (its credentials, or a ticket or api_key in the
+ * query of X-Original-URI); the answer says how. */
 void auth_handle_auth(struct sbx_http_req *req, void *arg)
 {
 	struct auth *a = arg;
-	const char *uri = sbx_http_header(req, "X-Original-URI"), *q, *why, *how = "none";
+	const char *how = "none";
 	json_t *body;
 
-	q = uri && (q = strchr(uri, '?')) ? q + 1 : "";
-	if (auth_enabled(a) && (why = authenticate(a, req, q, &how))) {
-		deny(a, req, why);
-		return;
-	}
+	/* Again without spending anything: the first good credential names
+	 * how; only a ticket can have let it in otherwise. */
+	if (auth_enabled(a) && authenticate(a, req, credential_query(req), &how, false))
+		how = "ticket";
 	body = json_pack("{s:s, s:s}", "status", "authenticated", "method", how);
 	sbx_http_respond_json(req, 200, body);
 	json_decref(body);

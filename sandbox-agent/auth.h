@@ -42,8 +42,9 @@ bool auth_authorize(struct sbx_http_req *req, void *arg);
  * configured), -E2BIG (too many outstanding), -EAGAIN. */
 int auth_issue_ticket(struct auth *a, char *out, size_t size);
 /* GET /auth: 200 {"status": "authenticated", "method": ...} when the
- * request's credentials, or a ticket in the query of its X-Original-URI, let
- * it in (a front proxy's auth_request); else 401. A public route. */
+ * request's credentials, or a ticket or api_key in the query of its
+ * X-Original-URI, let it in (a front proxy's auth_request); else the
+ * authorize check's 401. */
 void auth_handle_auth(struct sbx_http_req *req, void *arg);
 /* POST /tickets -> {"ticket": ..., "expires_in": seconds} */
 void auth_handle_tickets(struct sbx_http_req *req, void *arg);

@@ -7,6 +7,7 @@
  */
 #include "api.h"
 #include "auth.h"
+#include "automation.h"
 #include "bash.h"
 #include "browser.h"
 #include "context.h"
@@ -69,6 +70,7 @@ struct agent {
 	struct skills skills;
 	struct watches watches;
 	struct browser browser;
+	struct automation automation;
 	struct docs docs;
 };
 
@@ -101,6 +103,7 @@ static void on_stop(void *arg)
 	terminals_close(&a->terminals);
 	bash_close(&a->bash);
 	watches_close(&a->watches);
+	automation_close(&a->automation);
 	sbx_http_server_close(a->http, on_closed, a);
 }
 
@@ -139,7 +142,6 @@ static int serve(void *arg)
 		  .pattern = "/auth",
 		  .fn = auth_handle_auth,
 		  .arg = &a.auth,
-		  .public = true, /* it checks for itself, a ticket included */
 		  .summary = "Authenticate a front proxy's subrequest (nginx auth_request)" },
 		{ .method = "POST",
 		  .pattern = "/tickets",
@@ -491,6 +493,148 @@ static int serve(void *arg)
 		  .fn = browser_handle_screenshot,
 		  .arg = &a.browser,
 		  .summary = "A picture of the browser's first page (?format=png|jpeg, quality)" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/page/navigate",
+		  .fn = automation_navigate,
+		  .arg = &a.automation,
+		  .summary = "Open a URL in the active tab and wait for it to load (wait_until)" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/page/back",
+		  .fn = automation_back,
+		  .arg = &a.automation,
+		  .summary = "Go back in the active tab's history" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/page/forward",
+		  .fn = automation_forward,
+		  .arg = &a.automation,
+		  .summary = "Go forward in the active tab's history" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/page/reload",
+		  .fn = automation_reload,
+		  .arg = &a.automation,
+		  .summary = "Reload the active tab" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/page/click",
+		  .fn = automation_click,
+		  .arg = &a.automation,
+		  .summary = "Click an element (selector or index) or a point (x, y)" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/page/fill",
+		  .fn = automation_fill,
+		  .arg = &a.automation,
+		  .summary = "Replace an input's text (selector or index)" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/page/type",
+		  .fn = automation_type,
+		  .arg = &a.automation,
+		  .summary = "Type text into the focused element" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/page/press_key",
+		  .fn = automation_press_key,
+		  .arg = &a.automation,
+		  .summary = "Press a key (Enter, Tab, ArrowDown, a, ...)" },
+		{ .method = "GET",
+		  .pattern = "/v1/browser/page/text",
+		  .fn = automation_text,
+		  .arg = &a.automation,
+		  .summary = "The active tab's visible text" },
+		{ .method = "GET",
+		  .pattern = "/v1/browser/page/html",
+		  .fn = automation_html,
+		  .arg = &a.automation,
+		  .summary = "The active tab's HTML" },
+		{ .method = "GET",
+		  .pattern = "/v1/browser/page/elements",
+		  .fn = automation_elements,
+		  .arg = &a.automation,
+		  .summary = "The interactive elements, with the indexes click and fill take" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/page/evaluate",
+		  .fn = automation_evaluate,
+		  .arg = &a.automation,
+		  .summary = "Evaluate a JavaScript expression in the active tab" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/page/wait",
+		  .fn = automation_wait,
+		  .arg = &a.automation,
+		  .summary =
+			  "Wait for a load, a selector, a URL, a function, the network, or a time" },
+		{ .method = "GET",
+		  .pattern = "/v1/browser/page/screenshot",
+		  .fn = automation_screenshot,
+		  .arg = &a.automation,
+		  .summary = "A picture of the active tab (full_page, format, quality)" },
+		{ .method = "GET",
+		  .pattern = "/v1/browser/page/console",
+		  .fn = automation_console,
+		  .arg = &a.automation,
+		  .summary = "Console messages of the pages worked on" },
+		{ .method = "GET",
+		  .pattern = "/v1/browser/tabs",
+		  .fn = automation_tabs,
+		  .arg = &a.automation,
+		  .summary = "The tabs, and which is active" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/tabs",
+		  .fn = automation_tab_new,
+		  .arg = &a.automation,
+		  .summary = "Open a tab (url) and make it active" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/browser/tabs/{index}",
+		  .fn = automation_tab_close,
+		  .arg = &a.automation,
+		  .summary = "Close a tab" },
+		{ .method = "PUT",
+		  .pattern = "/v1/browser/tabs/{index}/activate",
+		  .fn = automation_tab_activate,
+		  .arg = &a.automation,
+		  .summary = "Make a tab the active one" },
+		{ .method = "GET",
+		  .pattern = "/v1/browser/cookies",
+		  .fn = automation_cookies,
+		  .arg = &a.automation,
+		  .summary = "The browser's cookies (urls: only those sent to them)" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/cookies",
+		  .fn = automation_cookies_set,
+		  .arg = &a.automation,
+		  .summary = "Set cookies" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/browser/cookies",
+		  .fn = automation_cookies_clear,
+		  .arg = &a.automation,
+		  .summary = "Clear all cookies" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/state/save",
+		  .fn = automation_state_save,
+		  .arg = &a.automation,
+		  .summary = "Save cookies and the active origin's localStorage to a file" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/state/load",
+		  .fn = automation_state_load,
+		  .arg = &a.automation,
+		  .summary = "Load a saved state into the browser" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/network/route",
+		  .fn = automation_route,
+		  .arg = &a.automation,
+		  .summary =
+			  "Block (abort) or answer (response) requests whose URL matches a glob" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/browser/network/route",
+		  .fn = automation_route_remove,
+		  .arg = &a.automation,
+		  .summary = "Remove a route" },
+		{ .method = "GET",
+		  .pattern = "/v1/browser/network/requests",
+		  .fn = automation_requests,
+		  .arg = &a.automation,
+		  .summary = "The requests of the pages worked on (filter, limit)" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/network/export_har",
+		  .fn = automation_export_har,
+		  .arg = &a.automation,
+		  .summary = "Write the request log as HAR 1.2 to a file" },
 		{ .method = "GET",
 		  .pattern = "/cdp/json/version",
 		  .fn = browser_handle_json,
@@ -583,6 +727,7 @@ static int serve(void *arg)
 				      .cdp = cdp_addr && *cdp_addr ? cdp_addr : NULL,
 				      .width = (unsigned)browser_width,
 				      .height = (unsigned)browser_height };
+	automation_init(&a.automation, a.loop, a.browser.cdp, a.ctx.workspace);
 	skills_init(&a.skills, a.loop, a.ctx.workspace, skills_dir);
 	bash_init(&a.bash, a.loop, a.ctx.workspace, (unsigned)max_sessions,
 		  (size_t)max_output_bytes);
@@ -647,6 +792,7 @@ out_loop:
 	mcp_release(&a.mcp);
 	code_release(&a.code);
 	docs_release(&a.docs);
+	automation_release(&a.automation);
 out_context:
 	sbx_loop_close(a.loop);
 	context_release(&a.ctx);

@@ -1,0 +1,190 @@
+"""Browser automation through the official agent-sandbox SDK, against Debian's
+headless Chromium on a site this test serves on 127.0.0.1: navigate, fill a
+form, click, read the result, screenshots, tabs, cookies, saved state,
+routes that block or answer requests, the request log and its HAR."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from agent_sandbox import Sandbox
+from agent_sandbox.core.api_error import ApiError
+
+from headless_chromium import headless_chromium
+from test_agent import agent  # noqa: F401 - the fixture
+
+PNG = b"\x89PNG\r\n\x1a\n"
+FORM = b"""<!doctype html><title>Form</title><body>
+<form action="/result" method="get">
+<input id="name" name="name" placeholder="Your name"><button id="go" type="submit">Send</button>
+</form><script>console.log('form page ready', 42); localStorage.setItem('seen', 'yes')</script>
+</body>"""
+
+
+@pytest.fixture
+def site():
+    hits = []
+
+    class Site(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            hits.append(self.path)
+            url = urlparse(self.path)
+            if url.path == "/result":
+                name = parse_qs(url.query).get("name", [""])[0]
+                body = (f"<!doctype html><title>Result</title><p id=r>Hello, {name}!</p>"
+                        "<img src='/pixel.png'>").encode()
+            elif url.path == "/pixel.png":
+                body = PNG
+            elif url.path == "/api":
+                body = b"from the site"
+            else:
+                body = FORM
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png" if body == PNG else "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Site)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", hits
+    srv.shutdown()
+
+
+@pytest.fixture
+def browser(agent, tmp_path):  # noqa: F811
+    with headless_chromium(tmp_path / "profile") as addr:
+        a = agent(f"--workspace={tmp_path}", f"--cdp={addr}")
+        yield Sandbox(base_url=a.url), tmp_path, a
+
+
+def test_a_form_is_filled_submitted_and_read(browser, site):
+    c, _, _ = browser
+    base, hits = site
+    r = c.browser_page.navigate(url=base + "/")
+    assert r.success and r.data == {"url": base + "/", "title": "Form"}
+    elements = c.browser_page.get_elements().data
+    assert [(e["tag"], e["id"]) for e in elements] == [("input", "name"), ("button", "go")]
+    assert c.browser_page.fill(selector="#name", text="Ada Lovelace").success
+    assert c.browser_page.click(index=1).success  # the button, by its index
+    # The click navigates: wait for the result page's paragraph.
+    assert c.browser_page.wait(type="selector", selector="#r").success
+    text = c.browser_page.get_text().data
+    assert text == "Hello, Ada Lovelace!"
+    assert "/result?name=Ada+Lovelace" in hits
+    assert c.browser_page.evaluate(expression="document.title").data == "Result"
+    shot = b"".join(c.browser_page.screenshot())
+    assert shot.startswith(PNG)
+    full = b"".join(c.browser_page.screenshot(full_page=True, format="jpeg", quality=50))
+    assert full.startswith(b"\xff\xd8")
+    console = c.browser_page.get_console().data
+    assert any(m["text"] == "form page ready 42" and m["type"] == "log" for m in console)
+    back = c.browser_page.back()
+    assert back.success and back.data["title"] == "Form"
+    r = c.browser_page.navigate(url=base + "/", wait_until="domcontentloaded")
+    assert r.success
+
+
+def test_errors_on_the_page_are_failures_with_the_reason(browser, site):
+    c, _, _ = browser
+    base, _ = site
+    c.browser_page.navigate(url=base + "/")
+    r = c.browser_page.click(selector="#missing")
+    assert not r.success and "no element matches #missing" in r.message
+    r = c.browser_page.fill(index=7, text="x")
+    assert not r.success and "no interactive element has index 7" in r.message
+    r = c.browser_page.evaluate(expression="throw new Error('boom')")
+    assert not r.success and "boom" in r.message
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    r = c.browser_page.navigate(url=f"http://127.0.0.1:{closed}/")
+    assert not r.success and "ERR_CONNECTION_REFUSED" in r.message
+
+
+def test_tabs_open_activate_and_close(browser, site):
+    c, _, _ = browser
+    base, _ = site
+    c.browser_page.navigate(url=base + "/")
+    tabs = c.browser_tabs.create(url=base + "/result?name=two").data
+    assert len(tabs) == 2 and tabs[1]["active"] and not tabs[0]["active"]
+    assert c.browser_page.get_text().data == "Hello, two!"  # the new tab is the active one
+    c.browser_tabs.activate(0)
+    assert c.browser_page.evaluate(expression="document.title").data == "Form"
+    listed = c.browser_tabs.list().data
+    assert [t["active"] for t in listed] == [True, False]
+    assert len(c.browser_tabs.close(1).data) == 1
+    with pytest.raises(ApiError) as e:
+        c.browser_tabs.close(5)
+    assert e.value.status_code == 404
+
+
+def test_cookies_and_saved_state_round_trip(browser, site):
+    c, ws, _ = browser
+    base, _ = site
+    c.browser_page.navigate(url=base + "/")
+    assert c.browser_cookies.set_cookies(
+        cookies=[{"name": "session", "value": "s3cret", "url": base + "/"}]).success
+    got = c.browser_cookies.get_cookies().data
+    assert [(k["name"], k["value"]) for k in got] == [("session", "s3cret")]
+    r = c.browser_state.save(path="state.json")
+    assert r.success and r.data["cookies"] == 1
+    saved = json.loads((ws / "state.json").read_text())
+    assert saved["cookies"][0]["name"] == "session"
+    assert saved["origins"][0]["localStorage"] == [{"name": "seen", "value": "yes"}]
+    # A clean browser state, then the saved one back.
+    assert c.browser_cookies.clear_cookies().success
+    c.browser_page.evaluate(expression="localStorage.clear()")
+    assert c.browser_cookies.get_cookies().data == []
+    r = c.browser_state.load(path=str(ws / "state.json"))
+    assert r.success and r.data["local_storage_items"] == 1
+    assert [k["value"] for k in c.browser_cookies.get_cookies().data] == ["s3cret"]
+    assert c.browser_page.evaluate(expression="localStorage.getItem('seen')").data == "yes"
+    assert not c.browser_state.load(path="nope.json").success
+
+
+def test_routes_block_and_answer_requests_and_the_har_has_them(browser, site):
+    c, ws, _ = browser
+    base, hits = site
+    c.browser_page.navigate(url=base + "/")
+    assert c.browser_network.add_route(url_pattern="*/pixel.png", abort=True).success
+    assert c.browser_network.add_route(
+        url_pattern="*/api", response={"status": 201, "body": "from the route",
+                                       "content_type": "text/plain"}).success
+    c.browser_page.navigate(url=base + "/result?name=routes")
+    status = c.browser_page.evaluate(
+        expression="fetch('/api').then(r => r.status + ' ' + r.statusText).then(async s => "
+                   "s + ':' + await (await fetch('/api')).text())").data
+    assert status.startswith("201") and status.endswith(":from the route")
+    assert "/api" not in hits and "/pixel.png" not in hits  # neither reached the site
+    requests_ = c.browser_network.get_requests(filter="pixel").data
+    assert requests_ and requests_[-1]["failed"] and "BLOCKED" in requests_[-1]["error"]
+    # Without the route the picture loads again.
+    assert c.browser_network.remove_route(url_pattern="*/pixel.png").success
+    c.browser_page.reload()
+    assert "/pixel.png" in hits
+    r = c.browser_network.export_har(save_path="net.har")
+    assert r.success
+    har = json.loads((ws / "net.har").read_text())
+    urls = [e["request"]["url"] for e in har["log"]["entries"]]
+    assert har["log"]["version"] == "1.2" and base + "/result?name=routes" in urls
+    blocked = [e for e in har["log"]["entries"] if e["request"]["url"].endswith("/pixel.png")]
+    assert blocked[0]["_error"].startswith("net::ERR_BLOCKED_BY_CLIENT")
+    assert blocked[-1]["response"]["status"] == 200
+
+
+def test_without_a_browser_each_operation_says_so(agent):  # noqa: F811
+    c = Sandbox(base_url=agent().url)
+    for call in (lambda: c.browser_page.navigate(url="http://127.0.0.1/"),
+                 lambda: c.browser_tabs.list(), lambda: c.browser_cookies.get_cookies(),
+                 lambda: c.browser_page.get_text()):
+        with pytest.raises(ApiError) as e:
+            call()
+        assert e.value.status_code == 503 and "no browser" in e.value.body["message"]
