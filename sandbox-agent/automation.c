@@ -82,6 +82,8 @@ struct auto_job {
 };
 
 static void prep_step(struct auto_job *j, json_t *result, const char *error);
+static void job_path(struct auto_job *j, const char *path);
+static void job_write_json(struct auto_job *j, json_t *doc);
 
 /* ---- answering --------------------------------------------------------------------- */
 
@@ -1083,6 +1085,13 @@ static void op_click(struct auto_job *j, json_t *result, const char *error)
 		mouse(j, "mouseMoved", 0);
 		return;
 	case 2:
+		if (json_is_true(json_object_get(j->body, "_hover"))) {
+			if (error)
+				job_fail(j, 502, "%s", error);
+			else
+				job_ok(j, "Hovered", json_pack("{s:f, s:f}", "x", j->x, "y", j->y));
+			return;
+		}
 		mouse(j, "mousePressed", (int)clicks);
 		return;
 	case 3:
@@ -1110,6 +1119,40 @@ void automation_click(struct sbx_http_req *req, void *arg)
 	job_start(arg, req, body, op_click, true);
 }
 
+void automation_hover(struct sbx_http_req *req, void *arg)
+{
+	json_t *body = api_body_object(req);
+
+	if (!body)
+		return;
+	if (!element_args(req, body, true)) {
+		json_decref(body);
+		return;
+	}
+	json_object_set_new(body, "_hover", json_true());
+	job_start(arg, req, body, op_click, true);
+}
+
+/* Focus the element item names and select what it holds: the typed text
+ * replaces it, through the page's own input events (an empty text is a
+ * cleared value). */
+static void fill_expr(json_t *item, bool have_text, struct sbx_buf *e)
+{
+	sbx_buf_cat(e, "(()=>{", find_js, "const e=", NULL);
+	element_expr(item, e);
+	sbx_buf_cat(e,
+		    ";e.scrollIntoView({block:'center'});e.focus();"
+		    "if(typeof e.select==='function')e.select();else{const r=document."
+		    "createRange();r.selectNodeContents(e);const s=getSelection();"
+		    "s.removeAllRanges();s.addRange(r);}",
+		    have_text
+			    ? ""
+			    : "if('value' in e){e.value='';e.dispatchEvent(new Event('input',"
+			      "{bubbles:true}));e.dispatchEvent(new Event('change',{bubbles:true}))"
+			      ";}else{e.textContent='';}",
+		    "return true;})()", NULL);
+}
+
 static void op_fill(struct auto_job *j, json_t *result, const char *error)
 {
 	const char *text = sbx_json_str(j->body, "text");
@@ -1118,22 +1161,8 @@ static void op_fill(struct auto_job *j, json_t *result, const char *error)
 
 	switch (j->step) {
 	case 0:
-		/* Focus the element and select what it holds: the typed text
-		 * replaces it, through the page's own input events. */
 		sbx_buf_init(&e, 1 << 20);
-		sbx_buf_cat(&e, "(()=>{", find_js, "const e=", NULL);
-		element_expr(j->body, &e);
-		sbx_buf_cat(
-			&e,
-			";e.scrollIntoView({block:'center'});e.focus();"
-			"if(typeof e.select==='function')e.select();else{const r=document."
-			"createRange();r.selectNodeContents(e);const s=getSelection();"
-			"s.removeAllRanges();s.addRange(r);}",
-			*text ? ""
-			      : "if('value' in e){e.value='';e.dispatchEvent(new Event('input',"
-				"{bubbles:true}));e.dispatchEvent(new Event('change',{bubbles:true}))"
-				";}else{e.textContent='';}",
-			"return true;})()", NULL);
+		fill_expr(j->body, *text, &e);
 		job_eval(j, e.data ? e.data : "");
 		sbx_buf_release(&e);
 		return;
@@ -1189,7 +1218,7 @@ struct key {
 	int vk;
 };
 
-static const struct key keys[] = {
+static const struct key keys_table[] = {
 	{ "Enter", "Enter", "Enter", "\r", 13 },
 	{ "Tab", "Tab", "Tab", NULL, 9 },
 	{ "Escape", "Escape", "Escape", NULL, 27 },
@@ -1213,9 +1242,9 @@ static void op_key(struct auto_job *j, json_t *result, const char *error)
 	char text[8] = "";
 	json_t *ev;
 
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		if (!strcasecmp(keys[i].name, name))
-			k = keys[i];
+	for (size_t i = 0; i < sizeof(keys_table) / sizeof(keys_table[0]); i++)
+		if (!strcasecmp(keys_table[i].name, name))
+			k = keys_table[i];
 	if (!k.vk && strlen(name) == 1) {
 		snprintf(text, sizeof(text), "%s", name);
 		k.text = text;
@@ -1248,6 +1277,222 @@ void automation_press_key(struct sbx_http_req *req, void *arg)
 		return;
 	}
 	job_start(arg, req, body, op_key, true);
+}
+
+/* Fills several fields, one after another: items [{selector or index,
+ * value or text}]. */
+static void op_fill_form(struct auto_job *j, json_t *result, const char *error)
+{
+	json_t *items = json_object_get(j->body, "items"), *item;
+	size_t at = (size_t)j->y;
+	const char *text;
+	char why[300];
+	struct sbx_buf e;
+
+	if (j->step > 0 && (j->step % 2) == 1) { /* the focus answered */
+		if (!eval_value(result, error, why, sizeof(why))) {
+			job_fail(j, 200, "cannot fill item %zu: %s", at, why);
+			return;
+		}
+		item = json_array_get(items, at);
+		text = sbx_json_str(item, "value") ?: sbx_json_str(item, "text") ?: "";
+		if (*text) {
+			job_call(j, false, "Input.insertText", json_pack("{s:s}", "text", text));
+			return;
+		}
+		j->step++;
+	}
+	if (j->step > 0) { /* an item is done */
+		if (error) {
+			job_fail(j, 502, "%s", error);
+			return;
+		}
+		at = (size_t)++j->y;
+	}
+	if (at >= json_array_size(items)) {
+		job_ok(j, "Form filled", json_pack("{s:i}", "filled", (int)at));
+		return;
+	}
+	item = json_array_get(items, at);
+	text = sbx_json_str(item, "value") ?: sbx_json_str(item, "text") ?: "";
+	sbx_buf_init(&e, 1 << 20);
+	fill_expr(item, *text, &e);
+	job_eval(j, e.data ? e.data : "");
+	sbx_buf_release(&e);
+}
+
+void automation_fill_form(struct sbx_http_req *req, void *arg)
+{
+	json_t *body = api_body_object(req), *item;
+	size_t i;
+
+	if (!body)
+		return;
+	if (!json_is_array(json_object_get(body, "items"))) {
+		api_invalid(req, "body.items", "Input should be a valid list", "list_type");
+		goto bad;
+	}
+	json_array_foreach(json_object_get(body, "items"), i, item)
+	{
+		json_t *v = json_object_get(item, "value") ?: json_object_get(item, "text");
+
+		if (!json_is_object(item) || !element_args(req, item, false))
+			goto bad;
+		if (v && !json_is_string(v)) {
+			api_invalid(req, "body.items", "value should be a string", "string_type");
+			goto bad;
+		}
+	}
+	job_start(arg, req, body, op_fill_form, true);
+	return;
+bad:
+	json_decref(body);
+}
+
+/* Keys held together (["Control", "a"]): each pressed with the modifiers
+ * before it, then released in reverse. */
+static void op_hot_key(struct auto_job *j, json_t *result, const char *error)
+{
+	json_t *keys = json_object_get(j->body, "keys");
+	size_t n = json_array_size(keys), at = (size_t)j->step;
+	int modifiers = 0;
+	bool down = at < n;
+	const char *name;
+	size_t k;
+
+	if (error) {
+		job_fail(j, 502, "%s", error);
+		return;
+	}
+	if (at >= 2 * n) {
+		job_ok(j, "Pressed", NULL);
+		return;
+	}
+	k = down ? at : 2 * n - 1 - at;
+	for (size_t i = 0; i < (down ? k + 1 : k); i++) {
+		const char *m = json_string_value(json_array_get(keys, i));
+
+		modifiers |= !strcasecmp(m, "Alt")				   ? 1
+			     : !strcasecmp(m, "Control") || !strcasecmp(m, "Ctrl") ? 2
+			     : !strcasecmp(m, "Meta") || !strcasecmp(m, "Command") ? 4
+			     : !strcasecmp(m, "Shift")				   ? 8
+										   : 0;
+	}
+	name = json_string_value(json_array_get(keys, k));
+	{
+		struct key key = { name, name, name, NULL, 0 };
+		char code[16] = "";
+
+		for (size_t i = 0; i < sizeof(keys_table) / sizeof(keys_table[0]); i++)
+			if (!strcasecmp(keys_table[i].name, name))
+				key = keys_table[i];
+		if (!strcasecmp(name, "Ctrl"))
+			key = (struct key){ "Control", "Control", "ControlLeft", NULL, 17 };
+		else if (!key.vk && strlen(name) == 1) {
+			snprintf(code, sizeof(code), "Key%c", toupper((unsigned char)name[0]));
+			key.code = code;
+			key.vk = toupper((unsigned char)name[0]);
+		}
+		job_call(j, false, "Input.dispatchKeyEvent",
+			 json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type",
+				   down ? "rawKeyDown" : "keyUp", "key", key.key, "code", key.code,
+				   "windowsVirtualKeyCode", key.vk, "nativeVirtualKeyCode", key.vk,
+				   "modifiers", modifiers));
+	}
+}
+
+void automation_hot_key(struct sbx_http_req *req, void *arg)
+{
+	json_t *body = api_body_object(req), *k;
+	size_t i;
+
+	if (!body)
+		return;
+	if (!json_array_size(json_object_get(body, "keys"))) {
+		api_invalid(req, "body.keys", "Give at least one key", "too_short");
+		json_decref(body);
+		return;
+	}
+	json_array_foreach(json_object_get(body, "keys"), i, k)
+	{
+		if (!json_is_string(k) || !*json_string_value(k)) {
+			api_invalid(req, "body.keys", "Each key should be a name", "string_type");
+			json_decref(body);
+			return;
+		}
+	}
+	job_start(arg, req, body, op_hot_key, true);
+}
+
+static void op_upload(struct auto_job *j, json_t *result, const char *error)
+{
+	const char *id;
+	json_t *files, *f;
+	size_t i;
+
+	switch (j->step) {
+	case 0: {
+		json_t *sel = json_object_get(j->body, "selector");
+		char *q = json_dumps(sel, JSON_ENCODE_ANY);
+		struct sbx_buf e;
+
+		sbx_buf_init(&e, 1 << 16);
+		sbx_buf_cat(&e, "document.querySelector(", q ? q : "''", ")", NULL);
+		free(q);
+		job_call(j, false, "Runtime.evaluate",
+			 json_pack("{s:s}", "expression", e.data ? e.data : ""));
+		sbx_buf_release(&e);
+		return;
+	}
+	case 1:
+		if (error || !(id = sbx_json_str(result, "result.objectId"))) {
+			job_fail(j, 200, "cannot upload: no element matches %s",
+				 sbx_json_str(j->body, "selector"));
+			return;
+		}
+		files = json_array();
+		json_array_foreach(json_object_get(j->body, "files"), i, f)
+		{
+			job_path(j, json_string_value(f));
+			json_array_append_new(files, json_string(j->path));
+		}
+		job_call(j, false, "DOM.setFileInputFiles",
+			 json_pack("{s:o, s:s}", "files", files, "objectId", id));
+		return;
+	default:
+		if (error)
+			job_fail(j, 200, "cannot upload: %s", error);
+		else
+			job_ok(j, "Files set",
+			       json_pack("{s:O}", "files", json_object_get(j->body, "files")));
+	}
+}
+
+void automation_upload_file(struct sbx_http_req *req, void *arg)
+{
+	json_t *body = api_body_object(req), *f;
+	const char *sel;
+	size_t i;
+
+	if (!body)
+		return;
+	if (!field_string(req, body, "selector", true, &sel))
+		goto bad;
+	if (!json_array_size(json_object_get(body, "files"))) {
+		api_invalid(req, "body.files", "Give at least one file", "too_short");
+		goto bad;
+	}
+	json_array_foreach(json_object_get(body, "files"), i, f)
+	{
+		if (!json_is_string(f) || !*json_string_value(f)) {
+			api_invalid(req, "body.files", "Each file should be a path", "string_type");
+			goto bad;
+		}
+	}
+	job_start(arg, req, body, op_upload, true);
+	return;
+bad:
+	json_decref(body);
 }
 
 /* ---- reading the page ------------------------------------------------------------------ */
@@ -1422,6 +1667,236 @@ void automation_console(struct sbx_http_req *req, void *arg)
 	api_ok(req, "Console messages", json_deep_copy(a->console));
 	if (clear)
 		json_array_clear(a->console);
+}
+
+/* A JSON literal of s for an expression (jansson's string, freed by the
+ * caller with free). */
+static char *js_str(const char *s)
+{
+	json_t *v = json_string(s ? s : "");
+	char *out = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
+
+	json_decref(v);
+	return out;
+}
+
+/* An operation that is one evaluation: the page's answer is the data. */
+static void eval_op(struct sbx_http_req *req, void *arg, struct sbx_buf *expression,
+		    const char *message)
+{
+	read_page(req, arg, expression->data ? expression->data : "null", message);
+	sbx_buf_release(expression);
+}
+
+void automation_scroll(struct sbx_http_req *req, void *arg)
+{
+	json_t *body = api_body_object_or_empty(req);
+	const char *dir = "down";
+	json_int_t amount = 300;
+	char dx[32], dy[32];
+	struct sbx_buf e;
+
+	if (!body)
+		return;
+	if (!field_string(req, body, "direction", false, &dir)) {
+		json_decref(body);
+		return;
+	}
+	dir = dir ? dir : "down";
+	if (strcmp(dir, "up") && strcmp(dir, "down") && strcmp(dir, "left") &&
+	    strcmp(dir, "right")) {
+		api_invalid(req, "body.direction",
+			    "Input should be 'up', 'down', 'left' or 'right'", "enum");
+		json_decref(body);
+		return;
+	}
+	if (json_is_integer(json_object_get(body, "amount")))
+		amount = json_integer_value(json_object_get(body, "amount"));
+	snprintf(dx, sizeof(dx), "%lld",
+		 !strcmp(dir, "left")	 ? -(long long)amount
+		 : !strcmp(dir, "right") ? amount
+					 : 0);
+	snprintf(dy, sizeof(dy), "%lld",
+		 !strcmp(dir, "up")	? -(long long)amount
+		 : !strcmp(dir, "down") ? amount
+					: 0);
+	json_decref(body); /* dir was in it */
+	sbx_buf_init(&e, 4096);
+	sbx_buf_cat(&e, "(()=>{window.scrollBy(", dx, ",", dy,
+		    ");return {x:window.scrollX,y:window.scrollY};})()", NULL);
+	eval_op(req, arg, &e, "Scrolled");
+}
+
+void automation_scroll_to(struct sbx_http_req *req, void *arg)
+{
+	json_t *body = api_body_object_or_empty(req);
+	char x[32], y[32];
+	struct sbx_buf e;
+
+	if (!body)
+		return;
+	snprintf(x, sizeof(x), "%lld", (long long)json_integer_value(json_object_get(body, "x")));
+	snprintf(y, sizeof(y), "%lld", (long long)json_integer_value(json_object_get(body, "y")));
+	json_decref(body);
+	sbx_buf_init(&e, 4096);
+	sbx_buf_cat(&e, "(()=>{window.scrollTo(", x, ",", y,
+		    ");return {x:window.scrollX,y:window.scrollY};})()", NULL);
+	eval_op(req, arg, &e, "Scrolled");
+}
+
+/* An operation on the element a required selector names: body is the
+ * function's body, with e the element. */
+static void element_op(struct sbx_http_req *req, void *arg, const char *code, const char *message)
+{
+	json_t *body = api_body_object(req);
+	const char *sel;
+	struct sbx_buf e;
+	char *q;
+
+	if (!body)
+		return;
+	if (!field_string(req, body, "selector", true, &sel)) {
+		json_decref(body);
+		return;
+	}
+	q = js_str(sel);
+	sbx_buf_init(&e, 1 << 16);
+	sbx_buf_cat(&e, "(()=>{const e=document.querySelector(", q ? q : "''",
+		    ");if(!e)throw new Error('no element matches '+", q ? q : "''", ");", code,
+		    "})()", NULL);
+	free(q);
+	json_decref(body);
+	eval_op(req, arg, &e, message);
+}
+
+void automation_scroll_to_element(struct sbx_http_req *req, void *arg)
+{
+	element_op(req, arg,
+		   "e.scrollIntoView({block:'center',inline:'center'});"
+		   "return {x:window.scrollX,y:window.scrollY};",
+		   "Scrolled");
+}
+
+void automation_check(struct sbx_http_req *req, void *arg)
+{
+	element_op(req, arg, "if(!e.checked)e.click();return e.checked;", "Checked");
+}
+
+void automation_uncheck(struct sbx_http_req *req, void *arg)
+{
+	element_op(req, arg, "if(e.checked)e.click();return e.checked;", "Unchecked");
+}
+
+void automation_select_option(struct sbx_http_req *req, void *arg)
+{
+	json_t *body = api_body_object(req);
+	const char *sel, *value = NULL, *label = NULL;
+	json_t *idx;
+	struct sbx_buf e;
+	char *q, *v, *l, num[32];
+
+	if (!body)
+		return;
+	if (!field_string(req, body, "selector", true, &sel) ||
+	    !field_string(req, body, "value", false, &value) ||
+	    !field_string(req, body, "label", false, &label)) {
+		json_decref(body);
+		return;
+	}
+	idx = json_object_get(body, "index");
+	if (!value && !label && !json_is_integer(idx)) {
+		api_invalid(req, "body", "Give a value, a label or an index", "missing");
+		json_decref(body);
+		return;
+	}
+	q = js_str(sel);
+	v = value ? js_str(value) : NULL;
+	l = label ? js_str(label) : NULL;
+	snprintf(num, sizeof(num), "%lld",
+		 json_is_integer(idx) ? (long long)json_integer_value(idx) : -1LL);
+	sbx_buf_init(&e, 1 << 16);
+	sbx_buf_cat(&e, "(()=>{const e=document.querySelector(", q ? q : "''",
+		    ");if(!e||!e.options)throw new Error('no select element matches '+",
+		    q ? q : "''", ");const o=[...e.options].findIndex((o,i)=>", NULL);
+	if (v)
+		sbx_buf_cat(&e, "o.value===", v, NULL);
+	else if (l)
+		sbx_buf_cat(&e, "o.label===", l, "||o.text===", l, NULL);
+	else
+		sbx_buf_cat(&e, "i===", num, NULL);
+	sbx_buf_append_str(&e, ");if(o<0)throw new Error('no such option');e.selectedIndex=o;"
+			       "e.dispatchEvent(new Event('input',{bubbles:true}));"
+			       "e.dispatchEvent(new Event('change',{bubbles:true}));"
+			       "return {value:e.value,index:o};})()");
+	free(q);
+	free(v);
+	free(l);
+	json_decref(body);
+	eval_op(req, arg, &e, "Selected");
+}
+
+void automation_find_text(struct sbx_http_req *req, void *arg)
+{
+	json_t *body = api_body_object(req);
+	const char *keyword;
+	struct sbx_buf e;
+	char *k;
+
+	if (!body)
+		return;
+	if (!field_string(req, body, "keyword", true, &keyword)) {
+		json_decref(body);
+		return;
+	}
+	k = js_str(keyword);
+	sbx_buf_init(&e, 1 << 16);
+	/* Each text node holding the keyword (case-insensitive): its text
+	 * around the match and its element. */
+	sbx_buf_cat(
+		&e, "(()=>{const k=", k ? k : "''",
+		".toLowerCase(),out=[],w=document.createTreeWalker(document.body||document,"
+		"NodeFilter.SHOW_TEXT);let n;while((n=w.nextNode())&&out.length<100){"
+		"const t=n.textContent,i=t.toLowerCase().indexOf(k);if(!k||i<0)continue;"
+		"const p=n.parentElement;out.push({text:t.slice(Math.max(0,i-40),i+k.length+40)"
+		".trim(),tag:p?p.tagName.toLowerCase():null,id:p&&p.id||null});}return out;})()",
+		NULL);
+	free(k);
+	json_decref(body);
+	eval_op(req, arg, &e, "Matches");
+}
+
+static void op_export_console(struct auto_job *j, json_t *result, const char *error)
+{
+	if (j->step == 0) {
+		job_path(j, sbx_json_str(j->body, "save_path"));
+		j->acc = json_integer((json_int_t)json_array_size(j->a->console));
+		job_write_json(j, json_deep_copy(j->a->console));
+		return;
+	}
+	if (error) {
+		job_fail(j, 200, "%s", error);
+		return;
+	}
+	if (json_is_true(json_object_get(j->body, "clear")))
+		json_array_clear(j->a->console);
+	job_ok(j, "Console exported", json_pack("{s:s, s:O}", "path", j->path, "entries", j->acc));
+}
+
+void automation_export_console(struct sbx_http_req *req, void *arg)
+{
+	json_t *body = api_body_object(req);
+	const char *path;
+
+	if (!body)
+		return;
+	if (!field_string(req, body, "save_path", true, &path) || !*path) {
+		if (path)
+			api_invalid(req, "body.save_path", "Input should not be empty",
+				    "string_too_short");
+		json_decref(body);
+		return;
+	}
+	job_start(arg, req, body, op_export_console, false);
 }
 
 /* ---- waiting ------------------------------------------------------------------------------ */
@@ -1601,14 +2076,39 @@ void automation_tabs(struct sbx_http_req *req, void *arg)
 	job_start(arg, req, NULL, op_tabs, true);
 }
 
+/* A new tab's page loads as a navigation does: the answer is the tabs. */
+static void op_tab_load(struct auto_job *j, json_t *result, const char *error)
+{
+	struct auto_tab *tab;
+	char why[300];
+	json_t *v;
+
+	if (j->step <= STEP_LOCATION) {
+		op_navigate(j, result, error);
+		return;
+	}
+	if (!(v = eval_value(result, error, why, sizeof(why)))) {
+		job_fail(j, 502, "%s", why);
+		return;
+	}
+	if ((tab = tab_by_target(j->a, j->target))) {
+		snprintf(tab->url, sizeof(tab->url), "%s",
+			 json_string_value(json_array_get(v, 0)) ?: "");
+		snprintf(tab->title, sizeof(tab->title), "%s",
+			 json_string_value(json_array_get(v, 1)) ?: "");
+	}
+	job_ok(j, "Tab opened", tabs_json(j->a));
+}
+
+/* A blank tab, made active and prepared like any page; then its URL is
+ * loaded as navigate does. */
 static void op_tab_new(struct auto_job *j, json_t *result, const char *error)
 {
 	const char *url = sbx_json_str(j->body, "url");
 
 	switch (j->step) {
 	case 0:
-		job_call(j, true, "Target.createTarget",
-			 json_pack("{s:s}", "url", url && *url ? url : "about:blank"));
+		job_call(j, true, "Target.createTarget", json_pack("{s:s}", "url", "about:blank"));
 		return;
 	case 1:
 		if (error || !sbx_json_str(result, "targetId")) {
@@ -1625,7 +2125,14 @@ static void op_tab_new(struct auto_job *j, json_t *result, const char *error)
 		}
 		tabs_update(j->a, json_object_get(result, "targetInfos"));
 		snprintf(j->a->active, sizeof(j->a->active), "%s", j->target);
-		job_ok(j, "Tab opened", tabs_json(j->a));
+		if (!url || !*url) {
+			job_ok(j, "Tab opened", tabs_json(j->a));
+			return;
+		}
+		/* The preparation again, from the attach, on the new tab. */
+		j->fn = op_tab_load;
+		j->prep = 3;
+		prep_step(j, NULL, NULL);
 	}
 }
 
@@ -2082,6 +2589,17 @@ void automation_state_load(struct sbx_http_req *req, void *arg)
 	state(req, arg, op_state_load_p);
 }
 
+/* A header name: RFC 9110 token characters only. */
+static bool http_token(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+			return false;
+	return true;
+}
+
 /* ---- network: routes, the request log, HAR ------------------------------------------------- */
 
 /* Fetch.enable (or disable) on every attached page, one after another. */
@@ -2173,6 +2691,58 @@ void automation_route_remove(struct sbx_http_req *req, void *arg)
 		return;
 	}
 	job_start(a, req, json_pack("{s:s}", "_message", "Route removed"), op_apply_routes, true);
+}
+
+/* Extra headers for every request of every page (Network.setExtraHTTPHeaders
+ * on each attached page now, and on each page attached later). */
+static void op_apply_headers(struct auto_job *j, json_t *result, const char *error)
+{
+	struct automation *a = j->a;
+	unsigned i = (unsigned)json_integer_value(json_object_get(j->body, "_next"));
+
+	if (error) {
+		job_fail(j, 502, "%s", error);
+		return;
+	}
+	for (; i < a->n_tabs && !a->tabs[i].session[0]; i++)
+		;
+	if (i >= a->n_tabs) {
+		job_ok(j, "Headers set", json_deep_copy(a->headers));
+		return;
+	}
+	json_object_set_new(j->body, "_next", json_integer(i + 1));
+	snprintf(j->session, sizeof(j->session), "%s", a->tabs[i].session);
+	job_call(j, false, "Network.setExtraHTTPHeaders",
+		 json_pack("{s:O}", "headers", a->headers));
+}
+
+void automation_headers(struct sbx_http_req *req, void *arg)
+{
+	struct automation *a = arg;
+	json_t *body = api_body_object(req), *headers, *v;
+	const char *k;
+
+	if (!body)
+		return;
+	headers = json_object_get(body, "headers");
+	if (!json_is_object(headers)) {
+		api_invalid(req, "body.headers", "Input should be a valid dictionary", "dict_type");
+		json_decref(body);
+		return;
+	}
+	json_object_foreach(headers, k, v)
+	{
+		if (!json_is_string(v) || !http_token(k)) {
+			api_invalid(req, "body.headers",
+				    "Each header needs a name and a string value", "string_type");
+			json_decref(body);
+			return;
+		}
+	}
+	json_decref(a->headers);
+	a->headers = json_incref(headers);
+	json_decref(body);
+	job_start(a, req, NULL, op_apply_headers, true);
 }
 
 void automation_requests(struct sbx_http_req *req, void *arg)

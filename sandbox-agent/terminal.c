@@ -500,6 +500,14 @@ static void on_tick(uv_timer_t *h)
 				c.idle[i]->dead ? "the shell exited" : "idle without a viewer");
 }
 
+/* A shell that ended after its terminal was removed is reaped as soon as
+ * the kernel says so, not at the next tick. */
+static void on_sigchld(uv_signal_t *h, int signum)
+{
+	(void)signum;
+	pty_graveyard_reap(&((struct terminals *)h->data)->graveyard);
+}
+
 int terminals_init(struct terminals *ts, uv_loop_t *loop, const char *workspace, unsigned max)
 {
 	memset(ts, 0, sizeof(*ts));
@@ -512,6 +520,10 @@ int terminals_init(struct terminals *ts, uv_loop_t *loop, const char *workspace,
 	ts->tick.data = ts;
 	uv_timer_start(&ts->tick, on_tick, TICK_MS, TICK_MS);
 	uv_unref((uv_handle_t *)&ts->tick);
+	uv_signal_init(loop, &ts->sigchld);
+	ts->sigchld.data = ts;
+	uv_signal_start(&ts->sigchld, on_sigchld, SIGCHLD);
+	uv_unref((uv_handle_t *)&ts->sigchld);
 	return 0;
 }
 
@@ -525,6 +537,7 @@ void terminals_close(struct terminals *ts)
 	while ((t = sbx_map_pop(&ts->all)))
 		terminal_remove(t, "the agent is stopping");
 	uv_close((uv_handle_t *)&ts->tick, NULL);
+	uv_close((uv_handle_t *)&ts->sigchld, NULL);
 	sbx_map_release(&ts->all);
 	pty_graveyard_release(&ts->graveyard);
 }

@@ -38,6 +38,7 @@ struct terminals {
 	uint64_t idle_ms; /* without a viewer */
 	struct sbx_map all;
 	uv_timer_t tick;		/* pings and idle checks */
+	uv_signal_t sigchld;		/* a shell ended: reap it */
 	struct auth *auth;		/* for the ticket in terminal URLs */
 	struct pty_graveyard graveyard; /* killed shells not reaped yet */
 	bool closing;

@@ -24,15 +24,25 @@ FORM = b"""<!doctype html><title>Form</title><body>
 <input id="name" name="name" placeholder="Your name"><button id="go" type="submit">Send</button>
 </form><script>console.log('form page ready', 42); localStorage.setItem('seen', 'yes')</script>
 </body>"""
+WIDGETS = b"""<!doctype html><title>Widgets</title><body style="height:3000px;margin:0">
+<input id="a"><input id="b">
+<label><input type="checkbox" id="agree"> agree</label>
+<select id="color"><option value="r">Red</option><option value="g">Green</option></select>
+<input type="file" id="f">
+<div id="hov" style="width:200px;height:40px" onmouseover="this.textContent='hovered'">hover me</div>
+<p id="far" style="position:absolute;top:2500px">far away text</p>
+</body>"""
 
 
 @pytest.fixture
 def site():
     hits = []
+    headers = {}
 
     class Site(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - the stdlib's name
             hits.append(self.path)
+            headers[self.path] = dict(self.headers)
             url = urlparse(self.path)
             if url.path == "/result":
                 name = parse_qs(url.query).get("name", [""])[0]
@@ -42,6 +52,8 @@ def site():
                 body = PNG
             elif url.path == "/api":
                 body = b"from the site"
+            elif url.path == "/widgets":
+                body = WIDGETS
             else:
                 body = FORM
             self.send_response(200)
@@ -56,6 +68,11 @@ def site():
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}", hits
     srv.shutdown()
+
+
+@pytest.fixture
+def site_headers(site):
+    return site
 
 
 @pytest.fixture
@@ -178,6 +195,67 @@ def test_routes_block_and_answer_requests_and_the_har_has_them(browser, site):
     blocked = [e for e in har["log"]["entries"] if e["request"]["url"].endswith("/pixel.png")]
     assert blocked[0]["_error"].startswith("net::ERR_BLOCKED_BY_CLIENT")
     assert blocked[-1]["response"]["status"] == 200
+
+
+def test_widgets_scrolling_keys_uploads_and_headers(browser, site):
+    c, ws, _ = browser
+    base, _ = site
+    p = c.browser_page
+    p.navigate(url=base + "/widgets")
+    r = p.fill_form(items=[{"selector": "#a", "value": "first"}, {"index": 1, "value": "second"}])
+    assert r.success and r.data == {"filled": 2}
+    assert p.evaluate(expression="[a.value, b.value]").data == ["first", "second"]
+    # Select all in the focused field, then typing replaces it.
+    assert p.hot_key(keys=["Control", "a"]).success
+    assert p.type_text(text="typed").success
+    assert p.evaluate(expression="b.value").data == "typed"
+    assert p.press_key(key="Backspace").success
+    assert p.evaluate(expression="b.value").data == "type"
+    assert p.check(selector="#agree").success
+    assert p.evaluate(expression="agree.checked").data is True
+    assert p.uncheck(selector="#agree").success
+    assert p.evaluate(expression="agree.checked").data is False
+    assert p.select_option(selector="#color", label="Green").success
+    assert p.evaluate(expression="color.value").data == "g"
+    assert not p.select_option(selector="#color", value="blue").success
+    assert p.hover(selector="#hov").success
+    assert p.evaluate(expression="hov.textContent").data == "hovered"
+    (ws / "upload.txt").write_text("to the page")
+    assert p.upload_file(selector="#f", files=["upload.txt"]).success
+    assert p.evaluate(expression="f.files[0].name + ' ' + f.files[0].size").data == "upload.txt 11"
+    r = p.scroll(direction="down", amount=400)
+    assert r.success, r
+    print("SCROLL", r.data, p.evaluate(expression="[document.documentElement.scrollHeight, innerHeight, document.scrollingElement.scrollTop]").data)
+    assert p.evaluate(expression="window.scrollY").data == 400
+    assert p.scroll_to(x=0, y=0).success
+    assert p.scroll_to_element(selector="#far").success
+    assert p.evaluate(expression="window.scrollY").data > 1500
+    found = p.find_text(keyword="FAR AWAY").data
+    assert found == [{"text": "far away text", "tag": "p", "id": "far"}]
+    p.evaluate(expression="console.warn('to the file')")
+    r = p.export_console(save_path="console.json", clear=True)
+    assert r.success
+    assert any(m["text"] == "to the file" and m["type"] == "warning"
+               for m in json.loads((ws / "console.json").read_text()))
+    assert p.get_console().data == []
+
+
+def test_extra_headers_reach_the_site(browser, site):
+    c, _, _ = browser
+    base, _ = site
+    c.browser_page.navigate(url=base + "/")
+    assert c.browser_network.set_headers(headers={"X-Sbx-Test": "on"}).success
+    c.browser_page.navigate(url=base + "/result?name=h")
+    assert c.browser_page.evaluate(expression="fetch('/api').then(r => r.status)").data == 200
+    got = c.browser_network.get_requests(filter="/api").data[-1]["request_headers"]
+    assert got.get("X-Sbx-Test") == "on"
+    r = requests_get_raw(c, "/v1/browser/network/headers", {"headers": {"bad name": "x"}})
+    assert r == 422
+
+
+def requests_get_raw(c, path, body):
+    import httpx
+    return httpx.post(c._client_wrapper.get_base_url() + path, json=body).status_code
 
 
 def test_without_a_browser_each_operation_says_so(agent):  # noqa: F811
