@@ -33,10 +33,13 @@ struct tool {
 	const char *description;
 	const char *schema; /* JSON Schema of the arguments */
 	/* The internal request for args: method, target, JSON body (owned). */
-	int (*build)(const json_t *args, const char **method, char *target, size_t size,
-		     json_t **body, char *err, size_t err_size);
+	int (*build)(const struct tool *t, const json_t *args, const char **method, char *target,
+		     size_t size, json_t **body, char *err, size_t err_size);
 	/* The text a model reads from the operation's data. */
 	void (*text)(const json_t *data, struct sbx_buf *out);
+	/* For the browser's tools: the operation, and the arguments it takes. */
+	const char *method, *target;
+	const char *const *fields;
 };
 
 static void copy_fields(json_t *dst, const json_t *args, const char *const *names)
@@ -49,8 +52,8 @@ static void copy_fields(json_t *dst, const json_t *args, const char *const *name
 	}
 }
 
-static int build_bash(const json_t *args, const char **method, char *target, size_t size,
-		      json_t **body, char *err, size_t err_size)
+static int build_bash(const struct tool *t, const json_t *args, const char **method, char *target,
+		      size_t size, json_t **body, char *err, size_t err_size)
 {
 	static const char *const fields[] = { "command",      "exec_dir",   "timeout",
 					      "hard_timeout", "session_id", NULL };
@@ -81,8 +84,8 @@ static void text_bash(const json_t *data, struct sbx_buf *out)
 			       sbx_json_str(data, "session_id") ?: "");
 }
 
-static int build_code(const json_t *args, const char **method, char *target, size_t size,
-		      json_t **body, char *err, size_t err_size)
+static int build_code(const struct tool *t, const json_t *args, const char **method, char *target,
+		      size_t size, json_t **body, char *err, size_t err_size)
 {
 	static const char *const fields[] = { "code",	    "language", "timeout", "cwd",
 					      "session_id", "stateful", NULL };
@@ -117,8 +120,8 @@ static void text_code(const json_t *data, struct sbx_buf *out)
 /* sandbox_file_operations: one tool for the plain file operations, chosen
  * by action; the arguments are those of the matching /v1/file endpoint, with
  * "path" standing for "file" where that endpoint says file. */
-static int build_file(const json_t *args, const char **method, char *target, size_t size,
-		      json_t **body, char *err, size_t err_size)
+static int build_file(const struct tool *t, const json_t *args, const char **method, char *target,
+		      size_t size, json_t **body, char *err, size_t err_size)
 {
 	static const char *const actions[] = { "read", "write",	 "list",    "find", "glob",
 					       "grep", "search", "replace", NULL };
@@ -168,8 +171,8 @@ static void text_file(const json_t *data, struct sbx_buf *out)
 		text_json(data, out);
 }
 
-static int build_editor(const json_t *args, const char **method, char *target, size_t size,
-			json_t **body, char *err, size_t err_size)
+static int build_editor(const struct tool *t, const json_t *args, const char **method, char *target,
+			size_t size, json_t **body, char *err, size_t err_size)
 {
 	*method = "POST";
 	snprintf(target, size, "/v1/file/str_replace_editor");
@@ -187,6 +190,49 @@ static void text_editor(const json_t *data, struct sbx_buf *out)
 		text_json(data, out);
 }
 
+/* The browser's tools: the operation named in the table, with the
+ * arguments it takes (a screenshot's full_page goes in the query). */
+static int build_browser(const struct tool *t, const json_t *args, const char **method,
+			 char *target, size_t size, json_t **body, char *err, size_t err_size)
+{
+	*method = t->method;
+	snprintf(target, size, "%s%s", t->target,
+		 json_is_true(json_object_get(args, "full_page")) ? "?full_page=true" : "");
+	*body = json_object();
+	if (t->fields)
+		copy_fields(*body, args, t->fields);
+	return *body ? 0 : -ENOMEM;
+}
+
+/* A page's text is the text itself; anything else, its JSON. */
+static void text_browser(const json_t *data, struct sbx_buf *out)
+{
+	if (json_is_string(data))
+		sbx_buf_append_str(out, json_string_value(data));
+	else
+		text_json(data, out);
+}
+
+static const char *const f_navigate[] = { "url", "wait_until", "timeout", NULL };
+static const char *const f_click[] = {
+	"selector", "index", "x", "y", "button", "click_count", NULL
+};
+static const char *const f_fill[] = { "selector", "index", "text", NULL };
+static const char *const f_text[] = { "text", NULL };
+static const char *const f_key[] = { "key", NULL };
+static const char *const f_hover[] = { "selector", "x", "y", NULL };
+static const char *const f_select[] = { "selector", "value", "label", "index", NULL };
+static const char *const f_scroll[] = { "direction", "amount", NULL };
+static const char *const f_eval[] = { "expression", NULL };
+static const char *const f_wait[] = { "type",	     "selector",   "state",   "url",
+				      "url_pattern", "expression", "timeout", NULL };
+static const char *const f_url[] = { "url", NULL };
+
+#define ELEMENT_PROPS                                                            \
+	"\"selector\":{\"type\":\"string\",\"description\":\"a CSS selector\"}," \
+	"\"index\":{\"type\":\"integer\",\"description\":\"an index from "       \
+	"browser_get_elements\"},"
+
 static const struct tool tools[] = {
 	{ "sandbox_execute_bash",
 	  "Run a bash command in the sandbox and return its output and exit code. A session "
@@ -198,7 +244,7 @@ static const struct tool tools[] = {
 	  "\"timeout\":{\"type\":\"number\",\"description\":\"seconds to wait for output\"},"
 	  "\"hard_timeout\":{\"type\":\"number\",\"description\":\"seconds before the command "
 	  "and everything it started are killed\"}},\"required\":[\"command\"]}",
-	  build_bash, text_bash },
+	  build_bash, text_bash, NULL, NULL, NULL },
 	{ "sandbox_execute_code",
 	  "Run Python or JavaScript code and return what it printed (and a Python traceback). "
 	  "With stateful and a session_id, variables survive between calls.",
@@ -210,7 +256,7 @@ static const struct tool tools[] = {
 	  "\"cwd\":{\"type\":\"string\"},"
 	  "\"stateful\":{\"type\":\"boolean\"},"
 	  "\"session_id\":{\"type\":\"string\"}},\"required\":[\"code\"]}",
-	  build_code, text_code },
+	  build_code, text_code, NULL, NULL, NULL },
 	{ "sandbox_file_operations",
 	  "Read, write, list, find, glob, grep, search or replace in files. Relative paths "
 	  "are in the workspace.",
@@ -228,7 +274,7 @@ static const struct tool tools[] = {
 	  "\"regex\":{\"type\":\"string\",\"description\":\"search: a regular expression\"},"
 	  "\"old_str\":{\"type\":\"string\"},\"new_str\":{\"type\":\"string\"}},"
 	  "\"required\":[\"action\",\"path\"]}",
-	  build_file, text_file },
+	  build_file, text_file, NULL, NULL, NULL },
 	{ "sandbox_str_replace_editor",
 	  "View, create and edit text files: view (with view_range), create (file_text), "
 	  "str_replace (old_str must be unique), insert (after insert_line), undo_edit.",
@@ -241,7 +287,77 @@ static const struct tool tools[] = {
 	  "\"insert_line\":{\"type\":\"integer\"},"
 	  "\"view_range\":{\"type\":\"array\",\"items\":{\"type\":\"integer\"}}},"
 	  "\"required\":[\"command\",\"path\"]}",
-	  build_editor, text_editor },
+	  build_editor, text_editor, NULL, NULL, NULL },
+	{ "browser_navigate", "Open a URL in the browser's active tab and wait for it to load.",
+	  "{\"type\":\"object\",\"properties\":{\"url\":{\"type\":\"string\"},"
+	  "\"wait_until\":{\"type\":\"string\",\"enum\":[\"load\",\"domcontentloaded\","
+	  "\"networkidle\",\"commit\"]},\"timeout\":{\"type\":\"number\"}},"
+	  "\"required\":[\"url\"]}",
+	  build_browser, text_browser, "POST", "/v1/browser/page/navigate", f_navigate },
+	{ "browser_go_back", "Go back in the active tab's history.",
+	  "{\"type\":\"object\",\"properties\":{}}", build_browser, text_browser, "POST",
+	  "/v1/browser/page/back", NULL },
+	{ "browser_click",
+	  "Click an element (a CSS selector, or an index from browser_get_elements) or a point.",
+	  "{\"type\":\"object\",\"properties\":{" ELEMENT_PROPS
+	  "\"x\":{\"type\":\"number\"},\"y\":{\"type\":\"number\"},"
+	  "\"button\":{\"type\":\"string\",\"enum\":[\"left\",\"right\",\"middle\"]},"
+	  "\"click_count\":{\"type\":\"integer\"}}}",
+	  build_browser, text_browser, "POST", "/v1/browser/page/click", f_click },
+	{ "browser_fill", "Replace the text of an input (a CSS selector, or an index).",
+	  "{\"type\":\"object\",\"properties\":{" ELEMENT_PROPS
+	  "\"text\":{\"type\":\"string\"}},\"required\":[\"text\"]}",
+	  build_browser, text_browser, "POST", "/v1/browser/page/fill", f_fill },
+	{ "browser_type", "Type text into the focused element.",
+	  "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"}},"
+	  "\"required\":[\"text\"]}",
+	  build_browser, text_browser, "POST", "/v1/browser/page/type", f_text },
+	{ "browser_press_key", "Press a key: Enter, Tab, Escape, Backspace, an arrow, a character.",
+	  "{\"type\":\"object\",\"properties\":{\"key\":{\"type\":\"string\"}},"
+	  "\"required\":[\"key\"]}",
+	  build_browser, text_browser, "POST", "/v1/browser/page/press_key", f_key },
+	{ "browser_hover", "Move the mouse over an element or a point.",
+	  "{\"type\":\"object\",\"properties\":{\"selector\":{\"type\":\"string\"},"
+	  "\"x\":{\"type\":\"number\"},\"y\":{\"type\":\"number\"}}}",
+	  build_browser, text_browser, "POST", "/v1/browser/page/hover", f_hover },
+	{ "browser_select_option", "Choose an option of a select element by value, label or index.",
+	  "{\"type\":\"object\",\"properties\":{\"selector\":{\"type\":\"string\"},"
+	  "\"value\":{\"type\":\"string\"},\"label\":{\"type\":\"string\"},"
+	  "\"index\":{\"type\":\"integer\"}},\"required\":[\"selector\"]}",
+	  build_browser, text_browser, "POST", "/v1/browser/page/select_option", f_select },
+	{ "browser_scroll", "Scroll the page by an amount of pixels in a direction.",
+	  "{\"type\":\"object\",\"properties\":{\"direction\":{\"type\":\"string\","
+	  "\"enum\":[\"up\",\"down\",\"left\",\"right\"]},\"amount\":{\"type\":\"integer\"}}}",
+	  build_browser, text_browser, "POST", "/v1/browser/page/scroll", f_scroll },
+	{ "browser_get_text", "The visible text of the active tab.",
+	  "{\"type\":\"object\",\"properties\":{}}", build_browser, text_browser, "GET",
+	  "/v1/browser/page/text", NULL },
+	{ "browser_get_elements",
+	  "The interactive elements of the active tab, with the indexes click and fill take.",
+	  "{\"type\":\"object\",\"properties\":{}}", build_browser, text_browser, "GET",
+	  "/v1/browser/page/elements", NULL },
+	{ "browser_evaluate", "Evaluate a JavaScript expression in the active tab.",
+	  "{\"type\":\"object\",\"properties\":{\"expression\":{\"type\":\"string\"}},"
+	  "\"required\":[\"expression\"]}",
+	  build_browser, text_browser, "POST", "/v1/browser/page/evaluate", f_eval },
+	{ "browser_wait",
+	  "Wait for a load, a selector, a URL, a function, the network to settle, or a time.",
+	  "{\"type\":\"object\",\"properties\":{\"type\":{\"type\":\"string\",\"enum\":["
+	  "\"load\",\"selector\",\"url\",\"function\",\"network_idle\",\"request\","
+	  "\"response\",\"timeout\"]},\"selector\":{\"type\":\"string\"},"
+	  "\"state\":{\"type\":\"string\"},\"url\":{\"type\":\"string\"},"
+	  "\"url_pattern\":{\"type\":\"string\"},\"expression\":{\"type\":\"string\"},"
+	  "\"timeout\":{\"type\":\"number\"}},\"required\":[\"type\"]}",
+	  build_browser, text_browser, "POST", "/v1/browser/page/wait", f_wait },
+	{ "browser_screenshot", "A picture of the active tab (PNG), or of the whole page.",
+	  "{\"type\":\"object\",\"properties\":{\"full_page\":{\"type\":\"boolean\"}}}",
+	  build_browser, text_browser, "GET", "/v1/browser/page/screenshot", NULL },
+	{ "browser_tabs", "The browser's tabs, and which one is active.",
+	  "{\"type\":\"object\",\"properties\":{}}", build_browser, text_browser, "GET",
+	  "/v1/browser/tabs", NULL },
+	{ "browser_new_tab", "Open a tab (at a URL) and make it the active one.",
+	  "{\"type\":\"object\",\"properties\":{\"url\":{\"type\":\"string\"}}}", build_browser,
+	  text_browser, "POST", "/v1/browser/tabs", f_url },
 };
 
 #define N_TOOLS (sizeof(tools) / sizeof(tools[0]))
@@ -329,13 +445,27 @@ struct tool_run {
 };
 
 /* CallToolResult from the internal answer. */
-static json_t *tool_result(const struct tool *t, int status, const char *body, size_t len)
+static json_t *tool_result(const struct tool *t, int status, const char *content_type,
+			   const char *body, size_t len)
 {
 	char err[160];
-	json_t *env = sbx_json_loadb(body, len, len + 1, err, sizeof(err)), *data;
+	json_t *env, *data;
 	struct sbx_buf text;
 	bool ok;
 	json_t *res;
+
+	if (status == 200 && content_type && strncmp(content_type, "image/", 6) == 0) {
+		char *b64 = NULL;
+		size_t n;
+
+		if (sbx_base64_encode(body, len, &b64, &n))
+			return NULL;
+		res = json_pack("{s:[{s:s, s:s, s:s}], s:b}", "content", "type", "image", "data",
+				b64, "mimeType", content_type, "isError", 0);
+		sbx_free(b64);
+		return res;
+	}
+	env = sbx_json_loadb(body, len, len + 1, err, sizeof(err));
 
 	sbx_buf_init(&text, 64u << 20);
 	data = json_object_get(env, "data");
@@ -351,7 +481,8 @@ static json_t *tool_result(const struct tool *t, int status, const char *body, s
 			       sbx_json_str(d, "msg") ?: "invalid");
 	} else if (!env) {
 		sbx_buf_printf(&text, "the operation answered HTTP %d", status);
-	} else if (json_is_object(data) && (ok || !sbx_json_str(env, "message"))) {
+	} else if ((ok && data && !json_is_null(data)) ||
+		   (json_is_object(data) && !sbx_json_str(env, "message"))) {
 		t->text(data, &text);
 	} else {
 		const char *msg = sbx_json_str(env, "message");
@@ -433,7 +564,7 @@ static void exchange_answer(struct exchange *ex)
 static void tool_done(int status, const char *content_type, const char *body, size_t len, void *arg)
 {
 	struct tool_run *run = arg;
-	json_t *res = tool_result(run->tool, status, body, len);
+	json_t *res = tool_result(run->tool, status, content_type, body, len);
 
 	if (run->ex) {
 		json_t *slot = json_array_get(run->ex->replies, 0);
@@ -477,7 +608,7 @@ static int tool_start(struct mcp *m, const struct tool *t, const json_t *args, s
 
 	if (!args_valid(m, t, args, err, err_size))
 		return -EINVAL;
-	if ((rc = t->build(args, &method, target, sizeof(target), &body, err, err_size)))
+	if ((rc = t->build(t, args, &method, target, sizeof(target), &body, err, err_size)))
 		return rc;
 	text = sbx_json_dumps(body);
 	json_decref(body);

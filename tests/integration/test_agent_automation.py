@@ -266,3 +266,45 @@ def test_without_a_browser_each_operation_says_so(agent):  # noqa: F811
         with pytest.raises(ApiError) as e:
             call()
         assert e.value.status_code == 503 and "no browser" in e.value.body["message"]
+
+
+def test_the_same_flow_through_mcp_browser_tools(browser, site):
+    """The official mcp SDK over /mcp: navigate, fill, click, wait, read,
+    screenshot (an image content), tabs; a page error is an isError result."""
+    import asyncio
+    import base64
+
+    from mcp.client.client import Client
+
+    _, _, a = browser
+    base, hits = site
+
+    def text_of(result) -> str:
+        return "".join(c.text for c in result.content if c.type == "text")
+
+    async def session():
+        async with Client(f"{a.url}/mcp") as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert {"browser_navigate", "browser_click", "browser_fill", "browser_get_text",
+                    "browser_screenshot", "browser_tabs", "browser_wait"} <= names
+            r = await client.call_tool("browser_navigate", {"url": base + "/"})
+            assert not r.is_error and json.loads(text_of(r))["title"] == "Form"
+            elements = json.loads(text_of(await client.call_tool("browser_get_elements", {})))
+            assert elements[0]["id"] == "name"
+            r = await client.call_tool("browser_fill", {"index": 0, "text": "Grace"})
+            assert not r.is_error, text_of(r)
+            r = await client.call_tool("browser_click", {"selector": "#go"})
+            assert not r.is_error, text_of(r)
+            r = await client.call_tool("browser_wait", {"type": "selector", "selector": "#r"})
+            assert not r.is_error, text_of(r)
+            assert text_of(await client.call_tool("browser_get_text", {})) == "Hello, Grace!"
+            shot = await client.call_tool("browser_screenshot", {})
+            image = [c for c in shot.content if c.type == "image"][0]
+            assert image.mime_type == "image/png"
+            assert base64.b64decode(image.data).startswith(PNG)
+            tabs = json.loads(text_of(await client.call_tool("browser_tabs", {})))
+            assert tabs[0]["title"] == "Result" and tabs[0]["active"]
+            bad = await client.call_tool("browser_click", {"selector": "#nothing-here"})
+            assert bad.is_error and "no element matches #nothing-here" in text_of(bad)
+    asyncio.run(session())
+    assert "/result?name=Grace" in hits
