@@ -1530,6 +1530,48 @@ void automation_html(struct sbx_http_req *req, void *arg)
 	read_page(req, arg, "document.documentElement.outerHTML", "Page HTML");
 }
 
+/* The page as Markdown: the visible DOM walked by the browser (headings,
+ * paragraphs, emphasis, code, links, images, lists, quotes, tables); what
+ * is hidden, scripts and styles are left out. */
+static const char markdown_js[] =
+	"(()=>{const skip=new Set(['SCRIPT','STYLE','NOSCRIPT','TEMPLATE','SVG','CANVAS',"
+	"'IFRAME','HEAD','BUTTON','SELECT','INPUT','TEXTAREA']);"
+	"const block=new Set(['P','DIV','SECTION','ARTICLE','MAIN','HEADER','FOOTER','NAV',"
+	"'ASIDE','FORM','FIGURE','FIGCAPTION','DL','DT','DD','ADDRESS','DETAILS','SUMMARY']);"
+	"function md(n){if(n.nodeType===3)return n.textContent.replace(/\\s+/g,' ');"
+	"if(n.nodeType!==1)return '';const t=n.tagName;if(skip.has(t))return '';"
+	"const st=getComputedStyle(n);if(st.display==='none'||st.visibility==='hidden')return '';"
+	"const kids=()=>[...n.childNodes].map(md).join('');"
+	"if(/^H[1-6]$/.test(t))return '\\n\\n'+'#'.repeat(+t[1])+' '+kids().trim()+'\\n\\n';"
+	"if(block.has(t))return '\\n\\n'+kids().trim()+'\\n\\n';"
+	"switch(t){case 'BR':return '\\n';case 'HR':return '\\n\\n---\\n\\n';"
+	"case 'STRONG':case 'B':{const k=kids().trim();return k?'**'+k+'**':'';}"
+	"case 'EM':case 'I':{const k=kids().trim();return k?'*'+k+'*':'';}"
+	"case 'CODE':return n.parentElement&&n.parentElement.tagName==='PRE'?n.textContent:"
+	"'`'+n.textContent+'`';"
+	"case 'PRE':return '\\n\\n```\\n'+n.textContent.replace(/\\n$/,'')+'\\n```\\n\\n';"
+	"case 'A':{const k=kids().trim();return n.getAttribute('href')&&k?'['+k+']('+n.href+')':k;}"
+	"case 'IMG':return n.src?'!['+(n.getAttribute('alt')||'')+']('+n.src+')':'';"
+	"case 'UL':case 'OL':{let i=0;return '\\n\\n'+[...n.children].filter(c=>c.tagName==="
+	"'LI').map(li=>(t==='OL'?(++i)+'. ':'- ')+md(li).trim().replace(/\\n+/g,'\\n   '))"
+	".join('\\n')+'\\n\\n';}"
+	"case 'BLOCKQUOTE':return '\\n\\n'+kids().trim().split('\\n').map(l=>'> '+l)"
+	".join('\\n')+'\\n\\n';"
+	"case 'TABLE':{const rows=[...n.rows].map(r=>[...r.cells].map(c=>md(c).trim()"
+	".replace(/\\|/g,'\\\\|').replace(/\\s*\\n\\s*/g,' ')));if(!rows.length)return '';"
+	"const w=Math.max(...rows.map(r=>r.length)),line=r=>'| '+[...r,...Array(w-r.length)"
+	".fill('')].join(' | ')+' |';return '\\n\\n'+[line(rows[0]),'|'+' --- |'.repeat(w),"
+	"...rows.slice(1).map(line)].join('\\n')+'\\n\\n';}"
+	"default:return kids();}}"
+	"const out=md(document.body||document.documentElement).replace(/[ \\t]+\\n/g,'\\n')"
+	".replace(/\\n[ \\t]+(?![-0-9> ])/g,'\\n').replace(/\\n{3,}/g,'\\n\\n').trim();"
+	"return {markdown:out,title:document.title,url:location.href};})()";
+
+void automation_markdown(struct sbx_http_req *req, void *arg)
+{
+	read_page(req, arg, markdown_js, "Page as Markdown");
+}
+
 void automation_elements(struct sbx_http_req *req, void *arg)
 {
 	struct sbx_buf e;

@@ -65,6 +65,7 @@ void automation_press_key(struct sbx_http_req *req, void *arg);
 void automation_text(struct sbx_http_req *req, void *arg);
 void automation_html(struct sbx_http_req *req, void *arg);
 void automation_elements(struct sbx_http_req *req, void *arg);
+void automation_markdown(struct sbx_http_req *req, void *arg);
 void automation_evaluate(struct sbx_http_req *req, void *arg);
 void automation_wait(struct sbx_http_req *req, void *arg);
 void automation_hover(struct sbx_http_req *req, void *arg);

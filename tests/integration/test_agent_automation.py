@@ -24,6 +24,10 @@ FORM = b"""<!doctype html><title>Form</title><body>
 <input id="name" name="name" placeholder="Your name"><button id="go" type="submit">Send</button>
 </form><script>console.log('form page ready', 42); localStorage.setItem('seen', 'yes')</script>
 </body>"""
+DOC = b"""<!doctype html><title>Doc</title><body><h1>Main title</h1>
+<p>Some <b>bold</b> text with <a href="/x">a link</a> and <code>code()</code>.</p>
+<ul><li>one</li><li>two</li></ul><table><tr><th>k</th><th>v</th></tr><tr><td>a</td><td>1</td>
+</tr></table><script>var hidden = 1</script><div style="display:none">invisible</div></body>"""
 WIDGETS = b"""<!doctype html><title>Widgets</title><body style="height:3000px;margin:0">
 <input id="a"><input id="b">
 <label><input type="checkbox" id="agree"> agree</label>
@@ -54,6 +58,8 @@ def site():
                 body = b"from the site"
             elif url.path == "/widgets":
                 body = WIDGETS
+            elif url.path == "/doc":
+                body = DOC
             else:
                 body = FORM
             self.send_response(200)
@@ -238,6 +244,19 @@ def test_widgets_scrolling_keys_uploads_and_headers(browser, site):
     assert any(m["text"] == "to the file" and m["type"] == "warning"
                for m in json.loads((ws / "console.json").read_text()))
     assert p.get_console().data == []
+
+
+def test_the_page_as_markdown(browser, site):
+    c, _, _ = browser
+    base, _ = site
+    c.browser_page.navigate(url=base + "/doc")
+    r = c.browser_page.get_markdown()
+    assert r.success and r.data["title"] == "Doc" and r.data["url"] == base + "/doc"
+    assert r.data["markdown"] == (
+        "# Main title\n\n"
+        f"Some **bold** text with [a link]({base}/x) and `code()`.\n\n"
+        "- one\n- two\n\n"
+        "| k | v |\n| --- | --- |\n| a | 1 |")
 
 
 def test_extra_headers_reach_the_site(browser, site):
