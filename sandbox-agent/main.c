@@ -20,6 +20,7 @@
 #include "mcp.h"
 #include "packages.h"
 #include "terminal.h"
+#include "util.h"
 #include "watch.h"
 #include "shell.h"
 #include "skills.h"
@@ -71,6 +72,7 @@ struct agent {
 	struct watches watches;
 	struct browser browser;
 	struct automation automation;
+	struct util util;
 	struct docs docs;
 };
 
@@ -134,6 +136,12 @@ static int serve(void *arg)
 		  .fn = context_handle_ping,
 		  .public = true,
 		  .summary = "Liveness of the API" },
+		{ .method = "POST",
+		  .pattern = "/v1/util/convert_to_markdown",
+		  .fn = util_handle_markdown,
+		  .arg = &a.util,
+		  .summary =
+			  "A URL, file:// URI or path as Markdown (HTML, plain text, Markdown)" },
 		{ .method = "POST",
 		  .pattern = "/v1/display/record",
 		  .fn = display_handle_record,
@@ -826,6 +834,7 @@ static int serve(void *arg)
 	so.authorize_arg = &a.auth;
 	sbx_http_server_new(a.loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &a.http);
 	a.mcp.http = a.http;
+	a.util.http = a.http;
 	if (tls_cert || tls_key) {
 		if (!tls_cert || !tls_key) {
 			snprintf(err, sizeof(err), "--tls-cert and --tls-key go together");

@@ -11,8 +11,8 @@
 #                            init container copies it (`sbx-agent install DIR`)
 #   sbx.local/coredns        the cluster DNS (scripts/k8s-toolchain.sh builds it)
 #   sbx.local/sandbox-base   Debian bookworm by mmdebstrap: bash, coreutils,
-#                            python3, nodejs, ca-certificates, curl (cached by
-#                            package list)
+#                            python3 with html2text, nodejs, ca-certificates,
+#                            curl (cached by package list)
 #   sbx.local/busybox        static busybox only: an image without glibc
 #   sbx.local/nettools       nft and ip, for tests of NET_ADMIN
 #
@@ -90,7 +90,7 @@ record NETTOOLS "$out/nettools.tar" "$(mkimage "$out/nettools.tar" --ref sbx.loc
 	--dir /tmp:1777 --text '/etc/passwd=root:x:0:0:root:/root:/bin/sh\n' --cmd '["/bin/sh"]')"
 
 # The Debian base a Sandbox runs by default, cached by what makes it.
-base_pkgs=bash,coreutils,python3,nodejs,ca-certificates,curl,procps
+base_pkgs=bash,coreutils,python3,python3-html2text,nodejs,ca-certificates,curl,procps
 mirror=http://deb.debian.org/debian
 key=$(echo "bookworm $base_pkgs $mirror" | cat - "$here/scripts/oci-image.py" | sha256sum | cut -c1-12)
 base="$cache/images/sandbox-base-$key.tar"
