@@ -12,6 +12,7 @@
 #include "browser.h"
 #include "context.h"
 #include "display.h"
+#include "hooks.h"
 #include "docs.h"
 #include "code.h"
 #include "files.h"
@@ -46,6 +47,7 @@ static long max_upload_bytes = 8L << 30;
 static long max_walk_seconds = 60;
 static char *skills_dir;
 static char *cdp_addr;
+static char *shutdown_hook;
 static char *tls_cert, *tls_key;
 static long browser_width = 1280, browser_height = 720;
 static char *jwt_public_key;
@@ -73,6 +75,7 @@ struct agent {
 	struct browser browser;
 	struct automation automation;
 	struct util util;
+	struct hooks hooks;
 	struct docs docs;
 };
 
@@ -96,7 +99,7 @@ static void on_closed(void *arg)
 	sbx_signals_close(&a->signals);
 }
 
-static void on_stop(void *arg)
+static void stop_now(void *arg)
 {
 	struct agent *a = arg;
 
@@ -107,6 +110,14 @@ static void on_stop(void *arg)
 	watches_close(&a->watches);
 	automation_close(&a->automation);
 	sbx_http_server_close(a->http, on_closed, a);
+}
+
+/* A stop: the shutdown hooks first, then the sessions and the listener. */
+static void on_stop(void *arg)
+{
+	struct agent *a = arg;
+
+	hooks_run_shutdown(&a->hooks, stop_now, a);
 }
 
 /* The API server: everything after the configuration. In run mode this is
@@ -136,6 +147,21 @@ static int serve(void *arg)
 		  .fn = context_handle_ping,
 		  .public = true,
 		  .summary = "Liveness of the API" },
+		{ .method = "POST",
+		  .pattern = "/v1/sandbox/hooks",
+		  .fn = hooks_handle_register,
+		  .arg = &a.hooks,
+		  .summary = "Register a shutdown hook (name, command, timeout, priority)" },
+		{ .method = "GET",
+		  .pattern = "/v1/sandbox/hooks",
+		  .fn = hooks_handle_list,
+		  .arg = &a.hooks,
+		  .summary = "The hooks, in the order they run" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/sandbox/hooks/{name}",
+		  .fn = hooks_handle_remove,
+		  .arg = &a.hooks,
+		  .summary = "Remove a hook registered through the API" },
 		{ .method = "POST",
 		  .pattern = "/v1/util/convert_to_markdown",
 		  .fn = util_handle_markdown,
@@ -806,6 +832,7 @@ static int serve(void *arg)
 				      .width = (unsigned)browser_width,
 				      .height = (unsigned)browser_height };
 	automation_init(&a.automation, a.loop, a.browser.cdp, a.ctx.workspace);
+	hooks_init(&a.hooks, a.loop, a.ctx.workspace, shutdown_hook);
 	skills_init(&a.skills, a.loop, a.ctx.workspace, skills_dir);
 	bash_init(&a.bash, a.loop, a.ctx.workspace, (unsigned)max_sessions,
 		  (size_t)max_output_bytes);
@@ -872,6 +899,7 @@ out_loop:
 	code_release(&a.code);
 	docs_release(&a.docs);
 	automation_release(&a.automation);
+	hooks_release(&a.hooks);
 out_context:
 	sbx_loop_close(a.loop);
 	context_release(&a.ctx);
@@ -938,6 +966,12 @@ int main(int argc, char **argv)
 		  .dest = &tls_key,
 		  .metavar = "FILE",
 		  .help = "the TLS certificate's private key (PEM)" },
+		{ .name = "shutdown-hook",
+		  .type = SBX_OPT_STRING,
+		  .dest = &shutdown_hook,
+		  .metavar = "COMMAND",
+		  .help = "a shell command run on stop, before sessions close (the hook \"env\", "
+			  "priority 100, 10 s)" },
 		{ .name = "cdp",
 		  .type = SBX_OPT_STRING,
 		  .dest = &cdp_addr,
