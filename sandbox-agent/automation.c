@@ -2053,16 +2053,18 @@ static void op_wait(struct auto_job *j, json_t *result, const char *error)
 		sbx_buf_release(&e);
 		return;
 	}
-	if (met) {
-		job_ok(j, "Waited", NULL);
-		return;
-	}
-	if ((double)now >= j->x) {
-		job_fail(j, 200, "timed out waiting for %s", type);
+	if (met || (double)now >= j->x) {
+		if (json_is_true(json_object_get(j->body, "_captcha")))
+			job_ok(j, met ? "CAPTCHA resolved" : "the CAPTCHA is still there",
+			       json_pack("{s:b}", "resolved", met));
+		else if (met)
+			job_ok(j, "Waited", NULL);
+		else
+			job_fail(j, 200, "timed out waiting for %s", type);
 		return;
 	}
 	j->y = 0;
-	job_pause(j, polling >= 10 && polling <= 10000 ? (uint64_t)polling : 100);
+	job_pause(j, polling >= 10 && polling <= 60000 ? (uint64_t)polling : 100);
 }
 
 void automation_wait(struct sbx_http_req *req, void *arg)
@@ -2103,6 +2105,60 @@ void automation_wait(struct sbx_http_req *req, void *arg)
 	return;
 bad:
 	json_decref(body);
+}
+
+/* ---- CAPTCHAs: what a page shows, without solving it ----------------------------------- */
+
+/* The CAPTCHA widgets a page carries (reCAPTCHA, hCaptcha, Turnstile,
+ * GeeTest, or an element named like one), and whether the token a solved one
+ * leaves in its form is there. */
+static const char captcha_js[] =
+	"(()=>{const q=(s)=>document.querySelector(s),v=(s)=>{const e=q(s);return !!(e&&e.value);};"
+	"const kinds=[['recaptcha','iframe[src*=\"recaptcha\"],.g-recaptcha',"
+	"'textarea[name=\"g-recaptcha-response\"]'],['hcaptcha','iframe[src*=\"hcaptcha\"],"
+	".h-captcha','textarea[name=\"h-captcha-response\"]'],['turnstile',"
+	"'iframe[src*=\"challenges.cloudflare.com\"],.cf-turnstile',"
+	"'input[name=\"cf-turnstile-response\"]'],['geetest','.geetest_holder,.geetest_panel,"
+	"[class*=\"geetest\"]',null],['generic','[id*=\"captcha\" i],[class*=\"captcha\" i],"
+	"img[src*=\"captcha\" i]',null]];"
+	"for(const [type,sel,token] of kinds){const e=q(sel);if(e)return {detected:true,type,"
+	"solved:token?v(token):false,selector:sel.split(',')[0]};}"
+	"return {detected:false,type:null,solved:false,selector:null};})()";
+
+void automation_captcha_detect(struct sbx_http_req *req, void *arg)
+{
+	read_page(req, arg, captcha_js, "CAPTCHA detection");
+}
+
+void automation_captcha_wait(struct sbx_http_req *req, void *arg)
+{
+	json_t *body = api_body_object_or_empty(req), *t, *p;
+	struct sbx_buf e;
+
+	if (!body)
+		return;
+	t = json_object_get(body, "timeout");
+	p = json_object_get(body, "poll_interval");
+	if ((t && !json_is_null(t) &&
+	     (!json_is_number(t) || !(json_number_value(t) > 0) || json_number_value(t) > 3600)) ||
+	    (p && !json_is_null(p) &&
+	     (!json_is_number(p) || !(json_number_value(p) > 0) || json_number_value(p) > 60))) {
+		api_invalid(req, t && !json_is_number(t) ? "body.timeout" : "body.poll_interval",
+			    "Input should be a positive number of seconds", "greater_than");
+		json_decref(body);
+		return;
+	}
+	sbx_buf_init(&e, sizeof(captcha_js) + 64);
+	sbx_buf_cat(&e, "(r=>!r.detected||r.solved)(", captcha_js, ")", NULL);
+	json_object_set_new(body, "type", json_string("function"));
+	json_object_set_new(body, "expression", json_string(e.data ? e.data : "true"));
+	json_object_set_new(body, "timeout",
+			    json_real(json_is_number(t) ? json_number_value(t) : 60));
+	json_object_set_new(body, "polling",
+			    json_real(1000 * (json_is_number(p) ? json_number_value(p) : 2)));
+	json_object_set_new(body, "_captcha", json_true());
+	sbx_buf_release(&e);
+	job_start(arg, req, body, op_wait, true);
 }
 
 /* ---- tabs ---------------------------------------------------------------------------------- */

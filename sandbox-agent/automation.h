@@ -81,6 +81,8 @@ void automation_select_option(struct sbx_http_req *req, void *arg);
 void automation_find_text(struct sbx_http_req *req, void *arg);
 void automation_export_console(struct sbx_http_req *req, void *arg);
 void automation_headers(struct sbx_http_req *req, void *arg);
+void automation_captcha_detect(struct sbx_http_req *req, void *arg);
+void automation_captcha_wait(struct sbx_http_req *req, void *arg);
 void automation_screenshot(struct sbx_http_req *req, void *arg);
 void automation_console(struct sbx_http_req *req, void *arg);
 void automation_tabs(struct sbx_http_req *req, void *arg);

@@ -740,6 +740,18 @@ static int serve(void *arg)
 		  .arg = &a.automation,
 		  .summary = "Extra headers on every request of every page" },
 		{ .method = "GET",
+		  .pattern = "/v1/browser/captcha/detect",
+		  .fn = automation_captcha_detect,
+		  .arg = &a.automation,
+		  .summary =
+			  "Whether the active tab shows a CAPTCHA, which, and whether it is solved" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/captcha/wait",
+		  .fn = automation_captcha_wait,
+		  .arg = &a.automation,
+		  .summary =
+			  "Wait until the CAPTCHA is solved or gone (no solver: a person or a tool)" },
+		{ .method = "GET",
 		  .pattern = "/cdp/json/version",
 		  .fn = browser_handle_json,
 		  .arg = &a.browser,

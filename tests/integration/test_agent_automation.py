@@ -60,6 +60,9 @@ def site():
                 body = WIDGETS
             elif url.path == "/doc":
                 body = DOC
+            elif url.path == "/captcha":
+                body = (b"<!doctype html><title>Check</title><form><div class='g-recaptcha'>"
+                        b"</div><textarea name='g-recaptcha-response'></textarea></form>")
             else:
                 body = FORM
             self.send_response(200)
@@ -257,6 +260,24 @@ def test_the_page_as_markdown(browser, site):
         f"Some **bold** text with [a link]({base}/x) and `code()`.\n\n"
         "- one\n- two\n\n"
         "| k | v |\n| --- | --- |\n| a | 1 |")
+
+
+def test_captchas_are_detected_and_waited_for_not_solved(browser, site):
+    c, _, _ = browser
+    base, _ = site
+    c.browser_page.navigate(url=base + "/doc")
+    assert c.browser_captcha.detect().data["detected"] is False
+    assert c.browser_captcha.wait(timeout=5).data.resolved is True
+    c.browser_page.navigate(url=base + "/captcha")
+    found = c.browser_captcha.detect().data
+    assert found["detected"] and found["type"] == "recaptcha" and not found["solved"]
+    r = c.browser_captcha.wait(timeout=0.5, poll_interval=0.1)
+    assert r.success and r.data.resolved is False
+    # Someone solves it: the widget leaves its token in the form.
+    c.browser_page.evaluate(expression="setTimeout(() => document.querySelector("
+                                       "'[name=g-recaptcha-response]').value = 'tok', 300)")
+    assert c.browser_captcha.wait(timeout=10, poll_interval=0.1).data.resolved is True
+    assert c.browser_captcha.detect().data["solved"] is True
 
 
 def test_extra_headers_reach_the_site(browser, site):
