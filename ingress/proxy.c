@@ -169,25 +169,6 @@ static void client_gone(struct sbx_http_req *req, void *arg)
 
 /* ---- headers ------------------------------------------------------------------------------- */
 
-/* Whether value (a Connection header) lists name. */
-static bool listed(const char *value, const char *name)
-{
-	size_t n = strlen(name);
-
-	while (value && *value) {
-		const char *end;
-
-		value += strspn(value, " \t,");
-		end = value + strcspn(value, ",");
-		while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
-			end--;
-		if ((size_t)(end - value) == n && !strncasecmp(value, name, n))
-			return true;
-		value = strchr(value, ',');
-	}
-	return false;
-}
-
 /* Headers that end at this hop, or that the proxy writes itself. */
 static bool not_passed_on(const struct proxy *p, const char *name, const char *connection)
 {
@@ -215,7 +196,7 @@ static bool not_passed_on(const struct proxy *p, const char *name, const char *c
 		return true;
 	if (p->in->o.strip_credentials && !strcasecmp(name, "authorization"))
 		return true;
-	return connection && listed(connection, name);
+	return connection && sbx_http_list_has(connection, name);
 }
 
 /* Appends "name\0value\0" to the proxy's own values, the value being the
@@ -487,7 +468,8 @@ static void up_head(struct sbx_http_client *x, int status, const struct sbx_http
 			connection = f[i].value;
 	}
 	for (size_t i = 0; i < n; i++)
-		if (end_to_end(f[i].name) && !(connection && listed(connection, f[i].name)))
+		if (end_to_end(f[i].name) &&
+		    !(connection && sbx_http_list_has(connection, f[i].name)))
 			sbx_http_add_header(p->req, f[i].name, f[i].value);
 	set_state(p, P_RESPONDING);
 	p->status = status;

@@ -248,6 +248,24 @@ bool sbx_http_name_in(const char *name, const char *const *names, size_t n)
 	return false;
 }
 
+bool sbx_http_list_has(const char *value, const char *token)
+{
+	size_t n = strlen(token);
+
+	while (value && *value) {
+		const char *end;
+
+		value += strspn(value, " \t,");
+		end = value + strcspn(value, ",");
+		while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		if ((size_t)(end - value) == n && !strncasecmp(value, token, n))
+			return true;
+		value = strchr(value, ',');
+	}
+	return false;
+}
+
 const char *sbx_http_param(const struct sbx_http_req *req, const char *name)
 {
 	size_t len = strlen(name);

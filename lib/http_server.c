@@ -224,6 +224,7 @@ static void maybe_free(struct sbx_http_server *s)
 	if (!s->closing || s->conns || s->open_listeners || s->open_flushers)
 		return;
 	sbx_http_pool_free(s->pool);
+	sbx_http_pool_free(s->forward_pool);
 	sbx_free(s);
 	if (done)
 		done(arg);

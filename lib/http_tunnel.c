@@ -251,20 +251,23 @@ static const struct sbx_http_client_callbacks up_cb = {
 
 /* ---- starting ------------------------------------------------------------------------ */
 
-/* The server's pool of upstream connections, made on first use. */
-static struct sbx_http_pool *server_pool(struct sbx_http_server *s)
+struct sbx_http_pool *http_server_pool(struct sbx_http_server *s, bool forwarding)
 {
+	struct sbx_http_pool **pool = forwarding ? &s->forward_pool : &s->pool;
 	struct sbx_http_pool_opts o = {
 		.connect_timeout_ms = s->o.connect_timeout_ms,
-		.read_timeout_ms = s->o.connect_timeout_ms,
+		/* A tunnel's upstream answers its upgrade at once; a forwarded
+		 * request may be a long poll. */
+		.read_timeout_ms =
+			forwarding ? s->o.stream_idle_timeout_ms : s->o.connect_timeout_ms,
 		.write_timeout_ms = s->o.write_timeout_ms,
 		.max_header_bytes = s->o.max_header_bytes,
 		.write_high_water = s->o.write_high_water,
 	};
 
-	if (!s->pool && sbx_http_pool_new(s->loop, &o, &s->pool))
+	if (!*pool && sbx_http_pool_new(s->loop, &o, pool))
 		return NULL;
-	return s->pool;
+	return *pool;
 }
 
 static bool dropped(const char *name, bool by_connect, const struct sbx_http_tunnel_opts *o)
@@ -290,7 +293,7 @@ int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts 
 		.host = o->host,
 		.upgrade = req->upgrade,
 	};
-	struct sbx_http_pool *pool = server_pool(s);
+	struct sbx_http_pool *pool = http_server_pool(s, false);
 	struct sbx_http_field *f;
 	struct tunnel *t;
 	char *key = NULL;

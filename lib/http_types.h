@@ -178,8 +178,9 @@ struct sbx_http_server {
 	int open_listeners;
 	struct http_conn *conns;
 	unsigned reserved_open;
-	size_t body_bytes_buffered; /* in request bodies, across connections */
-	struct sbx_http_pool *pool; /* tunnels' upstream connections, made on first use */
+	size_t body_bytes_buffered;	    /* in request bodies, across connections */
+	struct sbx_http_pool *pool;	    /* tunnels' upstream connections, made on first use */
+	struct sbx_http_pool *forward_pool; /* sbx_http_forward's, the same */
 	struct sbx_http_stats stats;
 	bool closing;
 	void (*done)(void *);
@@ -200,6 +201,10 @@ struct sbx_http_server {
 };
 
 const char *http_date(struct sbx_http_server *s);
+/* The server's pools of upstream connections, made on first use: the
+ * tunnels' (sbx_http_tunnel) or the forwarded requests' (sbx_http_forward),
+ * which differ in how long an answer may take. NULL without memory. */
+struct sbx_http_pool *http_server_pool(struct sbx_http_server *s, bool forwarding);
 void http_server_conn_gone(struct sbx_http_server *s, struct http_conn *c);
 int http_parse_addr(const char *addr, struct sockaddr_storage *ss);
 /* The request's method, cut to its field's size. */

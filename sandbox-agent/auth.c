@@ -137,6 +137,14 @@ static const char *check_key_or_token(struct auth *a, const char *cred, bool tok
 	return auth_check_jwt(a, cred, (long long)time(NULL));
 }
 
+bool auth_is_agent_bearer(struct auth *a, const char *h)
+{
+	if (!auth_enabled(a) || !h || strncasecmp(h, "Bearer ", 7) != 0)
+		return false;
+	h += 7 + strspn(h + 7, " ");
+	return *h && !check_key_or_token(a, h, true);
+}
+
 /* The credentials a request may carry, in the order they are tried: the
  * key headers (X-AIO-API-Key, X-API-Key), Authorization: Bearer (the key or
  * a JWT), the api_key query parameter of query, then a ticket from it

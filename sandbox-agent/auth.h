@@ -36,6 +36,10 @@ int auth_init(struct auth *a, uv_loop_t *loop, const char *jwt_public_key, const
 void auth_release(struct auth *a);
 bool auth_enabled(const struct auth *a);
 
+/* Whether an Authorization header value is the agent's own credential (a
+ * bearer key or token this agent accepts): one not to pass on to the
+ * sandbox's apps. */
+bool auth_is_agent_bearer(struct auth *a, const char *authorization);
 /* The HTTP server's authorize callback (arg: struct auth *). */
 bool auth_authorize(struct sbx_http_req *req, void *arg);
 /* A single-use ticket into out (49 bytes at least): 0, -ENOTSUP (no auth

@@ -1,9 +1,9 @@
 /* sbx-agent: serves the AIO Sandbox /v1 API inside a sandbox.
  *
  * main() only parses the configuration, wires the modules and runs the loop.
- * Endpoint groups live in their own modules (context.c, files.c); this build
- * serves the context, ping, file read/write/list, health and metrics
- * endpoints, and the other /v1 groups answer 404 until they are built.
+ * Endpoint groups live in their own modules (context.c, files.c, shell.c,
+ * automation.c, ...); the route table below is the list of what is served,
+ * and docs/configuration.md describes each group.
  */
 #include "api.h"
 #include "auth.h"
@@ -20,6 +20,7 @@
 #include "kernel.h"
 #include "mcp.h"
 #include "packages.h"
+#include "ports.h"
 #include "terminal.h"
 #include "util.h"
 #include "watch.h"
@@ -77,6 +78,7 @@ struct agent {
 	struct util util;
 	struct hooks hooks;
 	struct docs docs;
+	struct ports ports;
 };
 
 static void healthz(struct sbx_http_req *req, void *arg)
@@ -168,6 +170,30 @@ static int serve(void *arg)
 		  .arg = &a.util,
 		  .summary =
 			  "A URL, file:// URI or path as Markdown (HTML, plain text, Markdown)" },
+		{ .pattern = "/proxy/{port}",
+		  .fn = ports_handle_bare,
+		  .arg = &a.ports,
+		  .summary = "A redirect to /proxy/{port}/" },
+		{ .pattern = "/proxy/{port}/*",
+		  .fn = ports_handle_proxy,
+		  .arg = &a.ports,
+		  .stream_body = true,
+		  .max_body_bytes = (size_t)max_upload_bytes,
+		  .summary = "A service inside the sandbox on 127.0.0.1:{port}, the prefix "
+			     "stripped (WebSocket too)" },
+		{ .pattern = "/absproxy/{port}",
+		  .fn = ports_handle_absproxy,
+		  .arg = &a.ports,
+		  .stream_body = true,
+		  .max_body_bytes = (size_t)max_upload_bytes,
+		  .summary = "The same, the path passed whole" },
+		{ .pattern = "/absproxy/{port}/*",
+		  .fn = ports_handle_absproxy,
+		  .arg = &a.ports,
+		  .stream_body = true,
+		  .max_body_bytes = (size_t)max_upload_bytes,
+		  .summary = "A service inside the sandbox on 127.0.0.1:{port}, the path passed "
+			     "whole (WebSocket too)" },
 		{ .method = "POST",
 		  .pattern = "/v1/display/record",
 		  .fn = display_handle_record,
@@ -874,6 +900,7 @@ static int serve(void *arg)
 	sbx_http_server_new(a.loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &a.http);
 	a.mcp.http = a.http;
 	a.util.http = a.http;
+	a.ports = (struct ports){ .http = a.http, .auth = &a.auth };
 	if (tls_cert || tls_key) {
 		if (!tls_cert || !tls_key) {
 			snprintf(err, sizeof(err), "--tls-cert and --tls-key go together");

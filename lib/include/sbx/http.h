@@ -211,6 +211,9 @@ const char *sbx_http_query_string(const struct sbx_http_req *req);
 const char *sbx_http_header(const struct sbx_http_req *req, const char *name);
 /* Is a header name one of names (both in any case)? */
 bool sbx_http_name_in(const char *name, const char *const *names, size_t n);
+/* Does a comma-separated header value ("keep-alive, Upgrade") list token
+ * (in any case)? */
+bool sbx_http_list_has(const char *value, const char *token);
 /* The i-th header as received (0, 1, ...): false past the last. */
 bool sbx_http_header_at(const struct sbx_http_req *req, unsigned i, const char **name,
 			const char **value);
@@ -382,6 +385,18 @@ struct sbx_http_tunnel_opts {
  * client got an answer (431, 502, 503) and a negative errno is returned.
  * Upstream failures later answer 502, and 504 past connect_timeout_ms. */
 int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts *o);
+
+/* Passes req on to o->upstream as an HTTP/1.1 request for o->path (a
+ * protocol switch goes to sbx_http_tunnel) on a pool of the server's own,
+ * and its answer back: headers but the hop-by-hop ones and o's dropped
+ * ones, then o's added ones; the body streams both ways with backpressure
+ * (the route should be stream_body, so that nothing is buffered). The
+ * upstream has connect_timeout_ms to connect and stream_idle_timeout_ms
+ * of silence at most. Errors before the answer starts are the client's
+ * answer (502 refused or broken, 504 timed out, 413 or 400 for a body too
+ * large or cut, 431); after, the client's answer is cut. 0 when started,
+ * or a negative errno once the client has its error. */
+int sbx_http_forward(struct sbx_http_req *req, const struct sbx_http_tunnel_opts *o);
 
 /* ---- internal calls -------------------------------------------------------- */
 

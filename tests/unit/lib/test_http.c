@@ -61,6 +61,13 @@ static void reasons_and_headers(void **state)
 	assert_false(http_valid_header("X Bad", "v"));
 	assert_false(http_valid_header("", "v"));
 	assert_false(http_valid_header("X-Ok", "a\r\nSet-Cookie: evil"));
+	/* Connection lists: tokens in any case, any spacing, none partial. */
+	assert_true(sbx_http_list_has("keep-alive, Upgrade", "upgrade"));
+	assert_true(sbx_http_list_has(" ,\tX-Secret\t ,", "x-secret"));
+	assert_false(sbx_http_list_has("X-Secret-2, keep-alive", "x-secret"));
+	assert_false(sbx_http_list_has("close", "clos"));
+	assert_false(sbx_http_list_has("", "close"));
+	assert_false(sbx_http_list_has(NULL, "close"));
 }
 
 static void targets(void **state)

@@ -1,0 +1,30 @@
+/* /proxy/{port}/... and /absproxy/{port}/...: services started inside the
+ * sandbox, reached through the agent's own port (code-server's and AIO's
+ * convention). /proxy strips "/proxy/{port}" and says so in
+ * X-Forwarded-Prefix, for apps that build URLs from it; /absproxy passes
+ * the path whole, for apps that know their base path. Both go to
+ * 127.0.0.1:{port} over HTTP/1.1 with bodies streamed both ways, and a
+ * WebSocket is passed through. The agent's own credentials (the API-key
+ * headers, the bearer token that let the request in, api_key and ticket in
+ * the query) are not passed on; everything else is the app's.
+ */
+#ifndef SBX_AGENT_PORTS_H
+#define SBX_AGENT_PORTS_H
+
+struct auth;
+struct sbx_http_req;
+struct sbx_http_server;
+
+struct ports {
+	struct sbx_http_server *http; /* the agent's port is not a target */
+	struct auth *auth;
+	unsigned long forwarded, refused;
+};
+
+void ports_handle_proxy(struct sbx_http_req *req, void *arg);
+void ports_handle_absproxy(struct sbx_http_req *req, void *arg);
+/* /proxy/{port} without the slash: a redirect to it, so that the app's
+ * relative URLs resolve under the prefix. */
+void ports_handle_bare(struct sbx_http_req *req, void *arg);
+
+#endif
