@@ -39,6 +39,11 @@ void files_handle_grep(struct sbx_http_req *req, void *arg);
  * download. */
 void files_handle_upload(struct sbx_http_req *req, void *arg);
 void files_handle_download(struct sbx_http_req *req, void *arg);
+/* Sends the file at path (absolute) as the whole answer, typed
+ * content_type (a static string), as an attachment named after it, from
+ * the page cache where the connection allows: 0, or a negative errno when
+ * it cannot be opened (then nothing is answered). */
+int files_send(struct sbx_http_req *req, const char *path, const char *content_type);
 
 /* error_type for an errno value (exposed for tests). */
 const char *files_error_type(int err);

@@ -19,6 +19,7 @@
 #include "install.h"
 #include "kernel.h"
 #include "mcp.h"
+#include "observe.h"
 #include "packages.h"
 #include "ports.h"
 #include "terminal.h"
@@ -47,6 +48,7 @@ static long max_file_bytes = 32L << 20;
 static long max_upload_bytes = 8L << 30;
 static long max_walk_seconds = 60;
 static char *skills_dir;
+static char *observe_dir;
 static char *cdp_addr;
 static char *shutdown_hook;
 static char *tls_cert, *tls_key;
@@ -79,6 +81,7 @@ struct agent {
 	struct hooks hooks;
 	struct docs docs;
 	struct ports ports;
+	struct observe observe;
 };
 
 static void healthz(struct sbx_http_req *req, void *arg)
@@ -110,6 +113,7 @@ static void stop_now(void *arg)
 	terminals_close(&a->terminals);
 	bash_close(&a->bash);
 	watches_close(&a->watches);
+	observe_close(&a->observe);
 	automation_close(&a->automation);
 	sbx_http_server_close(a->http, on_closed, a);
 }
@@ -170,6 +174,46 @@ static int serve(void *arg)
 		  .arg = &a.util,
 		  .summary =
 			  "A URL, file:// URI or path as Markdown (HTML, plain text, Markdown)" },
+		{ .method = "GET",
+		  .pattern = "/v1/sandbox/observe/status",
+		  .fn = observe_handle_status,
+		  .arg = &a.observe,
+		  .summary = "Whether an observation session runs, and its settings" },
+		{ .method = "GET",
+		  .pattern = "/v1/sandbox/observe/live",
+		  .fn = observe_handle_live,
+		  .arg = &a.observe,
+		  .summary = "A sample now: cgroup CPU and memory, disks, top processes, events" },
+		{ .method = "POST",
+		  .pattern = "/v1/sandbox/observe/start",
+		  .fn = observe_handle_start,
+		  .arg = &a.observe,
+		  .summary = "Start sampling (capture or guardrail) at an interval" },
+		{ .method = "POST",
+		  .pattern = "/v1/sandbox/observe/stop",
+		  .fn = observe_handle_stop,
+		  .arg = &a.observe,
+		  .summary = "Stop the session (a capture's report is made first)" },
+		{ .method = "POST",
+		  .pattern = "/v1/sandbox/observe/export",
+		  .fn = observe_handle_export,
+		  .arg = &a.observe,
+		  .summary = "Make a report (gzip'd JSON Lines) of a session, or of one sample" },
+		{ .method = "GET",
+		  .pattern = "/v1/sandbox/observe/reports",
+		  .fn = observe_handle_reports,
+		  .arg = &a.observe,
+		  .summary = "The reports kept, newest first" },
+		{ .method = "GET",
+		  .pattern = "/v1/sandbox/observe/reports/{report_id}",
+		  .fn = observe_handle_report_get,
+		  .arg = &a.observe,
+		  .summary = "A report's file (application/gzip)" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/sandbox/observe/reports/{report_id}",
+		  .fn = observe_handle_report_delete,
+		  .arg = &a.observe,
+		  .summary = "Delete a report" },
 		{ .pattern = "/proxy/{port}",
 		  .fn = ports_handle_bare,
 		  .arg = &a.ports,
@@ -872,6 +916,7 @@ static int serve(void *arg)
 	automation_init(&a.automation, a.loop, a.browser.cdp, a.ctx.workspace);
 	hooks_init(&a.hooks, a.loop, a.ctx.workspace, shutdown_hook);
 	skills_init(&a.skills, a.loop, a.ctx.workspace, skills_dir);
+	observe_init(&a.observe, a.loop, observe_dir, a.ctx.workspace);
 	bash_init(&a.bash, a.loop, a.ctx.workspace, (unsigned)max_sessions,
 		  (size_t)max_output_bytes);
 	if ((rc = docs_init(&a.docs, routes, sizeof(routes) / sizeof(routes[0]), SBX_VERSION))) {
@@ -881,6 +926,7 @@ static int serve(void *arg)
 		terminals_close(&a.terminals);
 		bash_close(&a.bash);
 		watches_close(&a.watches);
+		observe_close(&a.observe);
 		skills_release(&a.skills);
 		mcp_release(&a.mcp);
 		code_release(&a.code);
@@ -933,6 +979,7 @@ out_loop:
 	terminals_close(&a.terminals);
 	bash_close(&a.bash);
 	watches_close(&a.watches);
+	observe_close(&a.observe);
 	skills_release(&a.skills);
 	mcp_release(&a.mcp);
 	code_release(&a.code);
@@ -990,6 +1037,11 @@ int main(int argc, char **argv)
 		  .help = "list, find, glob and grep stop after this long (answering what they found)",
 		  .min = 1,
 		  .max = 86400 },
+		{ .name = "observe-dir",
+		  .type = SBX_OPT_STRING,
+		  .dest = &observe_dir,
+		  .metavar = "DIR",
+		  .help = "observation sessions and reports (default: ~/.sbx/observe)" },
 		{ .name = "skills-dir",
 		  .type = SBX_OPT_STRING,
 		  .dest = &skills_dir,

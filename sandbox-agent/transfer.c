@@ -470,6 +470,7 @@ struct download {
 	bool reading;
 	bool started;
 	bool abort_on_change;
+	const char *type; /* the answer's Content-Type */
 	char path[PATH_MAX];
 	struct stat st; /* at open: what "unchanged" means */
 	uint64_t off;
@@ -535,8 +536,7 @@ static void on_read(uv_fs_t *r)
 	}
 	if (!d->started) {
 		d->started = true;
-		sbx_http_start_sized(d->req, 200, "application/octet-stream",
-				     (uint64_t)d->st.st_size);
+		sbx_http_start_sized(d->req, 200, d->type, (uint64_t)d->st.st_size);
 	}
 	if ((uint64_t)n > (uint64_t)d->st.st_size - d->off)
 		n = (ssize_t)((uint64_t)d->st.st_size - d->off); /* grew: send what was promised */
@@ -645,6 +645,41 @@ static void download_error(struct sbx_http_req *req, const char *path, int err)
 	json_decref(env);
 }
 
+/* Opens d->path and sends it as the answer; d is the answer's from here.
+ * A negative errno when it cannot be opened: nothing answered, d still the
+ * caller's. */
+static int download_begin(struct sbx_http_req *req, struct download *d)
+{
+	int rc;
+
+	d->fd = files_open_read(d->path);
+	if (d->fd < 0 || fstat(d->fd, &d->st))
+		return d->fd < 0 ? d->fd : -errno;
+	d->req = req;
+	disposition(req, d->path);
+	sbx_http_on_abort(req, download_abort, d);
+	if (S_ISREG(d->st.st_mode) && d->st.st_size > 0 && !d->abort_on_change) {
+		/* A regular file goes from the page cache to the socket, where
+		 * the connection allows (plain HTTP/1.1); elsewhere it is read
+		 * and written piece by piece. So is a download to be cut when
+		 * the file changes: each piece is checked before it goes out,
+		 * which the kernel's copy cannot do. */
+		d->started = true;
+		sbx_http_start_sized(req, 200, d->type, (uint64_t)d->st.st_size);
+		rc = sbx_http_send_file(req, d->fd, 0, (uint64_t)d->st.st_size, download_sent, d);
+		if (rc == 0)
+			return 0;
+		if (rc != -ENOTSUP) {
+			sbx_http_on_abort(req, NULL, NULL);
+			sbx_http_abort(req);
+			download_free(d);
+			return 0;
+		}
+	}
+	download_read(d);
+	return 0;
+}
+
 void files_handle_download(struct sbx_http_req *req, void *arg)
 {
 	struct files *f = arg;
@@ -675,32 +710,27 @@ void files_handle_download(struct sbx_http_req *req, void *arg)
 		download_free(d);
 		return;
 	}
-	d->fd = files_open_read(d->path);
-	if (d->fd < 0 || fstat(d->fd, &d->st)) {
-		download_error(req, d->path, d->fd < 0 ? -d->fd : errno);
+	d->type = "application/octet-stream";
+	if ((rc = download_begin(req, d)) < 0) {
+		download_error(req, d->path, -rc);
 		download_free(d);
-		return;
 	}
-	d->req = req;
-	disposition(req, d->path);
-	sbx_http_on_abort(req, download_abort, d);
-	if (S_ISREG(d->st.st_mode) && d->st.st_size > 0 && !d->abort_on_change) {
-		/* A regular file goes from the page cache to the socket, where
-		 * the connection allows (plain HTTP/1.1); elsewhere it is read
-		 * and written piece by piece. So is a download to be cut when
-		 * the file changes: each piece is checked before it goes out,
-		 * which the kernel's copy cannot do. */
-		d->started = true;
-		sbx_http_start_sized(req, 200, "application/octet-stream", (uint64_t)d->st.st_size);
-		rc = sbx_http_send_file(req, d->fd, 0, (uint64_t)d->st.st_size, download_sent, d);
-		if (rc == 0)
-			return;
-		if (rc != -ENOTSUP) {
-			sbx_http_on_abort(req, NULL, NULL);
-			sbx_http_abort(req);
-			download_free(d);
-			return;
-		}
-	}
-	download_read(d);
+}
+
+int files_send(struct sbx_http_req *req, const char *path, const char *content_type)
+{
+	struct download *d = sbx_calloc(1, sizeof(*d));
+	int rc;
+
+	if (!d)
+		return -ENOMEM;
+	d->fd = -1;
+	d->type = content_type;
+	if (snprintf(d->path, sizeof(d->path), "%s", path) >= (int)sizeof(d->path))
+		rc = -ENAMETOOLONG;
+	else
+		rc = download_begin(req, d);
+	if (rc < 0)
+		download_free(d);
+	return rc;
 }
