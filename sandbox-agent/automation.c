@@ -395,6 +395,49 @@ static void route_answered(json_t *result, const char *error, void *arg)
 	(void)arg;
 }
 
+/* "scheme://host[:port]" of url into out: its length, or 0. */
+static size_t origin_of(const char *url, char *out, size_t size)
+{
+	const char *host = strstr(url, "://");
+	size_t n;
+
+	if (!host)
+		return 0;
+	n = (size_t)(host + 3 - url) + strcspn(host + 3, "/?#");
+	if (n >= size)
+		return 0;
+	memcpy(out, url, n);
+	out[n] = '\0';
+	return n;
+}
+
+/* Fetch.continueRequest's parameters: the request's own headers with its
+ * origin's scoped ones set over them, when it has some. */
+static json_t *continue_params(struct automation *a, const char *id, json_t *p)
+{
+	const char *url = sbx_json_str(p, "request.url") ?: "", *name, *have;
+	json_t *scoped, *headers, *v, *own, *value;
+	char origin[2048];
+
+	if (!origin_of(url, origin, sizeof(origin)) ||
+	    !(scoped = json_object_get(a->scoped, origin)))
+		return json_pack("{s:s}", "requestId", id);
+	headers = json_array();
+	own = json_object_get(json_object_get(p, "request"), "headers");
+	json_object_foreach(own, have, value)
+	{
+		bool replaced = false;
+
+		json_object_foreach(scoped, name, v) replaced = replaced || !strcasecmp(name, have);
+		if (!replaced && json_is_string(value))
+			json_array_append_new(
+				headers, json_pack("{s:s, s:O}", "name", have, "value", value));
+	}
+	json_object_foreach(scoped, name, v)
+		json_array_append_new(headers, json_pack("{s:s, s:O}", "name", name, "value", v));
+	return json_pack("{s:s, s:o}", "requestId", id, "headers", headers);
+}
+
 /* A request the Fetch domain paused: blocked, answered, or let through by
  * the first route whose pattern (a glob: * and ?) matches its URL. */
 static void on_paused(struct automation *a, const char *session, json_t *p)
@@ -448,19 +491,32 @@ static void on_paused(struct automation *a, const char *session, json_t *p)
 			return;
 		}
 	}
-	cdp_call(a->cdp, session, "Fetch.continueRequest", json_pack("{s:s}", "requestId", id),
+	cdp_call(a->cdp, session, "Fetch.continueRequest", continue_params(a, id, p),
 		 CALL_TIMEOUT_MS, route_answered, NULL);
 }
 
-/* Fetch.enable with the routes' patterns on one page (disable when none). */
+/* Fetch.enable with the routes' patterns and the scoped origins' on one
+ * page (disable when none). */
 static json_t *fetch_patterns(struct automation *a)
 {
 	json_t *patterns = json_array(), *r;
+	const char *origin;
+	char glob[2100];
 	size_t i;
 
 	json_array_foreach(a->routes, i, r) json_array_append_new(
 		patterns, json_pack("{s:s}", "urlPattern", sbx_json_str(r, "url_pattern") ?: "*"));
+	json_object_foreach(a->scoped, origin, r)
+	{
+		snprintf(glob, sizeof(glob), "%s/*", origin);
+		json_array_append_new(patterns, json_pack("{s:s}", "urlPattern", glob));
+	}
 	return patterns;
+}
+
+static bool intercepting(const struct automation *a)
+{
+	return json_array_size(a->routes) || json_object_size(a->scoped);
 }
 
 /* ---- events -------------------------------------------------------------------------- */
@@ -641,7 +697,7 @@ static void prep_step(struct auto_job *j, json_t *result, const char *error)
 			 json_pack("{s:O}", "headers", a->headers));
 		return;
 	case 8:
-		if (json_array_size(a->routes)) {
+		if (intercepting(a)) {
 			job_call(j, false, "Fetch.enable",
 				 json_pack("{s:o}", "patterns", fetch_patterns(a)));
 			return;
@@ -2713,12 +2769,15 @@ static void op_apply_routes(struct auto_job *j, json_t *result, const char *erro
 	for (; i < a->n_tabs && !a->tabs[i].session[0]; i++)
 		;
 	if (i >= a->n_tabs) {
-		job_ok(j, sbx_json_str(j->body, "_message"), json_deep_copy(a->routes));
+		job_ok(j, sbx_json_str(j->body, "_message"),
+		       json_is_true(json_object_get(j->body, "_scoped"))
+			       ? json_deep_copy(a->scoped)
+			       : json_deep_copy(a->routes));
 		return;
 	}
 	json_object_set_new(j->body, "_next", json_integer(i + 1));
 	snprintf(j->session, sizeof(j->session), "%s", a->tabs[i].session);
-	if (json_array_size(a->routes))
+	if (intercepting(a))
 		job_call(j, false, "Fetch.enable",
 			 json_pack("{s:o}", "patterns", fetch_patterns(a)));
 	else
@@ -2841,6 +2900,56 @@ void automation_headers(struct sbx_http_req *req, void *arg)
 	a->headers = json_incref(headers);
 	json_decref(body);
 	job_start(a, req, NULL, op_apply_headers, true);
+}
+
+/* Headers for one origin's requests only: the pages' requests to it are
+ * paused (Fetch) and continued with them set; an empty set removes it. */
+void automation_scoped_headers(struct sbx_http_req *req, void *arg)
+{
+	struct automation *a = arg;
+	json_t *body = api_body_object(req), *headers, *v;
+	const char *origin, *k;
+	char canon[2048];
+
+	if (!body)
+		return;
+	if (!field_string(req, body, "origin", true, &origin))
+		goto out;
+	/* An origin: scheme://host[:port], nothing after. */
+	if ((strncmp(origin, "http://", 7) && strncmp(origin, "https://", 8)) ||
+	    strlen(origin) == strlen(origin[4] == 's' ? "https://" : "http://") ||
+	    origin_of(origin, canon, sizeof(canon)) != strlen(origin) ||
+	    strpbrk(origin, "*?@ \t")) {
+		api_invalid(req, "body.origin",
+			    "An origin is scheme://host[:port] (http or https), without a path",
+			    "value_error");
+		goto out;
+	}
+	headers = json_object_get(body, "headers");
+	if (!json_is_object(headers)) {
+		api_invalid(req, "body.headers", "Input should be a valid dictionary", "dict_type");
+		goto out;
+	}
+	json_object_foreach(headers, k, v)
+	{
+		if (!json_is_string(v) || !http_token(k)) {
+			api_invalid(req, "body.headers",
+				    "Each header needs a name and a string value", "string_type");
+			goto out;
+		}
+	}
+	if (json_object_size(headers))
+		json_object_set(a->scoped, canon, headers);
+	else
+		json_object_del(a->scoped, canon);
+	job_start(a, req,
+		  json_pack("{s:s, s:b}", "_message",
+			    json_object_size(headers) ? "Scoped headers set"
+						      : "Scoped headers removed",
+			    "_scoped", 1),
+		  op_apply_routes, true);
+out:
+	json_decref(body);
 }
 
 void automation_requests(struct sbx_http_req *req, void *arg)
@@ -2983,6 +3092,7 @@ void automation_init(struct automation *a, uv_loop_t *loop, const char *cdp_addr
 	a->requests = json_array();
 	a->routes = json_array();
 	a->headers = json_object();
+	a->scoped = json_object();
 }
 
 void automation_close(struct automation *a)
@@ -2998,4 +3108,5 @@ void automation_release(struct automation *a)
 	json_decref(a->requests);
 	json_decref(a->routes);
 	json_decref(a->headers);
+	json_decref(a->scoped);
 }

@@ -348,3 +348,50 @@ def test_the_same_flow_through_mcp_browser_tools(browser, site):
             assert bad.is_error and "no element matches #nothing-here" in text_of(bad)
     asyncio.run(session())
     assert "/result?name=Grace" in hits
+
+
+def test_scoped_headers_reach_only_their_origin(browser):
+    c, _, _ = browser
+    seen = {}
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            seen[(self.headers["Host"], self.path)] = dict(self.headers)
+            body = b"<!doctype html><title>Echo</title><p>ok</p>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    try:
+        scoped = f"http://127.0.0.1:{port}"
+        r = c.browser_network.set_scoped_headers(origin=scoped,
+                                                 headers={"X-Tenant": "acme", "Accept": "x/y"})
+        assert r.success
+        c.browser_page.navigate(url=f"{scoped}/a")
+        # The same server under another origin (another host name) gets none.
+        c.browser_page.navigate(url=f"http://localhost:{port}/b")
+        got = seen[(f"127.0.0.1:{port}", "/a")]
+        assert got["X-Tenant"] == "acme" and got["Accept"] == "x/y"
+        assert "User-Agent" in got  # the browser's own headers are kept
+        other = seen[(f"localhost:{port}", "/b")]
+        assert "X-Tenant" not in other and other["Accept"] != "x/y"
+        # An empty set removes the scope.
+        assert c.browser_network.set_scoped_headers(origin=scoped, headers={}).success
+        c.browser_page.navigate(url=f"{scoped}/c")
+        assert "X-Tenant" not in seen[(f"127.0.0.1:{port}", "/c")]
+        for origin in ("127.0.0.1", "http://", "http://h/path", "ftp://h", "http://*.h"):
+            assert requests_get_raw(c, "/v1/browser/network/scoped_headers",
+                                    {"origin": origin, "headers": {}}) == 422, origin
+        assert requests_get_raw(c, "/v1/browser/network/scoped_headers",
+                                {"origin": scoped, "headers": {"bad name": "x"}}) == 422
+    finally:
+        srv.shutdown()
+        srv.server_close()
