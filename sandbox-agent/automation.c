@@ -638,6 +638,13 @@ static json_t *tabs_json(struct automation *a)
 	return list;
 }
 
+/* The resolution POST /v1/browser/config set, as a page's viewport. */
+static json_t *metrics_params(const struct automation *a)
+{
+	return json_pack("{s:i, s:i, s:i, s:b}", "width", (int)a->res_width, "height",
+			 (int)a->res_height, "deviceScaleFactor", 0, "mobile", 0);
+}
+
 /* Steps: 1 the targets, 2 a page created (then the targets again), 3 the
  * active page attached, 4.. its domains enabled; then the operation. */
 static void prep_step(struct auto_job *j, json_t *result, const char *error)
@@ -700,6 +707,13 @@ static void prep_step(struct auto_job *j, json_t *result, const char *error)
 		if (intercepting(a)) {
 			job_call(j, false, "Fetch.enable",
 				 json_pack("{s:o}", "patterns", fetch_patterns(a)));
+			return;
+		}
+		j->prep++;
+		__attribute__((fallthrough));
+	case 9:
+		if (a->res_width) {
+			job_call(j, false, "Emulation.setDeviceMetricsOverride", metrics_params(a));
 			return;
 		}
 		break;
@@ -2900,6 +2914,77 @@ void automation_headers(struct sbx_http_req *req, void *arg)
 	a->headers = json_incref(headers);
 	json_decref(body);
 	job_start(a, req, NULL, op_apply_headers, true);
+}
+
+/* The resolution on every attached page, one after another. */
+static void op_apply_config(struct auto_job *j, json_t *result, const char *error)
+{
+	struct automation *a = j->a;
+	unsigned i = (unsigned)json_integer_value(json_object_get(j->body, "_next"));
+
+	if (error) {
+		job_fail(j, 502, "%s", error);
+		return;
+	}
+	for (; i < a->n_tabs && !a->tabs[i].session[0]; i++)
+		;
+	if (i >= a->n_tabs) {
+		job_ok(j, "Browser configured",
+		       json_pack("{s:{s:i, s:i}}", "resolution", "width", (int)a->res_width,
+				 "height", (int)a->res_height));
+		return;
+	}
+	json_object_set_new(j->body, "_next", json_integer(i + 1));
+	snprintf(j->session, sizeof(j->session), "%s", a->tabs[i].session);
+	job_call(j, false, "Emulation.setDeviceMetricsOverride", metrics_params(a));
+}
+
+/* POST /v1/browser/config: the screen resolution, one of those AIO's
+ * display offers, as every page's viewport (now and for pages attached
+ * later). */
+void automation_config(struct sbx_http_req *req, void *arg)
+{
+	static const int allowed[][2] = { { 1920, 1080 }, { 640, 480 },	  { 1360, 768 },
+					  { 1280, 720 },  { 800, 600 },	  { 1024, 768 },
+					  { 1280, 800 },  { 1920, 1200 }, { 1280, 960 },
+					  { 1400, 1050 }, { 1680, 1050 }, { 1280, 1024 },
+					  { 1600, 1200 } };
+	struct automation *a = arg;
+	json_t *body = api_body_object_or_empty(req), *res;
+	json_int_t w, h;
+	bool ok = false;
+
+	if (!body)
+		return;
+	res = json_object_get(body, "resolution");
+	if (!res || json_is_null(res)) {
+		json_decref(body);
+		api_ok(req, "Nothing to change",
+		       json_pack("{s:o}", "resolution",
+				 a->res_width ? json_pack("{s:i, s:i}", "width", (int)a->res_width,
+							  "height", (int)a->res_height)
+					      : json_null()));
+		return;
+	}
+	if (json_unpack(res, "{s:I, s:I}", "width", &w, "height", &h)) {
+		api_invalid(req, "body.resolution", "width and height are integers", "int_type");
+		json_decref(body);
+		return;
+	}
+	json_decref(body);
+	for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
+		ok = ok || (allowed[i][0] == w && allowed[i][1] == h);
+	if (!ok) {
+		api_invalid(req, "body.resolution",
+			    "Allowed: 1920x1080, 640x480, 1360x768, 1280x720, 800x600, 1024x768, "
+			    "1280x800, 1920x1200, 1280x960, 1400x1050, 1680x1050, 1280x1024, "
+			    "1600x1200",
+			    "value_error");
+		return;
+	}
+	a->res_width = (unsigned)w;
+	a->res_height = (unsigned)h;
+	job_start(a, req, NULL, op_apply_config, true);
 }
 
 /* Headers for one origin's requests only: the pages' requests to it are

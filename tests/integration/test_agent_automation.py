@@ -395,3 +395,21 @@ def test_scoped_headers_reach_only_their_origin(browser):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_config_sets_the_resolution_of_every_page(browser, site):
+    c, _, a = browser
+    base, _ = site
+    c.browser_page.navigate(url=base + "/")
+    from agent_sandbox.types import Resolution
+    r = c.browser.set_config(resolution=Resolution(width=800, height=600))
+    assert r.success
+    size = "[window.innerWidth, window.innerHeight]"
+    assert c.browser_page.evaluate(expression=size).data == [800, 600]
+    # A page opened later has it too, and /v1/browser/info sees it.
+    c.browser_tabs.create(url=base + "/result?name=x")
+    assert c.browser_page.evaluate(expression=size).data == [800, 600]
+    info = c.browser.get_info().data
+    assert (info.page_viewport.width, info.page_viewport.height) == (800, 600)
+    for bad in ({"width": 801, "height": 600}, {"width": "800", "height": 600}, {"width": 800}):
+        assert requests_get_raw(c, "/v1/browser/config", {"resolution": bad}) == 422, bad
