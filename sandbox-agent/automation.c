@@ -3186,6 +3186,12 @@ void automation_close(struct automation *a)
 	a->cdp = NULL;
 }
 
+void automation_reconnect(struct automation *a)
+{
+	automation_close(a);
+	on_lost(a);
+}
+
 void automation_release(struct automation *a)
 {
 	automation_close(a);

@@ -53,6 +53,9 @@ void automation_init(struct automation *a, uv_loop_t *loop, const char *cdp_addr
 		     const char *workspace);
 /* Closes the browser connection (pending operations fail); on stop. */
 void automation_close(struct automation *a);
+/* Drops the DevTools connection and the page sessions; the next operation
+ * connects again (a browser restarted, or a soft restart). */
+void automation_reconnect(struct automation *a);
 void automation_release(struct automation *a);
 
 /* The route handlers; arg is the struct automation. */

@@ -18,6 +18,7 @@
 #include "files.h"
 #include "install.h"
 #include "kernel.h"
+#include "launcher.h"
 #include "mcp.h"
 #include "observe.h"
 #include "packages.h"
@@ -50,6 +51,7 @@ static long max_walk_seconds = 60;
 static char *skills_dir;
 static char *observe_dir;
 static char *cdp_addr;
+static char *browser_cmd;
 static char *shutdown_hook;
 static char *tls_cert, *tls_key;
 static long browser_width = 1280, browser_height = 720;
@@ -82,6 +84,7 @@ struct agent {
 	struct docs docs;
 	struct ports ports;
 	struct observe observe;
+	struct launcher launcher;
 };
 
 static void healthz(struct sbx_http_req *req, void *arg)
@@ -114,6 +117,7 @@ static void stop_now(void *arg)
 	bash_close(&a->bash);
 	watches_close(&a->watches);
 	observe_close(&a->observe);
+	launcher_close(&a->launcher);
 	automation_close(&a->automation);
 	sbx_http_server_close(a->http, on_closed, a);
 }
@@ -214,6 +218,12 @@ static int serve(void *arg)
 		  .fn = observe_handle_report_delete,
 		  .arg = &a.observe,
 		  .summary = "Delete a report" },
+		{ .method = "POST",
+		  .pattern = "/v1/browser/restart",
+		  .fn = launcher_handle_restart,
+		  .arg = &a.launcher,
+		  .summary = "Reconnect to the browser (soft), or restart the one the agent "
+			     "started (hard)" },
 		{ .pattern = "/proxy/{port}",
 		  .fn = ports_handle_bare,
 		  .arg = &a.ports,
@@ -891,6 +901,12 @@ static int serve(void *arg)
 	int rc, exit_code = 1;
 	char err[256];
 
+	if (browser_cmd && *browser_cmd && !(cdp_addr && *cdp_addr)) {
+		fprintf(stderr,
+			"sbx-agent: --browser-cmd needs --cdp, the address of the browser's "
+			"DevTools\n");
+		return 2;
+	}
 	if ((rc = auth_init(&a.auth, a.loop, jwt_public_key, api_key, ticket_ttl_s, err,
 			    sizeof(err)))) {
 		fprintf(stderr, "sbx-agent: %s\n", err);
@@ -924,6 +940,8 @@ static int serve(void *arg)
 				      .width = (unsigned)browser_width,
 				      .height = (unsigned)browser_height };
 	automation_init(&a.automation, a.loop, a.browser.cdp, a.ctx.workspace);
+	launcher_init(&a.launcher, a.loop, browser_cmd, a.browser.cdp, a.ctx.workspace,
+		      &a.automation);
 	hooks_init(&a.hooks, a.loop, a.ctx.workspace, shutdown_hook);
 	skills_init(&a.skills, a.loop, a.ctx.workspace, skills_dir);
 	observe_init(&a.observe, a.loop, observe_dir, a.ctx.workspace);
@@ -937,6 +955,7 @@ static int serve(void *arg)
 		bash_close(&a.bash);
 		watches_close(&a.watches);
 		observe_close(&a.observe);
+		launcher_close(&a.launcher);
 		skills_release(&a.skills);
 		mcp_release(&a.mcp);
 		code_release(&a.code);
@@ -977,6 +996,7 @@ static int serve(void *arg)
 	}
 	sbx_metrics_register(http_metrics, &a);
 	sbx_signals_init(a.loop, &a.signals, on_stop, &a);
+	launcher_start(&a.launcher); /* after listening: the API is up first */
 	sbx_log_info("listening", SBX_LS("addr", listen_addr),
 		     SBX_LI("port", sbx_http_server_port(a.http)),
 		     SBX_LS("workspace", a.ctx.workspace), SBX_LS("version", SBX_VERSION),
@@ -990,6 +1010,7 @@ out_loop:
 	bash_close(&a.bash);
 	watches_close(&a.watches);
 	observe_close(&a.observe);
+	launcher_close(&a.launcher);
 	skills_release(&a.skills);
 	mcp_release(&a.mcp);
 	code_release(&a.code);
@@ -1079,6 +1100,12 @@ int main(int argc, char **argv)
 		  .metavar = "ADDR",
 		  .help = "IP:port of a Chromium's DevTools (--remote-debugging-port): serves "
 			  "/v1/browser and /cdp" },
+		{ .name = "browser-cmd",
+		  .type = SBX_OPT_STRING,
+		  .dest = &browser_cmd,
+		  .metavar = "COMMAND",
+		  .help = "start the browser with this shell command (its DevTools at --cdp); "
+			  "POST /v1/browser/restart can then restart it" },
 		{ .name = "browser-width",
 		  .type = SBX_OPT_INT,
 		  .dest = &browser_width,

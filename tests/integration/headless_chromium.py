@@ -15,29 +15,36 @@ from pathlib import Path
 import requests
 
 
+def chromium_args(port: int, profile: Path) -> list[str]:
+    """Debian's Chromium, headless, its DevTools on 127.0.0.1:port."""
+    exe = shutil.which("chromium")
+    assert exe, "Debian's chromium is missing: scripts/setup.sh installs it"
+    return [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-dev-shm-usage", f"--remote-debugging-port={port}",
+            "--remote-debugging-address=127.0.0.1", f"--user-data-dir={profile}", "about:blank"]
+
+
+def wait_devtools(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/json/version", timeout=1)
+            return
+        except requests.RequestException:
+            assert time.monotonic() < deadline, "chromium did not start"
+            time.sleep(0.2)
+
+
 @contextmanager
 def headless_chromium(profile: Path):
     """Yields "127.0.0.1:PORT" once DevTools answers; kills it after."""
-    exe = shutil.which("chromium")
-    assert exe, "Debian's chromium is missing: scripts/setup.sh installs it"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    p = subprocess.Popen([exe, "--headless=new", "--no-sandbox", "--disable-gpu",
-                          "--no-first-run", "--disable-dev-shm-usage",
-                          f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
-                          f"--user-data-dir={profile}", "about:blank"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+    p = subprocess.Popen(chromium_args(port, profile), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/json/version", timeout=1)
-                break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, "chromium did not start"
-                time.sleep(0.2)
+        wait_devtools(port)
         yield f"127.0.0.1:{port}"
     finally:
         os.killpg(p.pid, 9)

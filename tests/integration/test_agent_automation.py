@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import http.server
 import json
+import shlex
 import socket
 import threading
+import time
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from agent_sandbox import Sandbox
 from agent_sandbox.core.api_error import ApiError
+from agent_sandbox.types import RestartRequest
 
-from headless_chromium import headless_chromium
+from conftest import processes
+from headless_chromium import chromium_args, headless_chromium, wait_devtools
 from test_agent import agent  # noqa: F401 - the fixture
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -413,3 +417,55 @@ def test_config_sets_the_resolution_of_every_page(browser, site):
     assert (info.page_viewport.width, info.page_viewport.height) == (800, 600)
     for bad in ({"width": 801, "height": 600}, {"width": "800", "height": 600}, {"width": 800}):
         assert requests_get_raw(c, "/v1/browser/config", {"resolution": bad}) == 422, bad
+
+
+def test_restart_relaunches_the_browser_the_agent_started(agent, site, tmp_path):  # noqa: F811
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    a = agent(f"--workspace={tmp_path}", f"--cdp=127.0.0.1:{port}",
+              "--browser-cmd=" + shlex.join(chromium_args(port, tmp_path / "profile")))
+    c = Sandbox(base_url=a.url)
+    base, _ = site
+
+    def browser_pids():
+        return {pid for pid, _, _, cmd in processes()
+                if f"--remote-debugging-port={port}" in cmd and pid != a.proc.pid}
+
+    wait_devtools(port)  # the agent started it
+    assert c.browser_page.navigate(url=base + "/").success
+    def started():  # the agent's child: the command's shell or the browser itself
+        return [pid for pid, ppid, _, _ in processes() if ppid == a.proc.pid]
+
+    before, first = browser_pids(), started()
+    r = c.browser.restart(request=RestartRequest(mode="hard"))
+    assert r.success and r.data["mode"] == "hard" and r.data["pid"] in started()
+    assert started() != first and len(started()) == 1
+    assert browser_pids() and not (browser_pids() & before)  # all old processes gone
+    # The new browser serves the next operation at once.
+    assert c.browser_page.navigate(url=base + "/result?name=again").success
+    assert c.browser_page.get_text().data == "Hello, again!"
+    # A soft restart reconnects to the same browser.
+    second = started()
+    assert c.browser.restart(request=RestartRequest(mode="soft")).data["mode"] == "soft"
+    assert c.browser_page.get_text().data == "Hello, again!"
+    assert started() == second
+    # Policies are not the agent's to set.
+    with pytest.raises(ApiError) as e:
+        c.browser.restart(request=RestartRequest(mode="hard", url_blocklist=["x.test"]))
+    assert e.value.status_code == 501
+    # Stopping the agent stops its browser.
+    assert a.stop() == 0
+    deadline = time.monotonic() + 10
+    while browser_pids():
+        assert time.monotonic() < deadline, "the browser outlived the agent"
+        time.sleep(0.1)
+
+
+def test_a_browser_the_agent_did_not_start_gets_a_soft_restart_only(browser):
+    c, _, _ = browser
+    assert c.browser.restart(request=RestartRequest(mode="soft")).success
+    with pytest.raises(ApiError) as e:
+        c.browser.restart()
+    assert e.value.status_code == 409 and "--browser-cmd" in e.value.body["error"]["message"]
+    assert c.browser_tabs.list().success  # still driven after the soft restart
