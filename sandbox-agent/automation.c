@@ -2987,6 +2987,312 @@ void automation_config(struct sbx_http_req *req, void *arg)
 	job_start(a, req, NULL, op_apply_config, true);
 }
 
+/* ---- display actions (POST /v1/browser/actions) -------------------------------------------- */
+
+/* AIO's actions drive a display's pointer and keyboard; here the display is
+ * the active page's viewport, and each action becomes Input events (in CSS
+ * pixels), run in order as one job. */
+
+#define ACTION_MAX_COORD  1e6
+#define ACTION_MAX_WAIT_S 25.0
+#define SCROLL_UNIT_PX	  100
+
+static int modifier_bit(const char *m)
+{
+	return !strcasecmp(m, "Alt")				     ? 1
+	       : !strcasecmp(m, "Control") || !strcasecmp(m, "Ctrl") ? 2
+	       : !strcasecmp(m, "Meta") || !strcasecmp(m, "Command") ? 4
+	       : !strcasecmp(m, "Shift")			     ? 8
+								     : 0;
+}
+
+/* Input.dispatchKeyEvent's parameters for a key going down or up. */
+static json_t *key_params(const char *name, bool down, int modifiers)
+{
+	struct key k = { name, name, name, NULL, 0 };
+	char code[16] = "", text[8] = "";
+	json_t *ev;
+
+	for (size_t i = 0; i < sizeof(keys_table) / sizeof(keys_table[0]); i++)
+		if (!strcasecmp(keys_table[i].name, name))
+			k = keys_table[i];
+	if (modifier_bit(name)) {
+		static const char *const names[] = { "", "Alt", "Control", "",	   "Meta",
+						     "", "",	"",	   "Shift" };
+		static const int vks[] = { 0, 18, 17, 0, 91, 0, 0, 0, 16 };
+		int bit = modifier_bit(name);
+
+		k = (struct key){ names[bit], names[bit], names[bit], NULL, vks[bit] };
+	} else if (!k.vk && strlen(name) == 1) {
+		snprintf(code, sizeof(code), "Key%c", toupper((unsigned char)name[0]));
+		snprintf(text, sizeof(text), "%s", name);
+		k.code = isalpha((unsigned char)name[0]) ? code : "";
+		k.text = modifiers & ~8 ? NULL : text; /* a shortcut types nothing */
+		k.vk = toupper((unsigned char)name[0]);
+	}
+	ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type",
+		       down ? (k.text ? "keyDown" : "rawKeyDown") : "keyUp", "key", k.key, "code",
+		       k.code, "windowsVirtualKeyCode", k.vk, "nativeVirtualKeyCode", k.vk,
+		       "modifiers", modifiers);
+	if (down && k.text)
+		json_object_set_new(ev, "text", json_string(k.text));
+	return ev;
+}
+
+static void add_step(json_t *steps, const char *method, json_t *params)
+{
+	json_array_append_new(steps, json_pack("{s:s, s:o}", "method", method, "params", params));
+}
+
+static void add_mouse(json_t *steps, const char *type, double x, double y, const char *button,
+		      int clicks, int buttons)
+{
+	add_step(steps, "Input.dispatchMouseEvent",
+		 json_pack("{s:s, s:f, s:f, s:s, s:i, s:i}", "type", type, "x", x, "y", y, "button",
+			   button, "clickCount", clicks, "buttons", buttons));
+}
+
+static int button_mask(const char *b)
+{
+	return !strcmp(b, "right") ? 2 : !strcmp(b, "middle") ? 4 : 1;
+}
+
+/* A number field: present (or not required), finite, within the bound. */
+static bool action_number(struct sbx_http_req *req, json_t *body, const char *field, bool required,
+			  double bound, double *out)
+{
+	json_t *v = json_object_get(body, field);
+	char loc[64];
+
+	snprintf(loc, sizeof(loc), "body.%s", field);
+	if (!v || json_is_null(v)) {
+		if (required)
+			api_invalid(req, loc, "Field required", "missing");
+		return !required;
+	}
+	if (!json_is_number(v) || !isfinite(json_number_value(v)) ||
+	    fabs(json_number_value(v)) > bound) {
+		api_invalid(req, loc, "Input should be a finite number in range", "float_type");
+		return false;
+	}
+	*out = json_number_value(v);
+	return true;
+}
+
+/* The steps of one action, or NULL with a 422 sent. */
+static json_t *action_steps(struct automation *a, struct sbx_http_req *req, json_t *body,
+			    const char *type)
+{
+	json_t *steps = json_array(), *v;
+	const char *button = sbx_json_str(body, "button") ?: "left", *key = NULL;
+	double x = a->mouse_x, y = a->mouse_y, dx = 0, dy = 0, d = 0;
+	json_int_t clicks = 1;
+	size_t i;
+
+	if (strcmp(button, "left") && strcmp(button, "right") && strcmp(button, "middle")) {
+		api_invalid(req, "body.button", "Input should be 'left', 'right' or 'middle'",
+			    "enum");
+		goto bad;
+	}
+	if (!strcmp(type, "MOVE_TO") || !strcmp(type, "DRAG_TO")) {
+		if (!action_number(req, body, "x", true, ACTION_MAX_COORD, &x) ||
+		    !action_number(req, body, "y", true, ACTION_MAX_COORD, &y))
+			goto bad;
+	} else if (!strcmp(type, "MOVE_REL") || !strcmp(type, "DRAG_REL")) {
+		if (!action_number(req, body, "x_offset", true, ACTION_MAX_COORD, &dx) ||
+		    !action_number(req, body, "y_offset", true, ACTION_MAX_COORD, &dy))
+			goto bad;
+		x += dx;
+		y += dy;
+	} else if (!strcmp(type, "CLICK") || !strcmp(type, "RIGHT_CLICK") ||
+		   !strcmp(type, "DOUBLE_CLICK")) {
+		if (!action_number(req, body, "x", false, ACTION_MAX_COORD, &x) ||
+		    !action_number(req, body, "y", false, ACTION_MAX_COORD, &y))
+			goto bad;
+		if ((v = json_object_get(body, "num_clicks")) && !json_is_null(v) &&
+		    (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		     json_integer_value(v) > 3)) {
+			api_invalid(req, "body.num_clicks", "Input should be 1, 2 or 3", "enum");
+			goto bad;
+		}
+		clicks = v && json_is_integer(v) ? json_integer_value(v) : 1;
+		if (!strcmp(type, "RIGHT_CLICK"))
+			button = "right";
+		if (!strcmp(type, "DOUBLE_CLICK"))
+			clicks = 2;
+	}
+	if (x < 0 || y < 0) {
+		api_invalid(req, "body.x", "The pointer cannot leave the page (x, y >= 0)",
+			    "value_error");
+		goto bad;
+	}
+	if (!strcmp(type, "MOVE_TO") || !strcmp(type, "MOVE_REL")) {
+		add_mouse(steps, "mouseMoved", x, y, "none", 0, 0);
+	} else if (!strcmp(type, "CLICK") || !strcmp(type, "RIGHT_CLICK") ||
+		   !strcmp(type, "DOUBLE_CLICK")) {
+		add_mouse(steps, "mouseMoved", x, y, "none", 0, 0);
+		for (int n = 1; n <= clicks; n++) {
+			add_mouse(steps, "mousePressed", x, y, button, n, button_mask(button));
+			add_mouse(steps, "mouseReleased", x, y, button, n, 0);
+		}
+	} else if (!strcmp(type, "MOUSE_DOWN") || !strcmp(type, "MOUSE_UP")) {
+		bool down = !strcmp(type, "MOUSE_DOWN");
+
+		add_mouse(steps, down ? "mousePressed" : "mouseReleased", x, y, button, 1,
+			  down ? button_mask(button) : 0);
+	} else if (!strcmp(type, "DRAG_TO") || !strcmp(type, "DRAG_REL")) {
+		add_mouse(steps, "mousePressed", a->mouse_x, a->mouse_y, "left", 1, 1);
+		add_mouse(steps, "mouseMoved", (a->mouse_x + x) / 2, (a->mouse_y + y) / 2, "left",
+			  0, 1);
+		add_mouse(steps, "mouseMoved", x, y, "left", 0, 1);
+		add_mouse(steps, "mouseReleased", x, y, "left", 1, 0);
+	} else if (!strcmp(type, "SCROLL")) {
+		json_t *sx = json_object_get(body, "dx"), *sy = json_object_get(body, "dy");
+
+		if ((sx && !json_is_null(sx) && !json_is_integer(sx)) ||
+		    (sy && !json_is_null(sy) && !json_is_integer(sy)) ||
+		    llabs(json_integer_value(sx)) > 10000 ||
+		    llabs(json_integer_value(sy)) > 10000) {
+			api_invalid(req, "body.dy", "dx and dy are integers (at most 10000)",
+				    "int_type");
+			goto bad;
+		}
+		add_step(steps, "Input.dispatchMouseEvent",
+			 json_pack("{s:s, s:f, s:f, s:I, s:I}", "type", "mouseWheel", "x", x, "y",
+				   y, "deltaX", json_integer_value(sx) * SCROLL_UNIT_PX, "deltaY",
+				   json_integer_value(sy) * SCROLL_UNIT_PX));
+	} else if (!strcmp(type, "TYPING")) {
+		const char *text = sbx_json_str(body, "text");
+
+		if (!text || !*text) {
+			api_invalid(req, "body.text", "String should have at least 1 character",
+				    "string_too_short");
+			goto bad;
+		}
+		add_step(steps, "Input.insertText", json_pack("{s:s}", "text", text));
+	} else if (!strcmp(type, "PRESS") || !strcmp(type, "KEY_DOWN") || !strcmp(type, "KEY_UP")) {
+		if (!(key = sbx_json_str(body, "key")) || !*key) {
+			api_invalid(req, "body.key", "Field required", "missing");
+			goto bad;
+		}
+		if (strcmp(type, "KEY_UP"))
+			add_step(steps, "Input.dispatchKeyEvent", key_params(key, true, 0));
+		if (strcmp(type, "KEY_DOWN"))
+			add_step(steps, "Input.dispatchKeyEvent", key_params(key, false, 0));
+	} else if (!strcmp(type, "HOTKEY")) {
+		json_t *keys = json_object_get(body, "keys");
+		int modifiers = 0;
+		size_t n = json_array_size(keys);
+
+		json_array_foreach(keys, i, v) if (!json_is_string(v) || !*json_string_value(v)) n =
+			0;
+		if (!n) {
+			api_invalid(req, "body.keys", "A list of at least one key name",
+				    "list_type");
+			goto bad;
+		}
+		for (i = 0; i < n; i++) {
+			key = json_string_value(json_array_get(keys, i));
+			modifiers |= modifier_bit(key);
+			add_step(steps, "Input.dispatchKeyEvent", key_params(key, true, modifiers));
+		}
+		for (i = n; i-- > 0;) {
+			key = json_string_value(json_array_get(keys, i));
+			add_step(steps, "Input.dispatchKeyEvent",
+				 key_params(key, false, modifiers));
+			modifiers &= ~modifier_bit(key);
+		}
+	} else if (!strcmp(type, "WAIT")) {
+		char expr[96];
+
+		if (!action_number(req, body, "duration", true, ACTION_MAX_WAIT_S, &d) || d <= 0) {
+			if (d <= 0 && json_is_number(json_object_get(body, "duration")))
+				api_invalid(req, "body.duration",
+					    "Input should be greater than 0 (at most 25 s)",
+					    "greater_than");
+			goto bad;
+		}
+		snprintf(expr, sizeof(expr), "new Promise(r => setTimeout(r, %.0f))", d * 1000);
+		add_step(steps, "Runtime.evaluate",
+			 json_pack("{s:s, s:b}", "expression", expr, "awaitPromise", 1));
+	} else {
+		api_invalid(
+			req, "body.action_type",
+			"Input should be one of MOVE_TO, MOVE_REL, CLICK, MOUSE_DOWN, MOUSE_UP, "
+			"RIGHT_CLICK, DOUBLE_CLICK, DRAG_TO, DRAG_REL, SCROLL, TYPING, PRESS, "
+			"KEY_DOWN, KEY_UP, HOTKEY, WAIT",
+			"union_tag_invalid");
+		goto bad;
+	}
+	/* Where the pointer ends, for the next relative action. */
+	json_object_set_new(body, "_x", json_real(x));
+	json_object_set_new(body, "_y", json_real(y));
+	return steps;
+bad:
+	json_decref(steps);
+	return NULL;
+}
+
+static void op_actions(struct auto_job *j, json_t *result, const char *error)
+{
+	json_t *steps = json_object_get(j->body, "_steps"), *step;
+	const char *type = sbx_json_str(j->body, "action_type") ?: "";
+
+	(void)result;
+	if (error) {
+		job_fail(j, 200, "%s failed: %s", type, error);
+		return;
+	}
+	if ((size_t)j->step < json_array_size(steps)) {
+		step = json_array_get(steps, (size_t)j->step);
+		job_call(j, false, sbx_json_str(step, "method"),
+			 json_incref(json_object_get(step, "params")));
+		return;
+	}
+	j->a->mouse_x = json_real_value(json_object_get(j->body, "_x"));
+	j->a->mouse_y = json_real_value(json_object_get(j->body, "_y"));
+	{
+		struct sbx_http_req *req = job_take_req(j);
+
+		if (req) {
+			/* AIO's ActionResponse: the envelope, and its older fields. */
+			json_t *out = json_pack(
+				"{s:b, s:s, s:{s:s, s:s}, s:n, s:s, s:s}", "success", 1, "message",
+				"Action performed", "data", "status", "success", "action_performed",
+				type, "hint", "status", "success", "action_performed", type);
+
+			sbx_http_respond_json(req, 200, out);
+			json_decref(out);
+		}
+		job_end(j);
+	}
+}
+
+void automation_actions(struct sbx_http_req *req, void *arg)
+{
+	struct automation *a = arg;
+	json_t *body = api_body_object(req), *steps;
+	const char *type;
+
+	if (!body)
+		return;
+	if (!(type = sbx_json_str(body, "action_type"))) {
+		/* The SDKs' action models have no such field: it must be passed
+		 * as an extra one, or an {x, y} could be a move, a click or a drag. */
+		api_invalid(req, "body.action_type",
+			    "Field required: the action's type (CLICK, MOVE_TO, TYPING, ...)",
+			    "missing");
+		json_decref(body);
+		return;
+	}
+	if (!(steps = action_steps(a, req, body, type))) {
+		json_decref(body);
+		return;
+	}
+	json_object_set_new(body, "_steps", steps);
+	job_start(a, req, body, op_actions, true);
+}
+
 /* Headers for one origin's requests only: the pages' requests to it are
  * paused (Fetch) and continued with them set; an empty set removes it. */
 void automation_scoped_headers(struct sbx_http_req *req, void *arg)

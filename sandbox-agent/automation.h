@@ -45,6 +45,7 @@ struct automation {
 	json_t *headers;  /* extra request headers */
 	json_t *scoped;	  /* origin -> {header: value}: added to that origin's requests */
 	unsigned res_width, res_height; /* POST /v1/browser/config; 0: the browser's own */
+	double mouse_x, mouse_y;	/* where POST /v1/browser/actions left the pointer */
 	struct auto_job *jobs;
 	uint64_t network_at; /* the last request event (loop time) */
 };
@@ -88,6 +89,7 @@ void automation_export_console(struct sbx_http_req *req, void *arg);
 void automation_headers(struct sbx_http_req *req, void *arg);
 void automation_scoped_headers(struct sbx_http_req *req, void *arg);
 void automation_config(struct sbx_http_req *req, void *arg);
+void automation_actions(struct sbx_http_req *req, void *arg);
 void automation_captcha_detect(struct sbx_http_req *req, void *arg);
 void automation_captcha_wait(struct sbx_http_req *req, void *arg);
 void automation_screenshot(struct sbx_http_req *req, void *arg);

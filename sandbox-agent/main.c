@@ -825,6 +825,12 @@ static int serve(void *arg)
 		  .arg = &a.automation,
 		  .summary = "Headers on the requests to one origin only" },
 		{ .method = "POST",
+		  .pattern = "/v1/browser/actions",
+		  .fn = automation_actions,
+		  .arg = &a.automation,
+		  .summary = "One of AIO's display actions (pointer, keys, scroll, wait) on the "
+			     "active page" },
+		{ .method = "POST",
 		  .pattern = "/v1/browser/config",
 		  .fn = automation_config,
 		  .arg = &a.automation,

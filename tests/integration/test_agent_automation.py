@@ -469,3 +469,56 @@ def test_a_browser_the_agent_did_not_start_gets_a_soft_restart_only(browser):
         c.browser.restart()
     assert e.value.status_code == 409 and "--browser-cmd" in e.value.body["error"]["message"]
     assert c.browser_tabs.list().success  # still driven after the soft restart
+
+
+def test_display_actions_drive_the_page(browser, site):
+    from agent_sandbox import types as t
+    c, _, _ = browser
+    base, _ = site
+    c.browser_page.navigate(url=base + "/")
+
+    def ev(expression):
+        return c.browser_page.evaluate(expression=expression).data
+
+    def act(action):
+        r = c.browser.execute_action(request=action)
+        assert r.success and r.status == "success"
+        assert r.action_performed == r.data.action_performed == action.action_type
+        return r
+
+    ev("window.pos = null; addEventListener('mousemove', e => pos = [e.clientX, e.clientY]);"
+       "document.body.style.height = '5000px'; 1")
+    box = ev("(() => { const r = document.querySelector('#name').getBoundingClientRect();"
+             " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+    # The SDK's action models have no action_type field: it goes as an extra.
+    act(t.ClickAction(action_type="CLICK", x=box[0], y=box[1]))
+    assert ev("document.activeElement.id") == "name"
+    act(t.TypingAction(action_type="TYPING", text="Grace Hopper"))
+    assert ev("document.querySelector('#name').value") == "Grace Hopper"
+    act(t.HotkeyAction(action_type="HOTKEY", keys=["Control", "a"]))
+    act(t.PressAction(action_type="PRESS", key="Backspace"))
+    assert ev("document.querySelector('#name').value") == ""
+    act(t.KeyDownAction(action_type="KEY_DOWN", key="x"))
+    act(t.KeyUpAction(action_type="KEY_UP", key="x"))
+    assert ev("document.querySelector('#name').value") == "x"
+    act(t.MoveToAction(action_type="MOVE_TO", x=10, y=20))
+    act(t.MoveRelAction(action_type="MOVE_REL", x_offset=5, y_offset=7))
+    assert ev("pos") == [15, 27]
+    act(t.ScrollAction(action_type="SCROLL", dy=3))
+    # The wheel scrolls asynchronously: wait until the page has moved.
+    deadline = time.monotonic() + 10
+    while ev("scrollY") != 300:
+        assert time.monotonic() < deadline, ev("scrollY")
+        time.sleep(0.05)
+    started = time.monotonic()
+    act(t.WaitAction(action_type="WAIT", duration=0.3))
+    assert time.monotonic() - started >= 0.3
+    for bad in ({"action_type": "FLY"}, {"action_type": "CLICK", "num_clicks": 4},
+                {"action_type": "MOVE_TO", "x": 1}, {"action_type": "WAIT", "duration": 0},
+                {"action_type": "TYPING", "text": ""}, {"action_type": "HOTKEY", "keys": []},
+                {"action_type": "MOVE_TO", "x": float("1e300") * 10, "y": 1}):
+        body = json.dumps(bad, allow_nan=True)
+        import httpx
+        r = httpx.post(c._client_wrapper.get_base_url() + "/v1/browser/actions",
+                       content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, bad

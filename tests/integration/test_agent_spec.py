@@ -23,7 +23,6 @@ NOT_SERVED = {
     "GET /v1/proxy/excludes", "POST /v1/proxy/excludes", "DELETE /v1/proxy/excludes",
     "GET /v1/proxy/diagnose", "GET /v1/proxy/health", "GET /v1/proxy/upstream",
     "PUT /v1/proxy/upstream", "DELETE /v1/proxy/upstream", "GET /v1/browser/proxy.pac",
-    "POST /v1/browser/actions",
     "POST /v1/browser/page/record",
 }
 
