@@ -2770,27 +2770,38 @@ static bool http_token(const char *s)
 
 /* ---- network: routes, the request log, HAR ------------------------------------------------- */
 
+/* The next attached page of an operation applied to all of them: true
+ * with j->session set to it, false once every page has had its turn. */
+static bool next_attached_page(struct auto_job *j)
+{
+	struct automation *a = j->a;
+	unsigned i = (unsigned)json_integer_value(json_object_get(j->body, "_next"));
+
+	for (; i < a->n_tabs && !a->tabs[i].session[0]; i++)
+		;
+	if (i >= a->n_tabs)
+		return false;
+	json_object_set_new(j->body, "_next", json_integer(i + 1));
+	snprintf(j->session, sizeof(j->session), "%s", a->tabs[i].session);
+	return true;
+}
+
 /* Fetch.enable (or disable) on every attached page, one after another. */
 static void op_apply_routes(struct auto_job *j, json_t *result, const char *error)
 {
 	struct automation *a = j->a;
-	unsigned i = (unsigned)json_integer_value(json_object_get(j->body, "_next"));
 
 	if (error && j->step > 0) {
 		job_fail(j, 502, "%s", error);
 		return;
 	}
-	for (; i < a->n_tabs && !a->tabs[i].session[0]; i++)
-		;
-	if (i >= a->n_tabs) {
+	if (!next_attached_page(j)) {
 		job_ok(j, sbx_json_str(j->body, "_message"),
 		       json_is_true(json_object_get(j->body, "_scoped"))
 			       ? json_deep_copy(a->scoped)
 			       : json_deep_copy(a->routes));
 		return;
 	}
-	json_object_set_new(j->body, "_next", json_integer(i + 1));
-	snprintf(j->session, sizeof(j->session), "%s", a->tabs[i].session);
 	if (intercepting(a))
 		job_call(j, false, "Fetch.enable",
 			 json_pack("{s:o}", "patterns", fetch_patterns(a)));
@@ -2869,20 +2880,15 @@ void automation_route_remove(struct sbx_http_req *req, void *arg)
 static void op_apply_headers(struct auto_job *j, json_t *result, const char *error)
 {
 	struct automation *a = j->a;
-	unsigned i = (unsigned)json_integer_value(json_object_get(j->body, "_next"));
 
 	if (error) {
 		job_fail(j, 502, "%s", error);
 		return;
 	}
-	for (; i < a->n_tabs && !a->tabs[i].session[0]; i++)
-		;
-	if (i >= a->n_tabs) {
+	if (!next_attached_page(j)) {
 		job_ok(j, "Headers set", json_deep_copy(a->headers));
 		return;
 	}
-	json_object_set_new(j->body, "_next", json_integer(i + 1));
-	snprintf(j->session, sizeof(j->session), "%s", a->tabs[i].session);
 	job_call(j, false, "Network.setExtraHTTPHeaders",
 		 json_pack("{s:O}", "headers", a->headers));
 }
@@ -2920,22 +2926,17 @@ void automation_headers(struct sbx_http_req *req, void *arg)
 static void op_apply_config(struct auto_job *j, json_t *result, const char *error)
 {
 	struct automation *a = j->a;
-	unsigned i = (unsigned)json_integer_value(json_object_get(j->body, "_next"));
 
 	if (error) {
 		job_fail(j, 502, "%s", error);
 		return;
 	}
-	for (; i < a->n_tabs && !a->tabs[i].session[0]; i++)
-		;
-	if (i >= a->n_tabs) {
+	if (!next_attached_page(j)) {
 		job_ok(j, "Browser configured",
 		       json_pack("{s:{s:i, s:i}}", "resolution", "width", (int)a->res_width,
 				 "height", (int)a->res_height));
 		return;
 	}
-	json_object_set_new(j->body, "_next", json_integer(i + 1));
-	snprintf(j->session, sizeof(j->session), "%s", a->tabs[i].session);
 	job_call(j, false, "Emulation.setDeviceMetricsOverride", metrics_params(a));
 }
 
