@@ -469,16 +469,20 @@ static int h1_upgrade(struct sbx_http_req *r, struct http_stream **out)
 	struct sbx_buf head;
 	int rc;
 
-	if (!r->upgrade || r->upgrade_by_connect || !conn_alive(c) || !q->msg_done)
+	if (!(r->upgrade || r->connect) || r->upgrade_by_connect || !conn_alive(c) || !q->msg_done)
 		return -EINVAL;
 	hs = sbx_calloc(1, sizeof(*hs));
 	if (!hs)
 		return -ENOMEM;
 	sbx_buf_init(&head, 128 * 1024);
-	rc = sbx_buf_printf(&head,
-			    "HTTP/1.1 101 Switching Protocols\r\nServer: %s\r\nUpgrade: %s\r\n"
-			    "Connection: Upgrade\r\n",
-			    c->s->o.server_name, r->upgrade);
+	if (r->connect)
+		rc = sbx_buf_printf(&head, "HTTP/1.1 200 Connection established\r\nServer: %s\r\n",
+				    c->s->o.server_name);
+	else
+		rc = sbx_buf_printf(&head,
+				    "HTTP/1.1 101 Switching Protocols\r\nServer: %s\r\nUpgrade: "
+				    "%s\r\nConnection: Upgrade\r\n",
+				    c->s->o.server_name, r->upgrade);
 	if (!rc && r->resp_headers.len)
 		rc = sbx_buf_append(&head, r->resp_headers.data, r->resp_headers.len);
 	if (!rc)
@@ -490,7 +494,7 @@ static int h1_upgrade(struct sbx_http_req *r, struct http_stream **out)
 		sbx_free(hs);
 		return rc;
 	}
-	http_count_response(c->s, 101);
+	http_count_response(c->s, r->connect ? 200 : 101);
 	hs->st.ops = &raw_ops;
 	hs->st.s = c->s;
 	hs->c = c;
@@ -636,9 +640,21 @@ static int on_headers_complete(http_parser *p)
 		r->headers[r->n_headers - 1].value = r->arena.len - 1;
 	req_set_method(r, http_method_str(p->method));
 	r->head = p->method == HTTP_HEAD;
-	req_split_target(r);
-	if (p->method == HTTP_CONNECT || (r->path[0] != '/' && p->method != HTTP_OPTIONS))
-		return reject(q, 400, "the request target must be a path");
+	if (p->method == HTTP_CONNECT) {
+		/* authority-form: host:port, for a forward proxy only */
+		if (!h->c->s->o.proxy)
+			return reject(q, 400, "CONNECT is not served here");
+		if (!r->arena.data[0] || strpbrk(r->arena.data, "/?#@"))
+			return reject(q, 400, "CONNECT takes host:port");
+		if (!(r->authority = sbx_strdup(r->arena.data)))
+			return reject(q, 503, "out of memory");
+		r->target = r->path = r->arena.data;
+		r->connect = true;
+	} else {
+		req_split_target(r);
+		if (r->path[0] != '/' && p->method != HTTP_OPTIONS)
+			return reject(q, 400, "the request target must be a path");
+	}
 	if (p->flags & F_CONTENTLENGTH)
 		r->content_length = (long long)p->content_length;
 	else if (!(p->flags & F_CHUNKED))

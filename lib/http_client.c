@@ -460,7 +460,9 @@ static int build_head(struct sbx_http_client *x, const struct sbx_http_client_re
 			 !strcmp(r->method, "PUT") || !strcmp(r->method, "PATCH");
 	int rc;
 
-	if (!is_token(r->method) || !r->target || r->target[0] != '/' ||
+	/* origin-form, or absolute-form for a request to a proxy */
+	if (!is_token(r->method) || !r->target ||
+	    (r->target[0] != '/' && strncmp(r->target, "http://", 7) != 0) ||
 	    strpbrk(r->target, " \r\n") || (r->host && (!*r->host || strpbrk(r->host, " \r\n/"))) ||
 	    (r->upgrade && !is_token(r->upgrade)) || r->content_length < -1)
 		return -EINVAL;

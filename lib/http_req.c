@@ -39,6 +39,8 @@ void req_release(struct sbx_http_req *r)
 	sbx_buf_release(&r->resp_headers);
 	sbx_free(r->headers);
 	r->headers = NULL;
+	sbx_free(r->authority);
+	r->authority = NULL;
 	for (size_t i = 0; i < r->n_params; i++)
 		sbx_free(r->param_values[i]);
 	r->n_params = 0;
@@ -100,11 +102,26 @@ void req_split_target(struct sbx_http_req *r)
 
 	if (!t)
 		return;
-	/* absolute-form (a client talking to a proxy): drop scheme and authority */
+	/* absolute-form (a client talking to a proxy): the authority apart,
+	 * then the path alone */
 	if (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0) {
-		char *slash = strchr(strstr(t, "://") + 3, '/');
+		char *host = strstr(t, "://") + 3;
+		size_t len = strcspn(host, "/?#");
 
-		t = slash ? slash : (char *)"/";
+		sbx_free(r->authority);
+		r->absolute_https = (t[4] == 's' || t[4] == 'S');
+		if (!(r->authority = sbx_strndup(host, len)))
+			req_early(r, 503, "out of memory");
+		if (host[len] == '/') {
+			t = host + len;
+		} else {
+			/* "http://h?q": the path is "/", the query stays */
+			static const char root[] = "/";
+
+			r->target = r->path = root;
+			r->query = host[len] == '?' ? host + len + 1 : NULL;
+			return;
+		}
 	}
 	r->target = t;
 	q = strchr(t, '?');
@@ -190,6 +207,18 @@ const char *sbx_http_path(const struct sbx_http_req *req)
 const char *sbx_http_query_string(const struct sbx_http_req *req)
 {
 	return req->query;
+}
+
+const char *sbx_http_authority(const struct sbx_http_req *req)
+{
+	return req->authority;
+}
+
+const char *sbx_http_scheme(const struct sbx_http_req *req)
+{
+	if (!req->authority || req->connect)
+		return NULL;
+	return req->absolute_https ? "https" : "http";
 }
 
 const char *sbx_http_peer(const struct sbx_http_req *req)
@@ -547,6 +576,17 @@ void http_stream_attach(struct http_stream *st, const struct http_stream_cb *cb,
 	st->cb = cb;
 	st->arg = arg;
 	st->ops->resume(st);
+}
+
+void http_stream_detach(struct http_stream **stp)
+{
+	struct http_stream *st = *stp;
+
+	if (!st)
+		return;
+	*stp = NULL;
+	st->cb = NULL; /* no more calls: its user is going */
+	st->ops->close(st);
 }
 
 void req_set_method(struct sbx_http_req *r, const char *method)

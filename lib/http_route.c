@@ -105,7 +105,14 @@ enum route_verdict http_route_head(struct sbx_http_req *r)
 		sbx_http_respond_error(r, r->early_status, r->early_message);
 		return ROUTE_ANSWERED;
 	}
-	http_route_pick(s, r);
+	if (s->o.proxy && r->authority) {
+		/* A forward proxy's request (absolute-form or CONNECT). */
+		r->route = s->o.proxy;
+		if (s->o.proxy->max_body_bytes)
+			r->body.max = s->o.proxy->max_body_bytes;
+	} else {
+		http_route_pick(s, r);
+	}
 	if (r->reserved && !(r->route && r->route->health)) {
 		sbx_http_respond_error(r, 503,
 				       "too many connections (this one serves health endpoints "
@@ -130,7 +137,7 @@ enum route_verdict http_route_head(struct sbx_http_req *r)
 	}
 	/* A protocol switch has no body to stream: its handler runs once the
 	 * request is complete, when the connection can be handed over. */
-	if (r->route->stream_body && !r->upgrade) {
+	if (r->route->stream_body && !r->upgrade && !r->connect) {
 		r->streamed = true;
 		req_set_state(r, REQ_HANDLER);
 		r->route->fn(r, r->route->arg);

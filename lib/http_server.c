@@ -163,6 +163,7 @@ int http_parse_addr(const char *addr, struct sockaddr_storage *ss)
 /* ---- output gathered per loop turn ------------------------------------------------ */
 
 static void maybe_free(struct sbx_http_server *s);
+static void on_listener_closed(uv_handle_t *h);
 
 static void run_flushes(struct sbx_http_server *s)
 {
@@ -351,17 +352,13 @@ int sbx_http_server_listen(struct sbx_http_server *s, const char *addr)
 	l->tcp.data = l;
 	s->open_listeners++;
 	s->n_listeners++;
-	if (s->o.reuse_port && (rc = reuse_port_socket(&l->tcp, ss.ss_family))) {
-		s->n_listeners--;
-		uv_close((uv_handle_t *)&l->tcp, NULL);
-		s->open_listeners--;
-		return rc;
-	}
-	if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) ||
+	if ((s->o.reuse_port && (rc = reuse_port_socket(&l->tcp, ss.ss_family))) ||
+	    (rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) ||
 	    (rc = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection))) {
-		s->n_listeners--;
-		uv_close((uv_handle_t *)&l->tcp, NULL);
-		s->open_listeners--;
+		/* The handle lives in the server: the server stays until it
+		 * has closed (a close right after must not free it first). */
+		l->failed = true;
+		uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
 		return rc;
 	}
 	return 0;
@@ -413,8 +410,12 @@ int sbx_http_server_port(const struct sbx_http_server *s)
 	struct sockaddr_storage ss;
 	int len = sizeof(ss);
 
-	if (!s->n_listeners ||
-	    uv_tcp_getsockname(&s->listeners[0].tcp, (struct sockaddr *)&ss, &len))
+	int i = 0;
+
+	while (i < s->n_listeners && s->listeners[i].failed)
+		i++;
+	if (i == s->n_listeners ||
+	    uv_tcp_getsockname(&s->listeners[i].tcp, (struct sockaddr *)&ss, &len))
 		return -1;
 	return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 					      : ((struct sockaddr_in *)&ss)->sin_port);
@@ -445,7 +446,8 @@ void sbx_http_server_close(struct sbx_http_server *s, void (*done)(void *arg), v
 	s->done = done;
 	s->done_arg = arg;
 	for (int i = 0; i < s->n_listeners; i++)
-		uv_close((uv_handle_t *)&s->listeners[i].tcp, on_listener_closed);
+		if (!s->listeners[i].failed)
+			uv_close((uv_handle_t *)&s->listeners[i].tcp, on_listener_closed);
 	run_flushes(s);
 	uv_close((uv_handle_t *)&s->flush_check, on_flusher_closed);
 	uv_close((uv_handle_t *)&s->flush_prepare, on_flusher_closed);

@@ -52,13 +52,7 @@ static void tunnel_close(struct tunnel *t)
 	t->closing = true;
 	if (t->req)
 		sbx_http_on_abort(t->req, NULL, NULL);
-	if (t->st) {
-		struct http_stream *st = t->st;
-
-		t->st = NULL;
-		st->cb = NULL; /* no more calls: the tunnel is going */
-		st->ops->close(st);
-	}
+	http_stream_detach(&t->st);
 	if (t->x)
 		sbx_http_client_abort(t->x);
 	if (t->switched)

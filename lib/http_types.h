@@ -166,6 +166,7 @@ struct http_listener {
 	uv_tcp_t tcp;
 	struct sbx_http_server *s;
 	SSL_CTX *tls; /* NULL: cleartext */
+	bool failed;  /* could not listen: closing, its slot spent */
 };
 
 struct sbx_http_server {
@@ -261,6 +262,8 @@ struct sbx_http_req {
 	struct http_hdr *headers;
 	unsigned n_headers;
 	const char *target, *path, *query;
+	char *authority;     /* absolute-form or CONNECT target's host[:port] (owned) */
+	bool absolute_https; /* the absolute-form target said https:// */
 	char method[16];
 	const struct sbx_http_route *route;
 	int early_status; /* decided before the handler (404, 405, 413, ...) */
@@ -275,6 +278,7 @@ struct sbx_http_req {
 	 * by HTTP/1 Upgrade (with a key handshake) or by HTTP/2 CONNECT. */
 	const char *upgrade;
 	bool upgrade_by_connect;
+	bool connect;  /* a CONNECT to a forward proxy: a byte tunnel once answered */
 	bool reserved; /* arrived on a health slot */
 	bool secure;   /* over TLS */
 	bool head;
@@ -359,6 +363,9 @@ struct http_stream {
 
 /* Attaches the user of a stream; input held so far is delivered. */
 void http_stream_attach(struct http_stream *st, const struct http_stream_cb *cb, void *arg);
+/* Its user lets *stp go: no more callbacks, our side ends after what is
+ * queued, and *stp is NULL. */
+void http_stream_detach(struct http_stream **stp);
 
 /* Codec entry points. */
 void *http1_new(struct http_conn *c);

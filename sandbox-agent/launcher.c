@@ -3,6 +3,7 @@
 
 #include "api.h"
 #include "automation.h"
+#include "ptyspawn.h"
 #include "sbx/alloc.h"
 #include "sbx/http.h"
 #include "sbx/log.h"
@@ -152,12 +153,17 @@ int launcher_start(struct launcher *l)
 	uv_stdio_container_t stdio[3] = { { .flags = UV_IGNORE },
 					  { .flags = UV_INHERIT_FD, .data.fd = 2 },
 					  { .flags = UV_INHERIT_FD, .data.fd = 2 } };
+	char proxy[128];
+	const char *changes[] = { proxy, NULL }, *none[] = { NULL };
 	struct browser_run *r;
 	int rc;
 
 	if (!l->cmd || l->closing)
 		return 0;
-	if (!(r = sbx_calloc(1, sizeof(*r)))) {
+	/* The forward proxy, for --proxy-server=$SBX_FORWARD_PROXY. */
+	snprintf(proxy, sizeof(proxy), "SBX_FORWARD_PROXY=%s", l->proxy_url ? l->proxy_url : "");
+	if (!(r = sbx_calloc(1, sizeof(*r))) || !(o.env = pty_env(l->proxy_url ? changes : none))) {
+		sbx_free(r);
 		fail_waiting(l, 503, "out of memory");
 		return -ENOMEM;
 	}
@@ -165,7 +171,9 @@ int launcher_start(struct launcher *l)
 	o.stdio_count = 3;
 	r->l = l;
 	r->proc.data = r;
-	if ((rc = uv_spawn(l->loop, &r->proc, &o))) {
+	rc = uv_spawn(l->loop, &r->proc, &o);
+	pty_env_free(o.env);
+	if (rc) {
 		char msg[160];
 
 		uv_close((uv_handle_t *)&r->proc, run_closed);

@@ -6,7 +6,9 @@
  * hard restart asks: the old one's process group gets SIGTERM, SIGKILL 5 s
  * later, and the answer waits until the new one's DevTools accept
  * connections on --cdp (30 s at most). A browser that exits on its own is
- * logged and started again by the next hard restart. A soft restart only
+ * logged and started again by the next hard restart. The command finds
+ * the agent's forward proxy in SBX_FORWARD_PROXY (http://127.0.0.1:port),
+ * for --proxy-server. A soft restart only
  * drops the DevTools connection and the page sessions, which the next
  * operation opens anew; without --browser-cmd that is all a restart can
  * do, and a hard one is refused (409). When the agent stops, the browser's
@@ -26,6 +28,7 @@ struct launcher {
 	const char *cmd;      /* NULL: the browser is not the agent's */
 	const char *cdp_addr; /* where its DevTools listen ("ip:port") */
 	const char *workspace;
+	const char *proxy_url; /* the forward proxy: SBX_FORWARD_PROXY in its environment */
 	struct automation *automation;
 	struct browser_run *run;      /* the browser now, NULL if none */
 	struct sbx_http_req *waiting; /* a hard restart's answer */

@@ -16,6 +16,7 @@
 #include "docs.h"
 #include "code.h"
 #include "files.h"
+#include "fwdproxy.h"
 #include "install.h"
 #include "kernel.h"
 #include "launcher.h"
@@ -50,6 +51,8 @@ static long max_upload_bytes = 8L << 30;
 static long max_walk_seconds = 60;
 static char *skills_dir;
 static char *observe_dir;
+static char *forward_proxy_addr;
+static char *proxy_state;
 static char *cdp_addr;
 static char *browser_cmd;
 static char *shutdown_hook;
@@ -85,6 +88,7 @@ struct agent {
 	struct ports ports;
 	struct observe observe;
 	struct launcher launcher;
+	struct fwdproxy fwdproxy;
 };
 
 static void healthz(struct sbx_http_req *req, void *arg)
@@ -119,6 +123,7 @@ static void stop_now(void *arg)
 	observe_close(&a->observe);
 	launcher_close(&a->launcher);
 	automation_close(&a->automation);
+	fwdproxy_close(&a->fwdproxy);
 	sbx_http_server_close(a->http, on_closed, a);
 }
 
@@ -218,6 +223,76 @@ static int serve(void *arg)
 		  .fn = observe_handle_report_delete,
 		  .arg = &a.observe,
 		  .summary = "Delete a report" },
+		{ .method = "GET",
+		  .pattern = "/v1/proxy/mappings",
+		  .fn = fwdproxy_handle_mappings,
+		  .arg = &a.fwdproxy,
+		  .summary = "The forward proxy's domain mappings" },
+		{ .method = "POST",
+		  .pattern = "/v1/proxy/mappings",
+		  .fn = fwdproxy_handle_mapping_add,
+		  .arg = &a.fwdproxy,
+		  .summary =
+			  "Map a domain (source: [protocol://]host[:port][/path], * in the "
+			  "host) to a target ([host:]port[/path]); the same source is replaced" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/proxy/mappings/{source}",
+		  .fn = fwdproxy_handle_mapping_remove,
+		  .arg = &a.fwdproxy,
+		  .summary = "Remove a mapping (its source, percent-encoded or not)" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/proxy/mappings/{source}/*",
+		  .fn = fwdproxy_handle_mapping_remove,
+		  .arg = &a.fwdproxy,
+		  .summary = "The same for a source with a path, as the SDKs send it (unencoded)" },
+		{ .method = "GET",
+		  .pattern = "/v1/proxy/excludes",
+		  .fn = fwdproxy_handle_excludes,
+		  .arg = &a.fwdproxy,
+		  .summary = "Patterns that bypass the upstream proxy" },
+		{ .method = "POST",
+		  .pattern = "/v1/proxy/excludes",
+		  .fn = fwdproxy_handle_exclude_add,
+		  .arg = &a.fwdproxy,
+		  .summary = "Add a bypass pattern (*.example.com, .example.com, a host, a CIDR "
+			     "block)" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/proxy/excludes",
+		  .fn = fwdproxy_handle_exclude_remove,
+		  .arg = &a.fwdproxy,
+		  .summary = "Remove a bypass pattern" },
+		{ .method = "GET",
+		  .pattern = "/v1/proxy/diagnose",
+		  .fn = fwdproxy_handle_diagnose,
+		  .arg = &a.fwdproxy,
+		  .summary = "How the forward proxy would route a URL, and whether that target "
+			     "accepts connections" },
+		{ .method = "GET",
+		  .pattern = "/v1/proxy/health",
+		  .fn = fwdproxy_handle_health,
+		  .arg = &a.fwdproxy,
+		  .summary = "Whether the forward proxy listens and its configuration is saved" },
+		{ .method = "GET",
+		  .pattern = "/v1/proxy/upstream",
+		  .fn = fwdproxy_handle_upstream,
+		  .arg = &a.fwdproxy,
+		  .summary = "The upstream proxy, or null (direct)" },
+		{ .method = "PUT",
+		  .pattern = "/v1/proxy/upstream",
+		  .fn = fwdproxy_handle_upstream_set,
+		  .arg = &a.fwdproxy,
+		  .summary = "Set the upstream proxy (host:port, user:pass@host:port, auth_cmd)" },
+		{ .method = "DELETE",
+		  .pattern = "/v1/proxy/upstream",
+		  .fn = fwdproxy_handle_upstream_remove,
+		  .arg = &a.fwdproxy,
+		  .summary = "Remove the upstream proxy: direct" },
+		{ .method = "GET",
+		  .pattern = "/v1/browser/proxy.pac",
+		  .fn = fwdproxy_handle_pac,
+		  .arg = &a.fwdproxy,
+		  .summary = "The PAC file: mapped hosts through the forward proxy, excluded ones "
+			     "direct" },
 		{ .method = "POST",
 		  .pattern = "/v1/browser/restart",
 		  .fn = launcher_handle_restart,
@@ -905,7 +980,7 @@ static int serve(void *arg)
 
 	struct sbx_http_server_opts so = { 0 };
 	int rc, exit_code = 1;
-	char err[256];
+	char err[256], proxy_url[96];
 
 	if (browser_cmd && *browser_cmd && !(cdp_addr && *cdp_addr)) {
 		fprintf(stderr,
@@ -922,6 +997,12 @@ static int serve(void *arg)
 	if ((rc = context_init(&a.ctx, a.loop, workspace))) {
 		sbx_log_error("cannot gather the sandbox context", SBX_LERR(rc));
 		goto out_auth;
+	}
+	if ((rc = fwdproxy_init(&a.fwdproxy, a.loop, forward_proxy_addr, proxy_state,
+				a.ctx.workspace, err, sizeof(err)))) {
+		fprintf(stderr, "sbx-agent: %s\n", err);
+		exit_code = 2;
+		goto out_context;
 	}
 	if ((rc = shell_init(&a.shell, a.loop, a.ctx.workspace, (unsigned)max_sessions,
 			     (size_t)max_output_bytes))) {
@@ -948,6 +1029,7 @@ static int serve(void *arg)
 	automation_init(&a.automation, a.loop, a.browser.cdp, a.ctx.workspace);
 	launcher_init(&a.launcher, a.loop, browser_cmd, a.browser.cdp, a.ctx.workspace,
 		      &a.automation);
+	a.launcher.proxy_url = fwdproxy_url(&a.fwdproxy, proxy_url, sizeof(proxy_url));
 	hooks_init(&a.hooks, a.loop, a.ctx.workspace, shutdown_hook);
 	skills_init(&a.skills, a.loop, a.ctx.workspace, skills_dir);
 	observe_init(&a.observe, a.loop, observe_dir, a.ctx.workspace);
@@ -998,6 +1080,7 @@ static int serve(void *arg)
 	}
 	if (rc) {
 		sbx_http_server_close(a.http, NULL, NULL);
+		fwdproxy_close(&a.fwdproxy);
 		goto out_loop;
 	}
 	sbx_metrics_register(http_metrics, &a);
@@ -1006,6 +1089,7 @@ static int serve(void *arg)
 	sbx_log_info("listening", SBX_LS("addr", listen_addr),
 		     SBX_LI("port", sbx_http_server_port(a.http)),
 		     SBX_LS("workspace", a.ctx.workspace), SBX_LS("version", SBX_VERSION),
+		     SBX_LS("forward_proxy", a.fwdproxy.addr),
 		     SBX_LB("auth", auth_enabled(&a.auth)));
 	exit_code = 0;
 out_loop:
@@ -1024,7 +1108,9 @@ out_loop:
 	automation_release(&a.automation);
 	hooks_release(&a.hooks);
 out_context:
+	fwdproxy_close(&a.fwdproxy);
 	sbx_loop_close(a.loop);
+	fwdproxy_release(&a.fwdproxy);
 	context_release(&a.ctx);
 out_auth:
 	auth_release(&a.auth);
@@ -1079,6 +1165,18 @@ int main(int argc, char **argv)
 		  .dest = &observe_dir,
 		  .metavar = "DIR",
 		  .help = "observation sessions and reports (default: ~/.sbx/observe)" },
+		{ .name = "forward-proxy",
+		  .type = SBX_OPT_STRING,
+		  .dest = &forward_proxy_addr,
+		  .metavar = "ADDR",
+		  .help = "loopback address of the sandbox's forward proxy (default 127.0.0.1:0, "
+			  "a free port; /v1/proxy configures it)" },
+		{ .name = "proxy-state",
+		  .type = SBX_OPT_STRING,
+		  .dest = &proxy_state,
+		  .metavar = "FILE",
+		  .help = "where the forward proxy's mappings, excludes and upstream are kept "
+			  "(default: ~/.sbx/proxy.json)" },
 		{ .name = "skills-dir",
 		  .type = SBX_OPT_STRING,
 		  .dest = &skills_dir,

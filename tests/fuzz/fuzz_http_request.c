@@ -240,6 +240,26 @@ static void tunnel(struct sbx_http_req *req, void *arg)
 	sbx_http_tunnel(req, &o);
 }
 
+/* A forward proxy's requests: CONNECT opens a tunnel to the upstream (asked
+ * with a CONNECT of its own, carrying X-Up, when the request has one), an
+ * absolute-form request is forwarded to it. */
+static void proxied(struct sbx_http_req *req, void *arg)
+{
+	const struct sbx_http_tunnel_opts o = { .upstream = up_addr, .path = "/up" };
+	const char *x_up = sbx_http_header(req, "X-Up");
+	char via[256];
+
+	if (strcmp(sbx_http_method(req), "CONNECT") != 0) {
+		sbx_http_forward(req, &o);
+		return;
+	}
+	snprintf(via, sizeof(via), "CONNECT %.100s HTTP/1.1\r\nX-Up: %.64s\r\n\r\n",
+		 sbx_http_authority(req), x_up ? x_up : "");
+	sbx_http_connect(req, up_addr, x_up ? via : NULL);
+}
+
+static const struct sbx_http_route proxy_route = { .fn = proxied, .stream_body = true };
+
 static const struct sbx_http_route routes[] = {
 	{ .method = "GET", .pattern = "/tunnel", .fn = tunnel },
 	{ .method = "GET", .pattern = "/ws", .fn = ws_route },
@@ -318,7 +338,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					  .max_headers = 16,
 					  .max_body_bytes = 4096,
 					  .header_timeout_ms = 1000,
-					  .idle_timeout_ms = 50 };
+					  .idle_timeout_ms = 50,
+					  .connect_timeout_ms = 1000 };
 	struct sbx_http_server *s;
 	struct drain d = { 0 };
 	bool closed = false;
@@ -333,6 +354,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifdef FUZZ_INGRESS
 	fuzz_ingress_start(&loop, &o, &s, data, size);
 #else
+	o.proxy = &proxy_route;
 	sbx_http_server_new(&loop, &o, routes, sizeof(routes) / sizeof(routes[0]), &s);
 #endif
 #ifdef FUZZ_TLS_RECORDS

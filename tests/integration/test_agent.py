@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -112,6 +113,19 @@ def test_unknown_endpoints_and_methods_are_clear(agent):
     assert r.status_code == 404 and r.json()["error"]["message"] == "no such endpoint"
     r = requests.post(f"{a.url}/v1/sandbox", timeout=5)
     assert r.status_code == 405
+
+
+def test_a_port_in_use_is_an_error_not_a_crash(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        out = subprocess.run(
+            [str(binary("sandbox-agent/sbx-agent")), f"--listen=127.0.0.1:{s.getsockname()[1]}",
+             f"--proxy-state={tmp_path / 'proxy.json'}"],
+            capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1, out.stderr
+    assert "cannot listen" in out.stderr and "address already in use" in out.stderr
+    assert_no_sanitizer_report(out.stderr)
 
 
 def test_sigterm_stops_cleanly_while_runtimes_are_probed(agent):

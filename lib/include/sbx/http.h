@@ -92,6 +92,14 @@ struct sbx_http_server_opts {
 	 * true to go on; otherwise it has answered the request itself. */
 	bool (*authorize)(struct sbx_http_req *req, void *arg);
 	void *authorize_arg;
+	/* A forward proxy's requests go to this route, not the table: those
+	 * with an absolute-form target ("GET http://host/x", for an HTTP/1.1
+	 * client configured to use this server as its proxy) and CONNECT
+	 * host:port (RFC 9110 9.3.6; the handler calls sbx_http_connect).
+	 * Origin-form requests ("GET /x") are still routed by the table. NULL:
+	 * an absolute-form target is served by its path, as an origin server
+	 * must, and CONNECT is refused. */
+	const struct sbx_http_route *proxy;
 };
 
 int sbx_http_server_new(uv_loop_t *loop, const struct sbx_http_server_opts *opts,
@@ -207,6 +215,12 @@ const char *sbx_http_method(const struct sbx_http_req *req);
 const char *sbx_http_path(const struct sbx_http_req *req);
 /* The query string after '?', or "". */
 const char *sbx_http_query_string(const struct sbx_http_req *req);
+/* A forward proxy's request: the "host[:port]" of an absolute-form target,
+ * or of a CONNECT, as the client wrote it (RFC 9112 3.2.2, 3.2.3). NULL
+ * for an origin-form target. */
+const char *sbx_http_authority(const struct sbx_http_req *req);
+/* The scheme of an absolute-form target ("http" or "https"), else NULL. */
+const char *sbx_http_scheme(const struct sbx_http_req *req);
 /* First header with this name (case-insensitive), or NULL. */
 const char *sbx_http_header(const struct sbx_http_req *req, const char *name);
 /* Is a header name one of names (both in any case)? */
@@ -397,6 +411,19 @@ int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts 
  * large or cut, 431); after, the client's answer is cut. 0 when started,
  * or a negative errno once the client has its error. */
 int sbx_http_forward(struct sbx_http_req *req, const struct sbx_http_tunnel_opts *o);
+
+/* Opens the byte tunnel a CONNECT asks for (on a server with a proxy
+ * route): connects to upstream ("IP:port", or "[IPv6]:port") within the
+ * server's connect_timeout_ms, and, when via_head is set, sends it first
+ * (a CONNECT to a next proxy, its whole head) and waits for a 2xx answer
+ * head. Then the client gets 200 and bytes flow both ways, paced by the
+ * slower side, until either side closes; the client's stream idle timeout
+ * and the server's drain deadline apply. req is done once the tunnel is
+ * open or refused. 0 when started; otherwise the client has its answer
+ * (400, 503) and a negative errno is returned. Failures later answer 502
+ * (refused, the next proxy said no: its status is in the message) or 504
+ * (no connection or answer in time). */
+int sbx_http_connect(struct sbx_http_req *req, const char *upstream, const char *via_head);
 
 /* ---- internal calls -------------------------------------------------------- */
 

@@ -71,7 +71,7 @@ struct sbx_http_field {
 struct sbx_http_client_request {
 	const char *backend; /* "ip:port" or "[ipv6]:port" */
 	const char *method;
-	const char *target; /* origin form: "/path?query" */
+	const char *target; /* "/path?query", or "http://host/path" to a proxy */
 	const char *host;   /* the Host header; NULL: the backend address */
 	const struct sbx_http_field *headers;
 	size_t n_headers;

@@ -85,6 +85,25 @@ static void targets(void **state)
 	req_split_target(&r);
 	assert_string_equal(r.path, "/p");
 	assert_string_equal(r.query, "q");
+	/* A forward proxy's request: the authority apart, and the scheme. */
+	assert_string_equal(sbx_http_authority(&r), "example.test:8080");
+	assert_string_equal(sbx_http_scheme(&r), "http");
+	sbx_buf_reset(&r.arena);
+	sbx_buf_append(&r.arena, "HTTPS://h?only=query", 21);
+	r.query = NULL;
+	req_split_target(&r);
+	assert_string_equal(r.path, "/");
+	assert_string_equal(r.query, "only=query");
+	assert_string_equal(sbx_http_authority(&r), "h");
+	assert_string_equal(sbx_http_scheme(&r), "https");
+	/* origin-form has none */
+	sbx_buf_reset(&r.arena);
+	sbx_free(r.authority);
+	r.authority = NULL;
+	sbx_buf_append(&r.arena, "/x", 3);
+	req_split_target(&r);
+	assert_null(sbx_http_authority(&r));
+	assert_null(sbx_http_scheme(&r));
 	sbx_buf_release(&r.arena);
 }
 
