@@ -3,6 +3,7 @@
 
 #include "sbx/http.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -127,4 +128,35 @@ void api_public_base(struct sbx_http_req *req, char *http, size_t http_size, cha
 	snprintf(host_prefix, hp_size, "%.200s%.300s", host, pre);
 	snprintf(ws, ws_size, "%s://%s", tls ? "wss" : "ws", host_prefix);
 	snprintf(http, http_size, "%s://%s", tls ? "https" : "http", host_prefix);
+}
+
+/* An optional number field within [min, max]: false (422 sent) when it
+ * is there and not such a number. */
+bool api_opt_number(struct sbx_http_req *req, json_t *body, const char *field, double min,
+		    double max, bool integer, double *out, bool *given)
+{
+	json_t *v = json_object_get(body, field);
+	char loc[64], msg[128];
+	double d;
+
+	*given = false;
+	if (!v || json_is_null(v))
+		return true;
+	snprintf(loc, sizeof(loc), "body.%s", field);
+	if (!json_is_number(v) || (integer && !json_is_integer(v))) {
+		api_invalid(req, loc,
+			    integer ? "Input should be a valid integer"
+				    : "Input should be a valid number",
+			    integer ? "int_type" : "float_type");
+		return false;
+	}
+	d = json_number_value(v);
+	if (!isfinite(d) || d < min || d > max) {
+		snprintf(msg, sizeof(msg), "Input should be from %g to %g", min, max);
+		api_invalid(req, loc, msg, "value_error");
+		return false;
+	}
+	*out = d;
+	*given = true;
+	return true;
 }

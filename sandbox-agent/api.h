@@ -40,5 +40,10 @@ json_t *api_body_object_or_empty(struct sbx_http_req *req);
 /* An optional string field: absent or null gives NULL; anything but a
  * string is a 422 (sent) and false. */
 bool api_opt_string(struct sbx_http_req *req, json_t *body, const char *field, const char **out);
+/* An optional number field within [min, max] (integer: an integer one):
+ * absent or null leaves *given false; anything else out of that is a 422
+ * (sent) and false. */
+bool api_opt_number(struct sbx_http_req *req, json_t *body, const char *field, double min,
+		    double max, bool integer, double *out, bool *given);
 
 #endif

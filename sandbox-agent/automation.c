@@ -11,6 +11,7 @@
 
 #include "api.h"
 #include "cdp.h"
+#include "record.h"
 #include "sbx/alloc.h"
 #include "sbx/base64.h"
 #include "sbx/buf.h"
@@ -519,6 +520,36 @@ static bool intercepting(const struct automation *a)
 	return json_array_size(a->routes) || json_object_size(a->scoped);
 }
 
+/* ---- page recording: frames ----------------------------------------------------------- */
+
+static void rec_finish(struct automation *a);
+
+static void frame_acked(json_t *result, const char *error, void *arg)
+{
+	(void)result;
+	(void)error;
+	(void)arg;
+}
+
+/* A screencast frame: acknowledged (the browser sends the next one only
+ * then), and the recording's latest picture if it is its page's. */
+static void on_frame(struct automation *a, const char *session, json_t *p)
+{
+	const char *data = sbx_json_str(p, "data");
+	char *jpeg;
+	size_t len;
+
+	if (a->cdp)
+		cdp_call(a->cdp, session, "Page.screencastFrameAck",
+			 json_pack("{s:O}", "sessionId", json_object_get(p, "sessionId")),
+			 CALL_TIMEOUT_MS, frame_acked, NULL);
+	if (!a->rec || a->rec_finishing || strcmp(a->rec_session, session) || !data ||
+	    sbx_base64_decode(data, strlen(data), &jpeg, &len))
+		return;
+	recording_frame(a->rec, jpeg, len);
+	sbx_free(jpeg);
+}
+
 /* ---- events -------------------------------------------------------------------------- */
 
 static void on_event(const char *method, const char *session, json_t *params, void *arg)
@@ -539,6 +570,8 @@ static void on_event(const char *method, const char *session, json_t *params, vo
 		on_network(a, method, params);
 	} else if (!strcmp(method, "Fetch.requestPaused")) {
 		on_paused(a, session, params);
+	} else if (!strcmp(method, "Page.screencastFrame")) {
+		on_frame(a, session, params);
 	} else if (!strcmp(method, "Page.frameNavigated") &&
 		   !json_object_get(json_object_get(params, "frame"), "parentId")) {
 		for (unsigned i = 0; i < a->n_tabs; i++)
@@ -551,6 +584,8 @@ static void on_event(const char *method, const char *session, json_t *params, vo
 		for (unsigned i = 0; i < a->n_tabs; i++)
 			if (!strcmp(a->tabs[i].session, s))
 				a->tabs[i].session[0] = '\0';
+		if (a->rec && !strcmp(a->rec_session, s))
+			rec_finish(a); /* its page is gone */
 	}
 	/* Jobs waiting for this event on this page. */
 	for (struct auto_job *j = a->jobs, *next; j; j = next) {
@@ -573,6 +608,9 @@ static void on_event(const char *method, const char *session, json_t *params, vo
 static void on_lost(void *arg)
 {
 	struct automation *a = arg;
+
+	a->rec_session[0] = '\0'; /* nothing to tell a browser that is gone */
+	rec_finish(a);
 
 	/* Sessions die with the connection. */
 	for (unsigned i = 0; i < a->n_tabs; i++)
@@ -3471,6 +3509,227 @@ void automation_export_har(struct sbx_http_req *req, void *arg)
 	job_start(arg, req, body, op_export_har, false);
 }
 
+/* ---- page recording ------------------------------------------------------------------------ */
+
+#define RECORD_MAX_SECONDS 3600
+
+static json_t *rec_status(struct automation *a)
+{
+	json_t *s;
+
+	if (!a->rec)
+		return json_pack("{s:s, s:O?}", "state", "idle", "last", a->rec_last);
+	s = recording_info(a->rec);
+	json_object_set_new(s, "state",
+			    json_string(a->rec_finishing	   ? "stopping"
+					: !a->rec_ready		   ? "starting"
+					: recording_paused(a->rec) ? "paused"
+								   : "recording"));
+	return s;
+}
+
+/* The file is complete (or failed): whoever waits for it is answered. */
+static void rec_done(json_t *info, const char *error, void *arg)
+{
+	struct automation *a = arg;
+	struct auto_job *waiting[] = { a->rec_job, a->rec_stopper };
+
+	a->rec = NULL;
+	a->rec_ready = a->rec_finishing = false;
+	a->rec_job = a->rec_stopper = NULL;
+	a->rec_session[0] = '\0';
+	json_decref(a->rec_last);
+	a->rec_last = info ? info : json_pack("{s:s}", "error", error);
+	for (size_t i = 0; i < sizeof(waiting) / sizeof(waiting[0]); i++) {
+		struct auto_job *j = waiting[i];
+
+		if (!j || j->ended)
+			continue;
+		if (error)
+			job_fail(j, 200, "%s", error);
+		else
+			job_ok(j, "Recorded", json_deep_copy(info));
+	}
+}
+
+/* Ends the recording: the screencast stops, the file is completed. */
+static void rec_finish(struct automation *a)
+{
+	if (!a->rec || a->rec_finishing || !a->rec_ready)
+		return;
+	a->rec_finishing = true;
+	if (a->cdp && a->rec_session[0])
+		cdp_call(a->cdp, a->rec_session, "Page.stopScreencast", NULL, CALL_TIMEOUT_MS,
+			 frame_acked, NULL);
+	recording_stop(a->rec, rec_done, a);
+}
+
+static void rec_limit(void *arg)
+{
+	rec_finish(arg);
+}
+
+/* The file is open: the screencast starts on the starter's page. */
+static void rec_opened(struct recording *r, const char *error, void *arg)
+{
+	struct automation *a = arg;
+	struct auto_job *j = a->rec_starter;
+	json_t *body = j->body;
+
+	(void)r;
+	if (error) {
+		a->rec = NULL;
+		a->rec_starter = NULL;
+		job_fail(j, 200, "%s", error);
+		return;
+	}
+	snprintf(a->rec_session, sizeof(a->rec_session), "%s", j->session);
+	job_call(j, false, "Page.startScreencast",
+		 json_pack("{s:s, s:I, s:i}", "format", "jpeg", "quality",
+			   json_integer_value(json_object_get(body, "quality")), "everyNthFrame",
+			   1));
+}
+
+static void op_record(struct auto_job *j, json_t *result, const char *error)
+{
+	struct automation *a = j->a;
+	json_t *body = j->body;
+	const char *path = sbx_json_str(body, "save_path");
+	double duration = json_number_value(json_object_get(body, "duration"));
+	bool once = !strcmp(sbx_json_str(body, "action"), "once");
+	int rc;
+
+	switch (j->step) {
+	case 0:
+		if (a->rec) {
+			job_fail(j, 409, "a recording is running: stop it first");
+			return;
+		}
+		if (path && *path) {
+			job_path(j, path);
+		} else {
+			char stamp[32];
+			time_t now = time(NULL);
+			struct tm tm;
+
+			strftime(stamp, sizeof(stamp), "%Y%m%d_%H%M%S", gmtime_r(&now, &tm));
+			snprintf(j->path, sizeof(j->path), "/tmp/recordings/page_%s.avi", stamp);
+		}
+		a->rec_starter = j;
+		rc = recording_open(a->loop, j->path,
+				    (unsigned)json_integer_value(json_object_get(body, "fps")),
+				    (uint64_t)(duration * 1000), rec_opened, rec_limit, a, &a->rec);
+		if (rc) {
+			a->rec = NULL;
+			a->rec_starter = NULL;
+			job_fail(j, 503, "cannot start a recording: %s", uv_strerror(rc));
+		}
+		return;
+	case 1: /* the screencast's answer */
+		a->rec_starter = NULL;
+		if (!result) {
+			/* Nothing recorded: the file is completed, empty. */
+			a->rec_ready = true;
+			rec_finish(a);
+			job_fail(j, 502, "the browser did not start a screencast: %s", error);
+			return;
+		}
+		a->rec_ready = true;
+		if (!once) {
+			job_ok(j, "Recording", rec_status(a));
+			return;
+		}
+		a->rec_job = j;
+		job_pause(j, (uint64_t)(duration * 1000));
+		return;
+	default: /* a "once" has had its time; rec_done answers */
+		rec_finish(a);
+		return;
+	}
+}
+
+static void op_record_stop(struct auto_job *j, json_t *result, const char *error)
+{
+	(void)result;
+	(void)error;
+	j->a->rec_stopper = j;
+	rec_finish(j->a); /* rec_done answers */
+}
+
+void automation_record(struct sbx_http_req *req, void *arg)
+{
+	static const char *const actions[] = {
+		"once", "start", "pause", "resume", "stop", "status"
+	};
+	struct automation *a = arg;
+	json_t *body = api_body_object_or_empty(req), *v;
+	const char *action = "once", *path;
+	bool known = false, given;
+	double n;
+
+	if (!body)
+		return;
+	if ((v = json_object_get(body, "action")) && !json_is_null(v))
+		action = json_string_value(v) ?: "";
+	for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
+		known = known || !strcmp(action, actions[i]);
+	if (!known) {
+		api_invalid(
+			req, "body.action",
+			"Input should be 'once', 'start', 'pause', 'resume', 'stop' or 'status'",
+			"enum");
+		goto out;
+	}
+	if (!api_opt_number(req, body, "duration", 0.001, RECORD_MAX_SECONDS, false, &n, &given) ||
+	    !api_opt_number(req, body, "fps", 1, 60, true, &n, &given) ||
+	    !api_opt_number(req, body, "quality", 0, 100, true, &n, &given) ||
+	    !field_string(req, body, "save_path", false, &path))
+		goto out;
+	if (!strcmp(action, "status")) {
+		api_ok(req, "Recording status", rec_status(a));
+	} else if (!strcmp(action, "pause") || !strcmp(action, "resume")) {
+		if (!a->rec || !a->rec_ready || a->rec_finishing) {
+			api_fail(req, "no recording is running", rec_status(a));
+			goto out;
+		}
+		recording_pause(a->rec, !strcmp(action, "pause"));
+		api_ok(req, !strcmp(action, "pause") ? "Recording paused" : "Recording resumed",
+		       rec_status(a));
+	} else if (!strcmp(action, "stop")) {
+		if (!a->rec) {
+			api_fail(req, "no recording is running", rec_status(a));
+		} else if (!a->rec_ready || a->rec_stopper) {
+			json_t *env = api_envelope(false,
+						   a->rec_stopper ? "the recording is being stopped"
+								  : "the recording is starting; "
+								    "stop it once it runs",
+						   rec_status(a));
+
+			sbx_http_respond_json(req, 409, env);
+			json_decref(env);
+		} else {
+			job_start(a, req, body, op_record_stop, false);
+			return; /* the job has the body */
+		}
+	} else {
+		/* once and start: the defaults filled in; start without a
+		 * duration runs until stopped (RECORD_MAX_SECONDS at most). */
+		if (!json_object_get(body, "fps"))
+			json_object_set_new(body, "fps", json_integer(15));
+		if (!json_object_get(body, "quality"))
+			json_object_set_new(body, "quality", json_integer(80));
+		if (!json_object_get(body, "duration"))
+			json_object_set_new(
+				body, "duration",
+				json_real(!strcmp(action, "once") ? 10 : RECORD_MAX_SECONDS));
+		json_object_set_new(body, "action", json_string(action));
+		job_start(a, req, body, op_record, true);
+		return;
+	}
+out:
+	json_decref(body);
+}
+
 /* ---- life ------------------------------------------------------------------------------------ */
 
 void automation_init(struct automation *a, uv_loop_t *loop, const char *cdp_addr,
@@ -3489,6 +3748,7 @@ void automation_init(struct automation *a, uv_loop_t *loop, const char *cdp_addr
 
 void automation_close(struct automation *a)
 {
+	rec_finish(a); /* the file is completed while the loop drains */
 	cdp_free(a->cdp);
 	a->cdp = NULL;
 }
@@ -3507,4 +3767,5 @@ void automation_release(struct automation *a)
 	json_decref(a->routes);
 	json_decref(a->headers);
 	json_decref(a->scoped);
+	json_decref(a->rec_last);
 }

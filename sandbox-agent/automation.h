@@ -22,6 +22,7 @@
 struct sbx_http_req;
 struct cdp;
 struct auto_job;
+struct recording;
 
 struct auto_tab {
 	char target[64];
@@ -48,6 +49,15 @@ struct automation {
 	double mouse_x, mouse_y;	/* where POST /v1/browser/actions left the pointer */
 	struct auto_job *jobs;
 	uint64_t network_at; /* the last request event (loop time) */
+	/* POST /v1/browser/page/record: one screencast at a time. */
+	struct recording *rec;	      /* NULL: none */
+	char rec_session[64];	      /* the page it records */
+	bool rec_ready;		      /* the screencast runs */
+	bool rec_finishing;	      /* the file is being completed */
+	struct auto_job *rec_starter; /* the start waiting for the file */
+	struct auto_job *rec_job;     /* a "once" waiting for its end */
+	struct auto_job *rec_stopper; /* a "stop" waiting for the file */
+	json_t *rec_last;	      /* the last recording's result */
 };
 
 void automation_init(struct automation *a, uv_loop_t *loop, const char *cdp_addr,
@@ -107,5 +117,6 @@ void automation_route(struct sbx_http_req *req, void *arg);
 void automation_route_remove(struct sbx_http_req *req, void *arg);
 void automation_requests(struct sbx_http_req *req, void *arg);
 void automation_export_har(struct sbx_http_req *req, void *arg);
+void automation_record(struct sbx_http_req *req, void *arg);
 
 #endif

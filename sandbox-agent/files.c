@@ -271,7 +271,7 @@ int files_open_read(const char *path)
 	return fd;
 }
 
-int files_make_parents(const char *path)
+int files_make_parents_mode(const char *path, mode_t mode)
 {
 	char tmp[PATH_MAX];
 
@@ -280,11 +280,16 @@ int files_make_parents(const char *path)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(tmp, 0755) && errno != EEXIST)
+		if (mkdir(tmp, mode) && errno != EEXIST)
 			return -errno;
 		*p = '/';
 	}
 	return 0;
+}
+
+int files_make_parents(const char *path)
+{
+	return files_make_parents_mode(path, 0755);
 }
 
 static int do_write(struct job *j)

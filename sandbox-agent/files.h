@@ -58,5 +58,7 @@ int files_resolve(const struct files *f, const char *path, size_t path_len, char
 int files_open_read(const char *path);
 /* mkdir -p of path's parent folder: 0 or -errno. */
 int files_make_parents(const char *path);
+/* The same with the folders' mode. */
+int files_make_parents_mode(const char *path, mode_t mode);
 
 #endif

@@ -3,6 +3,7 @@
 #include "fwdproxy.h"
 
 #include "api.h"
+#include "files.h"
 #include "ptyspawn.h"
 #include "sbx/alloc.h"
 #include "sbx/base64.h"
@@ -509,20 +510,6 @@ static json_t *state_json(const struct fwdproxy *f)
 	return st;
 }
 
-static int ensure_parents(const char *path)
-{
-	char dir[PATH_MAX];
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	for (char *p = dir + 1; (p = strchr(p, '/')); p++) {
-		*p = '\0';
-		if (mkdir(dir, 0700) && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	return 0;
-}
-
 static void save_work(uv_work_t *w)
 {
 	struct fwd_save *s = w->data;
@@ -531,7 +518,7 @@ static void save_work(uv_work_t *w)
 	int fd;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", s->path);
-	if ((s->err = ensure_parents(s->path)))
+	if ((s->err = files_make_parents_mode(s->path, 0700)))
 		return;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {

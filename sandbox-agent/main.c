@@ -906,6 +906,12 @@ static int serve(void *arg)
 		  .summary = "One of AIO's display actions (pointer, keys, scroll, wait) on the "
 			     "active page" },
 		{ .method = "POST",
+		  .pattern = "/v1/browser/page/record",
+		  .fn = automation_record,
+		  .arg = &a.automation,
+		  .summary = "Record the active page as a video (Motion JPEG in AVI): once for a "
+			     "duration, or start, pause, resume, stop, status" },
+		{ .method = "POST",
 		  .pattern = "/v1/browser/config",
 		  .fn = automation_config,
 		  .arg = &a.automation,

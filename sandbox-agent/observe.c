@@ -1264,37 +1264,6 @@ void observe_handle_live(struct sbx_http_req *req, void *arg)
 		sbx_http_respond_error(req, 503, "cannot take a snapshot now");
 }
 
-/* An optional number field within [min, max]: false (422 sent) when it
- * is there and not such a number. */
-static bool opt_number(struct sbx_http_req *req, json_t *body, const char *field, double min,
-		       double max, bool integer, double *out, bool *given)
-{
-	json_t *v = json_object_get(body, field);
-	char loc[64], msg[128];
-	double d;
-
-	*given = false;
-	if (!v || json_is_null(v))
-		return true;
-	snprintf(loc, sizeof(loc), "body.%s", field);
-	if (!json_is_number(v) || (integer && !json_is_integer(v))) {
-		api_invalid(req, loc,
-			    integer ? "Input should be a valid integer"
-				    : "Input should be a valid number",
-			    integer ? "int_type" : "float_type");
-		return false;
-	}
-	d = json_number_value(v);
-	if (!isfinite(d) || d < min || d > max) {
-		snprintf(msg, sizeof(msg), "Input should be from %g to %g", min, max);
-		api_invalid(req, loc, msg, "value_error");
-		return false;
-	}
-	*out = d;
-	*given = true;
-	return true;
-}
-
 static bool opt_bool(struct sbx_http_req *req, json_t *body, const char *field, bool *out)
 {
 	json_t *v = json_object_get(body, field);
@@ -1338,10 +1307,10 @@ void observe_handle_start(struct sbx_http_req *req, void *arg)
 	if (!body)
 		return;
 	if (!api_opt_string(req, body, "mode", &mode) || !opt_key(req, body, &key) ||
-	    !opt_number(req, body, "interval_seconds", MIN_INTERVAL_S, MAX_INTERVAL_S, false,
-			&interval, &have_interval) ||
-	    !opt_number(req, body, "duration_seconds", 1, MAX_DURATION_S, true, &duration,
-			&have_duration) ||
+	    !api_opt_number(req, body, "interval_seconds", MIN_INTERVAL_S, MAX_INTERVAL_S, false,
+			    &interval, &have_interval) ||
+	    !api_opt_number(req, body, "duration_seconds", 1, MAX_DURATION_S, true, &duration,
+			    &have_duration) ||
 	    !opt_bool(req, body, "include_disk", &disk))
 		goto out;
 	if (!mode)

@@ -27,7 +27,7 @@ apt_pkgs=(
 	libjansson-dev libjwt-dev libyaml-dev libcurl4-openssl-dev libc-ares-dev
 	libnftables-dev libnftnl-dev libmnl-dev libcmocka-dev libminizip-dev zlib1g-dev libidn2-dev
 	openssl curl nghttp2-client iproute2 procps patchelf busybox-static dnsmasq-base
-	chromium tinyproxy
+	chromium tinyproxy ffmpeg
 )
 # What the one-node test cluster needs from Debian (docs/development.md). The
 # container runtime itself, containerd v2, is built by scripts/k8s-toolchain.sh.
