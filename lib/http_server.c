@@ -55,6 +55,7 @@ static const struct {
 	{ 502, "Bad Gateway" },
 	{ 503, "Service Unavailable" },
 	{ 504, "Gateway Timeout" },
+	{ 508, "Loop Detected" },
 };
 
 const char *sbx_http_reason(int status)

@@ -764,10 +764,12 @@ struct fwd_call {
 	char *authorization; /* Proxy-Authorization to add */
 	char authority[300]; /* the Host to send */
 	char host[256];	     /* to resolve */
+	char *via;	     /* the Via to send: the client's, then this proxy */
 };
 
 static void call_free(struct fwd_call *c)
 {
+	sbx_free(c->via);
 	sbx_free(c->target);
 	sbx_free(c->via_head);
 	sbx_free(c->authorization);
@@ -778,13 +780,13 @@ static void call_send(struct fwd_call *c, const char *addr)
 {
 	struct sbx_http_req *req = c->req;
 	const char *drop[] = { "Proxy-Authorization", NULL };
-	const char *add[] = { "Proxy-Authorization", c->authorization, NULL };
+	const char *add[] = { "Via", c->via, "Proxy-Authorization", c->authorization, NULL };
 	struct sbx_http_tunnel_opts o = {
 		.upstream = addr,
 		.path = c->target,
 		.host = c->authority,
 		.drop_headers = drop,
-		.add_headers = c->authorization ? add : NULL,
+		.add_headers = c->authorization ? add : (const char *[]){ "Via", c->via, NULL },
 	};
 
 	sbx_http_on_abort(req, NULL, NULL);
@@ -859,9 +861,10 @@ static void proxy_request(struct sbx_http_req *req, void *arg)
 	struct fwdproxy *f = arg;
 	const char *authority = sbx_http_authority(req);
 	bool connect = strcmp(sbx_http_method(req), "CONNECT") == 0;
+	const char *via = sbx_http_header(req, "Via");
 	const struct fwd_mapping *m;
 	struct fwd_call *c;
-	char host[256];
+	char host[256], me[64];
 	int port;
 	enum route route;
 
@@ -876,12 +879,30 @@ static void proxy_request(struct sbx_http_req *req, void *arg)
 						 "(https goes through CONNECT)");
 		return;
 	}
+	/* Via names this proxy by its port: a request that carries it has
+	 * come back (an upstream or a mapping that leads here). */
+	snprintf(me, sizeof(me), "1.1 sbx-agent-%d", f->port);
+	if (via && sbx_http_list_has(via, me)) {
+		f->refused++;
+		sbx_http_respond_error(req, 508,
+				       "the request came back to this proxy: an upstream or a "
+				       "mapping leads here");
+		return;
+	}
 	if (!(c = sbx_calloc(1, sizeof(*c)))) {
 		sbx_http_respond_error(req, 503, "out of memory");
 		return;
 	}
 	c->f = f;
 	c->req = req;
+	if (via) {
+		size_t n = strlen(via) + strlen(me) + 3;
+
+		if ((c->via = sbx_malloc(n)))
+			snprintf(c->via, n, "%s, %s", via, me);
+	} else {
+		c->via = sbx_strdup(me);
+	}
 	literal_text(host, port, c->authority, sizeof(c->authority));
 	if (!connect && port == 80)
 		snprintf(c->authority, sizeof(c->authority), strchr(host, ':') ? "[%s]" : "%s",
@@ -917,8 +938,8 @@ static void proxy_request(struct sbx_http_req *req, void *arg)
 		sbx_buf_init(&b, 64 << 10);
 		if (connect) {
 			/* The next proxy's own CONNECT, credentials in it. */
-			sbx_buf_printf(&b, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n", c->authority,
-				       c->authority);
+			sbx_buf_printf(&b, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nVia: %s\r\n",
+				       c->authority, c->authority, c->via ? c->via : me);
 			if (f->up.authorization)
 				sbx_buf_printf(&b, "Proxy-Authorization: %s\r\n",
 					       f->up.authorization);
@@ -935,7 +956,8 @@ static void proxy_request(struct sbx_http_req *req, void *arg)
 		break;
 	}
 	}
-	if ((!connect && !c->target) || (route == ROUTE_UPSTREAM && connect && !c->via_head) ||
+	if (!c->via || (!connect && !c->target) ||
+	    (route == ROUTE_UPSTREAM && connect && !c->via_head) ||
 	    (route == ROUTE_UPSTREAM && f->up.authorization && !c->authorization)) {
 		call_free(c);
 		sbx_http_respond_error(req, 503, "out of memory");
@@ -1599,6 +1621,13 @@ void fwdproxy_handle_upstream_set(struct sbx_http_req *req, void *arg)
 	if (upstream_parse(server, auth_cmd, &u)) {
 		api_invalid(req, "body.server",
 			    "The server should be host:port or user:pass@host:port", "value_error");
+		goto out;
+	}
+	if (u.port == f->port && (!strcmp(u.host, "localhost") || !strcmp(u.host, "::1") ||
+				  !strncmp(u.host, "127.", 4))) {
+		upstream_free(&u);
+		api_invalid(req, "body.server", "That is this proxy itself: it would loop",
+			    "value_error");
 		goto out;
 	}
 	if (!u.auth_cmd) {

@@ -404,6 +404,24 @@ def test_bad_input_is_refused_with_a_reason(agent, tmp_path):  # noqa: F811
     assert requests.get(a.proxy + "/v1/sandbox", timeout=10).status_code == 404
 
 
+def test_a_loop_between_proxies_is_cut(agent, tmp_path):  # noqa: F811
+    a, ca = proxied_agent(agent, tmp_path / "a")
+    b, cb = proxied_agent(agent, tmp_path / "b")
+    port_a, port_b = a.proxy.rsplit(":", 1)[1], b.proxy.rsplit(":", 1)[1]
+    with pytest.raises(ApiError) as e:
+        ca.proxy.set_upstream(server=f"127.0.0.1:{port_a}")
+    assert e.value.status_code == 422 and "this proxy itself" in str(e.value.body)
+    # Each the other's upstream: the request comes back to the first, which says so.
+    ca.proxy.set_upstream(server=f"127.0.0.1:{port_b}")
+    cb.proxy.set_upstream(server=f"127.0.0.1:{port_a}")
+    r = via(a, "http://far.test/")
+    assert r.status_code == 508 and "came back to this proxy" in r.text
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_connect}", "-p", "-x",
+                          a.proxy, "http://far.test/"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.stdout == "502"  # B's tunnel through A was refused with 508
+
+
 def test_the_proxy_listens_on_loopback_only(tmp_path):
     out = subprocess.run([str(binary("sandbox-agent/sbx-agent")), "--listen=127.0.0.1:0",
                           "--forward-proxy=0.0.0.0:3128", f"--proxy-state={tmp_path / 'p.json'}"],
