@@ -1767,9 +1767,9 @@ static void load_state(struct fwdproxy *f)
 		}
 	}
 	json_decref(st);
-	sbx_log_info("proxy configuration loaded", SBX_LS("path", f->state_path),
-		     SBX_LI("mappings", f->n_maps), SBX_LI("excludes", f->n_excludes),
-		     SBX_LB("upstream", f->up.server != NULL));
+	sbx_log_debug("proxy configuration loaded", SBX_LS("path", f->state_path),
+		      SBX_LI("mappings", f->n_maps), SBX_LI("excludes", f->n_excludes),
+		      SBX_LB("upstream", f->up.server != NULL));
 }
 
 /* Is addr ("ip:port", "[ip6]:port") on a loopback address? Its host,

@@ -23,8 +23,10 @@ def not_routed(r) -> bool:
         return True
 
 
-def test_every_documented_operation_is_served(agent):  # noqa: F811
-    a = agent()
+def test_every_documented_operation_is_served(agent, tmp_path):  # noqa: F811
+    # Calls that change state keep it in tmp_path, not in the home folder.
+    a = agent(f"--proxy-state={tmp_path / 'proxy.json'}", f"--observe-dir={tmp_path / 'o'}",
+              f"--skills-dir={tmp_path / 'skills'}")
     doc = requests.get(f"{a.url}/v1/openapi.json", timeout=5).json()
     assert doc["openapi"] == "3.1.0" and doc["info"]["title"] == "sbx-agent"
     version = requests.get(f"{a.url}/v1/sandbox", timeout=10).json()["version"]
@@ -43,8 +45,9 @@ def test_every_documented_operation_is_served(agent):  # noqa: F811
     assert len(ids) == len(set(ids))
 
 
-def test_documented_auth_matches_behaviour(agent):  # noqa: F811
-    a = agent(env=dict(os.environ, SANDBOX_API_KEY="k3y"))
+def test_documented_auth_matches_behaviour(agent, tmp_path):  # noqa: F811
+    a = agent(f"--proxy-state={tmp_path / 'proxy.json'}", f"--observe-dir={tmp_path / 'o'}",
+              f"--skills-dir={tmp_path / 'skills'}", env=dict(os.environ, SANDBOX_API_KEY="k3y"))
     doc = requests.get(f"{a.url}/v1/openapi.json", timeout=5).json()
     for path, item in doc["paths"].items():
         for method, op in item.items():
