@@ -582,7 +582,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 {
 	struct h1 *h = h1_parser(p);
 	struct h1_req *q = h->req;
-	struct http_hdr *grown;
+	struct http_hdr *slot;
+	int err;
 
 	if (!q)
 		return -1;
@@ -595,13 +596,11 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 	if (h->last != H_FIELD) {
 		if (arena_add(q, "", 1))
 			return -1;
-		if (q->r.n_headers >= h->c->s->o.max_headers)
-			return reject(q, 431, "too many request headers");
-		grown = sbx_realloc(q->r.headers, (q->r.n_headers + 1) * sizeof(*grown));
-		if (!grown)
-			return reject(q, 503, "out of memory");
-		q->r.headers = grown;
-		q->r.headers[q->r.n_headers++] = (struct http_hdr){ .name = q->r.arena.len };
+		if (!(slot = req_header_slot(&q->r, &err)))
+			return err == -E2BIG ? reject(q, 431, "too many request headers")
+					     : reject(q, 503, "out of memory");
+		*slot = (struct http_hdr){ .name = q->r.arena.len };
+		q->r.n_headers++;
 		h->last = H_FIELD;
 	}
 	return arena_add(q, at, len);

@@ -39,6 +39,7 @@ void req_release(struct sbx_http_req *r)
 	sbx_buf_release(&r->resp_headers);
 	sbx_free(r->headers);
 	r->headers = NULL;
+	r->n_headers = r->headers_cap = 0;
 	sbx_free(r->authority);
 	r->authority = NULL;
 	for (size_t i = 0; i < r->n_params; i++)
@@ -73,17 +74,38 @@ int req_body_append(struct sbx_http_req *r, const char *data, size_t len)
 	return 0;
 }
 
+struct http_hdr *req_header_slot(struct sbx_http_req *r, int *err)
+{
+	struct http_hdr *grown;
+	unsigned cap;
+
+	if (r->n_headers >= r->s->o.max_headers) {
+		*err = -E2BIG;
+		return NULL;
+	}
+	if (r->n_headers == r->headers_cap) {
+		cap = r->headers_cap ? 2 * r->headers_cap : 8;
+		if (cap > r->s->o.max_headers)
+			cap = r->s->o.max_headers;
+		if (!(grown = sbx_realloc(r->headers, cap * sizeof(*grown)))) {
+			*err = -ENOMEM;
+			return NULL;
+		}
+		r->headers = grown;
+		r->headers_cap = cap;
+	}
+	return &r->headers[r->n_headers];
+}
+
 int req_add_header(struct sbx_http_req *r, const char *name, size_t nlen, const char *value,
 		   size_t vlen)
 {
 	struct http_hdr *h;
+	int err;
 
-	if (r->n_headers >= r->s->o.max_headers)
-		return -E2BIG;
-	h = sbx_realloc(r->headers, (r->n_headers + 1) * sizeof(*h));
-	if (!h)
-		return -ENOMEM;
-	r->headers = h;
+	if (!req_header_slot(r, &err))
+		return err;
+	h = r->headers;
 	h[r->n_headers].name = r->arena.len;
 	if (sbx_buf_append(&r->arena, name, nlen) || sbx_buf_append(&r->arena, "", 1))
 		return -E2BIG;

@@ -260,7 +260,7 @@ struct sbx_http_req {
 	enum req_state state;
 	struct sbx_buf arena; /* target first, then names and values, NUL-ended */
 	struct http_hdr *headers;
-	unsigned n_headers;
+	unsigned n_headers, headers_cap;
 	const char *target, *path, *query;
 	char *authority;     /* absolute-form or CONNECT target's host[:port] (owned) */
 	bool absolute_https; /* the absolute-form target said https:// */
@@ -309,6 +309,9 @@ int req_body_append(struct sbx_http_req *r, const char *data, size_t len);
 /* Adds a request header (name and value copied into the arena). */
 int req_add_header(struct sbx_http_req *r, const char *name, size_t nlen, const char *value,
 		   size_t vlen);
+/* Room for one more header (the array grows by doubling): the slot, not
+ * counted yet, or NULL (-E2BIG past max_headers in *err, else -ENOMEM). */
+struct http_hdr *req_header_slot(struct sbx_http_req *r, int *err);
 void req_split_target(struct sbx_http_req *r);
 void req_early(struct sbx_http_req *r, int status, const char *message);
 /* "Name: value\r\n" lines of the handler's response headers, one at a time. */
