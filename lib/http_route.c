@@ -99,17 +99,20 @@ static void answer_unrouted(struct sbx_http_server *s, struct sbx_http_req *r)
 enum route_verdict http_route_head(struct sbx_http_req *r)
 {
 	struct sbx_http_server *s = r->s;
+	const struct sbx_http_route *picked;
 
 	if (r->early_status) {
 		/* Malformed before routing (400, 414, 431): nothing to authorize. */
 		sbx_http_respond_error(r, r->early_status, r->early_message);
 		return ROUTE_ANSWERED;
 	}
-	if (s->o.proxy && r->authority) {
-		/* A forward proxy's request (absolute-form or CONNECT). */
-		r->route = s->o.proxy;
-		if (s->o.proxy->max_body_bytes)
-			r->body.max = s->o.proxy->max_body_bytes;
+	picked = s->o.pick ? s->o.pick(r, s->o.pick_arg) : NULL;
+	if (!picked && s->o.proxy && r->authority)
+		picked = s->o.proxy; /* a forward proxy's request (absolute-form or CONNECT) */
+	if (picked) {
+		r->route = picked;
+		if (picked->max_body_bytes)
+			r->body.max = picked->max_body_bytes;
 	} else {
 		http_route_pick(s, r);
 	}

@@ -1066,10 +1066,17 @@ static int serve(void *arg)
 	so.server_name = "sbx-agent";
 	so.authorize = auth_authorize;
 	so.authorize_arg = &a.auth;
+	a.ports = (struct ports){ .auth = &a.auth,
+				  .by_header = { .fn = ports_handle_header,
+						 .arg = &a.ports,
+						 .stream_body = true,
+						 .max_body_bytes = (size_t)max_upload_bytes } };
+	so.pick = ports_pick;
+	so.pick_arg = &a.ports;
 	sbx_http_server_new(a.loop, &so, routes, sizeof(routes) / sizeof(routes[0]), &a.http);
 	a.mcp.http = a.http;
 	a.util.http = a.http;
-	a.ports = (struct ports){ .http = a.http, .auth = &a.auth };
+	a.ports.http = a.http;
 	if (tls_cert || tls_key) {
 		if (!tls_cert || !tls_key) {
 			snprintf(err, sizeof(err), "--tls-cert and --tls-key go together");

@@ -9,10 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The port in the path: 1-65535, digits only, not the agent's own. */
+/* The port the request names (the path's, or X-AIO-Proxy-Port's): 1-65535,
+ * digits only, not the agent's own. */
 static int port_of(struct ports *p, struct sbx_http_req *req)
 {
-	const char *s = sbx_http_param(req, "port");
+	const char *s = sbx_http_param(req, "port") ?: sbx_http_header(req, "X-AIO-Proxy-Port");
 	char *end;
 	long v;
 
@@ -50,7 +51,7 @@ static int append_query(struct sbx_buf *b, const char *q)
 static void forward(struct ports *p, struct sbx_http_req *req, bool strip)
 {
 	const char *authz = sbx_http_header(req, "Authorization");
-	const char *const drop[] = { "X-API-Key", "X-AIO-API-Key",
+	const char *const drop[] = { "X-API-Key", "X-AIO-API-Key", "X-AIO-Proxy-Port",
 				     auth_is_agent_bearer(p->auth, authz) ? "Authorization" : NULL,
 				     NULL };
 	const char *prior = sbx_http_header(req, "X-Forwarded-Prefix");
@@ -128,4 +129,16 @@ void ports_handle_bare(struct sbx_http_req *req, void *arg)
 	}
 	sbx_http_add_header(req, "Location", location);
 	sbx_http_respond_error(req, 308, "the proxied app is under /proxy/{port}/");
+}
+
+const struct sbx_http_route *ports_pick(struct sbx_http_req *req, void *arg)
+{
+	struct ports *p = arg;
+
+	return sbx_http_header(req, "X-AIO-Proxy-Port") ? &p->by_header : NULL;
+}
+
+void ports_handle_header(struct sbx_http_req *req, void *arg)
+{
+	forward(arg, req, false);
 }

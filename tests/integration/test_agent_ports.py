@@ -277,6 +277,45 @@ def test_a_websocket_echoes_through_the_proxy(agent, tmp_path):  # noqa: F811
     assert "ticket" not in json.dumps(seen)
 
 
+def test_the_header_form_reaches_the_port_it_names(agent, app, tmp_path):  # noqa: F811
+    """AIO's X-AIO-Proxy-Port: any path, the port in a header; the credential
+    check still applies, and the header does not reach the app."""
+    a = agent(f"--workspace={tmp_path}", env=dict(os.environ, SANDBOX_API_KEY="s3cret-key"))
+    r = requests.get(f"{a.url}/v1/sandbox?q=1", timeout=10, headers={"X-AIO-Proxy-Port": str(app)})
+    assert r.status_code == 401  # no credential, whatever the header says
+    r = requests.get(f"{a.url}/v1/sandbox?q=1", timeout=10,
+                     headers={"X-AIO-Proxy-Port": str(app), "X-API-Key": "s3cret-key"})
+    assert r.status_code == 200 and r.headers["X-App"] == "yes"
+    seen = r.json()
+    assert (seen["method"], seen["path"]) == ("GET", "/v1/sandbox?q=1")
+    h = {k.lower() for k in seen["headers"]}
+    assert "x-aio-proxy-port" not in h and "x-api-key" not in h
+    r = requests.post(f"{a.url}/v1/shell/exec", data=b"body bytes", timeout=10,
+                      headers={"X-AIO-Proxy-Port": str(app), "X-API-Key": "s3cret-key"})
+    assert r.status_code == 201 and r.json() == {
+        "sha256": hashlib.sha256(b"body bytes").hexdigest(), "path": "/v1/shell/exec"}
+    # Without the header the same path is the agent's own.
+    r = requests.get(f"{a.url}/v1/sandbox", headers={"X-API-Key": "s3cret-key"}, timeout=10)
+    assert r.json()["workspace"] == str(tmp_path)
+    for bad in ("0", "x", str(a.port)):
+        r = requests.get(f"{a.url}/", timeout=10,
+                         headers={"X-AIO-Proxy-Port": bad, "X-API-Key": "s3cret-key"})
+        assert r.status_code == 400, bad
+
+    # A WebSocket by the header too.
+    def echo(ws):
+        for message in ws:
+            ws.send(message)
+    with serve(echo, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        with connect(f"ws://127.0.0.1:{a.port}/any/path", additional_headers={
+                "X-AIO-Proxy-Port": str(port), "X-API-Key": "s3cret-key"}) as ws:
+            ws.send("through the header")
+            assert ws.recv(timeout=10) == "through the header"
+        server.shutdown()
+
+
 def test_errors_say_what_is_wrong(agent, tmp_path):  # noqa: F811
     a = agent(f"--workspace={tmp_path}")
     port = free_port()

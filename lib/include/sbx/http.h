@@ -100,6 +100,11 @@ struct sbx_http_server_opts {
 	 * an absolute-form target is served by its path, as an origin server
 	 * must, and CONNECT is refused. */
 	const struct sbx_http_route *proxy;
+	/* Called with each request's head before the table is looked at: a
+	 * route it returns serves the request instead (a request routed by a
+	 * header rather than its path). NULL: the table alone. */
+	const struct sbx_http_route *(*pick)(struct sbx_http_req *req, void *arg);
+	void *pick_arg;
 };
 
 int sbx_http_server_new(uv_loop_t *loop, const struct sbx_http_server_opts *opts,
