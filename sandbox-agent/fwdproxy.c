@@ -8,6 +8,7 @@
 #include "sbx/alloc.h"
 #include "sbx/base64.h"
 #include "sbx/buf.h"
+#include "sbx/config.h"
 #include "sbx/http.h"
 #include "sbx/log.h"
 #include "sbx/metrics.h"
@@ -1696,7 +1697,9 @@ static void collect(struct sbx_buf *b, void *arg)
 		sbx_metrics_http_server(b, f->http, "sbx_agent_forward_proxy");
 }
 
-static void load_state(struct fwdproxy *f)
+/* The saved configuration: true if there was one (even a damaged one,
+ * kept aside). */
+static bool load_state(struct fwdproxy *f)
 {
 	json_error_t jerr;
 	json_t *st, *v;
@@ -1704,7 +1707,7 @@ static void load_state(struct fwdproxy *f)
 	struct stat sb;
 
 	if (stat(f->state_path, &sb))
-		return; /* nothing saved yet */
+		return false; /* nothing saved yet */
 	st = json_load_file(f->state_path, 0, &jerr);
 	if (!st || !json_is_object(st)) {
 		char aside[PATH_MAX + 32];
@@ -1718,7 +1721,7 @@ static void load_state(struct fwdproxy *f)
 		sbx_log_error("cannot read the proxy configuration", SBX_LS("path", f->state_path),
 			      SBX_LS("error", jerr.text), SBX_LS("kept_as", aside));
 		json_decref(st);
-		return;
+		return true;
 	}
 	json_array_foreach(json_object_get(st, "mappings"), i, v)
 	{
@@ -1770,6 +1773,40 @@ static void load_state(struct fwdproxy *f)
 	sbx_log_debug("proxy configuration loaded", SBX_LS("path", f->state_path),
 		      SBX_LI("mappings", f->n_maps), SBX_LI("excludes", f->n_excludes),
 		      SBX_LB("upstream", f->up.server != NULL));
+	return true;
+}
+
+/* The configuration the agent was started with (AIO's PROXY_SERVER and
+ * PROXY_EXCLUDE), for a first start: 0, or -EINVAL with err set. */
+static int apply_defaults(struct fwdproxy *f, const char *upstream, const struct sbx_strv *excludes,
+			  char *err, size_t err_size)
+{
+	for (size_t i = 0; excludes && i < excludes->n; i++) {
+		char **grown, *p;
+
+		if (!exclude_ok(excludes->v[i]) || f->n_excludes == MAX_EXCLUDES) {
+			snprintf(err, err_size,
+				 "--proxy-exclude %s: should be a domain (.example.com, "
+				 "*.example.com), a host or IP address, or a CIDR block",
+				 excludes->v[i]);
+			return -EINVAL;
+		}
+		if (!(grown = sbx_realloc(f->excludes, (f->n_excludes + 1) * sizeof(*grown))))
+			return -ENOMEM;
+		f->excludes = grown;
+		if (!(p = sbx_strdup(excludes->v[i])))
+			return -ENOMEM;
+		for (char *c = p; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		f->excludes[f->n_excludes++] = p;
+	}
+	if (upstream && *upstream && upstream_parse(upstream, NULL, &f->up)) {
+		snprintf(err, err_size,
+			 "--upstream-proxy %s: should be host:port or user:pass@host:port",
+			 upstream);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* Is addr ("ip:port", "[ip6]:port") on a loopback address? Its host,
@@ -1798,7 +1835,8 @@ static bool loopback(const char *addr, char *host, size_t size)
 }
 
 int fwdproxy_init(struct fwdproxy *f, uv_loop_t *loop, const char *addr, const char *state_path,
-		  const char *workspace, char *err, size_t err_size)
+		  const char *upstream, const struct sbx_strv *excludes, const char *workspace,
+		  char *err, size_t err_size)
 {
 	static const struct sbx_http_route routes[] = {
 		{ .method = "GET", .pattern = "/healthz", .fn = proxy_healthz, .public = true },
@@ -1828,7 +1866,8 @@ int fwdproxy_init(struct fwdproxy *f, uv_loop_t *loop, const char *addr, const c
 			 home && *home ? home : workspace);
 	if (!(f->state_path = sbx_strdup(path)))
 		return -ENOMEM;
-	load_state(f);
+	if (!load_state(f) && (rc = apply_defaults(f, upstream, excludes, err, err_size)))
+		return rc;
 	/* Its own routes and a proxy route; the PAC file needs f. */
 	f->routes = r = sbx_calloc(3, sizeof(*r));
 	if (!r)

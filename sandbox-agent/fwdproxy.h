@@ -32,6 +32,7 @@
 
 struct sbx_http_req;
 struct sbx_http_server;
+struct sbx_strv;
 struct fwd_waiter;
 
 struct fwd_mapping {
@@ -78,11 +79,14 @@ struct fwdproxy {
 	unsigned long refused;
 };
 
-/* Loads the state file (if any) and listens on addr ("127.0.0.1:0" when
- * NULL). 0, or a negative errno with err set (a bad address or state
- * file: the agent does not start). */
+/* Loads the state file, or, when there is none, takes upstream and
+ * excludes (the start's configuration: AIO's PROXY_SERVER and
+ * PROXY_EXCLUDE), and listens on addr ("127.0.0.1:0" when NULL). 0, or a
+ * negative errno with err set (a bad address or default: the agent does
+ * not start). */
 int fwdproxy_init(struct fwdproxy *f, uv_loop_t *loop, const char *addr, const char *state_path,
-		  const char *workspace, char *err, size_t err_size);
+		  const char *upstream, const struct sbx_strv *excludes, const char *workspace,
+		  char *err, size_t err_size);
 /* Stops the listener (in-flight requests drain with the loop). */
 void fwdproxy_close(struct fwdproxy *f);
 void fwdproxy_release(struct fwdproxy *f);

@@ -53,6 +53,8 @@ static char *skills_dir;
 static char *observe_dir;
 static char *forward_proxy_addr;
 static char *proxy_state;
+static char *upstream_proxy;
+static struct sbx_strv proxy_excludes;
 static char *cdp_addr;
 static char *browser_cmd;
 static char *shutdown_hook;
@@ -1005,7 +1007,8 @@ static int serve(void *arg)
 		goto out_auth;
 	}
 	if ((rc = fwdproxy_init(&a.fwdproxy, a.loop, forward_proxy_addr, proxy_state,
-				a.ctx.workspace, err, sizeof(err)))) {
+				upstream_proxy, &proxy_excludes, a.ctx.workspace, err,
+				sizeof(err)))) {
 		fprintf(stderr, "sbx-agent: %s\n", err);
 		exit_code = 2;
 		goto out_context;
@@ -1190,6 +1193,20 @@ int main(int argc, char **argv)
 		  .metavar = "FILE",
 		  .help = "where the forward proxy's mappings, excludes and upstream are kept "
 			  "(default: ~/.sbx/proxy.json)" },
+		{ .name = "upstream-proxy",
+		  .type = SBX_OPT_STRING,
+		  .dest = &upstream_proxy,
+		  .metavar = "SERVER",
+		  .help = "the forward proxy's upstream at a first start (host:port, "
+			  "user:pass@host:port; the saved configuration wins once there is one)",
+		  .env = "PROXY_SERVER" },
+		{ .name = "proxy-exclude",
+		  .type = SBX_OPT_LIST,
+		  .dest = &proxy_excludes,
+		  .metavar = "PATTERN",
+		  .help = "hosts that bypass the upstream at a first start (repeat: .example.com, "
+			  "*.example.com, a host, a CIDR block)",
+		  .env = "PROXY_EXCLUDE" },
 		{ .name = "skills-dir",
 		  .type = SBX_OPT_STRING,
 		  .dest = &skills_dir,

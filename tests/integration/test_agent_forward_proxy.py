@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import shlex
 import socket
 import ssl
@@ -402,6 +403,37 @@ def test_bad_input_is_refused_with_a_reason(agent, tmp_path):  # noqa: F811
     # Origin-form on the proxy's port: the PAC file and health, nothing else.
     assert requests.get(a.proxy + "/healthz", timeout=10).json() == {"status": "ok"}
     assert requests.get(a.proxy + "/v1/sandbox", timeout=10).status_code == 404
+
+
+def test_aio_start_settings_proxy_server_and_proxy_exclude(agent, tmp_path, apps):  # noqa: F811
+    app = apps("app")
+    tp, up, log = tinyproxy(tmp_path)
+    env = dict(os.environ, PROXY_SERVER=f"http://alice:s3cret@127.0.0.1:{up}",
+               PROXY_EXCLUDE=".corp.test,10.0.0.0/8")
+    try:
+        a = agent(f"--workspace={tmp_path}", f"--proxy-state={tmp_path / 'proxy.json'}", env=env)
+        a.proxy = "http://" + a.log[-1]["forward_proxy"]
+        c = Sandbox(base_url=a.url)
+        assert c.proxy.get_upstream().data.dict() == {
+            "addr": f"127.0.0.1:{up}", "username": "alice", "password": "s3cret"}
+        assert c.proxy.list_excludes().data == [".corp.test", "10.0.0.0/8"]
+        assert via(a, f"http://127.0.0.1:{app}/env").json()["path"] == "/env"
+        assert len(upstream_lines(log)) == 1
+        # Once the configuration is changed and saved, it wins over the start's.
+        c.proxy.remove_upstream()
+        assert a.stop() == 0
+        a = agent(f"--workspace={tmp_path}", f"--proxy-state={tmp_path / 'proxy.json'}", env=env)
+        assert Sandbox(base_url=a.url).proxy.get_upstream().data is None
+    finally:
+        tp.kill()
+        tp.wait(10)
+    for name, value, flag in (("PROXY_SERVER", "no-port", "--upstream-proxy"),
+                              ("PROXY_EXCLUDE", "a b", "--proxy-exclude")):
+        out = subprocess.run([str(binary("sandbox-agent/sbx-agent")), "--listen=127.0.0.1:0",
+                              f"--proxy-state={tmp_path / 'other.json'}"],
+                             env=dict(os.environ, **{name: value}), capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 2 and flag in out.stderr, out.stderr
 
 
 def test_a_loop_between_proxies_is_cut(agent, tmp_path):  # noqa: F811
