@@ -14,6 +14,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,6 @@ struct proxy {
 	char backend[64];
 	struct sbx_buf target; /* the pod's request target */
 	struct sbx_buf extra;  /* values of the headers the proxy adds, NUL-separated */
-	struct sbx_http_field fields[MAX_FIELDS];
 	size_t n_fields;
 	uint64_t started_ms, deadline_ms, retry_at_ms;
 	unsigned backoff_ms;
@@ -53,8 +53,13 @@ struct proxy {
 	bool head_pending;
 	int status;
 	long long length; /* -1: chunked */
-	char *type;
+	char *type;	  /* type_space, or a copy of a longer one */
 	struct proxy *head_prev, *head_next;
+	/* Not zeroed at the start (see ingress_proxy): the fields in use are
+	 * counted, and the spaces are where the usual target, added values
+	 * and content type fit without allocations of their own. */
+	struct sbx_http_field fields[MAX_FIELDS];
+	char target_space[256], extra_space[256], type_space[64];
 };
 
 static void set_state(struct proxy *p, enum proxy_state to)
@@ -107,7 +112,8 @@ static void head_unlink(struct proxy *p)
 static void proxy_free(struct proxy *p)
 {
 	head_unlink(p);
-	sbx_free(p->type);
+	if (p->type != p->type_space)
+		sbx_free(p->type);
 	unhold(p);
 	p->in->st.proxied_now--;
 	sbx_buf_release(&p->target);
@@ -473,7 +479,12 @@ static void up_head(struct sbx_http_client *x, int status, const struct sbx_http
 			sbx_http_add_header(p->req, f[i].name, f[i].value);
 	set_state(p, P_RESPONDING);
 	p->status = status;
-	p->type = type ? sbx_strdup(type) : NULL;
+	if (!type)
+		p->type = NULL;
+	else if (strlen(type) < sizeof(p->type_space))
+		p->type = strcpy(p->type_space, type);
+	else
+		p->type = sbx_strdup(type);
 	p->length = -1;
 	if (status == 204 || status == 304)
 		p->length = 0;
@@ -689,19 +700,20 @@ void ingress_set_table(struct ingress *in, struct ingress_table *t)
 
 void ingress_proxy(struct ingress *in, struct sbx_http_req *req, const struct ingress_target *t)
 {
-	struct proxy *p = sbx_calloc(1, sizeof(*p));
+	struct proxy *p = sbx_malloc(sizeof(*p));
 
 	if (!p) {
 		sbx_http_respond_error(req, 503, "out of memory");
 		return;
 	}
+	memset(p, 0, offsetof(struct proxy, fields));
 	p->in = in;
 	p->req = req;
 	p->t = *t;
 	p->started_ms = uv_now(in->loop);
 	p->deadline_ms = p->started_ms + in->o.hold_timeout_ms;
-	sbx_buf_init(&p->target, 1u << 20);
-	sbx_buf_init(&p->extra, 1u << 20);
+	sbx_buf_init_on(&p->target, 1u << 20, p->target_space, sizeof(p->target_space));
+	sbx_buf_init_on(&p->extra, 1u << 20, p->extra_space, sizeof(p->extra_space));
 	in->st.proxied_now++;
 	if (build_target(p) || build_fields(p)) {
 		answer(p, 431, "the request head is too large to pass on");

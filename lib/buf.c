@@ -14,14 +14,28 @@ void sbx_buf_init(struct sbx_buf *b, size_t max_bytes)
 	b->len = 0;
 	b->cap = 0;
 	b->max = max_bytes;
+	b->borrowed = false;
+}
+
+void sbx_buf_init_on(struct sbx_buf *b, size_t max_bytes, char *storage, size_t size)
+{
+	sbx_buf_init(b, max_bytes);
+	if (!storage || size < 2)
+		return;
+	b->data = storage;
+	b->cap = size - 1;
+	b->borrowed = true;
+	storage[0] = '\0';
 }
 
 void sbx_buf_release(struct sbx_buf *b)
 {
-	sbx_free(b->data);
+	if (!b->borrowed)
+		sbx_free(b->data);
 	b->data = NULL;
 	b->len = 0;
 	b->cap = 0;
+	b->borrowed = false;
 }
 
 void sbx_buf_reset(struct sbx_buf *b)
@@ -47,9 +61,15 @@ static int reserve(struct sbx_buf *b, size_t extra)
 		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
 	if (cap > b->max)
 		cap = b->max > need ? b->max : need;
-	p = sbx_realloc(b->data, cap + 1);
-	if (!p)
+	if (b->borrowed) {
+		/* Out of the caller's storage, onto the heap. */
+		if (!(p = sbx_malloc(cap + 1)))
+			return -ENOMEM;
+		memcpy(p, b->data, b->len + 1);
+		b->borrowed = false;
+	} else if (!(p = sbx_realloc(b->data, cap + 1))) {
 		return -ENOMEM;
+	}
 	b->data = p;
 	b->cap = cap;
 	return 0;
@@ -147,8 +167,14 @@ char *sbx_buf_steal(struct sbx_buf *b)
 
 	if (!p)
 		return sbx_strdup("");
+	if (b->borrowed) {
+		if (!(p = sbx_malloc(b->len + 1)))
+			return NULL;
+		memcpy(p, b->data, b->len + 1);
+	}
 	b->data = NULL;
 	b->len = 0;
 	b->cap = 0;
+	b->borrowed = false;
 	return p;
 }

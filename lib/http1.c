@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <http_parser.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -31,6 +32,8 @@ struct h1_req {
 	bool msg_done;	    /* the parser has seen the whole request */
 	bool body_paused;   /* a streamed body's sink asked for a pause */
 	bool want_continue; /* Expect: 100-continue, not answered yet */
+	/* The arena's first bytes: a usual request head fits (not zeroed). */
+	char arena_space[512];
 };
 
 struct h1 {
@@ -126,12 +129,14 @@ void http1_refuse(struct http_conn *c, int status, const char *message)
 static struct h1_req *req_new(struct h1 *h)
 {
 	struct sbx_http_server *s = h->c->s;
-	struct h1_req *q = sbx_calloc(1, sizeof(*q));
+	struct h1_req *q = sbx_malloc(sizeof(*q));
 
 	if (!q)
 		return NULL;
+	memset(q, 0, offsetof(struct h1_req, arena_space));
 	/* Room for the NULs between fields on top of the header byte limit. */
 	req_init(&q->r, s, &h1_req_ops, s->o.max_header_bytes + 2u * s->o.max_headers + 8);
+	sbx_buf_init_on(&q->r.arena, q->r.arena.max, q->arena_space, sizeof(q->arena_space));
 	q->h = h;
 	q->r.reserved = h->c->reserved;
 	q->r.secure = h->c->ssl != NULL;
@@ -197,6 +202,7 @@ static int h1_respond(struct sbx_http_req *r, int status, const char *content_ty
 	struct h1_req *q = (struct h1_req *)r;
 	struct h1 *h = q->h;
 	bool no_body = status < 200 || status == 204 || status == 304;
+	char space[1024]; /* a usual head; conn_send copies what the socket does not take */
 	struct sbx_buf head;
 	int rc;
 
@@ -214,7 +220,7 @@ static int h1_respond(struct sbx_http_req *r, int status, const char *content_ty
 		else
 			h->keep_alive = false;
 	}
-	sbx_buf_init(&head, 128 * 1024);
+	sbx_buf_init_on(&head, 128 * 1024, space, sizeof(space));
 	rc = build_head(h, q, &head, status, content_type, no_body && whole ? -1 : length);
 	if (!rc) {
 		/* The head and what body there is, in one write. */

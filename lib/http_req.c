@@ -37,7 +37,8 @@ void req_release(struct sbx_http_req *r)
 	sbx_buf_release(&r->arena);
 	sbx_buf_release(&r->body);
 	sbx_buf_release(&r->resp_headers);
-	sbx_free(r->headers);
+	if (r->headers != r->header_space)
+		sbx_free(r->headers);
 	r->headers = NULL;
 	r->n_headers = r->headers_cap = 0;
 	sbx_free(r->authority);
@@ -83,11 +84,21 @@ struct http_hdr *req_header_slot(struct sbx_http_req *r, int *err)
 		*err = -E2BIG;
 		return NULL;
 	}
+	if (!r->headers) {
+		r->headers = r->header_space;
+		r->headers_cap = sizeof(r->header_space) / sizeof(r->header_space[0]);
+	}
 	if (r->n_headers == r->headers_cap) {
-		cap = r->headers_cap ? 2 * r->headers_cap : 8;
+		cap = 2 * r->headers_cap;
 		if (cap > r->s->o.max_headers)
 			cap = r->s->o.max_headers;
-		if (!(grown = sbx_realloc(r->headers, cap * sizeof(*grown)))) {
+		if (r->headers == r->header_space) {
+			if ((grown = sbx_malloc(cap * sizeof(*grown))))
+				memcpy(grown, r->headers, r->n_headers * sizeof(*grown));
+		} else {
+			grown = sbx_realloc(r->headers, cap * sizeof(*grown));
+		}
+		if (!grown) {
 			*err = -ENOMEM;
 			return NULL;
 		}
@@ -165,12 +176,12 @@ void req_early(struct sbx_http_req *r, int status, const char *message)
 bool req_next_resp_header(const struct sbx_http_req *r, size_t *off, const char **name,
 			  size_t *nlen, const char **value, size_t *vlen)
 {
-	const char *p = r->resp_headers.data + *off,
-		   *end = r->resp_headers.data + r->resp_headers.len;
-	const char *eol, *colon;
+	const char *p, *end, *eol, *colon;
 
-	if (!r->resp_headers.len || p >= end)
-		return false;
+	if (!r->resp_headers.len || *off >= r->resp_headers.len)
+		return false; /* (no arithmetic on a NULL data) */
+	p = r->resp_headers.data + *off;
+	end = r->resp_headers.data + r->resp_headers.len;
 	eol = memmem(p, (size_t)(end - p), "\r\n", 2);
 	colon = memchr(p, ':', (size_t)(end - p));
 	if (!eol || !colon || colon > eol)

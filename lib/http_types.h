@@ -258,9 +258,10 @@ struct sbx_http_req {
 	const struct http_req_ops *ops;
 	struct sbx_http_server *s;
 	enum req_state state;
-	struct sbx_buf arena; /* target first, then names and values, NUL-ended */
-	struct http_hdr *headers;
+	struct sbx_buf arena;	  /* target first, then names and values, NUL-ended */
+	struct http_hdr *headers; /* header_space until it outgrows it */
 	unsigned n_headers, headers_cap;
+	struct http_hdr header_space[8];
 	const char *target, *path, *query;
 	char *authority;     /* absolute-form or CONNECT target's host[:port] (owned) */
 	bool absolute_https; /* the absolute-form target said https:// */

@@ -10,17 +10,25 @@
 #define SBX_BUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 struct sbx_buf {
-	char *data; /* NULL until the first append */
-	size_t len; /* bytes in use */
-	size_t cap; /* bytes allocated, excluding the NUL slot */
-	size_t max; /* hard limit on len */
+	char *data;    /* NULL until the first append */
+	size_t len;    /* bytes in use */
+	size_t cap;    /* bytes allocated, excluding the NUL slot */
+	size_t max;    /* hard limit on len */
+	bool borrowed; /* data is the caller's storage (sbx_buf_init_on) */
 };
 
 /* Sets up an empty buffer that may hold at most max_bytes. */
 void sbx_buf_init(struct sbx_buf *b, size_t max_bytes);
+/* The same, starting in the caller's storage (size bytes, the NUL
+ * included: size - 1 of data), which is never freed: what outgrows it
+ * moves to the heap. The storage must outlive the buffer and stay put
+ * (no copying the struct sbx_buf while it is in use). For what is
+ * usually small and made often: a request head, say. */
+void sbx_buf_init_on(struct sbx_buf *b, size_t max_bytes, char *storage, size_t size);
 /* Frees what the buffer holds and leaves it empty and reusable. */
 void sbx_buf_release(struct sbx_buf *b);
 /* Empties the buffer and keeps its memory. */

@@ -113,9 +113,45 @@ static void allocation_failure_is_reported(void **state)
 	sbx_buf_release(&b);
 }
 
+/* A buffer on the caller's storage: used in place while it fits, moved to
+ * the heap (content kept) when it outgrows it, never freed itself. */
+static void borrowed_storage(void **state)
+{
+	char storage[8];
+	struct sbx_buf b;
+	char *s;
+
+	sbx_buf_init_on(&b, 64, storage, sizeof(storage));
+	assert_int_equal(sbx_buf_append_str(&b, "1234567"), 0);
+	assert_ptr_equal(b.data, storage);
+	assert_string_equal(storage, "1234567");
+	/* An allocation failure leaves it where it was. */
+	sbx_alloc_fail_after(0);
+	assert_int_equal(sbx_buf_append(&b, "8", 1), -ENOMEM);
+	sbx_alloc_fail_reset();
+	assert_ptr_equal(b.data, storage);
+	assert_int_equal(sbx_buf_append_str(&b, "89"), 0);
+	assert_ptr_not_equal(b.data, storage);
+	assert_string_equal(b.data, "123456789");
+	assert_int_equal(sbx_buf_append(&b, "x", 64), -E2BIG);
+	sbx_buf_release(&b); /* the heap copy is freed (ASan would say) */
+
+	sbx_buf_init_on(&b, 64, storage, sizeof(storage));
+	sbx_buf_printf(&b, "%d", 42);
+	s = sbx_buf_steal(&b); /* a copy: the storage is the caller's */
+	assert_ptr_not_equal(s, storage);
+	assert_string_equal(s, "42");
+	assert_null(b.data);
+	sbx_free(s);
+	sbx_buf_init_on(&b, 64, storage, sizeof(storage));
+	sbx_buf_release(&b); /* nothing to free */
+	assert_null(b.data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(borrowed_storage),
 		cmocka_unit_test(append_within_limit),
 		cmocka_unit_test(append_past_limit_fails_and_keeps_content),
 		cmocka_unit_test(cat_joins_strings_within_the_limit),
