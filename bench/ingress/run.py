@@ -31,7 +31,13 @@ Measures, for each proxy, one after the other, in BENCH_ROUNDS (3) rounds
     round only): the proxy's RSS (all its processes) above its RSS before,
     per tunnel.
 Prints a table and, for sbx-ingress, its ratio to the best peer on each
-line. Figures go to docs/benchmarks.md by hand, with the machine."""
+line. Figures go to docs/benchmarks.md by hand, with the machine.
+
+  python bench/ingress/run.py BUILD_DIR --baseline=OTHER_BUILD_DIR
+
+also runs the sbx-ingress of another build (an earlier commit, say) in the
+same rounds, as one more column, with the new/baseline ratio: a change's
+effect, measured side by side (the baseline is not a peer)."""
 
 from __future__ import annotations
 
@@ -326,7 +332,10 @@ def tunnels(proc: Proc, port: int, path: str) -> dict:
 
 
 def main() -> None:
-    build = Path(sys.argv[1] if len(sys.argv) > 1 else "build").resolve()
+    args = [a for a in sys.argv[1:] if not a.startswith("--baseline=")]
+    base = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--baseline=")]
+    build = Path(args[0] if args else "build").resolve()
+    baseline = Path(base[0]).resolve() if base else None
     # Each proxy holds two sockets per tunnel: the open files limit (which
     # the children inherit) bounds the tunnels, and every proxy is sized
     # to it (HAProxy sizes its tables from maxconn).
@@ -346,6 +355,8 @@ def main() -> None:
                        "--idle-timeout-ms=3600000"], ws_port, "the WebSocket backend")
     proxies = [("sbx-ingress", lambda *a: sbx_ingress(build, *a)), ("nghttpx", nghttpx),
                ("HAProxy", haproxy), ("nginx", nginx)]
+    if baseline:
+        proxies.insert(1, ("baseline", lambda *a: sbx_ingress(baseline, *a)))
     only = os.environ.get("BENCH_ONLY")
     if only:
         proxies = [p for p in proxies if p[0] in only.split(",")]
@@ -385,7 +396,7 @@ def main() -> None:
 
 
 def report(results: dict[str, dict]) -> None:
-    peers = [n for n in results if n != "sbx-ingress"]
+    peers = [n for n in results if n not in ("sbx-ingress", "baseline")]
     rows = [("HTTP/1.1 req/s", "h1", "rps", max), ("HTTP/1.1 p50 (ms)", "h1", "p50", min),
             ("HTTP/1.1 p99 (ms)", "h1", "p99", min), ("HTTP/2 req/s", "h2", "rps", max),
             ("HTTP/2 p50 (ms)", "h2", "p50", min), ("HTTP/2 p99 (ms)", "h2", "p99", min),
@@ -394,15 +405,21 @@ def report(results: dict[str, dict]) -> None:
     print(f"\nbench/ingress on {platform.node()} ({os.cpu_count()} cores, {platform.release()}), "
           f"{WORKERS} worker(s) each, {SECONDS} s per load, {CONNS} HTTP/1.1 connections, "
           f"h2load 10x10, median of {ROUNDS} interleaved rounds\n")
-    print("| measure | " + " | ".join(results) + " | sbx / best peer |")
-    print("|---" * (len(results) + 2) + "|")
+    with_base = "baseline" in results
+    print("| measure | " + " | ".join(results) + " | sbx / best peer |"
+          + (" sbx / baseline |" if with_base else ""))
+    print("|---" * (len(results) + 2 + with_base) + "|")
     for label, part, key, best in rows:
         vals = [results[n][part][key] for n in results]
         peer = best(results[n][part][key] for n in peers) if peers else None
         sbx = results.get("sbx-ingress", {}).get(part, {}).get(key)
         ratio = f"{sbx / peer:.2f}" if sbx is not None and peer else "-"
         fmt = "{:.0f}" if key == "rps" else "{:.2f}"
-        print(f"| {label} | " + " | ".join(fmt.format(v) for v in vals) + f" | {ratio} |")
+        line = f"| {label} | " + " | ".join(fmt.format(v) for v in vals) + f" | {ratio} |"
+        if with_base:
+            b = results["baseline"][part][key]
+            line += f" {sbx / b:.2f} |" if sbx is not None and b else " - |"
+        print(line)
 
 
 if __name__ == "__main__":
