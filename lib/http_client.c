@@ -17,7 +17,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <stddef.h>
 #include <http_parser.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,9 +45,12 @@ struct sbx_http_client {
 	bool reused, retried, ended, head_in, resp_done, interim, last_was_value;
 	bool got_bytes, broken, paused, want_drain, freed, too_big;
 	/* Where a usual request head and answer head fit without an
-	 * allocation of their own. */
-	char head_space[512], fields_space[512];
+	 * allocation of their own (HEAD_SPACE bytes each); none in an
+	 * upgrade, whose exchange lives on as a tunnel. */
+	char space[];
 };
+
+#define HEAD_SPACE 512
 
 static void x_set_state(struct sbx_http_client *x, enum x_state to)
 {
@@ -500,11 +502,10 @@ int sbx_http_client_start(struct sbx_http_pool *p, const struct sbx_http_client_
 
 	if (p->freeing || !r->method || !r->backend)
 		return -EINVAL;
-	/* The head spaces at the end need no zeroing. */
-	x = sbx_malloc(sizeof(*x));
+	x = sbx_malloc(sizeof(*x) + (r->upgrade ? 0 : 2 * HEAD_SPACE));
 	if (!x)
 		return -ENOMEM;
-	memset(x, 0, offsetof(struct sbx_http_client, head_space));
+	memset(x, 0, sizeof(*x)); /* the spaces need no zeroing */
 	x->p = p;
 	x->cb = cb;
 	x->arg = arg;
@@ -512,11 +513,15 @@ int sbx_http_client_start(struct sbx_http_pool *p, const struct sbx_http_client_
 	x->upgrade = r->upgrade != NULL;
 	x->is_head = !strcmp(r->method, "HEAD");
 	x->ended = r->content_length == 0;
-	sbx_buf_init_on(&x->head, 2 * p->o.max_header_bytes + 4096, x->head_space,
-			sizeof(x->head_space));
 	sbx_buf_init(&x->early, SIZE_MAX);
-	sbx_buf_init_on(&x->fields, p->o.max_header_bytes, x->fields_space,
-			sizeof(x->fields_space));
+	if (r->upgrade) {
+		sbx_buf_init(&x->head, 2 * p->o.max_header_bytes + 4096);
+		sbx_buf_init(&x->fields, p->o.max_header_bytes);
+	} else {
+		sbx_buf_init_on(&x->head, 2 * p->o.max_header_bytes + 4096, x->space, HEAD_SPACE);
+		sbx_buf_init_on(&x->fields, p->o.max_header_bytes, x->space + HEAD_SPACE,
+				HEAD_SPACE);
+	}
 	/* The pool's addresses are numeric: "[v6]:port" fits. */
 	rc = strlen(r->backend) < sizeof(x->key) ? build_head(x, r) : -EINVAL;
 	if (!rc)
