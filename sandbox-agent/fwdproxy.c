@@ -318,6 +318,25 @@ static bool excluded(const struct fwdproxy *f, const char *host)
 	return false;
 }
 
+/* Appends a valid pattern, lowercased: 0, -E2BIG past MAX_EXCLUDES, or
+ * -ENOMEM. */
+static int exclude_push(struct fwdproxy *f, const char *pattern)
+{
+	char **grown, *p;
+
+	if (f->n_excludes == MAX_EXCLUDES)
+		return -E2BIG;
+	if (!(grown = sbx_realloc(f->excludes, (f->n_excludes + 1) * sizeof(*grown))))
+		return -ENOMEM;
+	f->excludes = grown;
+	if (!(p = sbx_strdup(pattern)))
+		return -ENOMEM;
+	for (char *c = p; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	f->excludes[f->n_excludes++] = p;
+	return 0;
+}
+
 /* The best mapping for a request: an exact host before a pattern, then the
  * longest path. connect: a CONNECT (no path; https or either scheme). */
 static const struct fwd_mapping *find_mapping(const struct fwdproxy *f, const char *host, int port,
@@ -1060,7 +1079,6 @@ static void probe_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *ai)
 		probe_answer(p, false);
 		return;
 	}
-	((struct sockaddr_in *)ai->ai_addr)->sin_port = htons((uint16_t)p->port);
 	probe_connect(p, ai->ai_addr);
 	uv_freeaddrinfo(ai);
 }
@@ -1504,7 +1522,7 @@ static char *pattern_of(struct sbx_http_req *req)
 			    "value_error");
 	else if (!(out = sbx_strdup(p)))
 		sbx_http_respond_error(req, 503, "out of memory");
-	if (out)
+	if (out) /* compared and kept lowercased */
 		for (char *c = out; *c; c++)
 			*c = (char)tolower((unsigned char)*c);
 	json_decref(body);
@@ -1514,7 +1532,8 @@ static char *pattern_of(struct sbx_http_req *req)
 void fwdproxy_handle_exclude_add(struct sbx_http_req *req, void *arg)
 {
 	struct fwdproxy *f = arg;
-	char *p = pattern_of(req), **grown;
+	char *p = pattern_of(req);
+	int rc;
 
 	if (!p)
 		return;
@@ -1525,19 +1544,14 @@ void fwdproxy_handle_exclude_add(struct sbx_http_req *req, void *arg)
 			return;
 		}
 	}
-	if (f->n_excludes == MAX_EXCLUDES) {
-		sbx_free(p);
+	rc = exclude_push(f, p);
+	sbx_free(p);
+	if (rc == -E2BIG)
 		api_invalid(req, "body.pattern", "There are 256 patterns already", "too_long");
-		return;
-	}
-	if (!(grown = sbx_realloc(f->excludes, (f->n_excludes + 1) * sizeof(*grown)))) {
-		sbx_free(p);
+	else if (rc)
 		sbx_http_respond_error(req, 503, "out of memory");
-		return;
-	}
-	f->excludes = grown;
-	f->excludes[f->n_excludes++] = p;
-	commit(f, req, "Exclude added", NULL);
+	else
+		commit(f, req, "Exclude added", NULL);
 }
 
 void fwdproxy_handle_exclude_remove(struct sbx_http_req *req, void *arg)
@@ -1743,14 +1757,9 @@ static bool load_state(struct fwdproxy *f)
 	json_array_foreach(json_object_get(st, "excludes"), i, v)
 	{
 		const char *p = json_string_value(v);
-		char **grown;
 
-		if (!p || !exclude_ok(p) || f->n_excludes == MAX_EXCLUDES ||
-		    !(grown = sbx_realloc(f->excludes, (f->n_excludes + 1) * sizeof(*grown))))
-			continue;
-		f->excludes = grown;
-		if ((f->excludes[f->n_excludes] = sbx_strdup(p)))
-			f->n_excludes++;
+		if (p && exclude_ok(p))
+			exclude_push(f, p);
 	}
 	if ((v = json_object_get(st, "upstream"))) {
 		struct fwd_upstream u;
@@ -1782,7 +1791,7 @@ static int apply_defaults(struct fwdproxy *f, const char *upstream, const struct
 			  char *err, size_t err_size)
 {
 	for (size_t i = 0; excludes && i < excludes->n; i++) {
-		char **grown, *p;
+		int rc;
 
 		if (!exclude_ok(excludes->v[i]) || f->n_excludes == MAX_EXCLUDES) {
 			snprintf(err, err_size,
@@ -1791,14 +1800,8 @@ static int apply_defaults(struct fwdproxy *f, const char *upstream, const struct
 				 excludes->v[i]);
 			return -EINVAL;
 		}
-		if (!(grown = sbx_realloc(f->excludes, (f->n_excludes + 1) * sizeof(*grown))))
-			return -ENOMEM;
-		f->excludes = grown;
-		if (!(p = sbx_strdup(excludes->v[i])))
-			return -ENOMEM;
-		for (char *c = p; *c; c++)
-			*c = (char)tolower((unsigned char)*c);
-		f->excludes[f->n_excludes++] = p;
+		if ((rc = exclude_push(f, excludes->v[i])))
+			return rc;
 	}
 	if (upstream && *upstream && upstream_parse(upstream, NULL, &f->up)) {
 		snprintf(err, err_size,
