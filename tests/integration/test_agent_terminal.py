@@ -32,7 +32,10 @@ def frames_until(ws, pred, timeout=30.0):
     while not pred(out):
         left = deadline - time.monotonic()
         assert left > 0, f"timed out; output so far: {out!r}"
-        m = json.loads(ws.recv(timeout=left))
+        try:
+            m = json.loads(ws.recv(timeout=left))
+        except TimeoutError:
+            pytest.fail(f"no frame within {timeout} s; output so far: {out!r}")
         if m["type"] == "output":
             out += m["data"]
     return out
