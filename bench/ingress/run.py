@@ -27,6 +27,11 @@ Measures, for each proxy, one after the other, in BENCH_ROUNDS (3) rounds
     requests/s, p50 and p99;
   - HTTP/2: h2load, 10 connections x 10 streams, BENCH_SECONDS s:
     requests/s, p50 and p99 (from its per-request log);
+  - for both loads, the proxy's CPU time per request: user and system time
+    of all its processes and threads (from schedstat) over the load, over
+    the requests answered. Requests/s depend on how the 2 cores are shared
+    with the load generator and the backend; CPU per request is the proxy's
+    own cost, and moves much less from run to run;
   - BENCH_TUNNELS (10,000) idle WebSocket tunnels opened through it (first
     round only): the proxy's RSS (all its processes) above its RSS before,
     per tunnel.
@@ -91,8 +96,8 @@ def need(tool: str) -> str:
     return path
 
 
-def tree_rss_kib(pid: int) -> int:
-    """RSS of pid and its descendants."""
+def tree_pids(pid: int) -> set[int]:
+    """pid and its children (the proxies' workers are one level down)."""
     kids = {pid}
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -102,14 +107,32 @@ def tree_rss_kib(pid: int) -> int:
                 continue
             if ppid == pid:
                 kids.add(int(p.name))
+    return kids
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of pid and its children."""
     total = 0
-    for k in kids:
+    for k in tree_pids(pid):
         try:
             for line in Path(f"/proc/{k}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
         except OSError:
             pass
+    return total
+
+
+def tree_cpu_ns(pid: int) -> int:
+    """CPU time (user and system, ns) of pid and its children, all threads:
+    the first field of each thread's schedstat."""
+    total = 0
+    for k in tree_pids(pid):
+        for task in Path(f"/proc/{k}/task").glob("*"):
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
     return total
 
 
@@ -263,10 +286,13 @@ def ms(v: str) -> float:
     return {"us": x / 1000, "ms": x, "s": x * 1000}[m.group(2)]
 
 
-def http1(port: int, path: str) -> dict:
+def http1(port: int, path: str, proc: Proc) -> dict:
+    cpu = tree_cpu_ns(proc.p.pid)
     out = subprocess.run([need("wrk"), "-t1", f"-c{CONNS}", f"-d{SECONDS}s", "--latency",
                           f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, timeout=SECONDS + 60).stdout
+    cpu = tree_cpu_ns(proc.p.pid) - cpu
+    done = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
@@ -275,14 +301,16 @@ def http1(port: int, path: str) -> dict:
     if bad or errors:
         print(f"  wrk on {port}: {bad.group(0) if bad else ''} {errors.group(0) if errors else ''}",
               file=sys.stderr)
-    return {"rps": rps, "p50": p50, "p99": p99}
+    return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu / 1000 / max(done, 1)}
 
 
-def http2(port: int, path: str, work: Path) -> dict:
+def http2(port: int, path: str, work: Path, proc: Proc) -> dict:
     log = work / f"h2load-{port}.log"
+    cpu = tree_cpu_ns(proc.p.pid)
     out = subprocess.run([need("h2load"), "-c10", "-m10", "-t1", f"-D{SECONDS}",
                           f"--log-file={log}", f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, timeout=SECONDS + 60).stdout
+    cpu = tree_cpu_ns(proc.p.pid) - cpu
     m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
     if not m:
         raise SystemExit(f"h2load on {port}: {out[-2000:]}")
@@ -292,7 +320,8 @@ def http2(port: int, path: str, work: Path) -> dict:
     # The log: start time, status, microseconds per request.
     times = sorted(int(line.split()[2]) / 1000 for line in log.read_text().splitlines() if line)
     return {"rps": float(m.group(1)), "p50": times[len(times) // 2],
-            "p99": times[min(len(times) - 1, int(len(times) * 0.99))]}
+            "p99": times[min(len(times) - 1, int(len(times) * 0.99))],
+            "cpu_us": cpu / 1000 / max(len(times), 1)}
 
 
 async def open_tunnels(port: int, path: str, n: int) -> list:
@@ -372,11 +401,13 @@ def main() -> None:
                 proc, path, ws_path, h2_port = start(work, backend_port, ws_port, port, h2)
                 try:
                     print(f"round {k + 1}/{ROUNDS}, {name}: HTTP/1.1", file=sys.stderr)
-                    r = {"h1": http1(port, path)}
+                    r = {"h1": http1(port, path, proc)}
                     print(f"round {k + 1}/{ROUNDS}, {name}: HTTP/2", file=sys.stderr)
-                    r["h2"] = http2(h2_port, path, work)
-                    print(f"  HTTP/1.1 {r['h1']['rps']:.0f} req/s, p99 {r['h1']['p99']:.2f} ms; "
-                          f"HTTP/2 {r['h2']['rps']:.0f} req/s, p99 {r['h2']['p99']:.2f} ms",
+                    r["h2"] = http2(h2_port, path, work, proc)
+                    print(f"  HTTP/1.1 {r['h1']['rps']:.0f} req/s, p99 {r['h1']['p99']:.2f} ms, "
+                          f"{r['h1']['cpu_us']:.1f} us CPU; "
+                          f"HTTP/2 {r['h2']['rps']:.0f} req/s, p99 {r['h2']['p99']:.2f} ms, "
+                          f"{r['h2']['cpu_us']:.1f} us CPU",
                           file=sys.stderr)
                     if k == 0:
                         print(f"{name}: {TUNNELS} WebSocket tunnels", file=sys.stderr)
@@ -398,8 +429,11 @@ def main() -> None:
 def report(results: dict[str, dict]) -> None:
     peers = [n for n in results if n not in ("sbx-ingress", "baseline")]
     rows = [("HTTP/1.1 req/s", "h1", "rps", max), ("HTTP/1.1 p50 (ms)", "h1", "p50", min),
-            ("HTTP/1.1 p99 (ms)", "h1", "p99", min), ("HTTP/2 req/s", "h2", "rps", max),
+            ("HTTP/1.1 p99 (ms)", "h1", "p99", min),
+            ("HTTP/1.1 proxy CPU per request (us)", "h1", "cpu_us", min),
+            ("HTTP/2 req/s", "h2", "rps", max),
             ("HTTP/2 p50 (ms)", "h2", "p50", min), ("HTTP/2 p99 (ms)", "h2", "p99", min),
+            ("HTTP/2 proxy CPU per request (us)", "h2", "cpu_us", min),
             (f"RSS with {TUNNELS} idle tunnels (MiB)", "ws", "rss_mib", min),
             ("RSS per idle tunnel (KiB)", "ws", "per_tunnel_kib", min)]
     print(f"\nbench/ingress on {platform.node()} ({os.cpu_count()} cores, {platform.release()}), "
