@@ -13,6 +13,7 @@ int ingress_init(struct ingress *in, uv_loop_t *loop, const struct ingress_opts 
 
 	memset(in, 0, sizeof(*in));
 	in->loop = loop;
+	sbx_spares_init(&in->proxies, ingress_proxy_size);
 	in->o = *o;
 	if (!(in->table = ingress_table_new()))
 		return -ENOMEM;
@@ -39,6 +40,7 @@ void ingress_release(struct ingress *in)
 	in->pool = NULL;
 	ingress_table_unref(in->table);
 	in->table = NULL;
+	sbx_spares_release(&in->proxies);
 }
 
 static const char *const form_labels[INGRESS_FORMS] = { "host", "header", "path", "none" };

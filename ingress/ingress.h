@@ -13,6 +13,7 @@
 #include "route.h"
 #include "table.h"
 
+#include "sbx/alloc.h"
 #include "sbx/buf.h"
 #include "sbx/http.h"
 #include "sbx/http_client.h"
@@ -76,6 +77,7 @@ struct ingress {
 	struct proxy *heads;
 	uv_timer_t heads_timer;
 	struct ingress_stats st;
+	struct sbx_spares proxies; /* freed proxy states, for the next requests */
 };
 
 int ingress_init(struct ingress *in, uv_loop_t *loop, const struct ingress_opts *o,
@@ -91,6 +93,8 @@ void ingress_set_table(struct ingress *in, struct ingress_table *t);
 void ingress_dispatch(struct sbx_http_req *req, void *arg);
 bool ingress_authorize(struct sbx_http_req *req, void *arg);
 
+/* The size of a proxied request's state (for in->proxies). */
+extern const size_t ingress_proxy_size;
 /* Proxies req to the sandbox port t names. */
 void ingress_proxy(struct ingress *in, struct sbx_http_req *req, const struct ingress_target *t);
 

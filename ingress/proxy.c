@@ -62,6 +62,8 @@ struct proxy {
 	char target_space[256], extra_space[256], type_space[64];
 };
 
+const size_t ingress_proxy_size = sizeof(struct proxy);
+
 static void set_state(struct proxy *p, enum proxy_state to)
 {
 	assert((p->state == P_NEW && (to == P_HELD || to == P_EXCHANGING)) ||
@@ -118,7 +120,7 @@ static void proxy_free(struct proxy *p)
 	p->in->st.proxied_now--;
 	sbx_buf_release(&p->target);
 	sbx_buf_release(&p->extra);
-	sbx_free(p);
+	sbx_spares_put(&p->in->proxies, p);
 }
 
 /* ---- answers ------------------------------------------------------------------------------- */
@@ -197,10 +199,10 @@ static bool not_passed_on(const struct proxy *p, const char *name, const char *c
 
 	if (sbx_http_name_in(name, names, sizeof(names) / sizeof(names[0])))
 		return true;
-	if (!p->in->o.trust_forwarded &&
-	    (!strcasecmp(name, "x-forwarded-proto") || !strcasecmp(name, "x-forwarded-host")))
+	if (!p->in->o.trust_forwarded && (sbx_http_name_eq(name, "x-forwarded-proto") ||
+					  sbx_http_name_eq(name, "x-forwarded-host")))
 		return true;
-	if (p->in->o.strip_credentials && !strcasecmp(name, "authorization"))
+	if (p->in->o.strip_credentials && sbx_http_name_eq(name, "authorization"))
 		return true;
 	return connection && sbx_http_list_has(connection, name);
 }
@@ -211,17 +213,33 @@ static int add_extra(struct proxy *p, const char *name, ...) __attribute__((sent
 
 static int add_extra(struct proxy *p, const char *name, ...)
 {
+	size_t lens[12], n = 0, name_len = strlen(name) + 1, total = name_len + 1;
 	const char *part;
 	va_list ap;
+	char *at;
 	int rc;
 
-	if ((rc = sbx_buf_append(&p->extra, name, strlen(name) + 1)))
-		return rc;
 	va_start(ap, name);
-	while (!rc && (part = va_arg(ap, const char *)))
-		rc = sbx_buf_append_str(&p->extra, part);
+	while ((part = va_arg(ap, const char *))) {
+		assert(n < sizeof(lens) / sizeof(lens[0]));
+		total += lens[n++] = strlen(part);
+	}
 	va_end(ap);
-	return rc ? rc : sbx_buf_append(&p->extra, "", 1);
+	if ((rc = sbx_buf_reserve(&p->extra, total)))
+		return rc;
+	at = p->extra.data + p->extra.len;
+	memcpy(at, name, name_len);
+	at += name_len;
+	va_start(ap, name);
+	for (size_t i = 0; (part = va_arg(ap, const char *)); i++) {
+		memcpy(at, part, lens[i]);
+		at += lens[i];
+	}
+	va_end(ap);
+	*at++ = '\0';
+	p->extra.len = (size_t)(at - p->extra.data);
+	*at = '\0';
+	return 0;
 }
 
 /* The request's headers for the pod, and the forwarding ones. */
@@ -466,11 +484,11 @@ static void up_head(struct sbx_http_client *x, int status, const struct sbx_http
 
 	(void)x;
 	for (size_t i = 0; i < n; i++) {
-		if (!strcasecmp(f[i].name, "content-type"))
+		if (sbx_http_name_eq(f[i].name, "content-type"))
 			type = f[i].value;
-		else if (!strcasecmp(f[i].name, "content-length"))
+		else if (sbx_http_name_eq(f[i].name, "content-length"))
 			length = f[i].value;
-		else if (!strcasecmp(f[i].name, "connection"))
+		else if (sbx_http_name_eq(f[i].name, "connection"))
 			connection = f[i].value;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -700,7 +718,7 @@ void ingress_set_table(struct ingress *in, struct ingress_table *t)
 
 void ingress_proxy(struct ingress *in, struct sbx_http_req *req, const struct ingress_target *t)
 {
-	struct proxy *p = sbx_malloc(sizeof(*p));
+	struct proxy *p = sbx_spares_get(&in->proxies);
 
 	if (!p) {
 		sbx_http_respond_error(req, 503, "out of memory");

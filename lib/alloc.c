@@ -72,3 +72,42 @@ void sbx_alloc_install_jansson(void)
 {
 	json_set_alloc_funcs(sbx_json_malloc, sbx_json_free);
 }
+
+/* Under AddressSanitizer each block goes back to malloc at once, so that a
+ * use after free is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SPARES_KEPT 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPARES_KEPT 0
+#endif
+#endif
+#ifndef SPARES_KEPT
+#define SPARES_KEPT SBX_SPARES
+#endif
+const unsigned sbx_spares_kept = SPARES_KEPT;
+
+void sbx_spares_init(struct sbx_spares *s, size_t size)
+{
+	s->size = size;
+	s->n = 0;
+}
+
+void *sbx_spares_get(struct sbx_spares *s)
+{
+	return s->n ? s->items[--s->n] : sbx_malloc(s->size);
+}
+
+void sbx_spares_put(struct sbx_spares *s, void *p)
+{
+	if (p && s->n < sbx_spares_kept)
+		s->items[s->n++] = p;
+	else
+		sbx_free(p);
+}
+
+void sbx_spares_release(struct sbx_spares *s)
+{
+	while (s->n)
+		sbx_free(s->items[--s->n]);
+}

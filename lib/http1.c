@@ -36,6 +36,8 @@ struct h1_req {
 	char arena_space[512];
 };
 
+const size_t http1_req_size = sizeof(struct h1_req);
+
 struct h1 {
 	struct http_conn *c;
 	http_parser parser;
@@ -129,7 +131,7 @@ void http1_refuse(struct http_conn *c, int status, const char *message)
 static struct h1_req *req_new(struct h1 *h)
 {
 	struct sbx_http_server *s = h->c->s;
-	struct h1_req *q = sbx_malloc(sizeof(*q));
+	struct h1_req *q = sbx_spares_get(&s->h1_reqs);
 
 	if (!q)
 		return NULL;
@@ -145,8 +147,10 @@ static struct h1_req *req_new(struct h1 *h)
 
 static void req_free(struct h1_req *q)
 {
+	struct sbx_http_server *s = q->r.s;
+
 	req_release(&q->r);
-	sbx_free(q);
+	sbx_spares_put(&s->h1_reqs, q);
 }
 
 /* The handler had the request and its client is gone. */

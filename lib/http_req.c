@@ -284,19 +284,12 @@ bool sbx_http_secure(const struct sbx_http_req *req)
 	return req->secure;
 }
 
-/* Header names are ASCII tokens: the first letters are compared before
- * the whole names, which rules out most at the cost of one load. */
-static inline bool same_first(const char *a, const char *b)
-{
-	return ((unsigned char)*a | 0x20) == ((unsigned char)*b | 0x20);
-}
-
 const char *sbx_http_header(const struct sbx_http_req *req, const char *name)
 {
 	for (unsigned i = 0; i < req->n_headers; i++) {
 		const char *have = req->arena.data + req->headers[i].name;
 
-		if (same_first(have, name) && strcasecmp(have, name) == 0)
+		if (sbx_http_name_eq(have, name))
 			return req->arena.data + req->headers[i].value;
 	}
 	return NULL;
@@ -305,7 +298,7 @@ const char *sbx_http_header(const struct sbx_http_req *req, const char *name)
 bool sbx_http_name_in(const char *name, const char *const *names, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (same_first(name, names[i]) && !strcasecmp(name, names[i]))
+		if (sbx_http_name_eq(name, names[i]))
 			return true;
 	return false;
 }
@@ -645,13 +638,25 @@ char *http_utoa(unsigned long long v, char *out)
 	return out;
 }
 
+/* RFC 9110's tchar: ALPHA, DIGIT and !#$%&'*+-.^_`|~, by byte value (the
+ * unit tests check every byte against that list); 128 and up are not. */
+static const unsigned char tchar[128] = {
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x00 */
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x10 */
+	0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, /* 0x20 */
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, /* 0x30 */
+	0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x40 */
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, /* 0x50 */
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x60 */
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0, /* 0x70 */
+};
+
 bool http_is_token(const char *at, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)at[i];
 
-		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-		      (ch >= 'A' && ch <= 'Z') || (ch && strchr("!#$%&'*+-.^_`|~", ch))))
+		if (ch >= 128 || !tchar[ch])
 			return false;
 	}
 	return true;

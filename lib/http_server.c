@@ -106,6 +106,7 @@ int sbx_http_server_new(uv_loop_t *loop, const struct sbx_http_server_opts *opts
 	if (!s)
 		return -ENOMEM;
 	s->loop = loop;
+	sbx_spares_init(&s->h1_reqs, http1_req_size);
 	s->o = opts ? *opts : (struct sbx_http_server_opts){ 0 };
 	o = &s->o;
 	o->max_header_bytes = o->max_header_bytes ?: 65536;
@@ -227,6 +228,7 @@ static void maybe_free(struct sbx_http_server *s)
 		return;
 	sbx_http_pool_free(s->pool);
 	sbx_http_pool_free(s->forward_pool);
+	sbx_spares_release(&s->h1_reqs);
 	sbx_free(s);
 	if (done)
 		done(arg);

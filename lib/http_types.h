@@ -20,6 +20,7 @@
 #ifndef SBX_HTTP_TYPES_H
 #define SBX_HTTP_TYPES_H
 
+#include "sbx/alloc.h"
 #include "sbx/buf.h"
 #include "sbx/http.h"
 
@@ -171,6 +172,7 @@ struct http_listener {
 
 struct sbx_http_server {
 	uv_loop_t *loop;
+	struct sbx_spares h1_reqs; /* freed HTTP/1.1 requests, for the next ones */
 	struct sbx_http_server_opts o;
 	const struct sbx_http_route *routes;
 	size_t n_routes;
@@ -374,6 +376,8 @@ void http_stream_detach(struct http_stream **stp);
 /* Codec entry points. */
 void *http1_new(struct http_conn *c);
 extern const struct http_codec http1_codec;
+/* The size of an HTTP/1.1 request's state (for the server's h1_reqs). */
+extern const size_t http1_req_size;
 /* Answers status with a JSON error and closes (no slot for the connection). */
 void http1_refuse(struct http_conn *c, int status, const char *message);
 /* Starts HTTP/2 on c with bytes already read (the preface first). */

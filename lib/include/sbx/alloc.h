@@ -17,6 +17,29 @@ void sbx_free(void *ptr);
 char *sbx_strdup(const char *s);
 char *sbx_strndup(const char *s, size_t n);
 
+/* Freed blocks of one size kept for the next allocation of that size, up
+ * to SBX_SPARES: for what a loop makes and frees for every request and is
+ * larger than malloc's per-thread cache keeps (1 KiB), which otherwise goes
+ * through malloc's slower bins each time. One set per loop (no locking);
+ * the holder releases it when it goes, after the last put. */
+#define SBX_SPARES 16
+struct sbx_spares {
+	size_t size;
+	unsigned n;
+	void *items[SBX_SPARES];
+};
+
+/* How many a set keeps: SBX_SPARES, or 0 under AddressSanitizer (every
+ * block back to malloc, so that a use after free is still caught). */
+extern const unsigned sbx_spares_kept;
+
+void sbx_spares_init(struct sbx_spares *s, size_t size);
+/* A block of s->size bytes (not zeroed), or NULL. */
+void *sbx_spares_get(struct sbx_spares *s);
+/* Takes back a block from sbx_spares_get (NULL is ignored). */
+void sbx_spares_put(struct sbx_spares *s, void *p);
+void sbx_spares_release(struct sbx_spares *s);
+
 /* Test hook: after 'n' more successful allocations every allocation fails
  * until sbx_alloc_fail_reset(). n < 0 disables the hook. */
 void sbx_alloc_fail_after(long n);

@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <strings.h>
 #include <uv.h>
 
 struct sbx_http_server;
@@ -228,6 +229,13 @@ const char *sbx_http_authority(const struct sbx_http_req *req);
 const char *sbx_http_scheme(const struct sbx_http_req *req);
 /* First header with this name (case-insensitive), or NULL. */
 const char *sbx_http_header(const struct sbx_http_req *req, const char *name);
+/* Are two header names the same, in any case? Inline, and the first
+ * letters compared before the whole names (most names differ there), for
+ * the lookups made on every request. */
+static inline bool sbx_http_name_eq(const char *a, const char *b)
+{
+	return ((unsigned char)*a | 0x20) == ((unsigned char)*b | 0x20) && !strcasecmp(a, b);
+}
 /* Is a header name one of names (both in any case)? */
 bool sbx_http_name_in(const char *name, const char *const *names, size_t n);
 /* Does a comma-separated header value ("keep-alive, Upgrade") list token

@@ -70,6 +70,32 @@ static void reasons_and_headers(void **state)
 	assert_false(sbx_http_list_has(NULL, "close"));
 }
 
+/* Every byte value against RFC 9110's tchar list, and names compared as
+ * ASCII in any case, and only letters folded. */
+static void tokens_and_names(void **state)
+{
+	static const char listed[] = "!#$%&'*+-.^_`|~0123456789"
+				     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+	for (int c = 0; c < 256; c++) {
+		char one = (char)c;
+
+		assert_int_equal(http_is_token(&one, 1), c && strchr(listed, c) != NULL);
+	}
+	assert_true(http_is_token("X-Forwarded-For", 15));
+	assert_false(http_is_token("X Forwarded", 11));
+	assert_true(http_is_token("", 0));
+	assert_true(sbx_http_name_eq("Content-Type", "content-type"));
+	assert_true(sbx_http_name_eq("", ""));
+	assert_false(sbx_http_name_eq("Content-Type", "content-typ"));
+	assert_false(sbx_http_name_eq("content-typ", "Content-Type"));
+	assert_false(sbx_http_name_eq("a^b", "a~b")); /* 0x5e and 0x7e: not letters */
+	assert_false(sbx_http_name_eq("a@b", "a`b"));
+	assert_false(sbx_http_name_eq("x_y", "x\x7fy"));
+	assert_true(sbx_http_name_in("UPGRADE", (const char *const[]){ "host", "upgrade" }, 2));
+	assert_false(sbx_http_name_in("upgrades", (const char *const[]){ "host", "upgrade" }, 2));
+}
+
 static void targets(void **state)
 {
 	struct sbx_http_req r = { 0 };
@@ -113,6 +139,7 @@ int main(void)
 		cmocka_unit_test(patterns),
 		cmocka_unit_test(decoding),
 		cmocka_unit_test(reasons_and_headers),
+		cmocka_unit_test(tokens_and_names),
 		cmocka_unit_test(targets),
 	};
 
