@@ -52,6 +52,8 @@ struct sbx_http_client {
 
 #define HEAD_SPACE 512
 
+const size_t http_client_size = sizeof(struct sbx_http_client) + 2 * HEAD_SPACE;
+
 static void x_set_state(struct sbx_http_client *x, enum x_state to)
 {
 	assert(x->state != X_DONE);
@@ -67,10 +69,16 @@ static void x_free(struct sbx_http_client *x)
 		x->freed = true; /* by the outermost caller */
 		return;
 	}
+	struct sbx_http_pool *p = x->p;
+
 	sbx_buf_release(&x->head);
 	sbx_buf_release(&x->early);
 	sbx_buf_release(&x->fields);
-	sbx_free(x);
+	if (x->upgrade)
+		sbx_free(x);
+	else
+		sbx_spares_put(&p->spare_exchanges, x);
+	pool_exchange_gone(p);
 }
 
 static void x_leave(struct sbx_http_client *x)
@@ -174,16 +182,23 @@ static int on_begin(http_parser *hp)
 
 static int add_field_bytes(struct sbx_http_client *x, bool value, const char *at, size_t len)
 {
-	int rc = 0;
+	struct sbx_buf *b = &x->fields;
+	/* A NUL first ends the name, or the value, before. */
+	bool end = x->last_was_value != value && (value || b->len);
+	int rc = sbx_buf_reserve(b, len + end);
 
-	if (x->last_was_value != value && (value || x->fields.len))
-		rc = sbx_buf_append(&x->fields, "", 1); /* ends the name, or the value */
+	if (rc) {
+		if (rc == -E2BIG)
+			x->too_big = true;
+		return -1;
+	}
 	x->last_was_value = value;
-	if (!rc)
-		rc = sbx_buf_append(&x->fields, at, len);
-	if (rc == -E2BIG)
-		x->too_big = true;
-	return rc ? -1 : 0;
+	if (end)
+		b->data[b->len++] = '\0';
+	memcpy(b->data + b->len, at, len);
+	b->len += len;
+	b->data[b->len] = '\0';
+	return 0;
 }
 
 static int on_field(http_parser *hp, const char *at, size_t len)
@@ -521,9 +536,10 @@ int sbx_http_client_start(struct sbx_http_pool *p, const struct sbx_http_client_
 
 	if (p->freeing || !r->method || !r->backend)
 		return -EINVAL;
-	x = sbx_malloc(sizeof(*x) + (r->upgrade ? 0 : 2 * HEAD_SPACE));
+	x = r->upgrade ? sbx_malloc(sizeof(*x)) : sbx_spares_get(&p->spare_exchanges);
 	if (!x)
 		return -ENOMEM;
+	p->exchanges++;
 	memset(x, 0, sizeof(*x)); /* the spaces need no zeroing */
 	x->p = p;
 	x->cb = cb;

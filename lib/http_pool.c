@@ -32,12 +32,19 @@ static void maybe_free_pool(struct sbx_http_pool *p)
 {
 	struct backend *b;
 
-	if (!p->freeing || p->live || p->active)
+	if (!p->freeing || p->cancelling || p->live || p->active || p->exchanges)
 		return;
 	while ((b = sbx_map_pop(&p->backends)))
 		sbx_free(b); /* ones no connection was ever made to */
 	sbx_map_release(&p->backends);
+	sbx_spares_release(&p->spare_exchanges);
 	sbx_free(p);
+}
+
+void pool_exchange_gone(struct sbx_http_pool *p)
+{
+	p->exchanges--;
+	maybe_free_pool(p);
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -350,6 +357,7 @@ int sbx_http_pool_new(uv_loop_t *loop, const struct sbx_http_pool_opts *o,
 	if (!p)
 		return -ENOMEM;
 	p->loop = loop;
+	sbx_spares_init(&p->spare_exchanges, http_client_size);
 	if (o)
 		p->o = *o;
 	p->o.max_idle_per_backend = DEFAULT(p->o.max_idle_per_backend, 32);
@@ -372,8 +380,10 @@ void sbx_http_pool_free(struct sbx_http_pool *p)
 	p->freeing = true;
 	while (p->lru_head)
 		pool_close(p->lru_head);
+	p->cancelling = true; /* each exchange freed would try to free the pool */
 	while (p->active)
 		client_cancel(p->active);
+	p->cancelling = false;
 	maybe_free_pool(p);
 }
 

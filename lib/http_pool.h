@@ -3,6 +3,7 @@
 #ifndef SBX_HTTP_POOL_PRIVATE_H
 #define SBX_HTTP_POOL_PRIVATE_H
 
+#include "sbx/alloc.h"
 #include "sbx/http_client.h"
 #include "sbx/map.h"
 
@@ -44,8 +45,10 @@ struct sbx_http_pool {
 	struct sbx_http_pool_stats stats;
 	struct upconn *lru_head, *lru_tail;
 	struct sbx_http_client *active; /* exchanges in flight */
-	bool freeing;
-	unsigned live; /* connections not yet freed */
+	bool freeing, cancelling;
+	unsigned live;			   /* connections not yet freed */
+	unsigned exchanges;		   /* exchanges not yet freed: the pool waits for them */
+	struct sbx_spares spare_exchanges; /* freed ones (not upgrades), for the next */
 	char read_buf[65536];
 };
 
@@ -68,6 +71,11 @@ void pool_close(struct upconn *c);
 void pool_timer(struct upconn *c, uint64_t ms);
 /* Starts or stops reading on a busy connection. */
 void pool_read(struct upconn *c, bool on);
+
+/* The size of an exchange with its head spaces (all but upgrades). */
+extern const size_t http_client_size;
+/* An exchange has been freed: the pool may go now, if it is closing. */
+void pool_exchange_gone(struct sbx_http_pool *p);
 
 /* Calls from the pool into the exchange on a connection. */
 void client_connected(struct sbx_http_client *x, int status);

@@ -476,6 +476,67 @@ static void answer(struct t *t, int fd)
 	assert_int_equal(t->err, 0);
 }
 
+static void on_done_free_pool(struct sbx_http_client *x, int err, void *arg)
+{
+	struct t *t = arg;
+
+	on_done(x, err, arg);
+	if (t->p) {
+		struct sbx_http_pool *p = t->p;
+
+		t->p = NULL;
+		sbx_http_pool_free(p); /* from inside its own exchange's callback */
+	}
+}
+
+/* Freeing the pool ends the exchanges in flight (-ECANCELED), also when the
+ * free comes from an exchange's own done callback; the pool and the kept
+ * exchange states go once the last exchange and connection have (the
+ * sanitizer run checks that nothing is used after it or leaks). */
+static void client_pool_free_cancels_exchanges_in_flight(void **state)
+{
+	static const struct sbx_http_client_callbacks free_cb = { .head = on_head,
+								  .data = on_data,
+								  .done = on_done_free_pool };
+	struct sbx_http_client_request r = { .method = "GET", .target = "/" };
+	struct sbx_http_client *second = NULL;
+	struct t t, u = { 0 };
+	int fd;
+
+	setup(&t, NULL);
+	get(&t, "/");
+	fd = be_accept(&t);
+	answer(&t, fd); /* one exchange done: its state is kept for reuse */
+	get(&t, "/");
+	be_read(&t, fd, "\r\n\r\n");
+	r.backend = t.addr;
+	assert_int_equal(sbx_http_client_start(t.p, &r, &cb, &u, &second), 0);
+	sbx_http_pool_free(t.p);
+	t.p = NULL;
+	assert_true(t.done && u.done);
+	assert_int_equal(t.err, -ECANCELED);
+	assert_int_equal(u.err, -ECANCELED);
+	uv_run(&t.loop, UV_RUN_DEFAULT);
+	close(fd);
+	teardown(&t);
+
+	setup(&t, NULL);
+	r.backend = t.addr;
+	assert_int_equal(sbx_http_client_start(t.p, &r, &free_cb, &t, &t.x), 0);
+	fd = be_accept(&t);
+	u.done = false;
+	assert_int_equal(sbx_http_client_start(t.p, &r, &cb, &u, &second), 0);
+	be_read(&t, fd, "\r\n\r\n");
+	be_write(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+	spin(&t, is_done, fd);
+	assert_int_equal(t.err, 0);
+	assert_null(t.p);
+	assert_true(u.done);
+	assert_int_equal(u.err, -ECANCELED);
+	close(fd);
+	teardown(&t);
+}
+
 static void client_pool_reuses_an_idle_connection(void **state)
 {
 	struct sbx_http_pool_stats st;
@@ -849,6 +910,7 @@ int main(void)
 		cmocka_unit_test(client_answer_to_head_has_no_body),
 		cmocka_unit_test(client_refused_connect_is_econnrefused),
 		cmocka_unit_test(client_silent_backend_is_etimedout),
+		cmocka_unit_test(client_pool_free_cancels_exchanges_in_flight),
 		cmocka_unit_test(client_pool_reuses_an_idle_connection),
 		cmocka_unit_test(client_pool_closes_idle_connections_after_the_timeout),
 		cmocka_unit_test(client_pool_notices_a_backend_closing_an_idle_connection),
