@@ -213,33 +213,17 @@ static int add_extra(struct proxy *p, const char *name, ...) __attribute__((sent
 
 static int add_extra(struct proxy *p, const char *name, ...)
 {
-	size_t lens[12], n = 0, name_len = strlen(name) + 1, total = name_len + 1;
 	const char *part;
 	va_list ap;
-	char *at;
 	int rc;
 
-	va_start(ap, name);
-	while ((part = va_arg(ap, const char *))) {
-		assert(n < sizeof(lens) / sizeof(lens[0]));
-		total += lens[n++] = strlen(part);
-	}
-	va_end(ap);
-	if ((rc = sbx_buf_reserve(&p->extra, total)))
+	if ((rc = sbx_buf_append(&p->extra, name, strlen(name) + 1)))
 		return rc;
-	at = p->extra.data + p->extra.len;
-	memcpy(at, name, name_len);
-	at += name_len;
 	va_start(ap, name);
-	for (size_t i = 0; (part = va_arg(ap, const char *)); i++) {
-		memcpy(at, part, lens[i]);
-		at += lens[i];
-	}
+	while (!rc && (part = va_arg(ap, const char *)))
+		rc = sbx_buf_append_str(&p->extra, part);
 	va_end(ap);
-	*at++ = '\0';
-	p->extra.len = (size_t)(at - p->extra.data);
-	*at = '\0';
-	return 0;
+	return rc ? rc : sbx_buf_append(&p->extra, "", 1);
 }
 
 /* The request's headers for the pod, and the forwarding ones. */

@@ -45,7 +45,8 @@ void sbx_buf_reset(struct sbx_buf *b)
 		b->data[0] = '\0';
 }
 
-/* The slow side of reserve: a first allocation, or a larger one. */
+/* The slow side of reserve: the limit, then a first allocation or a larger
+ * one (reserve has found the room there is too small). */
 static int __attribute__((noinline)) grow(struct sbx_buf *b, size_t extra)
 {
 	size_t need, cap;
@@ -54,8 +55,6 @@ static int __attribute__((noinline)) grow(struct sbx_buf *b, size_t extra)
 	if (extra > b->max || b->len > b->max - extra)
 		return -E2BIG;
 	need = b->len + extra;
-	if (b->data && need <= b->cap)
-		return 0;
 	cap = b->cap ? b->cap : 256; /* a request head, in one go */
 	while (cap < need)
 		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
@@ -82,11 +81,6 @@ static inline int reserve(struct sbx_buf *b, size_t extra)
 	if (b->data && extra <= b->cap - b->len && extra <= b->max - b->len)
 		return 0;
 	return grow(b, extra);
-}
-
-int sbx_buf_reserve(struct sbx_buf *b, size_t extra)
-{
-	return reserve(b, extra);
 }
 
 int sbx_buf_append(struct sbx_buf *b, const void *data, size_t n)

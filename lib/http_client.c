@@ -65,12 +65,12 @@ static void x_set_state(struct sbx_http_client *x, enum x_state to)
 
 static void x_free(struct sbx_http_client *x)
 {
+	struct sbx_http_pool *p = x->p;
+
 	if (x->depth) {
 		x->freed = true; /* by the outermost caller */
 		return;
 	}
-	struct sbx_http_pool *p = x->p;
-
 	sbx_buf_release(&x->head);
 	sbx_buf_release(&x->early);
 	sbx_buf_release(&x->fields);
@@ -182,23 +182,16 @@ static int on_begin(http_parser *hp)
 
 static int add_field_bytes(struct sbx_http_client *x, bool value, const char *at, size_t len)
 {
-	struct sbx_buf *b = &x->fields;
-	/* A NUL first ends the name, or the value, before. */
-	bool end = x->last_was_value != value && (value || b->len);
-	int rc = sbx_buf_reserve(b, len + end);
+	int rc = 0;
 
-	if (rc) {
-		if (rc == -E2BIG)
-			x->too_big = true;
-		return -1;
-	}
+	if (x->last_was_value != value && (value || x->fields.len))
+		rc = sbx_buf_append(&x->fields, "", 1); /* ends the name, or the value */
 	x->last_was_value = value;
-	if (end)
-		b->data[b->len++] = '\0';
-	memcpy(b->data + b->len, at, len);
-	b->len += len;
-	b->data[b->len] = '\0';
-	return 0;
+	if (!rc)
+		rc = sbx_buf_append(&x->fields, at, len);
+	if (rc == -E2BIG)
+		x->too_big = true;
+	return rc ? -1 : 0;
 }
 
 static int on_field(http_parser *hp, const char *at, size_t len)
@@ -470,32 +463,21 @@ static bool framing(const char *name)
 
 /* "name: value" and its CRLF, unless the client writes that name itself;
  * -EINVAL for a name that is not a token or a value that would end the
- * line. Each string is measured once: this runs for every header of every
- * proxied request. */
+ * line. */
 static int put_field(struct sbx_buf *b, const char *name, const char *value)
 {
 	size_t nl = strlen(name), vl = strlen(value);
-	char *at;
 	int rc;
 
 	if (!nl || !http_is_token(name, nl) || memchr(value, '\r', vl) || memchr(value, '\n', vl))
 		return -EINVAL;
 	if (framing(name))
 		return 0;
-	if ((rc = sbx_buf_reserve(b, nl + vl + 4)))
+	/* Measured already: appends, not sbx_buf_cat, which would measure again. */
+	if ((rc = sbx_buf_append(b, name, nl)) || (rc = sbx_buf_append(b, ": ", 2)) ||
+	    (rc = sbx_buf_append(b, value, vl)))
 		return rc;
-	at = b->data + b->len;
-	memcpy(at, name, nl);
-	at += nl;
-	*at++ = ':';
-	*at++ = ' ';
-	memcpy(at, value, vl);
-	at += vl;
-	*at++ = '\r';
-	*at++ = '\n';
-	*at = '\0';
-	b->len = (size_t)(at - b->data);
-	return 0;
+	return sbx_buf_append(b, "\r\n", 2);
 }
 
 static int build_head(struct sbx_http_client *x, const struct sbx_http_client_request *r)

@@ -36,10 +36,6 @@ void sbx_buf_reset(struct sbx_buf *b);
 
 /* 0, -E2BIG past the maximum, or -ENOMEM. */
 int sbx_buf_append(struct sbx_buf *b, const void *data, size_t n);
-/* Makes room for extra more bytes and a NUL after data + len, for a
- * caller that writes them itself, NUL included, and adds them to len; 0,
- * -E2BIG or -ENOMEM, as an append of that many bytes would. */
-int sbx_buf_reserve(struct sbx_buf *b, size_t extra);
 int sbx_buf_append_str(struct sbx_buf *b, const char *s);
 /* Appends each string up to a NULL one: what a "%s%s..." format would,
  * without formatting (request and response heads are built with it). */

@@ -19,29 +19,6 @@ static void append_within_limit(void **state)
 	assert_null(b.data);
 }
 
-/* A caller writing after data + len itself: the room is there, the limit
- * holds, and borrowed storage is left for the heap when it is too small. */
-static void reserve_makes_room_for_the_caller(void **state)
-{
-	char storage[8];
-	struct sbx_buf b;
-
-	sbx_buf_init_on(&b, 12, storage, sizeof(storage));
-	assert_int_equal(sbx_buf_reserve(&b, 5), 0);
-	assert_ptr_equal(b.data, storage);
-	memcpy(b.data, "hello", 6);
-	b.len = 5;
-	assert_int_equal(sbx_buf_reserve(&b, 7), 0);
-	assert_ptr_not_equal(b.data, storage);
-	assert_string_equal(b.data, "hello");
-	memcpy(b.data + b.len, " world!", 8);
-	b.len += 7;
-	assert_int_equal(sbx_buf_reserve(&b, 1), -E2BIG);
-	assert_int_equal(sbx_buf_reserve(&b, 0), 0);
-	assert_string_equal(b.data, "hello world!");
-	sbx_buf_release(&b);
-}
-
 static void append_past_limit_fails_and_keeps_content(void **state)
 {
 	struct sbx_buf b;
@@ -177,7 +154,6 @@ int main(void)
 		cmocka_unit_test(borrowed_storage),
 		cmocka_unit_test(append_within_limit),
 		cmocka_unit_test(append_past_limit_fails_and_keeps_content),
-		cmocka_unit_test(reserve_makes_room_for_the_caller),
 		cmocka_unit_test(cat_joins_strings_within_the_limit),
 		cmocka_unit_test(printf_and_consume),
 		cmocka_unit_test(grows_through_many_appends),
