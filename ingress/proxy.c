@@ -40,7 +40,7 @@ struct proxy {
 	enum proxy_state state;
 	char backend[64];
 	struct sbx_buf target; /* the pod's request target */
-	struct sbx_buf extra;  /* values of the headers the proxy adds, NUL-separated */
+	struct sbx_buf extra;  /* the header lines the proxy adds */
 	size_t n_fields;
 	uint64_t started_ms, deadline_ms, retry_at_ms;
 	unsigned backoff_ms;
@@ -59,7 +59,7 @@ struct proxy {
 	 * counted, and the spaces are where the usual target, added values
 	 * and content type fit without allocations of their own. */
 	struct sbx_http_field fields[MAX_FIELDS];
-	char target_space[256], extra_space[256], type_space[64];
+	char target_space[256], extra_space[384], type_space[64];
 };
 
 const size_t ingress_proxy_size = sizeof(struct proxy);
@@ -207,26 +207,30 @@ static bool not_passed_on(const struct proxy *p, const char *name, const char *c
 	return connection && sbx_http_list_has(connection, name);
 }
 
-/* Appends "name\0value\0" to the proxy's own values, the value being the
- * strings that follow, up to a NULL one. */
-static int add_extra(struct proxy *p, const char *name, ...) __attribute__((sentinel));
+/* Appends the header line "name: value\r\n", the value being the strings
+ * that follow, up to a NULL one. */
+static int add_line(struct proxy *p, const char *name, ...) __attribute__((sentinel));
 
-static int add_extra(struct proxy *p, const char *name, ...)
+static int add_line(struct proxy *p, const char *name, ...)
 {
 	const char *part;
 	va_list ap;
 	int rc;
 
-	if ((rc = sbx_buf_append(&p->extra, name, strlen(name) + 1)))
+	if ((rc = sbx_buf_append_str(&p->extra, name)) || (rc = sbx_buf_append(&p->extra, ": ", 2)))
 		return rc;
 	va_start(ap, name);
 	while (!rc && (part = va_arg(ap, const char *)))
 		rc = sbx_buf_append_str(&p->extra, part);
 	va_end(ap);
-	return rc ? rc : sbx_buf_append(&p->extra, "", 1);
+	return rc ? rc : sbx_buf_append(&p->extra, "\r\n", 2);
 }
 
-/* The request's headers for the pod, and the forwarding ones. */
+/* The request's headers for the pod, and the forwarding lines. Those go to
+ * the client as they are (sbx_http_client_request.lines): their names are
+ * constants, and their values come from the request's own header values
+ * (which the server has checked: no CR, LF or NUL), the peer's address and
+ * the route's prefix (a checked id and port). */
 static int build_fields(struct proxy *p)
 {
 	struct sbx_http_req *req = p->req;
@@ -236,7 +240,7 @@ static int build_fields(struct proxy *p)
 	const char *xff = p->in->o.trust_forwarded ? sbx_http_header(req, "X-Forwarded-For") : NULL;
 	const char *peer = sbx_http_peer(req);
 	bool v6 = strchr(peer, ':') != NULL;
-	const char *name, *value, *at, *end;
+	const char *name, *value;
 	int rc;
 
 	if (p->in->o.trust_forwarded && sbx_http_header(req, "X-Forwarded-Proto"))
@@ -244,35 +248,26 @@ static int build_fields(struct proxy *p)
 	for (unsigned i = 0; sbx_http_header_at(req, i, &name, &value); i++) {
 		if (not_passed_on(p, name, connection))
 			continue;
-		if (p->n_fields == MAX_FIELDS - 6)
+		if (p->n_fields == MAX_FIELDS)
 			return -E2BIG;
 		p->fields[p->n_fields++] = (struct sbx_http_field){ name, value };
 	}
-	rc = add_extra(p, "X-Forwarded-For", xff ?: "", xff ? ", " : "", peer, NULL);
+	rc = add_line(p, "X-Forwarded-For", xff ?: "", xff ? ", " : "", peer, NULL);
 	if (!rc && !(p->in->o.trust_forwarded && sbx_http_header(req, "X-Forwarded-Host")))
-		rc = add_extra(p, "X-Forwarded-Host", host, NULL);
+		rc = add_line(p, "X-Forwarded-Host", host, NULL);
 	if (!rc && !(p->in->o.trust_forwarded && sbx_http_header(req, "X-Forwarded-Proto")))
-		rc = add_extra(p, "X-Forwarded-Proto", proto, NULL);
+		rc = add_line(p, "X-Forwarded-Proto", proto, NULL);
 	if (!rc && p->t.prefix_len) {
-		rc = sbx_buf_append(&p->extra, "X-Forwarded-Prefix", sizeof("X-Forwarded-Prefix"));
+		rc = sbx_buf_append_str(&p->extra, "X-Forwarded-Prefix: ");
 		if (!rc)
 			rc = sbx_buf_append(&p->extra, sbx_http_path(req), p->t.prefix_len);
 		if (!rc)
-			rc = sbx_buf_append(&p->extra, "", 1);
+			rc = sbx_buf_append(&p->extra, "\r\n", 2);
 	}
 	if (!rc)
-		rc = add_extra(p, "Forwarded", "for=\"", v6 ? "[" : "", peer, v6 ? "]" : "",
-			       "\";host=\"", host, "\";proto=", proto, NULL);
-	if (rc)
-		return rc;
-	/* The buffer is complete: its strings stay where they are. */
-	for (at = p->extra.data, end = at + p->extra.len; at < end;) {
-		const char *n = at, *v = at + strlen(at) + 1;
-
-		at = v + strlen(v) + 1;
-		p->fields[p->n_fields++] = (struct sbx_http_field){ n, v };
-	}
-	return 0;
+		rc = add_line(p, "Forwarded", "for=\"", v6 ? "[" : "", peer, v6 ? "]" : "",
+			      "\";host=\"", host, "\";proto=", proto, NULL);
+	return rc;
 }
 
 /* What follows the prefix, and the query without the gateway's ticket. */
@@ -606,12 +601,15 @@ static void tunnel(struct proxy *p)
 	struct sbx_http_req *req = p->req;
 	size_t n = 0;
 
-	/* The fields after the request's own are the forwarding ones. */
-	for (const char *at = p->extra.data, *end = at + p->extra.len; at < end && n < 12;) {
+	/* The forwarding lines as name and value pairs, split in place (the
+	 * proxy ends here): a name is a token, so its ": " is the first. */
+	for (char *at = p->extra.data, *end = at + p->extra.len; at < end && n < 12;) {
+		char *colon = strstr(at, ": "), *eol = strstr(colon, "\r\n");
+
+		*colon = *eol = '\0';
 		add[n++] = at;
-		at += strlen(at) + 1;
-		add[n++] = at;
-		at += strlen(at) + 1;
+		add[n++] = colon + 2;
+		at = eol + 2;
 	}
 	add[n] = NULL;
 	sbx_http_on_abort(req, NULL, NULL);
@@ -660,6 +658,8 @@ static void attempt(struct proxy *p)
 	r.host = sbx_http_header(p->req, "Host");
 	r.headers = p->fields;
 	r.n_headers = p->n_fields;
+	r.lines = p->extra.data;
+	r.lines_len = p->extra.len;
 	r.content_length = sbx_http_content_length(p->req);
 	rc = sbx_http_client_start(in->pool, &r, &up_cb, p, &p->x);
 	if (rc == -EINVAL)

@@ -74,8 +74,7 @@ static int __attribute__((noinline)) grow(struct sbx_buf *b, size_t extra)
 	return 0;
 }
 
-/* Makes room for 'extra' more bytes plus the NUL: in the room there is
- * (most calls, on a per-request path) without a call. */
+/* Makes room for 'extra' more bytes plus the NUL. */
 static inline int reserve(struct sbx_buf *b, size_t extra)
 {
 	if (b->data && extra <= b->cap - b->len && extra <= b->max - b->len)
@@ -83,9 +82,9 @@ static inline int reserve(struct sbx_buf *b, size_t extra)
 	return grow(b, extra);
 }
 
-int sbx_buf_append(struct sbx_buf *b, const void *data, size_t n)
+int sbx_buf_append_grow(struct sbx_buf *b, const void *data, size_t n)
 {
-	int rc = reserve(b, n);
+	int rc = grow(b, n);
 
 	if (rc)
 		return rc;
@@ -96,35 +95,24 @@ int sbx_buf_append(struct sbx_buf *b, const void *data, size_t n)
 	return 0;
 }
 
-int sbx_buf_append_str(struct sbx_buf *b, const char *s)
+int sbx_buf_cat_all(struct sbx_buf *b, const char *const *parts)
 {
-	return sbx_buf_append(b, s, strlen(s));
-}
-
-int sbx_buf_cat(struct sbx_buf *b, ...)
-{
-	size_t lens[16], total = 0, n, i = 0;
-	const char *s;
-	va_list ap;
+	size_t lens[16], total = 0, n, i;
 	int rc;
 
-	va_start(ap, b);
-	for (; (s = va_arg(ap, const char *)); i++) {
-		n = strlen(s);
+	for (i = 0; parts[i]; i++) {
+		n = strlen(parts[i]);
 		if (i < 16)
 			lens[i] = n;
 		total += n;
 	}
-	va_end(ap);
 	if ((rc = reserve(b, total)))
 		return rc;
-	va_start(ap, b);
-	for (i = 0; (s = va_arg(ap, const char *)); i++) {
-		n = i < 16 ? lens[i] : strlen(s);
-		memcpy(b->data + b->len, s, n);
+	for (i = 0; parts[i]; i++) {
+		n = i < 16 ? lens[i] : strlen(parts[i]);
+		memcpy(b->data + b->len, parts[i], n);
 		b->len += n;
 	}
-	va_end(ap);
 	b->data[b->len] = '\0';
 	return 0;
 }

@@ -498,6 +498,8 @@ static int build_head(struct sbx_http_client *x, const struct sbx_http_client_re
 			 " HTTP/1.1\r\nHost: ", r->host ? r->host : r->backend, "\r\n", NULL);
 	for (size_t i = 0; !rc && i < r->n_headers; i++)
 		rc = put_field(b, r->headers[i].name, r->headers[i].value);
+	if (!rc && r->lines_len)
+		rc = sbx_buf_append(b, r->lines, r->lines_len);
 	if (!rc && r->upgrade)
 		rc = sbx_buf_cat(b, "Connection: Upgrade\r\nUpgrade: ", r->upgrade, "\r\n", NULL);
 	if (!rc && r->content_length < 0)

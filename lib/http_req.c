@@ -639,8 +639,9 @@ char *http_utoa(unsigned long long v, char *out)
 }
 
 /* RFC 9110's tchar: ALPHA, DIGIT and !#$%&'*+-.^_`|~, by byte value (the
- * unit tests check every byte against that list); 128 and up are not. */
-static const unsigned char tchar[128] = {
+ * unit tests check every byte against that list); 128 and up are not (the
+ * zeros after these rows). */
+static const unsigned char tchar[256] = {
 	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x00 */
 	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x10 */
 	0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, /* 0x20 */
@@ -654,9 +655,7 @@ static const unsigned char tchar[128] = {
 bool http_is_token(const char *at, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)at[i];
-
-		if (ch >= 128 || !tchar[ch])
+		if (!tchar[(unsigned char)at[i]])
 			return false;
 	}
 	return true;

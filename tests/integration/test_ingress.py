@@ -508,6 +508,29 @@ def test_sighup_swaps_the_certificate_without_resetting_open_connections(started
     after.close()
 
 
+def test_a_websocket_upgrade_carries_the_forwarding_headers(started):
+    app = started(App)
+    ing = started(Ingress, [sandbox("demo-1", app.port)])
+    prefix = f"/sandboxes/demo-1/port/{app.port}"
+    # The app answers the upgrade with a plain 200: the ingress passes
+    # that on, and the app has seen what a WebSocket server would.
+    status, _, body = ing.get(prefix + "/ws", headers={
+        "Host": "gw.example.com", "Connection": "Upgrade", "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Forwarded": "for=6.6.6.6", "X-Forwarded-Prefix": "/forged"})
+    assert status == 200, body
+    assert json.loads(body)["path"] == "/ws"
+    assert app.header(0, "Upgrade") == "websocket"
+    assert app.header(0, "X-Forwarded-For") == "127.0.0.1"
+    assert app.header(0, "X-Forwarded-Host") == "gw.example.com"
+    assert app.header(0, "X-Forwarded-Proto") == "http"
+    assert app.header(0, "X-Forwarded-Prefix") == prefix
+    assert app.header(0, "Forwarded") == 'for="127.0.0.1";host="gw.example.com";proto=http'
+    # The client's own forwarding claims are gone, not sent beside these.
+    seen = [k.lower() for k, _ in app.requests[0]["headers"]]
+    assert seen.count("forwarded") == 1 and seen.count("x-forwarded-prefix") == 1
+
+
 def test_websocket_over_http11_and_rfc8441_10mb_each_way(started):
     from websockets.sync.client import connect
     tool = started(Tool)

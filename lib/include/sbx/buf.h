@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 struct sbx_buf {
 	char *data;    /* NULL until the first append */
@@ -34,12 +35,34 @@ void sbx_buf_release(struct sbx_buf *b);
 /* Empties the buffer and keeps its memory. */
 void sbx_buf_reset(struct sbx_buf *b);
 
-/* 0, -E2BIG past the maximum, or -ENOMEM. */
-int sbx_buf_append(struct sbx_buf *b, const void *data, size_t n);
-int sbx_buf_append_str(struct sbx_buf *b, const char *s);
+/* Appends what does not fit in the room there is (see sbx_buf_append). */
+int sbx_buf_append_grow(struct sbx_buf *b, const void *data, size_t n);
+
+/* 0, -E2BIG past the maximum, or -ENOMEM. Inline: heads are built out of
+ * many short pieces, most of them constants whose copy compiles to a
+ * store, and nearly all fit in the room there is. */
+static inline int sbx_buf_append(struct sbx_buf *b, const void *data, size_t n)
+{
+	if (!b->data || n > b->cap - b->len || n > b->max - b->len)
+		return sbx_buf_append_grow(b, data, n);
+	if (n)
+		memcpy(b->data + b->len, data, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+	return 0;
+}
+
+static inline int sbx_buf_append_str(struct sbx_buf *b, const char *s)
+{
+	return sbx_buf_append(b, s, strlen(s));
+}
 /* Appends each string up to a NULL one: what a "%s%s..." format would,
- * without formatting (request and response heads are built with it). */
-int sbx_buf_cat(struct sbx_buf *b, ...) __attribute__((sentinel));
+ * without formatting (request and response heads are built with it). The
+ * macro puts the strings in an array, which the compiler checks as const
+ * char pointers and which is read without va_arg's bookkeeping; it ends
+ * the array with a NULL of its own too. */
+int sbx_buf_cat_all(struct sbx_buf *b, const char *const *parts);
+#define sbx_buf_cat(b, ...) sbx_buf_cat_all((b), (const char *const[]){ __VA_ARGS__, NULL })
 int sbx_buf_printf(struct sbx_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int sbx_buf_vprintf(struct sbx_buf *b, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));

@@ -75,6 +75,13 @@ struct sbx_http_client_request {
 	const char *host;   /* the Host header; NULL: the backend address */
 	const struct sbx_http_field *headers;
 	size_t n_headers;
+	/* Header lines the caller has formatted and checked itself, sent as
+	 * they are after 'headers': "Name: value\r\n" each, every name a token
+	 * the client does not write itself (not Host or framing), no CR, LF or
+	 * NUL in a value. For what a proxy adds (Forwarded and the like) out
+	 * of values that are known to be clean: no second pass over them. */
+	const char *lines;
+	size_t lines_len;
 	/* The request body: 0 none, > 0 exactly that many bytes, -1 chunked
 	 * (length not known in advance). */
 	int64_t content_length;

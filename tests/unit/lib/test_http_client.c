@@ -213,7 +213,9 @@ static void client_request_and_answer_exact_bytes(void **state)
 					     .target = "/a?b",
 					     .host = "h",
 					     .headers = h,
-					     .n_headers = 4 };
+					     .n_headers = 4,
+					     .lines = "X-C: 3\r\nX-D: 4\r\n",
+					     .lines_len = 16 };
 	struct t t;
 	int fd;
 
@@ -222,9 +224,9 @@ static void client_request_and_answer_exact_bytes(void **state)
 	assert_int_equal(sbx_http_client_start(t.p, &r, &cb, &t, &t.x), 0);
 	fd = be_accept(&t);
 	/* The framing is the client's: the caller's Connection, Content-Length
-	 * and Host are not passed on. */
+	 * and Host are not passed on. Its own lines follow the fields. */
 	assert_string_equal(be_read(&t, fd, "\r\n\r\n"),
-			    "GET /a?b HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n");
+			    "GET /a?b HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-C: 3\r\nX-D: 4\r\n\r\n");
 	be_write(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-B: 2\r\n\r\nhello");
 	spin(&t, is_done, fd);
 	assert_int_equal(t.err, 0);
