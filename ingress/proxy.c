@@ -15,7 +15,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <stddef.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,25 +206,6 @@ static bool not_passed_on(const struct proxy *p, const char *name, const char *c
 	return connection && sbx_http_list_has(connection, name);
 }
 
-/* Appends the header line "name: value\r\n", the value being the strings
- * that follow, up to a NULL one. */
-static int add_line(struct proxy *p, const char *name, ...) __attribute__((sentinel));
-
-static int add_line(struct proxy *p, const char *name, ...)
-{
-	const char *part;
-	va_list ap;
-	int rc;
-
-	if ((rc = sbx_buf_append_str(&p->extra, name)) || (rc = sbx_buf_append(&p->extra, ": ", 2)))
-		return rc;
-	va_start(ap, name);
-	while (!rc && (part = va_arg(ap, const char *)))
-		rc = sbx_buf_append_str(&p->extra, part);
-	va_end(ap);
-	return rc ? rc : sbx_buf_append(&p->extra, "\r\n", 2);
-}
-
 /* The request's headers for the pod, and the forwarding lines. Those go to
  * the client as they are (sbx_http_client_request.lines): their names are
  * constants, and their values come from the request's own header values
@@ -252,11 +232,11 @@ static int build_fields(struct proxy *p)
 			return -E2BIG;
 		p->fields[p->n_fields++] = (struct sbx_http_field){ name, value };
 	}
-	rc = add_line(p, "X-Forwarded-For", xff ?: "", xff ? ", " : "", peer, NULL);
+	rc = sbx_buf_cat(&p->extra, "X-Forwarded-For: ", xff ?: "", xff ? ", " : "", peer, "\r\n");
 	if (!rc && !(p->in->o.trust_forwarded && sbx_http_header(req, "X-Forwarded-Host")))
-		rc = add_line(p, "X-Forwarded-Host", host, NULL);
+		rc = sbx_buf_cat(&p->extra, "X-Forwarded-Host: ", host, "\r\n");
 	if (!rc && !(p->in->o.trust_forwarded && sbx_http_header(req, "X-Forwarded-Proto")))
-		rc = add_line(p, "X-Forwarded-Proto", proto, NULL);
+		rc = sbx_buf_cat(&p->extra, "X-Forwarded-Proto: ", proto, "\r\n");
 	if (!rc && p->t.prefix_len) {
 		rc = sbx_buf_append_str(&p->extra, "X-Forwarded-Prefix: ");
 		if (!rc)
@@ -265,8 +245,8 @@ static int build_fields(struct proxy *p)
 			rc = sbx_buf_append(&p->extra, "\r\n", 2);
 	}
 	if (!rc)
-		rc = add_line(p, "Forwarded", "for=\"", v6 ? "[" : "", peer, v6 ? "]" : "",
-			      "\";host=\"", host, "\";proto=", proto, NULL);
+		rc = sbx_buf_cat(&p->extra, "Forwarded: for=\"", v6 ? "[" : "", peer, v6 ? "]" : "",
+				 "\";host=\"", host, "\";proto=", proto, "\r\n");
 	return rc;
 }
 

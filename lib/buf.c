@@ -95,23 +95,19 @@ int sbx_buf_append_grow(struct sbx_buf *b, const void *data, size_t n)
 	return 0;
 }
 
-int sbx_buf_cat_all(struct sbx_buf *b, const char *const *parts)
+int sbx_buf_cat_many(struct sbx_buf *b, const char *const *parts, size_t n)
 {
-	size_t lens[16], total = 0, n, i;
+	size_t total = 0, len;
 	int rc;
 
-	for (i = 0; parts[i]; i++) {
-		n = strlen(parts[i]);
-		if (i < 16)
-			lens[i] = n;
-		total += n;
-	}
+	for (size_t i = 0; i < n; i++)
+		total += strlen(parts[i]);
 	if ((rc = reserve(b, total)))
 		return rc;
-	for (i = 0; parts[i]; i++) {
-		n = i < 16 ? lens[i] : strlen(parts[i]);
-		memcpy(b->data + b->len, parts[i], n);
-		b->len += n;
+	for (size_t i = 0; i < n; i++) {
+		len = strlen(parts[i]);
+		memcpy(b->data + b->len, parts[i], len);
+		b->len += len;
 	}
 	b->data[b->len] = '\0';
 	return 0;

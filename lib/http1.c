@@ -80,14 +80,14 @@ static int build_head(struct h1 *h, struct h1_req *q, struct sbx_buf *b, int sta
 
 	rc = sbx_buf_cat(b, "HTTP/1.1 ", http_utoa((unsigned)status, st), " ",
 			 sbx_http_reason(status), "\r\nServer: ", h->c->s->o.server_name,
-			 "\r\nDate: ", http_date(h->c->s), "\r\n", NULL);
+			 "\r\nDate: ", http_date(h->c->s), "\r\n");
 	if (!rc && q && q->r.resp_headers.len)
 		rc = sbx_buf_append(b, q->r.resp_headers.data, q->r.resp_headers.len);
 	if (!rc && content_type && !no_body)
-		rc = sbx_buf_cat(b, "Content-Type: ", content_type, "\r\n", NULL);
+		rc = sbx_buf_cat(b, "Content-Type: ", content_type, "\r\n");
 	if (!rc && !no_body && length >= 0)
 		rc = sbx_buf_cat(b, "Content-Length: ", http_utoa((unsigned long long)length, cl),
-				 "\r\n", NULL);
+				 "\r\n");
 	else if (!rc && !no_body && q && q->chunked)
 		rc = sbx_buf_append_str(b, "Transfer-Encoding: chunked\r\n");
 	if (!rc && !h->keep_alive)

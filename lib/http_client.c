@@ -495,19 +495,18 @@ static int build_head(struct sbx_http_client *x, const struct sbx_http_client_re
 	    (r->upgrade && !is_token(r->upgrade)) || r->content_length < -1)
 		return -EINVAL;
 	rc = sbx_buf_cat(b, r->method, " ", r->target,
-			 " HTTP/1.1\r\nHost: ", r->host ? r->host : r->backend, "\r\n", NULL);
+			 " HTTP/1.1\r\nHost: ", r->host ? r->host : r->backend, "\r\n");
 	for (size_t i = 0; !rc && i < r->n_headers; i++)
 		rc = put_field(b, r->headers[i].name, r->headers[i].value);
 	if (!rc && r->lines_len)
 		rc = sbx_buf_append(b, r->lines, r->lines_len);
 	if (!rc && r->upgrade)
-		rc = sbx_buf_cat(b, "Connection: Upgrade\r\nUpgrade: ", r->upgrade, "\r\n", NULL);
+		rc = sbx_buf_cat(b, "Connection: Upgrade\r\nUpgrade: ", r->upgrade, "\r\n");
 	if (!rc && r->content_length < 0)
 		rc = sbx_buf_append_str(b, "Transfer-Encoding: chunked\r\n");
 	else if (!rc && with_body)
-		rc = sbx_buf_cat(
-			b, "Content-Length: ", http_utoa((unsigned long long)r->content_length, cl),
-			"\r\n", NULL);
+		rc = sbx_buf_cat(b, "Content-Length: ",
+				 http_utoa((unsigned long long)r->content_length, cl), "\r\n");
 	return rc ? rc : sbx_buf_append_str(b, "\r\n");
 }
 

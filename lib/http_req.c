@@ -448,7 +448,7 @@ int sbx_http_add_header(struct sbx_http_req *req, const char *name, const char *
 		return -EALREADY;
 	if (!http_valid_header(name, value))
 		return -EINVAL;
-	return sbx_buf_cat(&req->resp_headers, name, ": ", value, "\r\n", NULL);
+	return sbx_buf_cat(&req->resp_headers, name, ": ", value, "\r\n");
 }
 
 int sbx_http_respond(struct sbx_http_req *req, int status, const char *content_type,

@@ -865,7 +865,7 @@ static void element_expr(json_t *body, struct sbx_buf *out)
 	snprintf(num, sizeof(num), "%lld",
 		 json_is_integer(idx) ? (long long)json_integer_value(idx) : -1LL);
 	sbx_buf_cat(out, "__sbx.find(", s ? s : "null", ",", json_is_integer(idx) ? num : "null",
-		    ")", NULL);
+		    ")");
 	free(s);
 }
 
@@ -1067,7 +1067,7 @@ static void op_history(struct auto_job *j, json_t *result, const char *error)
 
 			sbx_buf_init(&e, 8192);
 			sbx_buf_cat(&e, "location.href===", url ? url : "''",
-				    "&&document.readyState==='complete'", NULL);
+				    "&&document.readyState==='complete'");
 			free(url);
 			j->step = 11;
 			job_eval(j, e.data ? e.data : "false");
@@ -1176,7 +1176,7 @@ static void op_click(struct auto_job *j, json_t *result, const char *error)
 			struct sbx_buf e;
 
 			sbx_buf_init(&e, 1 << 20);
-			sbx_buf_cat(&e, "(()=>{", find_js, "return __sbx.point(", NULL);
+			sbx_buf_cat(&e, "(()=>{", find_js, "return __sbx.point(");
 			element_expr(j->body, &e);
 			sbx_buf_append_str(&e, ");})()");
 			job_eval(j, e.data ? e.data : "");
@@ -1246,7 +1246,7 @@ void automation_hover(struct sbx_http_req *req, void *arg)
  * cleared value). */
 static void fill_expr(json_t *item, bool have_text, struct sbx_buf *e)
 {
-	sbx_buf_cat(e, "(()=>{", find_js, "const e=", NULL);
+	sbx_buf_cat(e, "(()=>{", find_js, "const e=");
 	element_expr(item, e);
 	sbx_buf_cat(e,
 		    ";e.scrollIntoView({block:'center'});e.focus();"
@@ -1258,7 +1258,7 @@ static void fill_expr(json_t *item, bool have_text, struct sbx_buf *e)
 			    : "if('value' in e){e.value='';e.dispatchEvent(new Event('input',"
 			      "{bubbles:true}));e.dispatchEvent(new Event('change',{bubbles:true}))"
 			      ";}else{e.textContent='';}",
-		    "return true;})()", NULL);
+		    "return true;})()");
 }
 
 static void op_fill(struct auto_job *j, json_t *result, const char *error)
@@ -1545,7 +1545,7 @@ static void op_upload(struct auto_job *j, json_t *result, const char *error)
 		struct sbx_buf e;
 
 		sbx_buf_init(&e, 1 << 16);
-		sbx_buf_cat(&e, "document.querySelector(", q ? q : "''", ")", NULL);
+		sbx_buf_cat(&e, "document.querySelector(", q ? q : "''", ")");
 		free(q);
 		job_call(j, false, "Runtime.evaluate",
 			 json_pack("{s:s}", "expression", e.data ? e.data : ""));
@@ -1689,8 +1689,7 @@ void automation_elements(struct sbx_http_req *req, void *arg)
 		    "return __sbx.list().map((e,i)=>({index:i,tag:e.tagName.toLowerCase(),"
 		    "type:e.type||null,text:(e.innerText||e.value||e.getAttribute('aria-label')||"
 		    "e.placeholder||'').trim().slice(0,200),id:e.id||null,name:e.name||null,"
-		    "href:e.href||null,placeholder:e.placeholder||null}));})()",
-		    NULL);
+		    "href:e.href||null,placeholder:e.placeholder||null}));})()");
 	read_page(req, arg, e.data ? e.data : "[]", "Interactive elements");
 	sbx_buf_release(&e);
 }
@@ -1873,7 +1872,7 @@ void automation_scroll(struct sbx_http_req *req, void *arg)
 	json_decref(body); /* dir was in it */
 	sbx_buf_init(&e, 4096);
 	sbx_buf_cat(&e, "(()=>{window.scrollBy(", dx, ",", dy,
-		    ");return {x:window.scrollX,y:window.scrollY};})()", NULL);
+		    ");return {x:window.scrollX,y:window.scrollY};})()");
 	eval_op(req, arg, &e, "Scrolled");
 }
 
@@ -1890,7 +1889,7 @@ void automation_scroll_to(struct sbx_http_req *req, void *arg)
 	json_decref(body);
 	sbx_buf_init(&e, 4096);
 	sbx_buf_cat(&e, "(()=>{window.scrollTo(", x, ",", y,
-		    ");return {x:window.scrollX,y:window.scrollY};})()", NULL);
+		    ");return {x:window.scrollX,y:window.scrollY};})()");
 	eval_op(req, arg, &e, "Scrolled");
 }
 
@@ -1913,7 +1912,7 @@ static void element_op(struct sbx_http_req *req, void *arg, const char *code, co
 	sbx_buf_init(&e, 1 << 16);
 	sbx_buf_cat(&e, "(()=>{const e=document.querySelector(", q ? q : "''",
 		    ");if(!e)throw new Error('no element matches '+", q ? q : "''", ");", code,
-		    "})()", NULL);
+		    "})()");
 	free(q);
 	json_decref(body);
 	eval_op(req, arg, &e, message);
@@ -1967,13 +1966,13 @@ void automation_select_option(struct sbx_http_req *req, void *arg)
 	sbx_buf_init(&e, 1 << 16);
 	sbx_buf_cat(&e, "(()=>{const e=document.querySelector(", q ? q : "''",
 		    ");if(!e||!e.options)throw new Error('no select element matches '+",
-		    q ? q : "''", ");const o=[...e.options].findIndex((o,i)=>", NULL);
+		    q ? q : "''", ");const o=[...e.options].findIndex((o,i)=>");
 	if (v)
-		sbx_buf_cat(&e, "o.value===", v, NULL);
+		sbx_buf_cat(&e, "o.value===", v);
 	else if (l)
-		sbx_buf_cat(&e, "o.label===", l, "||o.text===", l, NULL);
+		sbx_buf_cat(&e, "o.label===", l, "||o.text===", l);
 	else
-		sbx_buf_cat(&e, "i===", num, NULL);
+		sbx_buf_cat(&e, "i===", num);
 	sbx_buf_append_str(&e, ");if(o<0)throw new Error('no such option');e.selectedIndex=o;"
 			       "e.dispatchEvent(new Event('input',{bubbles:true}));"
 			       "e.dispatchEvent(new Event('change',{bubbles:true}));"
@@ -2008,8 +2007,7 @@ void automation_find_text(struct sbx_http_req *req, void *arg)
 		"NodeFilter.SHOW_TEXT);let n;while((n=w.nextNode())&&out.length<100){"
 		"const t=n.textContent,i=t.toLowerCase().indexOf(k);if(!k||i<0)continue;"
 		"const p=n.parentElement;out.push({text:t.slice(Math.max(0,i-40),i+k.length+40)"
-		".trim(),tag:p?p.tagName.toLowerCase():null,id:p&&p.id||null});}return out;})()",
-		NULL);
+		".trim(),tag:p?p.tagName.toLowerCase():null,id:p&&p.id||null});}return out;})()");
 	free(k);
 	json_decref(body);
 	eval_op(req, arg, &e, "Matches");
@@ -2146,14 +2144,13 @@ static void op_wait(struct auto_job *j, json_t *result, const char *error)
 			sbx_buf_append_str(&e, "location.href");
 		else if (!strcmp(type, "function"))
 			sbx_buf_cat(&e, "Promise.resolve((", sbx_json_str(j->body, "expression"),
-				    ")).then(v=>!!v)", NULL);
+				    ")).then(v=>!!v)");
 		else
 			sbx_buf_cat(&e, "(()=>{const e=document.querySelector(", q ? q : "''",
 				    "),s=", st ? st : "'visible'",
 				    ",v=!!e&&!!(e.offsetWidth||e.offsetHeight||e.getClientRects()."
 				    "length);return s==='attached'?!!e:s==='detached'?!e:"
-				    "s==='hidden'?!v:v;})()",
-				    NULL);
+				    "s==='hidden'?!v:v;})()");
 		free(q);
 		free(st);
 		j->y = 1;
@@ -2257,7 +2254,7 @@ void automation_captcha_wait(struct sbx_http_req *req, void *arg)
 		return;
 	}
 	sbx_buf_init(&e, sizeof(captcha_js) + 64);
-	sbx_buf_cat(&e, "(r=>!r.detected||r.solved)(", captcha_js, ")", NULL);
+	sbx_buf_cat(&e, "(r=>!r.detected||r.solved)(", captcha_js, ")");
 	json_object_set_new(body, "type", json_string("function"));
 	json_object_set_new(body, "expression", json_string(e.data ? e.data : "true"));
 	json_object_set_new(body, "timeout",

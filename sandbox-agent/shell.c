@@ -621,7 +621,7 @@ static int start_command(struct session *s, const char *command, const char *dir
 			rc = sbx_buf_append_str(&text, " || return $?\n");
 	}
 	if (!rc)
-		rc = sbx_buf_cat(&text, command, "\n", NULL);
+		rc = sbx_buf_cat(&text, command, "\n");
 	if (!rc && (s->script = memfd_create("sbx-command", MFD_CLOEXEC)) < 0)
 		rc = -errno;
 	for (size_t off = 0; !rc && off < text.len;) {
@@ -644,7 +644,7 @@ static int start_command(struct session *s, const char *command, const char *dir
 		char tag[TREE_TAG_MAX + 16];
 
 		command_tag(s, s->seq, tag, sizeof(tag));
-		rc = sbx_buf_cat(&line, TREE_ENV "=", tag, " . ", path, "\n", NULL);
+		rc = sbx_buf_cat(&line, TREE_ENV "=", tag, " . ", path, "\n");
 	}
 	/* A line of a few hundred bytes fits the terminal's input queue. */
 	if (!rc && write(s->master, line.data, line.len) != (ssize_t)line.len)

@@ -86,7 +86,7 @@ void util_handle_markdown(struct sbx_http_req *req, void *arg)
 	/* URI = "<the URI as a JSON string, which Python reads as a literal>" */
 	sbx_buf_init(&code, sizeof(markdown_py) + 65536);
 	literal = json_dumps(uri, JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
-	if (literal && !sbx_buf_cat(&code, "URI = ", literal, "\n", markdown_py, NULL))
+	if (literal && !sbx_buf_cat(&code, "URI = ", literal, "\n", markdown_py))
 		call = json_pack("{s:s, s:s, s:i}", "language", "python", "code", code.data,
 				 "timeout", CONVERT_TIMEOUT_S);
 	free(literal);

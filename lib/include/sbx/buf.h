@@ -9,6 +9,7 @@
 #ifndef SBX_BUF_H
 #define SBX_BUF_H
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -56,13 +57,39 @@ static inline int sbx_buf_append_str(struct sbx_buf *b, const char *s)
 {
 	return sbx_buf_append(b, s, strlen(s));
 }
-/* Appends each string up to a NULL one: what a "%s%s..." format would,
- * without formatting (request and response heads are built with it). The
- * macro puts the strings in an array, which the compiler checks as const
- * char pointers and which is read without va_arg's bookkeeping; it ends
- * the array with a NULL of its own too. */
-int sbx_buf_cat_all(struct sbx_buf *b, const char *const *parts);
-#define sbx_buf_cat(b, ...) sbx_buf_cat_all((b), (const char *const[]){ __VA_ARGS__, NULL })
+
+/* Appends the strings given, one after the other: what a "%s%s..." format
+ * would, without formatting (request and response heads are built with
+ * it). All or nothing, like an append. Inline, with the count known where
+ * it is called: constant strings are measured when compiled and copied
+ * with stores. */
+#define sbx_buf_cat(b, ...)                                      \
+	sbx_buf_cat_n((b), (const char *const[]){ __VA_ARGS__ }, \
+		      sizeof((const char *const[]){ __VA_ARGS__ }) / sizeof(char *))
+
+/* The same out of line, for any count. */
+int sbx_buf_cat_many(struct sbx_buf *b, const char *const *parts, size_t n);
+
+static inline int sbx_buf_cat_n(struct sbx_buf *b, const char *const *parts, size_t n)
+{
+	size_t lens[16], total = 0;
+
+	if (n > 16 || !b->data)
+		return sbx_buf_cat_many(b, parts, n);
+#pragma GCC unroll 16
+	for (size_t i = 0; i < n; i++)
+		total += lens[i] = strlen(parts[i]);
+	if (total > b->cap - b->len || total > b->max - b->len)
+		return sbx_buf_cat_many(b, parts, n);
+#pragma GCC unroll 16
+	for (size_t i = 0; i < n; i++) {
+		memcpy(b->data + b->len, parts[i], lens[i]);
+		b->len += lens[i];
+	}
+	b->data[b->len] = '\0';
+	return 0;
+}
+
 int sbx_buf_printf(struct sbx_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int sbx_buf_vprintf(struct sbx_buf *b, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));

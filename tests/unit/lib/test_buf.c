@@ -41,14 +41,26 @@ static void cat_joins_strings_within_the_limit(void **state)
 	struct sbx_buf b;
 
 	sbx_buf_init(&b, 12);
-	assert_int_equal(sbx_buf_cat(&b, NULL), 0);
+	assert_int_equal(sbx_buf_cat(&b, ""), 0);
 	assert_string_equal(b.data, "");
-	assert_int_equal(sbx_buf_cat(&b, "GET", " ", "/a", NULL), 0);
+	assert_int_equal(sbx_buf_cat(&b, "GET", " ", "/a"), 0);
 	assert_string_equal(b.data, "GET /a");
-	assert_int_equal(sbx_buf_cat(&b, " HTTP/1.1", NULL), -E2BIG); /* 15 > 12 */
+	assert_int_equal(sbx_buf_cat(&b, " HTTP/1.1"), -E2BIG); /* 15 > 12 */
 	assert_string_equal(b.data, "GET /a");
-	assert_int_equal(sbx_buf_cat(&b, "", "\r\n", NULL), 0);
+	assert_int_equal(sbx_buf_cat(&b, "", "\r\n"), 0);
 	assert_int_equal(b.len, 8);
+	sbx_buf_release(&b);
+	/* More strings than the inline path takes: the same result. */
+	sbx_buf_init(&b, 64);
+	assert_int_equal(sbx_buf_cat(&b, "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l",
+				     "m", "n", "o", "p", "q", "r"),
+			 0);
+	assert_string_equal(b.data, "abcdefghijklmnopqr");
+	assert_int_equal(sbx_buf_cat(&b, "s", "t", "u", "v", "w", "x", "y", "z", "0", "1", "2", "3",
+				     "4", "5", "6", "7", "8", "9",
+				     "0123456789012345678901234567890"),
+			 -E2BIG);
+	assert_string_equal(b.data, "abcdefghijklmnopqr");
 	sbx_buf_release(&b);
 }
 
