@@ -55,7 +55,7 @@ struct proxy {
 	char *type;	  /* type_space, or a copy of a longer one */
 	struct proxy *head_prev, *head_next;
 	/* Not zeroed at the start (see ingress_proxy): the fields in use are
-	 * counted, and the spaces are where the usual target, added values
+	 * counted, and the spaces are where the usual target, added lines
 	 * and content type fit without allocations of their own. */
 	struct sbx_http_field fields[MAX_FIELDS];
 	char target_space[256], extra_space[384], type_space[64];

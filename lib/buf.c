@@ -86,30 +86,20 @@ int sbx_buf_append_grow(struct sbx_buf *b, const void *data, size_t n)
 {
 	int rc = grow(b, n);
 
-	if (rc)
-		return rc;
-	if (n)
-		memcpy(b->data + b->len, data, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-	return 0;
+	return rc ? rc : sbx_buf_append(b, data, n); /* the room is there now */
 }
 
 int sbx_buf_cat_many(struct sbx_buf *b, const char *const *parts, size_t n)
 {
-	size_t total = 0, len;
+	size_t total = 0;
 	int rc;
 
 	for (size_t i = 0; i < n; i++)
 		total += strlen(parts[i]);
 	if ((rc = reserve(b, total)))
 		return rc;
-	for (size_t i = 0; i < n; i++) {
-		len = strlen(parts[i]);
-		memcpy(b->data + b->len, parts[i], len);
-		b->len += len;
-	}
-	b->data[b->len] = '\0';
+	for (size_t i = 0; i < n; i++)
+		sbx_buf_append_str(b, parts[i]); /* within the room reserved */
 	return 0;
 }
 

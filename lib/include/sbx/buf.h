@@ -9,7 +9,6 @@
 #ifndef SBX_BUF_H
 #define SBX_BUF_H
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
