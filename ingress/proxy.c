@@ -177,31 +177,32 @@ static void client_gone(struct sbx_http_req *req, void *arg)
 /* ---- headers ------------------------------------------------------------------------------- */
 
 /* Headers that end at this hop, or that the proxy writes itself. */
-static bool not_passed_on(const struct proxy *p, const char *name, const char *connection)
+static bool not_passed_on(const struct proxy *p, const char *name, size_t len,
+			  const char *connection)
 {
-	static const char *const names[] = {
-		"connection",
-		"keep-alive",
-		"proxy-connection",
-		"te",
-		"trailer",
-		"transfer-encoding",
-		"upgrade",
-		"host",
-		"content-length",
-		"expect",
-		"x-forwarded-prefix",
-		"forwarded",
-		"x-forwarded-for", /* rebuilt, from the client's when trusted */
-		INGRESS_TO_HEADER,
+	static const struct sbx_http_name names[] = {
+		SBX_HTTP_NAME("connection"),
+		SBX_HTTP_NAME("keep-alive"),
+		SBX_HTTP_NAME("proxy-connection"),
+		SBX_HTTP_NAME("te"),
+		SBX_HTTP_NAME("trailer"),
+		SBX_HTTP_NAME("transfer-encoding"),
+		SBX_HTTP_NAME("upgrade"),
+		SBX_HTTP_NAME("host"),
+		SBX_HTTP_NAME("content-length"),
+		SBX_HTTP_NAME("expect"),
+		SBX_HTTP_NAME("x-forwarded-prefix"),
+		SBX_HTTP_NAME("forwarded"),
+		SBX_HTTP_NAME("x-forwarded-for"), /* rebuilt, from the client's when trusted */
+		SBX_HTTP_NAME(INGRESS_TO_HEADER),
 	};
 
-	if (sbx_http_name_in(name, names, sizeof(names) / sizeof(names[0])))
+	if (sbx_http_name_in(name, len, names, sizeof(names) / sizeof(names[0])))
 		return true;
-	if (!p->in->o.trust_forwarded && (sbx_http_name_eq(name, "x-forwarded-proto") ||
-					  sbx_http_name_eq(name, "x-forwarded-host")))
+	if (!p->in->o.trust_forwarded && (SBX_HTTP_NAME_IS(name, len, "x-forwarded-proto") ||
+					  SBX_HTTP_NAME_IS(name, len, "x-forwarded-host")))
 		return true;
-	if (p->in->o.strip_credentials && sbx_http_name_eq(name, "authorization"))
+	if (p->in->o.strip_credentials && SBX_HTTP_NAME_IS(name, len, "authorization"))
 		return true;
 	return connection && sbx_http_list_has(connection, name);
 }
@@ -226,11 +227,14 @@ static int build_fields(struct proxy *p)
 	if (p->in->o.trust_forwarded && sbx_http_header(req, "X-Forwarded-Proto"))
 		proto = sbx_http_header(req, "X-Forwarded-Proto");
 	for (unsigned i = 0; sbx_http_header_at(req, i, &name, &value); i++) {
-		if (not_passed_on(p, name, connection))
+		size_t len = strlen(name);
+
+		if (not_passed_on(p, name, len, connection))
 			continue;
 		if (p->n_fields == MAX_FIELDS)
 			return -E2BIG;
-		p->fields[p->n_fields++] = (struct sbx_http_field){ name, value };
+		p->fields[p->n_fields++] =
+			(struct sbx_http_field){ .name = name, .value = value, .name_len = len };
 	}
 	rc = sbx_buf_cat(&p->extra, "X-Forwarded-For: ", xff ?: "", xff ? ", " : "", peer, "\r\n");
 	if (!rc && !(p->in->o.trust_forwarded && sbx_http_header(req, "X-Forwarded-Host")))
@@ -407,15 +411,23 @@ static void resume_up(struct sbx_http_req *req, void *arg)
 		sbx_http_client_resume(p->x);
 }
 
-static bool end_to_end(const char *name)
+static bool end_to_end(const char *name, size_t len)
 {
-	static const char *const names[] = {
-		"connection",	"keep-alive", "proxy-connection", "transfer-encoding",
-		"te",		"trailer",    "upgrade",	  "content-length",
-		"content-type", "date",	      "server",
+	static const struct sbx_http_name names[] = {
+		SBX_HTTP_NAME("connection"),
+		SBX_HTTP_NAME("keep-alive"),
+		SBX_HTTP_NAME("proxy-connection"),
+		SBX_HTTP_NAME("transfer-encoding"),
+		SBX_HTTP_NAME("te"),
+		SBX_HTTP_NAME("trailer"),
+		SBX_HTTP_NAME("upgrade"),
+		SBX_HTTP_NAME("content-length"),
+		SBX_HTTP_NAME("content-type"),
+		SBX_HTTP_NAME("date"),
+		SBX_HTTP_NAME("server"),
 	};
 
-	return !sbx_http_name_in(name, names, sizeof(names) / sizeof(names[0]));
+	return !sbx_http_name_in(name, len, names, sizeof(names) / sizeof(names[0]));
 }
 
 /* The head goes out now, with the body's first bytes when there are some:
@@ -443,15 +455,15 @@ static void up_head(struct sbx_http_client *x, int status, const struct sbx_http
 
 	(void)x;
 	for (size_t i = 0; i < n; i++) {
-		if (sbx_http_name_eq(f[i].name, "content-type"))
+		if (SBX_HTTP_NAME_IS(f[i].name, f[i].name_len, "content-type"))
 			type = f[i].value;
-		else if (sbx_http_name_eq(f[i].name, "content-length"))
+		else if (SBX_HTTP_NAME_IS(f[i].name, f[i].name_len, "content-length"))
 			length = f[i].value;
-		else if (sbx_http_name_eq(f[i].name, "connection"))
+		else if (SBX_HTTP_NAME_IS(f[i].name, f[i].name_len, "connection"))
 			connection = f[i].value;
 	}
 	for (size_t i = 0; i < n; i++)
-		if (end_to_end(f[i].name) &&
+		if (end_to_end(f[i].name, f[i].name_len) &&
 		    !(connection && sbx_http_list_has(connection, f[i].name)))
 			sbx_http_add_header(p->req, f[i].name, f[i].value);
 	set_state(p, P_RESPONDING);

@@ -626,9 +626,12 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 	if (q->r.state != REQ_HEAD)
 		return 0;
 	if (h->last == H_FIELD) {
+		struct http_hdr *last = &q->r.headers[q->r.n_headers - 1];
+
+		last->name_len = q->r.arena.len - last->name;
 		if (arena_add(q, "", 1))
 			return -1;
-		q->r.headers[q->r.n_headers - 1].value = q->r.arena.len;
+		last->value = q->r.arena.len;
 		h->last = H_VALUE;
 	}
 	return arena_add(q, at, len);
@@ -644,9 +647,14 @@ static int on_headers_complete(http_parser *p)
 	if (!q || arena_add(q, "", 1))
 		return -1;
 	r = &q->r;
-	/* An empty last value never called on_header_value: point it at a NUL. */
-	if (h->last == H_FIELD)
-		r->headers[r->n_headers - 1].value = r->arena.len - 1;
+	/* An empty last value never called on_header_value: point it at a NUL
+	 * (its name's). */
+	if (h->last == H_FIELD) {
+		struct http_hdr *last = &r->headers[r->n_headers - 1];
+
+		last->name_len = r->arena.len - 1 - last->name;
+		last->value = r->arena.len - 1;
+	}
 	req_set_method(r, http_method_str(p->method));
 	r->head = p->method == HTTP_HEAD;
 	if (p->method == HTTP_CONNECT) {

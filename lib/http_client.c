@@ -230,7 +230,8 @@ static int on_headers_complete(http_parser *hp)
 		if (n == MAX_FIELDS)
 			return -1;
 		f[n].name = at;
-		at += strlen(at) + 1;
+		f[n].name_len = strlen(at);
+		at += f[n].name_len + 1;
 		f[n].value = at < end ? at : "";
 		at += strlen(f[n].value) + 1;
 		n++;
@@ -451,27 +452,33 @@ static bool is_token(const char *s)
 }
 
 /* Names the client writes itself. */
-static bool framing(const char *name)
+static bool framing(const char *name, size_t len)
 {
-	static const char *const names[] = {
-		"host",	      "content-length", "transfer-encoding", "connection",
-		"keep-alive", "upgrade",	"proxy-connection"
+	static const struct sbx_http_name names[] = {
+		SBX_HTTP_NAME("host"),
+		SBX_HTTP_NAME("content-length"),
+		SBX_HTTP_NAME("transfer-encoding"),
+		SBX_HTTP_NAME("connection"),
+		SBX_HTTP_NAME("keep-alive"),
+		SBX_HTTP_NAME("upgrade"),
+		SBX_HTTP_NAME("proxy-connection"),
 	};
 
-	return sbx_http_name_in(name, names, sizeof(names) / sizeof(names[0]));
+	return sbx_http_name_in(name, len, names, sizeof(names) / sizeof(names[0]));
 }
 
 /* "name: value" and its CRLF, unless the client writes that name itself;
  * -EINVAL for a name that is not a token or a value that would end the
  * line. */
-static int put_field(struct sbx_buf *b, const char *name, const char *value)
+static int put_field(struct sbx_buf *b, const struct sbx_http_field *f)
 {
-	size_t nl = strlen(name), vl = strlen(value);
+	const char *name = f->name, *value = f->value;
+	size_t nl = f->name_len ? f->name_len : strlen(name), vl = strlen(value);
 	int rc;
 
 	if (!nl || !http_is_token(name, nl) || memchr(value, '\r', vl) || memchr(value, '\n', vl))
 		return -EINVAL;
-	if (framing(name))
+	if (framing(name, nl))
 		return 0;
 	/* Measured already: appends, not sbx_buf_cat, which would measure again. */
 	if ((rc = sbx_buf_append(b, name, nl)) || (rc = sbx_buf_append(b, ": ", 2)) ||
@@ -497,7 +504,7 @@ static int build_head(struct sbx_http_client *x, const struct sbx_http_client_re
 	rc = sbx_buf_cat(b, r->method, " ", r->target,
 			 " HTTP/1.1\r\nHost: ", r->host ? r->host : r->backend, "\r\n");
 	for (size_t i = 0; !rc && i < r->n_headers; i++)
-		rc = put_field(b, r->headers[i].name, r->headers[i].value);
+		rc = put_field(b, &r->headers[i]);
 	if (!rc && r->lines_len)
 		rc = sbx_buf_append(b, r->lines, r->lines_len);
 	if (!rc && r->upgrade)

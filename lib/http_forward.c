@@ -30,9 +30,17 @@ struct forward {
 	char upstream[64]; /* for the messages */
 };
 
-static const char *const hop_by_hop[] = {
-	"connection", "keep-alive",	   "proxy-connection", "te",   "trailer",
-	"upgrade",    "transfer-encoding", "content-length",   "host", "expect",
+static const struct sbx_http_name hop_by_hop[] = {
+	SBX_HTTP_NAME("connection"),
+	SBX_HTTP_NAME("keep-alive"),
+	SBX_HTTP_NAME("proxy-connection"),
+	SBX_HTTP_NAME("te"),
+	SBX_HTTP_NAME("trailer"),
+	SBX_HTTP_NAME("upgrade"),
+	SBX_HTTP_NAME("transfer-encoding"),
+	SBX_HTTP_NAME("content-length"),
+	SBX_HTTP_NAME("host"),
+	SBX_HTTP_NAME("expect"),
 };
 
 static void forward_free(struct forward *f)
@@ -133,23 +141,28 @@ static void resume_up(struct sbx_http_req *req, void *arg)
 static void up_head(struct sbx_http_client *x, int status, const struct sbx_http_field *fl,
 		    size_t n, void *arg)
 {
-	static const char *const own[] = { "content-type", "date", "server" };
+	static const struct sbx_http_name own[] = {
+		SBX_HTTP_NAME("content-type"),
+		SBX_HTTP_NAME("date"),
+		SBX_HTTP_NAME("server"),
+	};
 	struct forward *f = arg;
 	const char *type = NULL, *length = NULL, *connection = NULL;
 	long long len = -1;
 
 	for (size_t i = 0; i < n; i++) {
-		if (!strcasecmp(fl[i].name, "content-type"))
+		if (SBX_HTTP_NAME_IS(fl[i].name, fl[i].name_len, "content-type"))
 			type = fl[i].value;
-		else if (!strcasecmp(fl[i].name, "content-length"))
+		else if (SBX_HTTP_NAME_IS(fl[i].name, fl[i].name_len, "content-length"))
 			length = fl[i].value;
-		else if (!strcasecmp(fl[i].name, "connection"))
+		else if (SBX_HTTP_NAME_IS(fl[i].name, fl[i].name_len, "connection"))
 			connection = fl[i].value;
 	}
 	for (size_t i = 0; i < n; i++)
-		if (!sbx_http_name_in(fl[i].name, hop_by_hop,
+		if (!sbx_http_name_in(fl[i].name, fl[i].name_len, hop_by_hop,
 				      sizeof(hop_by_hop) / sizeof(hop_by_hop[0])) &&
-		    !sbx_http_name_in(fl[i].name, own, sizeof(own) / sizeof(own[0])) &&
+		    !sbx_http_name_in(fl[i].name, fl[i].name_len, own,
+				      sizeof(own) / sizeof(own[0])) &&
 		    !(connection && sbx_http_list_has(connection, fl[i].name)))
 			sbx_http_add_header(f->req, fl[i].name, fl[i].value);
 	if (status == 204 || status == 304)
@@ -246,19 +259,22 @@ int sbx_http_forward(struct sbx_http_req *req, const struct sbx_http_tunnel_opts
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; sbx_http_header_at(req, i, &name, &value); i++) {
-		if (sbx_http_name_in(name, hop_by_hop,
+		size_t len = strlen(name);
+
+		if (sbx_http_name_in(name, len, hop_by_hop,
 				     sizeof(hop_by_hop) / sizeof(hop_by_hop[0])) ||
 		    (connection && sbx_http_list_has(connection, name)) ||
 		    in_list(name, o->drop_headers, 1) || in_list(name, o->add_headers, 2))
 			continue;
 		if (up.n_headers == MAX_FIELDS - 8)
 			goto too_large;
-		fields[up.n_headers++] = (struct sbx_http_field){ name, value };
+		fields[up.n_headers++] =
+			(struct sbx_http_field){ .name = name, .value = value, .name_len = len };
 	}
 	for (const char *const *a = o->add_headers; a && a[0] && a[1]; a += 2) {
 		if (up.n_headers == MAX_FIELDS)
 			goto too_large;
-		fields[up.n_headers++] = (struct sbx_http_field){ a[0], a[1] };
+		fields[up.n_headers++] = (struct sbx_http_field){ .name = a[0], .value = a[1] };
 	}
 	up.headers = fields;
 	f->req = req;

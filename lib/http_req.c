@@ -118,6 +118,7 @@ int req_add_header(struct sbx_http_req *r, const char *name, size_t nlen, const 
 		return err;
 	h = r->headers;
 	h[r->n_headers].name = r->arena.len;
+	h[r->n_headers].name_len = nlen;
 	if (sbx_buf_append(&r->arena, name, nlen) || sbx_buf_append(&r->arena, "", 1))
 		return -E2BIG;
 	h[r->n_headers].value = r->arena.len;
@@ -286,19 +287,21 @@ bool sbx_http_secure(const struct sbx_http_req *req)
 
 const char *sbx_http_header(const struct sbx_http_req *req, const char *name)
 {
-	for (unsigned i = 0; i < req->n_headers; i++) {
-		const char *have = req->arena.data + req->headers[i].name;
+	size_t len = strlen(name);
 
-		if (sbx_http_name_eq(have, name))
-			return req->arena.data + req->headers[i].value;
+	for (unsigned i = 0; i < req->n_headers; i++) {
+		const struct http_hdr *h = &req->headers[i];
+
+		if (h->name_len == len && sbx_http_name_eq(req->arena.data + h->name, name))
+			return req->arena.data + h->value;
 	}
 	return NULL;
 }
 
-bool sbx_http_name_in(const char *name, const char *const *names, size_t n)
+bool sbx_http_name_in(const char *name, size_t len, const struct sbx_http_name *names, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (sbx_http_name_eq(name, names[i]))
+		if (names[i].len == len && sbx_http_name_eq(name, names[i].name))
 			return true;
 	return false;
 }

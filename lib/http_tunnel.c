@@ -317,13 +317,15 @@ int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts 
 		const char *name = req->arena.data + req->headers[i].name;
 
 		if (!dropped(name, t->by_connect, o))
-			f[up.n_headers++] =
-				(struct sbx_http_field){ name,
-							 req->arena.data + req->headers[i].value };
+			f[up.n_headers++] = (struct sbx_http_field){
+				.name = name,
+				.value = req->arena.data + req->headers[i].value,
+				.name_len = req->headers[i].name_len,
+			};
 	}
 	for (size_t i = 0; i < n_add; i++)
-		f[up.n_headers++] =
-			(struct sbx_http_field){ o->add_headers[2 * i], o->add_headers[2 * i + 1] };
+		f[up.n_headers++] = (struct sbx_http_field){ .name = o->add_headers[2 * i],
+							     .value = o->add_headers[2 * i + 1] };
 	if (t->by_connect) {
 		/* RFC 8441 in, HTTP/1.1 Upgrade out. */
 		unsigned char raw[16];
@@ -334,7 +336,8 @@ int sbx_http_tunnel(struct sbx_http_req *req, const struct sbx_http_tunnel_opts 
 							&key_len)
 			     ? 0
 			     : -ENOMEM;
-		f[up.n_headers++] = (struct sbx_http_field){ "Sec-WebSocket-Key", key };
+		f[up.n_headers++] =
+			(struct sbx_http_field){ .name = "Sec-WebSocket-Key", .value = key };
 	} else {
 		rc = 0;
 	}

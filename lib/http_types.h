@@ -254,6 +254,7 @@ struct http_req_ops {
 
 struct http_hdr {
 	size_t name, value; /* offsets into the arena */
+	size_t name_len;
 };
 
 struct sbx_http_req {

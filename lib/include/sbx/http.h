@@ -236,8 +236,22 @@ static inline bool sbx_http_name_eq(const char *a, const char *b)
 {
 	return ((unsigned char)*a | 0x20) == ((unsigned char)*b | 0x20) && !strcasecmp(a, b);
 }
-/* Is a header name one of names (both in any case)? */
-bool sbx_http_name_in(const char *name, const char *const *names, size_t n);
+/* A header name and its length, for the fixed sets a proxy holds every
+ * field against: lengths are compared first, so the comparison in any case
+ * runs only where a name can match. SBX_HTTP_NAME("te") makes one. */
+struct sbx_http_name {
+	const char *name;
+	size_t len;
+};
+#define SBX_HTTP_NAME(lit)              \
+	{                               \
+		"" lit, sizeof(lit) - 1 \
+	}
+/* Is name, len bytes long, the literal lit in any case? */
+#define SBX_HTTP_NAME_IS(name, len, lit) \
+	((len) == sizeof(lit) - 1 && sbx_http_name_eq((name), "" lit))
+/* Is a header name, len bytes long, one of names (both in any case)? */
+bool sbx_http_name_in(const char *name, size_t len, const struct sbx_http_name *names, size_t n);
 /* Does a comma-separated header value ("keep-alive, Upgrade") list token
  * (in any case)? */
 bool sbx_http_list_has(const char *value, const char *token);

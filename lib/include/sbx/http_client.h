@@ -66,6 +66,9 @@ void sbx_http_pool_stats(const struct sbx_http_pool *p, struct sbx_http_pool_sta
 struct sbx_http_field {
 	const char *name;
 	const char *value;
+	/* The name's length: always set in a response's fields; a request's
+	 * field may leave it 0, and the client measures the name. */
+	size_t name_len;
 };
 
 struct sbx_http_client_request {
@@ -94,7 +97,7 @@ struct sbx_http_client_request {
 
 struct sbx_http_client_callbacks {
 	/* The response head; interim 1xx answers other than 101 are skipped.
-	 * 'fields' are valid during the call. */
+	 * 'fields' (with their name_len) are valid during the call. */
 	void (*head)(struct sbx_http_client *x, int status, const struct sbx_http_field *fields,
 		     size_t n_fields, void *arg);
 	/* Response body bytes (after a 101, the other protocol's bytes). */

@@ -74,6 +74,11 @@ static void reasons_and_headers(void **state)
  * ASCII in any case, and only letters folded. */
 static void tokens_and_names(void **state)
 {
+	static const struct sbx_http_name set[] = {
+		SBX_HTTP_NAME("host"),
+		SBX_HTTP_NAME("upgrade"),
+		SBX_HTTP_NAME("te"),
+	};
 	static const char listed[] = "!#$%&'*+-.^_`|~0123456789"
 				     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
@@ -92,8 +97,15 @@ static void tokens_and_names(void **state)
 	assert_false(sbx_http_name_eq("a^b", "a~b")); /* 0x5e and 0x7e: not letters */
 	assert_false(sbx_http_name_eq("a@b", "a`b"));
 	assert_false(sbx_http_name_eq("x_y", "x\x7fy"));
-	assert_true(sbx_http_name_in("UPGRADE", (const char *const[]){ "host", "upgrade" }, 2));
-	assert_false(sbx_http_name_in("upgrades", (const char *const[]){ "host", "upgrade" }, 2));
+	assert_true(sbx_http_name_in("UPGRADE", 7, set, 3));
+	assert_true(sbx_http_name_in("Te", 2, set, 3));
+	assert_false(sbx_http_name_in("upgrades", 8, set, 3));
+	assert_false(sbx_http_name_in("upgrad", 6, set, 3));
+	assert_false(sbx_http_name_in("hist", 4, set, 3)); /* same length, same first letter */
+	assert_false(sbx_http_name_in("upgrade", 7, set, 0));
+	assert_true(SBX_HTTP_NAME_IS("Content-Length", 14, "content-length"));
+	assert_false(SBX_HTTP_NAME_IS("Content-Lengths", 15, "content-length"));
+	assert_false(SBX_HTTP_NAME_IS("Content-Type", 12, "content-length"));
 }
 
 static void targets(void **state)

@@ -39,6 +39,7 @@ static void on_head(struct sbx_http_client *x, int status, const struct sbx_http
 	t->heads++;
 	t->fields[0] = '\0';
 	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(f[i].name_len, strlen(f[i].name));
 		strcat(t->fields, f[i].name);
 		strcat(t->fields, "=");
 		strcat(t->fields, f[i].value);
@@ -204,10 +205,11 @@ static void get(struct t *t, const char *target)
 
 static void client_request_and_answer_exact_bytes(void **state)
 {
-	struct sbx_http_field h[] = { { "X-A", "1" },
-				      { "Connection", "close" },
-				      { "Content-Length", "9" },
-				      { "Host", "evil" } };
+	/* A name with its length given, and names the client measures. */
+	struct sbx_http_field h[] = { { "X-A", "1", 3 },
+				      { "Connection", "close", 0 },
+				      { "Content-Length", "9", 0 },
+				      { "Host", "evil", 4 } };
 	struct sbx_http_client_request r = { .backend = NULL,
 					     .method = "GET",
 					     .target = "/a?b",
@@ -291,8 +293,8 @@ static void client_sized_upload_refuses_more_than_declared(void **state)
 
 static void client_request_splitting_is_refused(void **state)
 {
-	struct sbx_http_field bad_value[] = { { "X-A", "1\r\nX-Injected: 1" } };
-	struct sbx_http_field bad_name[] = { { "X A", "1" } };
+	struct sbx_http_field bad_value[] = { { "X-A", "1\r\nX-Injected: 1", 0 } };
+	struct sbx_http_field bad_name[] = { { "X A", "1", 0 } };
 	struct sbx_http_client_request r = { .method = "GET", .target = "/", .host = "h" };
 	struct sbx_http_client *x;
 	struct t t;

@@ -53,6 +53,22 @@ static void ws(struct sbx_http_req *req, void *arg)
 	sbx_http_websocket(req, &cb, NULL, 1024, &w);
 }
 
+/* The values the handler finds by name, or "-" for none. */
+static void lookup(struct sbx_http_req *req, void *arg)
+{
+	static const char *const names[] = { "X-Empty", "X-Next", "X-Nex", "X-Last", "host" };
+	char body[256] = "";
+
+	current->handled++;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const char *v = sbx_http_header(req, names[i]);
+
+		snprintf(body + strlen(body), sizeof(body) - strlen(body), "%s%s=%s%s%s",
+			 i ? " " : "", names[i], v ? "[" : "-", v ? v : "", v ? "]" : "");
+	}
+	sbx_http_respond(req, 200, "text/plain", body, strlen(body));
+}
+
 static bool refuse_unless_key(struct sbx_http_req *req, void *arg)
 {
 	if (sbx_http_header(req, "X-Key"))
@@ -66,6 +82,7 @@ static const struct sbx_http_route routes[] = {
 	{ .method = "POST", .pattern = "/hello", .fn = hello },
 	{ .method = "GET", .pattern = "/held", .fn = held },
 	{ .method = "GET", .pattern = "/ws", .fn = ws },
+	{ .method = "GET", .pattern = "/lookup", .fn = lookup },
 };
 
 static void start(struct harness *h, struct sbx_http_server_opts *o)
@@ -189,6 +206,24 @@ static void h1_pipelined_answers_in_order(void **state)
 	assert_true(strstr(h.out, "200 OK") < strstr(h.out, "404 Not Found"));
 	assert_true(strstr(h.out, "404 Not Found") < strrchr(h.out, 'h'));
 	assert_false(h.eof);
+	stop(&h);
+}
+
+/* Headers are found by whole name in any case: empty values (in the
+ * middle and last), a name that another one starts with, and a name that
+ * arrives in two reads. */
+static void h1_headers_found_by_whole_name(void **state)
+{
+	struct sbx_http_server_opts o = { 0 };
+	struct harness h;
+
+	start(&h, &o);
+	put_str(&h, "GET /lookup HTTP/1.1\r\nHo");
+	for (int i = 0; i < 10; i++)
+		uv_run(&h.loop, UV_RUN_NOWAIT);
+	put_str(&h, "st: t\r\nX-Empty:\r\nx-nextt: w\r\nx-next: v\r\nX-Last:\r\n\r\n");
+	run_until(&h, got_answer);
+	assert_non_null(strstr(h.out, "\r\n\r\nX-Empty=[] X-Next=[v] X-Nex=- X-Last=[] host=[t]"));
 	stop(&h);
 }
 
@@ -560,6 +595,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(h1_answer_exact_bytes),
 		cmocka_unit_test(h1_pipelined_answers_in_order),
+		cmocka_unit_test(h1_headers_found_by_whole_name),
 		cmocka_unit_test(h1_whitespace_before_colon_is_400),
 		cmocka_unit_test(h1_smuggling_framings_are_400),
 		cmocka_unit_test(h1_authorize_runs_before_the_body),
