@@ -35,6 +35,11 @@ Measures, for each proxy, one after the other, in BENCH_ROUNDS (3) rounds
   - BENCH_TUNNELS (10,000) idle WebSocket tunnels opened through it (first
     round only): the proxy's RSS (all its processes) above its RSS before,
     per tunnel.
+With BENCH_PIN=1 every proxy runs on the first BENCH_WORKERS cores and the
+load generators, the backends and this script on the others, for every
+proxy alike, so that no proxy shares its cores with the load it is
+measured under (needs more cores than workers).
+
 Prints a table and, for sbx-ingress, its ratio to the best peer on each
 line. Figures go to docs/benchmarks.md by hand, with the machine.
 
@@ -68,6 +73,18 @@ CONNS = int(os.environ.get("BENCH_CONNS", "50"))
 TUNNELS = int(os.environ.get("BENCH_TUNNELS", "10000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 MAXCONN = 60000  # connections each proxy may hold; set from the open files limit
+# BENCH_PIN=1: every proxy on core 0 (BENCH_WORKERS cores from 0), the load
+# generators, the backends and this script on the others, for every proxy
+# alike: the proxy then does not share its core with the load it is measured
+# under.
+PIN = os.environ.get("BENCH_PIN", "") not in ("", "0")
+PROXY_CPUS: set[int] = set()
+
+
+def on_proxy_cores(argv: list[str]) -> list[str]:
+    if not PROXY_CPUS:
+        return argv
+    return [need("taskset"), "-c", ",".join(map(str, sorted(PROXY_CPUS)))] + argv
 
 
 def free_port() -> int:
@@ -181,16 +198,16 @@ def sbx_ingress(build: Path, work: Path, backend: int, ws_backend: int, port: in
     routes = work / "routes.yaml"
     routes.write_text(json.dumps({"sandboxes": [
         {"id": "b", "address": "127.0.0.1", "ports": [backend, ws_backend]}]}))
-    proc = Proc([str(build / "ingress" / "sbx-ingress"), f"--listen=127.0.0.1:{port}",
+    proc = Proc(on_proxy_cores([str(build / "ingress" / "sbx-ingress"), f"--listen=127.0.0.1:{port}",
                  f"--admin-listen=127.0.0.1:{free_port()}", f"--routes-file={routes}",
                  f"--workers={WORKERS}", "--access-log=false", f"--max-connections={MAXCONN}",
-                 "--log-level=warn"], port, "sbx-ingress")
+                 "--log-level=warn"]), port, "sbx-ingress")
     return proc, f"/sandboxes/b/port/{backend}/hello", f"/sandboxes/b/port/{ws_backend}/ws", port
 
 
 def nghttpx(work: Path, backend: int, ws_backend: int, port: int, _h2: int):
     # Two backends by path: /ws to the WebSocket echo, the rest to nginx.
-    proc = Proc([need("nghttpx"), f"--frontend=127.0.0.1,{port};no-tls",
+    proc = Proc(on_proxy_cores([need("nghttpx"), f"--frontend=127.0.0.1,{port};no-tls",
                  f"--backend=127.0.0.1,{backend};/;proto=http/1.1",
                  f"--backend=127.0.0.1,{ws_backend};/ws;proto=http/1.1",
                  f"--workers={WORKERS}", "--accesslog-file=/dev/null",
@@ -199,7 +216,7 @@ def nghttpx(work: Path, backend: int, ws_backend: int, port: int, _h2: int):
                  # is nghttpx's default).
                  "--add-x-forwarded-for", "--add-forwarded=for,host,proto",
                  f"--worker-frontend-connections={MAXCONN}", "--backend-keep-alive-timeout=60s",
-                 f"--pid-file={work}/nghttpx.pid", "--conf=/dev/null"],
+                 f"--pid-file={work}/nghttpx.pid", "--conf=/dev/null"]),
                 port, "nghttpx")
     return proc, "/hello", "/ws", port
 
@@ -232,7 +249,7 @@ backend be
 backend ws
   server s1 127.0.0.1:{ws_backend} maxconn {MAXCONN}
 """)
-    proc = Proc([need("haproxy"), "-f", str(conf), "-db"], port, "HAProxy")
+    proc = Proc(on_proxy_cores([need("haproxy"), "-f", str(conf), "-db"]), port, "HAProxy")
     return proc, "/hello", "/ws", port
 
 
@@ -273,7 +290,7 @@ http {{
   }}
 }}
 """)
-    proc = Proc([need("nginx"), "-c", str(conf), "-e", "stderr"], port, "nginx")
+    proc = Proc(on_proxy_cores([need("nginx"), "-c", str(conf), "-e", "stderr"]), port, "nginx")
     return proc, "/hello", "/ws", h2
 
 
@@ -376,6 +393,12 @@ def main() -> None:
         print(f"open files limit {hard}: {MAXCONN - 500} tunnels instead of {TUNNELS}",
               file=sys.stderr)
         TUNNELS = MAXCONN - 500
+    if PIN:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) <= WORKERS:
+            raise SystemExit(f"BENCH_PIN needs more than {WORKERS} cores, has {len(cores)}")
+        PROXY_CPUS.update(cores[:WORKERS])
+        os.sched_setaffinity(0, cores[WORKERS:])  # what this starts inherits it
     work = Path(tempfile.mkdtemp(prefix="sbx-bench-ingress-"))
     backend_port, ws_port = free_port(), free_port()
     backend = nginx_backend(work, backend_port)
@@ -438,7 +461,9 @@ def report(results: dict[str, dict]) -> None:
             ("RSS per idle tunnel (KiB)", "ws", "per_tunnel_kib", min)]
     print(f"\nbench/ingress on {platform.node()} ({os.cpu_count()} cores, {platform.release()}), "
           f"{WORKERS} worker(s) each, {SECONDS} s per load, {CONNS} HTTP/1.1 connections, "
-          f"h2load 10x10, median of {ROUNDS} interleaved rounds\n")
+          f"h2load 10x10, median of {ROUNDS} interleaved rounds"
+          + (f", proxies on cores {sorted(PROXY_CPUS)} and the rest on the others" if PIN else "")
+          + "\n")
     with_base = "baseline" in results
     print("| measure | " + " | ".join(results) + " | sbx / best peer |"
           + (" sbx / baseline |" if with_base else ""))
