@@ -54,8 +54,17 @@ struct terminal {
 	struct sbx_buf input; /* typed, not yet written to the pty */
 	char carry[4];	      /* the start of a UTF-8 sequence cut by a read */
 	size_t carry_len;
-	uint64_t alone_since; /* loop time the last viewer left (0: watched) */
+	uint64_t alone_since;  /* loop time the last viewer left (0: watched) */
+	struct winsize size;   /* as the last resize asked */
+	struct winsize undone; /* the size before it */
+	uint64_t resized_at;   /* loop time of the last resize */
+	bool watch_size;       /* within RESIZE_WATCH_MS of it */
 };
+
+/* How long after a resize the size is watched for the shell taking it back:
+ * each readline call reads the size and writes it again, so a resize that
+ * lands between the two is undone by the shell itself. */
+#define RESIZE_WATCH_MS 5000
 
 static void send_json(struct sbx_ws *ws, json_t *msg)
 {
@@ -175,6 +184,26 @@ static bool any_behind(const struct terminal *t)
 	return false;
 }
 
+/* Puts back a resize the shell undid (see RESIZE_WATCH_MS): readline
+ * writes the size just before its prompt, so the shell's output is the
+ * moment to look, and before the viewers see it. Only a return to the size
+ * before the resize counts as undone; another size set inside the sandbox
+ * (stty rows 50) stands, and so does any after the window. */
+static void terminal_keep_size(struct terminal *t)
+{
+	struct winsize now;
+
+	if (!t->watch_size)
+		return;
+	if (uv_now(t->ts->loop) > t->resized_at + RESIZE_WATCH_MS) {
+		t->watch_size = false;
+		return;
+	}
+	if (ioctl(t->master, TIOCGWINSZ, &now) == 0 && now.ws_row == t->undone.ws_row &&
+	    now.ws_col == t->undone.ws_col)
+		ioctl(t->master, TIOCSWINSZ, &t->size); /* SIGWINCH again */
+}
+
 static void on_pty(uv_poll_t *p, int status, int events)
 {
 	struct terminal *t = p->data;
@@ -193,6 +222,7 @@ static void on_pty(uv_poll_t *p, int status, int events)
 		for (;;) {
 			n = read(t->master, buf, sizeof(buf));
 			if (n > 0) {
+				terminal_keep_size(t); /* before the shell reads on */
 				terminal_output(t, buf, (size_t)n);
 				if (any_behind(t))
 					break; /* paced by the slowest viewer */
@@ -337,11 +367,21 @@ static void on_ws_message(struct sbx_ws *ws, int opcode, const char *data, size_
 		json_int_t rows = json_integer_value(json_object_get(d ? d : msg, "rows"));
 		struct winsize wsz = { .ws_col = (unsigned short)cols,
 				       .ws_row = (unsigned short)rows };
+		struct winsize before;
 
-		if (cols < 1 || rows < 1 || cols > 10000 || rows > 10000)
+		if (cols < 1 || rows < 1 || cols > 10000 || rows > 10000) {
 			send_typed(ws, "error", "resize needs cols and rows from 1 to 10000");
-		else
-			ioctl(t->master, TIOCSWINSZ, &wsz); /* the shell gets SIGWINCH */
+		} else if (ioctl(t->master, TIOCGWINSZ, &before) < 0) {
+			t->watch_size = false;
+			ioctl(t->master, TIOCSWINSZ, &wsz);
+		} else if (before.ws_row == rows && before.ws_col == cols) {
+			t->watch_size = false; /* already so: nothing to watch */
+		} else if (ioctl(t->master, TIOCSWINSZ, &wsz) == 0) { /* the shell gets SIGWINCH */
+			t->size = wsz;
+			t->undone = before;
+			t->resized_at = uv_now(t->ts->loop);
+			t->watch_size = true;
+		}
 	} else if (strcmp(type, "pong") != 0 && strcmp(type, "ping") != 0) {
 		send_typed(ws, "error", "unknown message type");
 	}

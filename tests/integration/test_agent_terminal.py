@@ -51,9 +51,24 @@ def test_terminal_runs_commands_and_reattaches(agent, tmp_path):  # noqa: F811
         assert json.loads(ws.recv(timeout=15))["type"] == "ready"
         ws.send(json.dumps({"type": "input", "data": "export MARK=kept; pwd\n"}))
         out = frames_until(ws, lambda o: str(tmp_path) in o)
+        # Resized, the shell sees the new size. Readline reads the size and
+        # writes it back before each prompt, so a resize landing between the
+        # two is undone by the shell; `stty` putting the old size back plays
+        # that here, and the agent must put the asked size back before the
+        # shell's next output reaches the client.
         ws.send(json.dumps({"type": "resize", "data": {"cols": 132, "rows": 41}}))
-        ws.send(json.dumps({"type": "input", "data": "stty size; echo é-$MARK\n"}))
-        out = frames_until(ws, lambda o: "41 132" in o and "é-kept" in o)
+        ws.send(json.dumps({"type": "input",
+                            "data": "stty rows 24 cols 80; echo undone; read _; "
+                                    "echo size-$(stty size); echo é-$MARK\n"}))
+        frames_until(ws, lambda o: "undone\r\n" in o)
+        ws.send(json.dumps({"type": "input", "data": "\n"}))
+        out = frames_until(ws, lambda o: "é-kept\r\n" in o)
+        assert re.search(r"size-(\d+ \d+)\r\n", out).group(1) == "41 132", repr(out)
+        # A size set inside the sandbox that is not the one before the
+        # resize stands.
+        ws.send(json.dumps({"type": "input", "data": "stty rows 50 cols 100; echo size-$(stty size)-set\n"}))
+        out = frames_until(ws, lambda o: re.search(r"size-\d+ \d+-set\r\n", o))
+        assert "size-50 100-set" in out, out
         ws.send(json.dumps({"type": "bogus"}))
         m = json.loads(ws.recv(timeout=15))
         while m["type"] == "output":
