@@ -222,13 +222,12 @@ static int build_fields(struct proxy *p)
 	const char *peer = sbx_http_peer(req);
 	bool v6 = strchr(peer, ':') != NULL;
 	const char *name, *value;
+	size_t len;
 	int rc;
 
 	if (p->in->o.trust_forwarded && sbx_http_header(req, "X-Forwarded-Proto"))
 		proto = sbx_http_header(req, "X-Forwarded-Proto");
-	for (unsigned i = 0; sbx_http_header_at(req, i, &name, &value); i++) {
-		size_t len = strlen(name);
-
+	for (unsigned i = 0; sbx_http_header_at(req, i, &name, &len, &value); i++) {
 		if (not_passed_on(p, name, len, connection))
 			continue;
 		if (p->n_fields == MAX_FIELDS)

@@ -249,6 +249,7 @@ int sbx_http_forward(struct sbx_http_req *req, const struct sbx_http_tunnel_opts
 	struct sbx_http_pool *pool;
 	struct sbx_http_field fields[MAX_FIELDS];
 	const char *name, *value;
+	size_t len;
 	struct forward *f;
 	int rc;
 
@@ -258,9 +259,7 @@ int sbx_http_forward(struct sbx_http_req *req, const struct sbx_http_tunnel_opts
 		sbx_http_respond_error(req, 503, "out of memory");
 		return -ENOMEM;
 	}
-	for (unsigned i = 0; sbx_http_header_at(req, i, &name, &value); i++) {
-		size_t len = strlen(name);
-
+	for (unsigned i = 0; sbx_http_header_at(req, i, &name, &len, &value); i++) {
 		if (sbx_http_name_in(name, len, hop_by_hop,
 				     sizeof(hop_by_hop) / sizeof(hop_by_hop[0])) ||
 		    (connection && sbx_http_list_has(connection, name)) ||

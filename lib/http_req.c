@@ -261,11 +261,12 @@ const char *sbx_http_peer(const struct sbx_http_req *req)
 }
 
 bool sbx_http_header_at(const struct sbx_http_req *req, unsigned i, const char **name,
-			const char **value)
+			size_t *name_len, const char **value)
 {
 	if (i >= req->n_headers)
 		return false;
 	*name = req->arena.data + req->headers[i].name;
+	*name_len = req->headers[i].name_len;
 	*value = req->arena.data + req->headers[i].value;
 	return true;
 }

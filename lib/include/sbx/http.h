@@ -255,9 +255,10 @@ bool sbx_http_name_in(const char *name, size_t len, const struct sbx_http_name *
 /* Does a comma-separated header value ("keep-alive, Upgrade") list token
  * (in any case)? */
 bool sbx_http_list_has(const char *value, const char *token);
-/* The i-th header as received (0, 1, ...): false past the last. */
+/* The i-th header as received (0, 1, ...), its name's length in name_len:
+ * false past the last. */
 bool sbx_http_header_at(const struct sbx_http_req *req, unsigned i, const char **name,
-			const char **value);
+			size_t *name_len, const char **value);
 /* The protocol the client asks to switch to ("websocket", by HTTP/1.1
  * Upgrade or an HTTP/2 extended CONNECT), or NULL. */
 const char *sbx_http_upgrade(const struct sbx_http_req *req);

@@ -58,14 +58,21 @@ static void lookup(struct sbx_http_req *req, void *arg)
 {
 	static const char *const names[] = { "X-Empty", "X-Next", "X-Nex", "X-Last", "host" };
 	char body[256] = "";
+	const char *name, *value;
+	size_t len;
+	unsigned i, whole = 0;
 
 	current->handled++;
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		const char *v = sbx_http_header(req, names[i]);
 
 		snprintf(body + strlen(body), sizeof(body) - strlen(body), "%s%s=%s%s%s",
 			 i ? " " : "", names[i], v ? "[" : "-", v ? v : "", v ? "]" : "");
 	}
+	/* Each name's length as the server gives it, against strlen. */
+	for (i = 0; sbx_http_header_at(req, i, &name, &len, &value); i++)
+		whole += len == strlen(name);
+	snprintf(body + strlen(body), sizeof(body) - strlen(body), " lengths=%u/%u", whole, i);
 	sbx_http_respond(req, 200, "text/plain", body, strlen(body));
 }
 
@@ -223,7 +230,8 @@ static void h1_headers_found_by_whole_name(void **state)
 		uv_run(&h.loop, UV_RUN_NOWAIT);
 	put_str(&h, "st: t\r\nX-Empty:\r\nx-nextt: w\r\nx-next: v\r\nX-Last:\r\n\r\n");
 	run_until(&h, got_answer);
-	assert_non_null(strstr(h.out, "\r\n\r\nX-Empty=[] X-Next=[v] X-Nex=- X-Last=[] host=[t]"));
+	assert_non_null(strstr(
+		h.out, "\r\n\r\nX-Empty=[] X-Next=[v] X-Nex=- X-Last=[] host=[t] lengths=5/5"));
 	stop(&h);
 }
 
