@@ -57,8 +57,7 @@ struct terminal {
 	uint64_t alone_since;  /* loop time the last viewer left (0: watched) */
 	struct winsize size;   /* as the last resize asked */
 	struct winsize undone; /* the size before it */
-	uint64_t resized_at;   /* loop time of the last resize */
-	bool watch_size;       /* within RESIZE_WATCH_MS of it */
+	uint64_t watch_until;  /* loop time the size stops being watched (0: not) */
 };
 
 /* How long after a resize the size is watched for the shell taking it back:
@@ -193,10 +192,10 @@ static void terminal_keep_size(struct terminal *t)
 {
 	struct winsize now;
 
-	if (!t->watch_size)
+	if (!t->watch_until)
 		return;
-	if (uv_now(t->ts->loop) > t->resized_at + RESIZE_WATCH_MS) {
-		t->watch_size = false;
+	if (uv_now(t->ts->loop) > t->watch_until) {
+		t->watch_until = 0;
 		return;
 	}
 	if (ioctl(t->master, TIOCGWINSZ, &now) == 0 && now.ws_row == t->undone.ws_row &&
@@ -372,15 +371,14 @@ static void on_ws_message(struct sbx_ws *ws, int opcode, const char *data, size_
 		if (cols < 1 || rows < 1 || cols > 10000 || rows > 10000) {
 			send_typed(ws, "error", "resize needs cols and rows from 1 to 10000");
 		} else if (ioctl(t->master, TIOCGWINSZ, &before) < 0) {
-			t->watch_size = false;
+			t->watch_until = 0;
 			ioctl(t->master, TIOCSWINSZ, &wsz);
 		} else if (before.ws_row == rows && before.ws_col == cols) {
-			t->watch_size = false; /* already so: nothing to watch */
+			t->watch_until = 0; /* already so: nothing to watch */
 		} else if (ioctl(t->master, TIOCSWINSZ, &wsz) == 0) { /* the shell gets SIGWINCH */
 			t->size = wsz;
 			t->undone = before;
-			t->resized_at = uv_now(t->ts->loop);
-			t->watch_size = true;
+			t->watch_until = uv_now(t->ts->loop) + RESIZE_WATCH_MS;
 		}
 	} else if (strcmp(type, "pong") != 0 && strcmp(type, "ping") != 0) {
 		send_typed(ws, "error", "unknown message type");

@@ -73,12 +73,8 @@ CONNS = int(os.environ.get("BENCH_CONNS", "50"))
 TUNNELS = int(os.environ.get("BENCH_TUNNELS", "10000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 MAXCONN = 60000  # connections each proxy may hold; set from the open files limit
-# BENCH_PIN=1: every proxy on core 0 (BENCH_WORKERS cores from 0), the load
-# generators, the backends and this script on the others, for every proxy
-# alike: the proxy then does not share its core with the load it is measured
-# under.
 PIN = os.environ.get("BENCH_PIN", "") not in ("", "0")
-PROXY_CPUS: set[int] = set()
+PROXY_CPUS: set[int] = set()  # BENCH_PIN=1: the proxies' cores (see above)
 
 
 def on_proxy_cores(argv: list[str]) -> list[str]:
@@ -378,10 +374,16 @@ def tunnels(proc: Proc, port: int, path: str) -> dict:
 
 
 def main() -> None:
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+        return
     args = [a for a in sys.argv[1:] if not a.startswith("--baseline=")]
     base = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--baseline=")]
     build = Path(args[0] if args else "build").resolve()
     baseline = Path(base[0]).resolve() if base else None
+    for b in [build] + ([baseline] if baseline else []):
+        if not (b / "ingress" / "sbx-ingress").is_file():
+            raise SystemExit(f"{b}: no ingress/sbx-ingress in it (a build directory is needed)")
     # Each proxy holds two sockets per tunnel: the open files limit (which
     # the children inherit) bounds the tunnels, and every proxy is sized
     # to it (HAProxy sizes its tables from maxconn).
