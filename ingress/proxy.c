@@ -181,13 +181,6 @@ static bool not_passed_on(const struct proxy *p, const char *name, size_t len,
 			  const char *connection)
 {
 	static const struct sbx_http_name names[] = {
-		SBX_HTTP_NAME("connection"),
-		SBX_HTTP_NAME("keep-alive"),
-		SBX_HTTP_NAME("proxy-connection"),
-		SBX_HTTP_NAME("te"),
-		SBX_HTTP_NAME("trailer"),
-		SBX_HTTP_NAME("transfer-encoding"),
-		SBX_HTTP_NAME("upgrade"),
 		SBX_HTTP_NAME("host"),
 		SBX_HTTP_NAME("content-length"),
 		SBX_HTTP_NAME("expect"),
@@ -197,7 +190,8 @@ static bool not_passed_on(const struct proxy *p, const char *name, size_t len,
 		SBX_HTTP_NAME(INGRESS_TO_HEADER),
 	};
 
-	if (sbx_http_name_in(name, len, names, sizeof(names) / sizeof(names[0])))
+	if (sbx_http_hop_by_hop(name, len) ||
+	    sbx_http_name_in(name, len, names, sizeof(names) / sizeof(names[0])))
 		return true;
 	if (!p->in->o.trust_forwarded && (SBX_HTTP_NAME_IS(name, len, "x-forwarded-proto") ||
 					  SBX_HTTP_NAME_IS(name, len, "x-forwarded-host")))
@@ -410,25 +404,6 @@ static void resume_up(struct sbx_http_req *req, void *arg)
 		sbx_http_client_resume(p->x);
 }
 
-static bool end_to_end(const char *name, size_t len)
-{
-	static const struct sbx_http_name names[] = {
-		SBX_HTTP_NAME("connection"),
-		SBX_HTTP_NAME("keep-alive"),
-		SBX_HTTP_NAME("proxy-connection"),
-		SBX_HTTP_NAME("transfer-encoding"),
-		SBX_HTTP_NAME("te"),
-		SBX_HTTP_NAME("trailer"),
-		SBX_HTTP_NAME("upgrade"),
-		SBX_HTTP_NAME("content-length"),
-		SBX_HTTP_NAME("content-type"),
-		SBX_HTTP_NAME("date"),
-		SBX_HTTP_NAME("server"),
-	};
-
-	return !sbx_http_name_in(name, len, names, sizeof(names) / sizeof(names[0]));
-}
-
 /* The head goes out now, with the body's first bytes when there are some:
  * 0, 1 (the client is behind) or a negative errno. */
 static int send_head(struct proxy *p, const char *data, size_t len)
@@ -449,22 +424,11 @@ static void up_head(struct sbx_http_client *x, int status, const struct sbx_http
 		    void *arg)
 {
 	struct proxy *p = arg;
-	const char *type = NULL, *length = NULL, *connection = NULL;
+	const char *type, *length;
 	struct ingress *in = p->in;
 
 	(void)x;
-	for (size_t i = 0; i < n; i++) {
-		if (SBX_HTTP_NAME_IS(f[i].name, f[i].name_len, "content-type"))
-			type = f[i].value;
-		else if (SBX_HTTP_NAME_IS(f[i].name, f[i].name_len, "content-length"))
-			length = f[i].value;
-		else if (SBX_HTTP_NAME_IS(f[i].name, f[i].name_len, "connection"))
-			connection = f[i].value;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (end_to_end(f[i].name, f[i].name_len) &&
-		    !(connection && sbx_http_list_has(connection, f[i].name)))
-			sbx_http_add_header(p->req, f[i].name, f[i].value);
+	sbx_http_pass_answer_fields(p->req, f, n, &type, &length);
 	set_state(p, P_RESPONDING);
 	p->status = status;
 	if (!type)

@@ -171,13 +171,6 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
 	return (ssize_t)n;
 }
 
-static bool hop_by_hop(const char *name)
-{
-	return !strcmp(name, "connection") || !strcmp(name, "transfer-encoding") ||
-	       !strcmp(name, "keep-alive") || !strcmp(name, "upgrade") ||
-	       !strcmp(name, "proxy-connection");
-}
-
 /* Submits the response head (and a data source unless there is no body). */
 static int submit_head(struct h2_stream *hs, int status, const char *content_type, long long length,
 		       bool body)
@@ -213,7 +206,8 @@ static int submit_head(struct h2_stream *hs, int status, const char *content_typ
 		for (size_t i = 0; i < nlen; i++)
 			lower[i] = (char)tolower((unsigned char)name[i]);
 		lower[nlen] = '\0';
-		if (hop_by_hop(lower) || (hs->r.upgrade && !strcmp(lower, "sec-websocket-accept")))
+		if (sbx_http_hop_by_hop(lower, nlen) ||
+		    (hs->r.upgrade && !strcmp(lower, "sec-websocket-accept")))
 			continue;
 		NV(lower, nlen, value, vlen);
 	}

@@ -451,20 +451,11 @@ static bool is_token(const char *s)
 	return *s && http_is_token(s, strlen(s));
 }
 
-/* Names the client writes itself. */
+/* Names the client writes itself, and the others that end at a hop. */
 static bool framing(const char *name, size_t len)
 {
-	static const struct sbx_http_name names[] = {
-		SBX_HTTP_NAME("host"),
-		SBX_HTTP_NAME("content-length"),
-		SBX_HTTP_NAME("transfer-encoding"),
-		SBX_HTTP_NAME("connection"),
-		SBX_HTTP_NAME("keep-alive"),
-		SBX_HTTP_NAME("upgrade"),
-		SBX_HTTP_NAME("proxy-connection"),
-	};
-
-	return sbx_http_name_in(name, len, names, sizeof(names) / sizeof(names[0]));
+	return SBX_HTTP_NAME_IS(name, len, "host") ||
+	       SBX_HTTP_NAME_IS(name, len, "content-length") || sbx_http_hop_by_hop(name, len);
 }
 
 /* "name: value" and its CRLF, unless the client writes that name itself;

@@ -30,14 +30,9 @@ struct forward {
 	char upstream[64]; /* for the messages */
 };
 
-static const struct sbx_http_name hop_by_hop[] = {
-	SBX_HTTP_NAME("connection"),
-	SBX_HTTP_NAME("keep-alive"),
-	SBX_HTTP_NAME("proxy-connection"),
-	SBX_HTTP_NAME("te"),
-	SBX_HTTP_NAME("trailer"),
-	SBX_HTTP_NAME("upgrade"),
-	SBX_HTTP_NAME("transfer-encoding"),
+/* Hop-by-hop names aside, the request headers that the HTTP client writes
+ * itself or that end here. */
+static const struct sbx_http_name not_forwarded[] = {
 	SBX_HTTP_NAME("content-length"),
 	SBX_HTTP_NAME("host"),
 	SBX_HTTP_NAME("expect"),
@@ -141,30 +136,11 @@ static void resume_up(struct sbx_http_req *req, void *arg)
 static void up_head(struct sbx_http_client *x, int status, const struct sbx_http_field *fl,
 		    size_t n, void *arg)
 {
-	static const struct sbx_http_name own[] = {
-		SBX_HTTP_NAME("content-type"),
-		SBX_HTTP_NAME("date"),
-		SBX_HTTP_NAME("server"),
-	};
 	struct forward *f = arg;
-	const char *type = NULL, *length = NULL, *connection = NULL;
+	const char *type, *length;
 	long long len = -1;
 
-	for (size_t i = 0; i < n; i++) {
-		if (SBX_HTTP_NAME_IS(fl[i].name, fl[i].name_len, "content-type"))
-			type = fl[i].value;
-		else if (SBX_HTTP_NAME_IS(fl[i].name, fl[i].name_len, "content-length"))
-			length = fl[i].value;
-		else if (SBX_HTTP_NAME_IS(fl[i].name, fl[i].name_len, "connection"))
-			connection = fl[i].value;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (!sbx_http_name_in(fl[i].name, fl[i].name_len, hop_by_hop,
-				      sizeof(hop_by_hop) / sizeof(hop_by_hop[0])) &&
-		    !sbx_http_name_in(fl[i].name, fl[i].name_len, own,
-				      sizeof(own) / sizeof(own[0])) &&
-		    !(connection && sbx_http_list_has(connection, fl[i].name)))
-			sbx_http_add_header(f->req, fl[i].name, fl[i].value);
+	sbx_http_pass_answer_fields(f->req, fl, n, &type, &length);
 	if (status == 204 || status == 304)
 		len = 0;
 	else if (length)
@@ -260,8 +236,9 @@ int sbx_http_forward(struct sbx_http_req *req, const struct sbx_http_tunnel_opts
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; sbx_http_header_at(req, i, &name, &len, &value); i++) {
-		if (sbx_http_name_in(name, len, hop_by_hop,
-				     sizeof(hop_by_hop) / sizeof(hop_by_hop[0])) ||
+		if (sbx_http_hop_by_hop(name, len) ||
+		    sbx_http_name_in(name, len, not_forwarded,
+				     sizeof(not_forwarded) / sizeof(not_forwarded[0])) ||
 		    (connection && sbx_http_list_has(connection, name)) ||
 		    in_list(name, o->drop_headers, 1) || in_list(name, o->add_headers, 2))
 			continue;

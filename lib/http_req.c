@@ -9,6 +9,7 @@
 #include "http_types.h"
 
 #include "sbx/alloc.h"
+#include "sbx/http_client.h"
 #include "sbx/json.h"
 
 #include <assert.h>
@@ -307,6 +308,18 @@ bool sbx_http_name_in(const char *name, size_t len, const struct sbx_http_name *
 	return false;
 }
 
+bool sbx_http_hop_by_hop(const char *name, size_t len)
+{
+	static const struct sbx_http_name names[] = {
+		SBX_HTTP_NAME("connection"),	   SBX_HTTP_NAME("keep-alive"),
+		SBX_HTTP_NAME("proxy-connection"), SBX_HTTP_NAME("te"),
+		SBX_HTTP_NAME("trailer"),	   SBX_HTTP_NAME("transfer-encoding"),
+		SBX_HTTP_NAME("upgrade"),
+	};
+
+	return sbx_http_name_in(name, len, names, sizeof(names) / sizeof(names[0]));
+}
+
 bool sbx_http_list_has(const char *value, const char *token)
 {
 	size_t n = strlen(token);
@@ -453,6 +466,34 @@ int sbx_http_add_header(struct sbx_http_req *req, const char *name, const char *
 	if (!http_valid_header(name, value))
 		return -EINVAL;
 	return sbx_buf_cat(&req->resp_headers, name, ": ", value, "\r\n");
+}
+
+void sbx_http_pass_answer_fields(struct sbx_http_req *req, const struct sbx_http_field *f, size_t n,
+				 const char **type, const char **length)
+{
+	static const struct sbx_http_name own[] = {
+		SBX_HTTP_NAME("content-type"),
+		SBX_HTTP_NAME("content-length"),
+		SBX_HTTP_NAME("date"),
+		SBX_HTTP_NAME("server"),
+	};
+	const char *connection = NULL;
+
+	*type = *length = NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (SBX_HTTP_NAME_IS(f[i].name, f[i].name_len, "content-type"))
+			*type = f[i].value;
+		else if (SBX_HTTP_NAME_IS(f[i].name, f[i].name_len, "content-length"))
+			*length = f[i].value;
+		else if (SBX_HTTP_NAME_IS(f[i].name, f[i].name_len, "connection"))
+			connection = f[i].value;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!sbx_http_hop_by_hop(f[i].name, f[i].name_len) &&
+		    !sbx_http_name_in(f[i].name, f[i].name_len, own,
+				      sizeof(own) / sizeof(own[0])) &&
+		    !(connection && sbx_http_list_has(connection, f[i].name)))
+			sbx_http_add_header(req, f[i].name, f[i].value);
 }
 
 int sbx_http_respond(struct sbx_http_req *req, int status, const char *content_type,

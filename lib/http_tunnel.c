@@ -124,18 +124,6 @@ static const struct http_stream_cb client_cb = {
 
 /* ---- upstream ------------------------------------------------------------------------ */
 
-static bool passed_back(const char *name)
-{
-	static const char *const names[] = { "connection",	  "upgrade",	    "keep-alive",
-					     "transfer-encoding", "content-length", "content-type",
-					     "proxy-connection",  "server",	    "date" };
-
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (!strcasecmp(names[i], name))
-			return false;
-	return true;
-}
-
 static void switch_client(struct tunnel *t)
 {
 	struct sbx_http_req *req = t->req;
@@ -157,6 +145,7 @@ static void up_head(struct sbx_http_client *x, int status, const struct sbx_http
 		    void *arg)
 {
 	struct tunnel *t = arg;
+	const char *type, *length;
 
 	(void)x;
 	t->status = status;
@@ -165,13 +154,10 @@ static void up_head(struct sbx_http_client *x, int status, const struct sbx_http
 		fail(t, 502, "the upstream answered without switching protocols");
 		return;
 	}
-	for (size_t i = 0; i < n; i++) {
-		if (!strcasecmp(f[i].name, "content-type")) {
-			sbx_free(t->content_type);
-			t->content_type = sbx_strdup(f[i].value);
-		} else if (passed_back(f[i].name)) {
-			sbx_http_add_header(t->req, f[i].name, f[i].value);
-		}
+	sbx_http_pass_answer_fields(t->req, f, n, &type, &length);
+	if (type) {
+		sbx_free(t->content_type);
+		t->content_type = sbx_strdup(type);
 	}
 	if (status == 101)
 		switch_client(t);

@@ -252,6 +252,11 @@ struct sbx_http_name {
 	((len) == sizeof(lit) - 1 && sbx_http_name_eq((name), "" lit))
 /* Is a header name, len bytes long, one of names (both in any case)? */
 bool sbx_http_name_in(const char *name, size_t len, const struct sbx_http_name *names, size_t n);
+/* Is a header name one of those that describe one connection and end at
+ * each hop (RFC 9110 7.6.1): Connection, Keep-Alive, Proxy-Connection, TE,
+ * Trailer, Transfer-Encoding, Upgrade? Names that a Connection header lists
+ * end there too: see sbx_http_list_has. */
+bool sbx_http_hop_by_hop(const char *name, size_t len);
 /* Does a comma-separated header value ("keep-alive, Upgrade") list token
  * (in any case)? */
 bool sbx_http_list_has(const char *value, const char *token);
@@ -317,6 +322,14 @@ void sbx_http_on_abort(struct sbx_http_req *req, void (*cb)(struct sbx_http_req 
 /* Adds a response header before the response starts. 0, -EINVAL (bad
  * characters), -EALREADY (started), -ENOMEM. */
 int sbx_http_add_header(struct sbx_http_req *req, const char *name, const char *value);
+struct sbx_http_field; /* sbx/http_client.h */
+/* The head of an answer from upstream, as a proxy passes it on: adds to
+ * req's answer every field that is not hop-by-hop, not named by the
+ * answer's Connection header, and not one the server writes itself
+ * (Content-Type, Content-Length, Date, Server); the values of the first two
+ * go to *type and *length, NULL when the answer has none. */
+void sbx_http_pass_answer_fields(struct sbx_http_req *req, const struct sbx_http_field *f, size_t n,
+				 const char **type, const char **length);
 
 /* A whole response with Content-Length. Ends the request. */
 int sbx_http_respond(struct sbx_http_req *req, int status, const char *content_type,

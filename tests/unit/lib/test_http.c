@@ -108,6 +108,50 @@ static void tokens_and_names(void **state)
 	assert_false(SBX_HTTP_NAME_IS("Content-Type", 12, "content-length"));
 }
 
+/* What a proxy keeps of a request's or an answer's header fields. */
+static void hop_by_hop_fields(void **state)
+{
+	static const char *const hop[] = { "Connection", "KEEP-ALIVE", "proxy-connection",
+					   "TE",	 "Trailer",    "Transfer-Encoding",
+					   "upgrade" };
+	const struct sbx_http_field answer[] = {
+		{ .name = "Content-Type", .value = "text/plain", .name_len = 12 },
+		{ .name = "Connection", .value = "keep-alive, X-Hop", .name_len = 10 },
+		{ .name = "X-App", .value = "yes", .name_len = 5 },
+		{ .name = "x-hop", .value = "secret", .name_len = 5 },
+		{ .name = "Keep-Alive", .value = "timeout=5", .name_len = 10 },
+		{ .name = "Content-Length", .value = "5", .name_len = 14 },
+		{ .name = "Date", .value = "then", .name_len = 4 },
+		{ .name = "Server", .value = "upstream", .name_len = 6 },
+		{ .name = "Set-Cookie", .value = "a=1", .name_len = 10 },
+		{ .name = "Transfer-Encoding", .value = "chunked", .name_len = 17 },
+	};
+	struct sbx_http_req r = { 0 };
+	const char *type, *length;
+
+	for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+		assert_true(sbx_http_hop_by_hop(hop[i], strlen(hop[i])));
+	assert_false(sbx_http_hop_by_hop("Host", 4));
+	assert_false(sbx_http_hop_by_hop("Content-Length", 14));
+	assert_false(sbx_http_hop_by_hop("tee", 3));
+	assert_false(sbx_http_hop_by_hop("upgrades", 8));
+	/* The answer's end-to-end fields pass, in their order; the server
+	 * writes the type, length, date and server itself. */
+	sbx_buf_init(&r.resp_headers, 64);
+	sbx_http_pass_answer_fields(&r, answer, sizeof(answer) / sizeof(answer[0]), &type, &length);
+	assert_string_equal(type, "text/plain");
+	assert_string_equal(length, "5");
+	assert_int_equal(r.resp_headers.len, strlen("X-App: yes\r\nSet-Cookie: a=1\r\n"));
+	assert_memory_equal(r.resp_headers.data, "X-App: yes\r\nSet-Cookie: a=1\r\n",
+			    r.resp_headers.len);
+	sbx_buf_reset(&r.resp_headers);
+	sbx_http_pass_answer_fields(&r, answer + 2, 1, &type, &length);
+	assert_null(type);
+	assert_null(length);
+	assert_int_equal(r.resp_headers.len, strlen("X-App: yes\r\n"));
+	sbx_buf_release(&r.resp_headers);
+}
+
 static void targets(void **state)
 {
 	struct sbx_http_req r = { 0 };
@@ -152,6 +196,7 @@ int main(void)
 		cmocka_unit_test(decoding),
 		cmocka_unit_test(reasons_and_headers),
 		cmocka_unit_test(tokens_and_names),
+		cmocka_unit_test(hop_by_hop_fields),
 		cmocka_unit_test(targets),
 	};
 
