@@ -41,7 +41,10 @@ proxy alike, so that no proxy shares its cores with the load it is
 measured under (needs more cores than workers).
 
 Prints a table and, for sbx-ingress, its ratio to the best peer on each
-line. Figures go to docs/benchmarks.md by hand, with the machine.
+line; then, for the loads, the same ratio taken within each round (against
+that round's best peer, which ran minutes apart at most): its median, its
+range, and in how many rounds sbx-ingress did at least as well. Figures go
+to docs/benchmarks.md by hand, with the machine.
 
   python bench/ingress/run.py BUILD_DIR --baseline=OTHER_BUILD_DIR
 
@@ -448,10 +451,10 @@ def main() -> None:
         results[name] = {part: {key: statistics.median(r[part][key] for r in rs)
                                 for key in rs[0][part]} for part in ("h1", "h2")}
         results[name]["ws"] = rs[0]["ws"]
-    report(results)
+    report(results, rounds)
 
 
-def report(results: dict[str, dict]) -> None:
+def report(results: dict[str, dict], rounds: dict[str, list[dict]]) -> None:
     peers = [n for n in results if n not in ("sbx-ingress", "baseline")]
     rows = [("HTTP/1.1 req/s", "h1", "rps", max), ("HTTP/1.1 p50 (ms)", "h1", "p50", min),
             ("HTTP/1.1 p99 (ms)", "h1", "p99", min),
@@ -481,6 +484,23 @@ def report(results: dict[str, dict]) -> None:
             b = results["baseline"][part][key]
             line += f" {sbx / b:.2f} |" if sbx is not None and b else " - |"
         print(line)
+    if "sbx-ingress" not in rounds or not peers:
+        return
+    # The machine's speed drifts between rounds, and moves every proxy of a
+    # round alike: a ratio taken within each round leaves that out.
+    print("\n| measure, within each round | sbx / best peer, median | range "
+          "| rounds at least as good |")
+    print("|---|---|---|---|")
+    for label, part, key, best in rows:
+        if part == "ws":
+            continue
+        ratios, good = [], 0
+        for k, mine in enumerate(rounds["sbx-ingress"]):
+            peer = best(rounds[n][k][part][key] for n in peers)
+            ratios.append(mine[part][key] / peer)
+            good += best(mine[part][key], peer) == mine[part][key]
+        print(f"| {label} | {statistics.median(ratios):.2f} | {min(ratios):.2f} to "
+              f"{max(ratios):.2f} | {good} of {len(ratios)} |")
 
 
 if __name__ == "__main__":
