@@ -41,10 +41,10 @@ proxy alike, so that no proxy shares its cores with the load it is
 measured under (needs more cores than workers).
 
 Prints a table and, for sbx-ingress, its ratio to the best peer on each
-line; then, for the loads, the same ratio taken within each round (against
-that round's best peer, which ran minutes apart at most): its median, its
-range, and in how many rounds sbx-ingress did at least as well. Figures go
-to docs/benchmarks.md by hand, with the machine.
+line; then, for the loads, sbx-ingress against that same peer within each
+round (the two ran minutes apart at most): the median of the per-round
+ratios, their range, and in how many rounds sbx-ingress did at least as
+well. Figures go to docs/benchmarks.md by hand, with the machine.
 
   python bench/ingress/run.py BUILD_DIR --baseline=OTHER_BUILD_DIR
 
@@ -487,19 +487,23 @@ def report(results: dict[str, dict], rounds: dict[str, list[dict]]) -> None:
     if "sbx-ingress" not in rounds or not peers:
         return
     # The machine's speed drifts between rounds, and moves every proxy of a
-    # round alike: a ratio taken within each round leaves that out.
-    print("\n| measure, within each round | sbx / best peer, median | range "
+    # round alike: a ratio taken within each round leaves that out. It is
+    # taken against the best peer of the table above, the same in every
+    # round (the best of three in each round would favour the peers: of
+    # four equal proxies, each would be the best of the others in one round
+    # in four).
+    print("\n| measure, within each round | against | sbx / peer, median | range "
           "| rounds at least as good |")
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|")
     for label, part, key, best in rows:
         if part == "ws":
             continue
+        peer = best(peers, key=lambda n: results[n][part][key])
         ratios, good = [], 0
-        for k, mine in enumerate(rounds["sbx-ingress"]):
-            peer = best(rounds[n][k][part][key] for n in peers)
-            ratios.append(mine[part][key] / peer)
-            good += best(mine[part][key], peer) == mine[part][key]
-        print(f"| {label} | {statistics.median(ratios):.2f} | {min(ratios):.2f} to "
+        for mine, theirs in zip(rounds["sbx-ingress"], rounds[peer]):
+            ratios.append(mine[part][key] / theirs[part][key])
+            good += best(mine[part][key], theirs[part][key]) == mine[part][key]
+        print(f"| {label} | {peer} | {statistics.median(ratios):.2f} | {min(ratios):.2f} to "
               f"{max(ratios):.2f} | {good} of {len(ratios)} |")
 
 
